@@ -1,0 +1,157 @@
+"""The composer interface and its registry (extensible through the ``cir_milvus.composers`` entry-point group).
+
+A composer turns a batch of reference-image embeddings and modification texts into query vectors. Third-party
+packages add composers by subclassing :class:`Composer` and declaring an entry point::
+
+    [project.entry-points."cir_milvus.composers"]
+    mine = "my_pkg.composers:MyComposer"
+
+Example:
+    >>> from cir_milvus.composers import get_composer, list_composers
+    >>> "slerp" in list_composers()
+    True
+    >>> get_composer("slerp", alpha=0.9).params["alpha"]
+    0.9
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from cir_milvus.encoders.base import Encoder, l2_normalize
+from cir_milvus.errors import ConfigError
+from cir_milvus.types import Embeddings
+
+__all__ = ["Composer", "get_composer", "list_composers", "register_composer"]
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "cir_milvus.composers"
+
+
+class Composer(ABC):
+    """Turns (reference image embeddings, texts) into query vectors.
+
+    Subclasses set ``name``, ``defaults`` (their parameters and default values) and implement :meth:`compose`.
+
+    Attributes:
+        name: registry name.
+        defaults: parameter names and default values; unknown parameters are rejected.
+        needs_image: whether a reference image is required.
+        needs_text: whether a text is required.
+        preprocess: query-side image preprocessing (``None`` = the collection's).
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    needs_image: ClassVar[bool] = True
+    needs_text: ClassVar[bool] = True
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ConfigError(
+                f"composer {self.name!r} got unknown parameter(s) {sorted(unknown)}; "
+                f"it accepts {sorted(self.defaults) or 'none'}"
+            )
+        self.params: dict[str, Any] = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
+        self.validate()
+
+    @property
+    def preprocess(self) -> str | None:
+        return None
+
+    def validate(self) -> None:
+        """Check ``self.params``; raise :class:`ConfigError` on bad values."""
+
+    def with_params(self, **overrides: Any) -> Composer:
+        """A copy with some parameters replaced (``None`` values are ignored)."""
+        merged = {**self.params, **{k: v for k, v in overrides.items() if v is not None}}
+        return type(self)(**merged)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description stored in the collection recipe."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    @abstractmethod
+    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
+        """Compose query vectors.
+
+        Args:
+            encoder: the collection's encoder (text tower, device, pseudo-token injection).
+            image_embeddings: RAW (un-normalised) reference embeddings ``[N, D]``, or ``None`` when
+                ``needs_image`` is False.
+            texts: ``N`` modification texts.
+
+        Returns:
+            L2-normalised float32 query vectors ``[N, D]``.
+        """
+
+
+C = TypeVar("C", bound=type[Composer])
+_REGISTRY: dict[str, type[Composer]] = {}
+_entry_points_loaded = False
+
+
+def register_composer(name: str) -> Callable[[C], C]:
+    """Class decorator registering a :class:`Composer` subclass under ``name``.
+
+    Raises:
+        ConfigError: the name is taken or the class is not a Composer.
+    """
+
+    def deco(cls: C) -> C:
+        if not (isinstance(cls, type) and issubclass(cls, Composer)):
+            raise ConfigError(f"@register_composer({name!r}) needs a Composer subclass, got {cls!r}")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ConfigError(f"a composer named {name!r} is already registered ({_REGISTRY[name].__qualname__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from cir_milvus.composers import baselines, pseudo, slerp  # noqa: F401 - built-ins register themselves
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            cls = ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the library
+            log.warning("could not load composer plugin %s (%s): %s", ep.name, ep.value, e)
+            continue
+        register_composer(ep.name)(cls)
+
+
+def list_composers() -> list[str]:
+    """Names of every available composer (built-in and plugins)."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get_composer(name: str, **params: Any) -> Composer:
+    """Instantiate a registered composer.
+
+    Raises:
+        ConfigError: unknown name (the message lists the available ones) or bad parameters.
+    """
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown composer {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**params)
+
+
+def normalized(x: np.ndarray) -> Embeddings:
+    return l2_normalize(x)

@@ -1,0 +1,50 @@
+"""The baselines every ZS-CIR paper reports (Pic2Word ``eval_utils``): image only, text only, normalised sum."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from cir_milvus.composers.base import Composer, register_composer
+from cir_milvus.composers.slerp import _normalize, to_numpy
+from cir_milvus.encoders.base import Encoder
+from cir_milvus.errors import ConfigError
+from cir_milvus.types import Embeddings
+
+__all__ = ["ImageOnlyComposer", "SumComposer", "TextOnlyComposer"]
+
+
+def _require_image(name: str, image_embeddings: Embeddings | None) -> Embeddings:
+    if image_embeddings is None:
+        raise ConfigError(f"composer {name!r} needs a reference image (or ref_id)")
+    return image_embeddings
+
+
+@register_composer("image")
+class ImageOnlyComposer(Composer):
+    """The normalised reference-image embedding (the text is ignored)."""
+
+    needs_text: ClassVar[bool] = False
+
+    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
+        return to_numpy(_normalize(_require_image(self.name, image_embeddings)))
+
+
+@register_composer("text")
+class TextOnlyComposer(Composer):
+    """The modification text encoded alone (the image is ignored)."""
+
+    needs_image: ClassVar[bool] = False
+
+    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
+        return to_numpy(encoder.encode_texts(list(texts), normalize=True))
+
+
+@register_composer("sum")
+class SumComposer(Composer):
+    """``normalize(normalize(image) + normalize(text))``."""
+
+    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
+        img = _normalize(_require_image(self.name, image_embeddings))
+        txt = encoder.encode_texts(list(texts), normalize=True)
+        return to_numpy(_normalize(img + txt))

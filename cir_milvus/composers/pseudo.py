@@ -1,0 +1,3 @@
+"""Pseudo-word-token composers (Pic2Word, SEARLE, LinCIR). Filled in by the heads work."""
+
+from __future__ import annotations

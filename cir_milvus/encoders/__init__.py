@@ -1,0 +1,8 @@
+"""Encoders: one interface (:class:`Encoder`), several backends (torch, onnxruntime, fake)."""
+
+from __future__ import annotations
+
+from cir_milvus.encoders.base import Encoder, create_encoder, l2_normalize, list_encoders, register_encoder
+from cir_milvus.encoders.fake import FakeEncoder
+
+__all__ = ["Encoder", "FakeEncoder", "create_encoder", "l2_normalize", "list_encoders", "register_encoder"]

@@ -1,0 +1,127 @@
+"""The encoder interface shared by the torch, onnxruntime and fake backends, and the backend registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from cir_milvus.errors import ConfigError
+from cir_milvus.types import Embeddings, ImageInput
+
+__all__ = ["Encoder", "create_encoder", "list_encoders", "l2_normalize", "register_encoder"]
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> Embeddings:
+    """Row-wise L2 normalisation of ``[N, D]`` (float32 out)."""
+    x = np.asarray(x, dtype=np.float32)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)).astype(np.float32)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What every backend offers. Outputs are float32 numpy arrays ``[N, D]``.
+
+    Attributes:
+        dim: embedding dimension D.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:0"``...).
+        context_length: token sequence length of the text tower.
+        recipe: a JSON-able description of the backbone (model, weights, checksum, preprocessing, dim) that the
+            collection stores and compares on open.
+    """
+
+    dim: int
+    device: str
+    context_length: int
+
+    @property
+    def recipe(self) -> dict[str, Any]: ...
+
+    def encode_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        preprocess: str | None = None,
+        progress: bool = False,
+    ) -> Embeddings:
+        """Encode images (paths, bytes or PIL). ``normalize=False`` returns the raw projected embedding."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True) -> Embeddings:
+        """Encode texts with the text tower."""
+        ...
+
+    def encode_texts_with_pseudo_tokens(
+        self,
+        texts: Sequence[str],
+        pseudo_tokens: np.ndarray,
+        *,
+        placeholder: str = "$",
+        batch_size: int = 256,
+        normalize: bool = True,
+    ) -> Embeddings:
+        """Encode prompts whose placeholder token row is overwritten by ``pseudo_tokens[i]`` (``[N, width]``)."""
+        ...
+
+    def token_width(self) -> int:
+        """Width of the text tower's token embeddings (the dimension of a pseudo token)."""
+        ...
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """Token ids ``[N, context_length]`` (int64)."""
+        ...
+
+
+_ENCODERS: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
+    """Register an encoder backend factory under ``name`` (duplicates are rejected)."""
+
+    def deco(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
+        if name in _ENCODERS:
+            raise ConfigError(f"encoder backend {name!r} is already registered")
+        _ENCODERS[name] = factory
+        return factory
+
+    return deco
+
+
+def list_encoders() -> list[str]:
+    """Names of the registered encoder backends."""
+    _load_builtin()
+    return sorted(_ENCODERS)
+
+
+def _load_builtin() -> None:
+    from cir_milvus.encoders import fake, ort, torch  # noqa: F401 - registration side effect
+
+
+def create_encoder(model: str, pretrained: str | None = None, *, backend: str | None = None, **kwargs: Any) -> Encoder:
+    """Build an encoder by name.
+
+    Args:
+        model: open_clip model name (``"ViT-B-32"``), ``"hf-hub:org/repo"``, the demo model ``"cir-demo-tiny"``,
+            ``"bundle:PATH"`` for an exported ONNX bundle, or ``"fake"``.
+        pretrained: open_clip tag (``"openai"``), a local checkpoint path, or ``"cir-demo"`` for the shipped demo
+            weights. Ignored for ``hf-hub:`` and bundles.
+        backend: ``"torch"``, ``"onnx"`` or ``"fake"``; inferred from ``model`` when omitted.
+        **kwargs: backend options (``device``, ``precision``...).
+
+    Raises:
+        ConfigError: unknown backend.
+
+    Example:
+        >>> enc = create_encoder("fake", dim=8)
+        >>> enc.encode_texts(["a red star"]).shape
+        (1, 8)
+    """
+    _load_builtin()
+    if backend is None:
+        backend = "onnx" if model.startswith("bundle:") else "fake" if model == "fake" else "torch"
+    if backend not in _ENCODERS:
+        raise ConfigError(f"unknown encoder backend {backend!r}; available: {', '.join(sorted(_ENCODERS))}")
+    return _ENCODERS[backend](model=model, pretrained=pretrained, **kwargs)

@@ -1,0 +1,3 @@
+"""The onnxruntime backend (serves exported bundles without torch). Filled in by the export work."""
+
+from __future__ import annotations

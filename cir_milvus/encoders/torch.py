@@ -1,0 +1,269 @@
+"""The torch backend: open_clip towers, batched, CUDA + fp16 when a GPU is present, CPU fp32 otherwise.
+
+This is the only runtime module that imports torch (lazily, through :func:`cir_milvus._optional.require`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cir_milvus._optional import require
+from cir_milvus.encoders.base import register_encoder
+from cir_milvus.errors import ConfigError
+from cir_milvus.images import load_image
+from cir_milvus.models.spec import ModelSpec, load_open_clip, resolve_model
+from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.types import Embeddings, ImageInput
+
+__all__ = ["TorchEncoder", "inject_pseudo_tokens"]
+
+
+def _pick_device(device: str | None) -> str:
+    torch = require("torch")
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} was requested but torch sees no CUDA GPU; use device='cpu'")
+    return device
+
+
+def _text_tower(model: Any) -> Any:
+    """The module holding token_embedding/positional_embedding/transformer/ln_final/text_projection."""
+    tower = getattr(model, "text", None)
+    if tower is not None and hasattr(tower, "token_embedding"):
+        return tower  # CustomTextCLIP with an open_clip TextTransformer
+    if hasattr(model, "token_embedding"):
+        return model  # CLIP
+    raise ConfigError(
+        f"{type(model).__name__} has no open_clip text transformer (Hugging Face text towers are not supported "
+        "for pseudo-token composition)"
+    )
+
+
+def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeholder_id: int) -> Any:
+    """Encode token ids whose placeholder rows are overwritten by pseudo tokens (Pic2Word / SEARLE / LinCIR).
+
+    The placeholder's token-embedding row is replaced in place (``where(ids == placeholder, tok, emb)``); nothing
+    is inserted, so positions and EOT pooling are unchanged (methods.md §0, §9).
+
+    Args:
+        model: an open_clip CLIP / CustomTextCLIP.
+        input_ids: int64 ``[B, L]``.
+        pseudo_tokens: ``[B, W]`` (W = text width), one token per prompt; every placeholder slot gets it.
+        placeholder_id: the token id of the placeholder (``$`` = 259, ``*`` = 265 in CLIP BPE).
+
+    Returns:
+        The un-normalised text features ``[B, D]``.
+    """
+    torch = require("torch")
+    from open_clip.transformer import text_global_pool
+
+    tower = _text_tower(model)
+    cast_dtype = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(input_ids).to(cast_dtype)  # [B, L, W]
+    tok = pseudo_tokens.to(device=x.device, dtype=cast_dtype)[:, None, :]  # [B, 1, W]
+    x = torch.where((input_ids == placeholder_id)[:, :, None], tok, x)  # [B, L, W]
+    x = x + tower.positional_embedding.to(cast_dtype)
+    attn_mask = tower.attn_mask
+    if getattr(tower, "cls_emb", None) is not None:
+        raise ConfigError("text towers with a CLS embedding (CoCa) are not supported for pseudo tokens")
+    x = tower.transformer(x, attn_mask=attn_mask)
+    x = tower.ln_final(x)  # [B, L, W]
+    pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+    eos = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+    x = text_global_pool(x, input_ids, pool_type, eos_token_id=eos)  # [B, W]
+    proj = tower.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj  # [B, D]
+    return x
+
+
+class TorchEncoder:
+    """open_clip image and text towers behind the :class:`~cir_milvus.encoders.Encoder` interface.
+
+    Args:
+        model: open_clip model name, ``hf-hub:`` id, ``local-dir:`` folder, or the demo model name.
+        pretrained: tag, local checkpoint path, ``"cir-demo"`` or ``None`` (random weights).
+        device: ``"cuda"``, ``"cpu"`` or ``None``/``"auto"`` (CUDA when available).
+        precision: ``"fp16"`` or ``"fp32"``; default fp16 on CUDA, fp32 on CPU.
+        preprocess: ``"clip"`` or ``"targetpad"`` for gallery images (default ``"clip"``).
+
+    Example:
+        >>> enc = TorchEncoder("cir-demo-tiny", "cir-demo")  # doctest: +SKIP
+        >>> enc.encode_texts(["a red star"]).shape  # doctest: +SKIP
+        (1, 128)
+    """
+
+    supports_device_output = True
+
+    def __init__(
+        self,
+        model: str,
+        pretrained: str | None = None,
+        *,
+        device: str | None = None,
+        precision: str | None = None,
+        preprocess: str = "clip",
+        spec: ModelSpec | None = None,
+    ) -> None:
+        self._torch = require("torch", purpose="the torch encoder backend")
+        self.spec = spec or resolve_model(model, pretrained)
+        self.device = _pick_device(device)
+        self.precision = precision or ("fp16" if self.device.startswith("cuda") else "fp32")
+        if self.precision not in ("fp16", "fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp16', 'bf16' or 'fp32', got {self.precision!r}")
+        self.model, self.tokenizer = load_open_clip(self.spec, device=self.device, precision=self.precision)
+        pcfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
+        size = pcfg.get("size", self.model.visual.image_size)
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        self.preprocess_config = PreprocessConfig(
+            size=int(size),
+            mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),  # type: ignore[arg-type]
+            std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),  # type: ignore[arg-type]
+            interpolation=pcfg.get("interpolation", "bicubic"),
+            mode=preprocess,  # type: ignore[arg-type]
+        )
+        self.context_length = int(getattr(self.tokenizer, "context_length", 77))
+        with self._torch.no_grad():
+            probe = self.model.encode_text(self._torch.zeros(1, self.context_length, dtype=self._torch.long,
+                                                              device=self.device))
+        self.dim = int(probe.shape[-1])
+        self._sha: str | None = None
+
+    # -- metadata -------------------------------------------------------------------------------------------------
+    @property
+    def recipe(self) -> dict[str, Any]:
+        if self._sha is None and self.spec.kind == "tag":
+            self._sha = _cached_tag_sha256(self.spec)
+        elif self._sha is None:
+            self._sha = self.spec.sha256()
+        return {
+            "backend": "torch",
+            "model": self.spec.model,
+            "pretrained": self.spec.pretrained,
+            "weights_sha256": self._sha,
+            "dim": self.dim,
+            "preprocess": self.preprocess_config.to_dict(),
+        }
+
+    def token_width(self) -> int:
+        return int(_text_tower(self.model).token_embedding.weight.shape[1])
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.tokenizer(list(texts)), dtype=np.int64)
+
+    def placeholder_id(self, placeholder: str) -> int:
+        """The single BPE id of a placeholder word (``$`` → 259, ``*`` → 265)."""
+        ids = self.tokenize([placeholder])[0]
+        nz = ids[ids != 0]
+        if len(nz) != 3:
+            raise ConfigError(f"placeholder {placeholder!r} is not a single token for this tokenizer")
+        return int(nz[1])
+
+    # -- encoding -------------------------------------------------------------------------------------------------
+    def _out(self, x: Any, normalize: bool, device_output: bool) -> Any:
+        x = x.float()
+        if normalize:
+            x = self._torch.nn.functional.normalize(x, dim=-1)
+        return x if device_output else x.cpu().numpy().astype(np.float32)
+
+    def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
+        """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of the image tower)."""
+        cfg = self.preprocess_config.with_mode(preprocess)
+        return preprocess_batch([load_image(im) for im in images], cfg)
+
+    def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, device_output: bool = False) -> Any:
+        torch = self._torch
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, dtype=dtype)
+            return self._out(self.model.encode_image(x), normalize, device_output)
+
+    def encode_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        preprocess: str | None = None,
+        progress: bool = False,
+        device_output: bool = False,
+    ) -> Any:
+        from tqdm.auto import tqdm
+
+        outs = []
+        starts = range(0, len(images), batch_size)
+        for s in tqdm(starts, desc="encode images", unit="batch", disable=not progress):
+            pix = self.pixels(images[s : s + batch_size], preprocess)
+            outs.append(self.encode_pixels(pix, normalize=normalize, device_output=True))
+        if not outs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = self._torch.cat(outs)
+        return x if device_output else x.cpu().numpy().astype(np.float32)
+
+    def encode_texts(
+        self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, device_output: bool = False
+    ) -> Any:
+        torch = self._torch
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(texts), batch_size):
+                ids = self.tokenizer(list(texts[s : s + batch_size])).to(self.device)
+                outs.append(self._out(self.model.encode_text(ids), normalize, True))
+        if not outs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = torch.cat(outs)
+        return x if device_output else x.cpu().numpy().astype(np.float32)
+
+    def encode_texts_with_pseudo_tokens(
+        self,
+        texts: Sequence[str],
+        pseudo_tokens: Any,
+        *,
+        placeholder: str = "$",
+        batch_size: int = 256,
+        normalize: bool = True,
+        device_output: bool = False,
+    ) -> Any:
+        torch = self._torch
+        pid = self.placeholder_id(placeholder)
+        ids_all = self.tokenize(texts)
+        missing = [t for t, ids in zip(texts, ids_all) if not (ids == pid).any()]
+        if missing:
+            raise ConfigError(
+                f"prompt {missing[0]!r} has no placeholder token {placeholder!r} (after tokenization/truncation); "
+                f"write the template with a free-standing {placeholder!r}, e.g. 'a photo of {placeholder} that {{}}'"
+            )
+        tokens = pseudo_tokens if isinstance(pseudo_tokens, torch.Tensor) else torch.as_tensor(
+            np.asarray(pseudo_tokens, dtype=np.float32))
+        outs = []
+        with torch.no_grad():
+            for s in range(0, len(texts), batch_size):
+                ids = torch.from_numpy(ids_all[s : s + batch_size]).to(self.device)
+                tok = tokens[s : s + batch_size].to(self.device)
+                outs.append(self._out(inject_pseudo_tokens(self.model, ids, tok, pid), normalize, True))
+        x = torch.cat(outs) if outs else torch.zeros(0, self.dim)
+        return x if device_output else x.cpu().numpy().astype(np.float32)
+
+    def to_device(self, x: np.ndarray) -> Any:
+        return self._torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+
+
+def _cached_tag_sha256(spec: ModelSpec) -> str | None:
+    try:
+        from open_clip.pretrained import download_pretrained, get_pretrained_cfg
+
+        from cir_milvus.models.spec import file_sha256
+
+        path = download_pretrained(get_pretrained_cfg(spec.model, spec.pretrained or ""))
+        return file_sha256(path) if path else None
+    except Exception:  # noqa: BLE001 - a checksum is best effort for hub tags
+        return None
+
+
+@register_encoder("torch")
+def _create_torch(model: str, pretrained: str | None = None, **kwargs: Any) -> TorchEncoder:
+    return TorchEncoder(model, pretrained, **kwargs)

@@ -1,0 +1,140 @@
+"""Decoding user images: paths, bytes or PIL images → RGB PIL images, with clear errors for bad files.
+
+Rules (the same for ingestion and queries):
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``).
+- Any mode becomes RGB: palette and LA/RGBA images with transparency are composited on white, CMYK is
+  converted, 16-bit greyscale (``I;16``/``I``) is scaled to 8 bits.
+- Animated images (GIF, WebP, APNG) use their first frame.
+- Images with more than :data:`MAX_PIXELS` pixels are refused (decompression-bomb guard).
+- Zero-byte, truncated and non-image files raise :class:`~cir_milvus.errors.ImageDecodeError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.types import ImageInput
+
+MAX_PIXELS = 89_478_485
+"""Pixel cap per image (Pillow's own default bomb threshold); larger images are refused."""
+
+__all__ = ["MAX_PIXELS", "content_id", "describe", "load_image", "to_rgb"]
+
+
+def describe(image: ImageInput) -> str:
+    """A short name for an image input, for messages."""
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    if isinstance(image, bytes):
+        return f"<{len(image)} bytes>"
+    if isinstance(image, Image.Image):
+        return f"<PIL {image.mode} {image.size[0]}x{image.size[1]}>"
+    return f"<{type(image).__name__}>"
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB (transparency composited on white, 16-bit scaled to 8-bit)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image input into an RGB PIL image.
+
+    Args:
+        image: a path, encoded bytes or a PIL image.
+        max_pixels: refuse images with more pixels than this.
+
+    Returns:
+        A fully loaded RGB image with EXIF orientation applied.
+
+    Raises:
+        ImageDecodeError: the file is missing, empty, truncated, not an image, or too large.
+        ConfigError: the input is not a path, bytes or PIL image.
+    """
+    name = describe(image)
+    if isinstance(image, Image.Image):
+        img = image
+    else:
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise ImageDecodeError(f"image file not found: {path}")
+            data = path.read_bytes()
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            data = bytes(image)
+        else:
+            raise ConfigError(f"images must be file paths, bytes or PIL images; got {type(image).__name__}")
+        if not data:
+            raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data))
+                if img.size[0] * img.size[1] > max_pixels:
+                    raise ImageDecodeError(
+                        f"{name}: {img.size[0]}x{img.size[1]} exceeds the pixel cap of {max_pixels:,} "
+                        "(possible decompression bomb); resize it or raise max_pixels"
+                    )
+                if getattr(img, "is_animated", False):
+                    img.seek(0)
+                img.load()
+        except ImageDecodeError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageDecodeError(f"{name}: not a readable image ({e})") from e
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})") from e
+    if img.size[0] * img.size[1] > max_pixels:
+        raise ImageDecodeError(f"{name}: {img.size[0]}x{img.size[1]} exceeds the pixel cap of {max_pixels:,}")
+    if img.size[0] == 0 or img.size[1] == 0:
+        raise ImageDecodeError(f"{name}: image has zero width or height")
+    try:
+        img = ImageOps.exif_transpose(img) or img
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+        pass
+    return to_rgb(img)
+
+
+def content_id(image: ImageInput) -> str:
+    """A deterministic id from the image's content: sha256 of the file bytes (or of the pixels of a PIL image).
+
+    Re-adding the same file gives the same id, so upserts never duplicate it.
+    """
+    h = hashlib.sha256()
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        try:
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise ImageDecodeError(f"cannot read {path}: {e}") from e
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        h.update(bytes(image))
+    elif isinstance(image, Image.Image):
+        h.update(f"{image.mode}:{image.size}".encode())
+        h.update(image.tobytes())
+    else:
+        raise ConfigError(f"images must be file paths, bytes or PIL images; got {type(image).__name__}")
+    return h.hexdigest()[:32]

@@ -1,0 +1,176 @@
+"""Resolving a backbone to something open_clip can build, with errors that say where we looked.
+
+Accepted forms (open_clip's own conventions):
+
+- ``model="ViT-B-32", pretrained="openai"``: an open_clip name and pretrained tag (downloaded by open_clip
+  into its cache; offline, only a cached copy works).
+- ``model="ViT-B-32", pretrained="/path/to/open_clip_pytorch_model.bin"``: a local checkpoint file
+  (``.bin``, ``.pt``, ``.pth`` or ``.safetensors``).
+- ``model="hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"``: config and weights from the Hugging Face hub.
+- ``model="local-dir:/path/to/dir"``: an ``open_clip_config.json`` + weights folder.
+- ``model="cir-demo-tiny", pretrained="cir-demo"``: the demo model shipped with the package.
+- ``pretrained=None``: random weights (tests, training from scratch).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cir_milvus._optional import require
+from cir_milvus.errors import ModelNotFoundError
+from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, demo_weights_path
+
+__all__ = ["ModelSpec", "file_sha256", "list_models", "load_open_clip", "register_model_config", "resolve_model"]
+
+_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file (cached per path, size and mtime)."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved backbone.
+
+    Attributes:
+        model: open_clip model name (or ``hf-hub:``/``local-dir:`` id).
+        pretrained: the tag or checkpoint path as the user gave it (``None`` = random weights).
+        checkpoint: local weights file when known (``None`` for tags until downloaded, hub ids and random).
+        kind: ``"tag"``, ``"file"``, ``"hf-hub"``, ``"local-dir"``, ``"demo"`` or ``"random"``.
+    """
+
+    model: str
+    pretrained: str | None
+    checkpoint: Path | None
+    kind: str
+
+    def sha256(self) -> str | None:
+        """Checksum of the weights file, when there is one on disk."""
+        return file_sha256(self.checkpoint) if self.checkpoint is not None and self.checkpoint.is_file() else None
+
+
+def register_model_config(path: str | os.PathLike[str]) -> None:
+    """Make an open_clip model config JSON (or a folder of them) available by name, like the demo model's."""
+    open_clip = require("open_clip", purpose="building open_clip models")
+    open_clip.add_model_config(Path(path))
+
+
+_registered_demo = False
+
+
+def _ensure_demo_config() -> None:
+    global _registered_demo
+    if not _registered_demo:
+        register_model_config(MODEL_CONFIG_DIR)
+        _registered_demo = True
+
+
+def list_models() -> list[str]:
+    """open_clip model names (including the demo model)."""
+    _ensure_demo_config()
+    open_clip = require("open_clip")
+    return list(open_clip.list_models())
+
+
+def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
+    """Turn the user's ``model``/``pretrained`` into a :class:`ModelSpec` without loading weights.
+
+    Raises:
+        ModelNotFoundError: unknown model name, unknown tag or missing checkpoint file; the message lists the
+            choices and how to pass a local file.
+    """
+    _ensure_demo_config()
+    open_clip = require("open_clip", purpose="building open_clip models")
+    if model.startswith("hf-hub:"):
+        return ModelSpec(model, None, None, "hf-hub")
+    if model.startswith("local-dir:"):
+        folder = Path(model.split(":", 1)[1])
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"local-dir model folder not found: {folder}")
+        return ModelSpec(model, None, None, "local-dir")
+    names = open_clip.list_models()
+    if model not in names:
+        close = difflib.get_close_matches(model, names, n=5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ModelNotFoundError(
+            f"unknown open_clip model {model!r}.{hint} See open_clip.list_models(), use 'hf-hub:org/repo', or "
+            "register your own config with cir_milvus.models.register_model_config(path)."
+        )
+    if model == DEMO_MODEL and pretrained in (None, DEMO_WEIGHTS):
+        if pretrained is None:
+            return ModelSpec(model, None, None, "random")
+        path = demo_weights_path()
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"demo weights missing at {path}; reinstall cir_milvus or rebuild them with "
+                "`python -m cir_milvus.train.demo_clip`"
+            )
+        return ModelSpec(model, DEMO_WEIGHTS, path, "demo")
+    if pretrained is None:
+        return ModelSpec(model, None, None, "random")
+    looks_like_path = pretrained.endswith(_CHECKPOINT_SUFFIXES) or os.sep in pretrained or pretrained.startswith(".")
+    if Path(pretrained).is_file():
+        return ModelSpec(model, pretrained, Path(pretrained), "file")
+    if looks_like_path:
+        raise ModelNotFoundError(
+            f"checkpoint file not found for {model}: {pretrained} (looked at {Path(pretrained).resolve()})"
+        )
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained not in tags:
+        raise ModelNotFoundError(
+            f"unknown pretrained tag {pretrained!r} for {model}; available: {', '.join(tags) or 'none'}. "
+            "Pass a local checkpoint path as pretrained= to use your own weights."
+        )
+    return ModelSpec(model, pretrained, None, "tag")
+
+
+def load_open_clip(spec: ModelSpec, device: str = "cpu", precision: str = "fp32") -> tuple[Any, Any]:
+    """Build the open_clip model and tokenizer for a spec.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode on ``device``.
+
+    Raises:
+        ModelNotFoundError: the weights cannot be fetched or read; the message names the model, where it looked
+            and how to pass a local file.
+    """
+    open_clip = require("open_clip", purpose="building open_clip models")
+    _ensure_demo_config()
+    pretrained = str(spec.checkpoint) if spec.kind in ("demo", "file") else spec.pretrained
+    try:
+        model = open_clip.create_model(spec.model, pretrained=pretrained, device=device, precision=precision)
+    except Exception as e:  # noqa: BLE001 - open_clip raises many types for "cannot fetch"
+        where = {
+            "tag": f"the open_clip cache / Hugging Face hub for tag {spec.pretrained!r}",
+            "hf-hub": f"the Hugging Face hub repo {spec.model[7:]!r} (and the local HF cache)",
+            "file": f"the local file {spec.checkpoint}",
+            "demo": f"the shipped demo weights {spec.checkpoint}",
+            "local-dir": f"the folder {spec.model[10:]}",
+        }.get(spec.kind, spec.kind)
+        raise ModelNotFoundError(
+            f"could not load weights for {spec.model} from {where}: {type(e).__name__}: {e}. "
+            "Without network access, download the checkpoint elsewhere and pass it as a local file: "
+            f"CIRCollection.create(..., model={spec.model.split(':')[-1]!r}, pretrained='/path/to/"
+            "open_clip_pytorch_model.bin') or `--pretrained /path/to/file` on the CLI."
+        ) from e
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(spec.model)
+    return model, tokenizer
