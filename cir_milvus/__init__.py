@@ -1,0 +1,59 @@
+"""cir_milvus: zero-shot composed image retrieval (reference image + modification text) on Milvus.
+
+Example:
+    >>> from cir_milvus import CIRCollection
+    >>> col = CIRCollection.create("./cir.db", "demo", model="cir-demo-tiny", pretrained="cir-demo")  # doctest: +SKIP
+    >>> col.add(["a.png", "b.png"])  # doctest: +SKIP
+    >>> col.search("a.png", "make it blue", k=5)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from cir_milvus.composers import Composer, get_composer, list_composers, register_composer, slerp
+from cir_milvus.encoders import Encoder, FakeEncoder, create_encoder, list_encoders, register_encoder
+from cir_milvus.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    CIRError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    ConfigError,
+    DatasetError,
+    ImageDecodeError,
+    ModelNotFoundError,
+    RecipeMismatchError,
+    StorageError,
+)
+from cir_milvus.storage import AddResult, CIRCollection, Hit, Recipe, Skipped
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddResult",
+    "BackendUnavailableError",
+    "CIRCollection",
+    "CIRError",
+    "CheckpointError",
+    "CollectionLockedError",
+    "CollectionNotFoundError",
+    "Composer",
+    "ConfigError",
+    "DatasetError",
+    "Encoder",
+    "FakeEncoder",
+    "Hit",
+    "ImageDecodeError",
+    "ModelNotFoundError",
+    "Recipe",
+    "RecipeMismatchError",
+    "Skipped",
+    "StorageError",
+    "__version__",
+    "create_encoder",
+    "get_composer",
+    "list_composers",
+    "list_encoders",
+    "register_composer",
+    "register_encoder",
+    "slerp",
+]

@@ -255,7 +255,8 @@ class CIRRDataset(CIRDataset):
         self._captions = _load_json(self.captions_path, "CIRR captions", CIRR_URL)
         self._name_to_relpath = _load_json(self.split_path, "CIRR image split", CIRR_URL)
         if not isinstance(self._captions, list):
-            raise DatasetError(f"{self.captions_path}: expected a JSON list of pairs, got {type(self._captions).__name__}")
+            raise DatasetError(f"{self.captions_path}: expected a JSON list of pairs, "
+                               f"got {type(self._captions).__name__}")
         if not isinstance(self._name_to_relpath, dict):
             raise DatasetError(f"{self.split_path}: expected a JSON object name -> relative path, "
                                f"got {type(self._name_to_relpath).__name__}")

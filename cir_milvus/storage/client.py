@@ -1,0 +1,125 @@
+"""Connecting to Milvus (Lite file or server URI), backend capabilities, and error wrapping."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cir_milvus.errors import CollectionLockedError, ConfigError, StorageError
+
+__all__ = ["Capabilities", "connect", "milvus_errors"]
+
+log = logging.getLogger(__name__)
+
+# Index types each backend can actually build (Lite accepts others and silently falls back to brute force).
+LITE_INDEXES = frozenset({"HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "FLAT", "AUTOINDEX"})
+SERVER_INDEXES = frozenset(
+    {"FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "HNSW_SQ", "HNSW_PQ", "HNSW_PRQ", "SCANN", "DISKANN",
+     "AUTOINDEX", "GPU_CAGRA", "GPU_IVF_FLAT", "GPU_IVF_PQ", "GPU_BRUTE_FORCE"}
+)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the connected Milvus can do.
+
+    Attributes:
+        is_lite: Milvus Lite (local ``.db`` file).
+        version: server version string.
+        index_types: index types that really get built.
+        filter_templates: the server parses ``{name}`` placeholders with ``filter_params`` (Milvus ≥ 2.5).
+    """
+
+    is_lite: bool
+    version: str
+    index_types: frozenset[str]
+    filter_templates: bool
+
+
+def _parse_version(v: str) -> tuple[int, int]:
+    m = re.search(r"(\d+)\.(\d+)", v)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def capabilities(client: Any) -> Capabilities:
+    try:
+        version = str(client.get_server_version())
+    except Exception:  # noqa: BLE001 - some servers do not answer; assume an old one
+        version = "unknown"
+    is_lite = version.startswith("milvus_lite") or version.startswith("milvus-lite")
+    major_minor = _parse_version(version.split("-", 1)[-1] if is_lite else version)
+    return Capabilities(
+        is_lite=is_lite,
+        version=version,
+        index_types=LITE_INDEXES if is_lite else SERVER_INDEXES,
+        filter_templates=(not is_lite) and major_minor >= (2, 5),
+    )
+
+
+@contextlib.contextmanager
+def milvus_errors(action: str) -> Iterator[None]:
+    """Re-raise pymilvus / gRPC failures as :class:`StorageError` with the action in the message."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - MilvusException and grpc.RpcError have no common base
+        mod = type(e).__module__
+        if mod.startswith(("pymilvus", "grpc", "milvus_lite")) or isinstance(e, (ConnectionError, TimeoutError)):
+            raise StorageError(f"Milvus failed to {action}: {e}") from e
+        raise
+
+
+def _lock_holder(e: BaseException) -> bool:
+    seen: BaseException | None = e
+    while seen is not None:
+        if type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def connect(uri: str, *, token: str | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
+    """Open a ``MilvusClient``.
+
+    Args:
+        uri: a Milvus Lite file (``./cir.db``) or a server URI (``http://host:19530``, ``https://...``).
+        token: ``"user:password"`` or an API key (servers only); never logged.
+        timeout: connection timeout in seconds.
+        **kwargs: passed to ``MilvusClient`` (``secure``, ``server_pem_path``, ``server_name``, ``ca_pem_path``,
+            ``client_pem_path``, ``client_key_path``, ``db_name``...).
+
+    Raises:
+        CollectionLockedError: the Lite file is open in another process.
+        StorageError: the server cannot be reached.
+    """
+    from pymilvus import MilvusClient
+
+    is_file = "://" not in uri and not uri.startswith("unix:")
+    if is_file:
+        if not uri.endswith(".db"):
+            raise ConfigError(f"a Milvus Lite path must end in '.db' (got {uri!r}); servers need http(s)://host:port")
+        Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    args: dict[str, Any] = dict(kwargs)
+    if token:
+        args["token"] = token
+    if timeout is not None:
+        args["timeout"] = timeout
+    try:
+        return MilvusClient(uri=uri, **args)
+    except Exception as e:  # noqa: BLE001
+        if _lock_holder(e):
+            raise CollectionLockedError(
+                f"the Milvus Lite file {uri} is open in another process (Milvus Lite allows one process per file). "
+                "Close the other process, use a copy of the file, or run a Milvus server "
+                "(`milvus-lite server --data-dir ...` or a real Milvus) and connect by URI."
+            ) from e
+        where = "Milvus Lite file" if is_file else "Milvus server"
+        raise StorageError(f"could not connect to the {where} at {uri}: {e}") from e

@@ -1,0 +1,624 @@
+"""``CIRCollection``: the quick path — a Milvus collection of image vectors plus the recipe to query it.
+
+Schema: ``id`` VARCHAR primary key (content hash unless given), ``vector`` FLOAT_VECTOR (L2-normalised image
+embedding), ``norm`` FLOAT (the raw embedding's norm, so pseudo-token heads can reuse stored vectors), ``source``
+VARCHAR (file path when known), ``metadata`` JSON. Index HNSW with metric IP (= cosine on normalised vectors).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cir_milvus.composers.base import Composer, get_composer
+from cir_milvus.encoders.base import Encoder, create_encoder
+from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
+from cir_milvus.storage.client import Capabilities, capabilities, connect, milvus_errors
+from cir_milvus.storage.filters import render_filter
+from cir_milvus.storage.ingest import (
+    AddResult,
+    chunk_rows_by_bytes,
+    decode_batch,
+    make_rows,
+    resolve_ids,
+    with_retries,
+)
+from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, check_compatible
+from cir_milvus.types import Embeddings, ImageInput
+
+__all__ = ["CIRCollection", "Hit"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FIELDS = ["id", "source", "metadata"]
+DEFAULT_INDEX: dict[str, Any] = {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
+DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"HNSW": {"ef": 128}, "HNSW_SQ": {"ef": 128}, "IVF_FLAT": {"nprobe": 32},
+                                         "IVF_SQ8": {"nprobe": 32}}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        id: the stored id.
+        score: inner product with the query (cosine similarity; higher is better).
+        metadata: the stored metadata dict.
+        source: the file path the image came from ("" when added as bytes/PIL).
+    """
+
+    id: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+def _version() -> str:
+    from cir_milvus import __version__
+
+    return __version__
+
+
+class CIRCollection:
+    """A composed-image-retrieval collection in Milvus.
+
+    Build with :meth:`create` or :meth:`open`, not the constructor.
+
+    Example:
+        >>> col = CIRCollection.create("./cir.db", "products", model="ViT-B-32", pretrained="openai")  # doctest: +SKIP
+        >>> col.add(["shoe.jpg"], metadata=[{"brand": "acme"}])  # doctest: +SKIP
+        >>> col.search("shoe.jpg", "in red", k=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, client: Any, name: str, encoder: Encoder, recipe: Recipe, caps: Capabilities,
+                 uri: str = "") -> None:
+        self._client = client
+        self.name = name
+        self.encoder = encoder
+        self.recipe = recipe
+        self.capabilities = caps
+        self.uri = uri
+        self._composers: dict[str, Composer] = {}
+        self._heads: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # construction
+    @staticmethod
+    def _build_encoder(model: str | None, pretrained: str | None, encoder: Encoder | None,
+                       encoder_kwargs: Mapping[str, Any]) -> Encoder:
+        if encoder is not None:
+            return encoder
+        if model is None:
+            raise ConfigError("pass model= (e.g. model='ViT-B-32', pretrained='openai') or encoder=")
+        return create_encoder(model, pretrained, **encoder_kwargs)
+
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        name: str,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        encoder: Encoder | None = None,
+        composer: str = "slerp",
+        composer_params: Mapping[str, Any] | None = None,
+        alpha: float | None = None,
+        index: str = "HNSW",
+        index_params: Mapping[str, Any] | None = None,
+        exist_ok: bool = False,
+        overwrite: bool = False,
+        token: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> CIRCollection:
+        """Create a collection (or open it when ``exist_ok`` and the recipe matches).
+
+        Args:
+            uri: Milvus Lite file (``"./cir.db"``) or server URI (``"http://host:19530"``).
+            name: collection name.
+            model: backbone (open_clip name, ``hf-hub:`` id, ``bundle:PATH``, ``"cir-demo-tiny"``).
+            pretrained: open_clip tag, checkpoint path, or ``"cir-demo"``.
+            encoder: a ready encoder instead of ``model``/``pretrained``.
+            composer: default composer (``slerp``, ``pic2word``, ``searle``, ``lincir``, ``combined``,
+                ``image``, ``text``, ``sum`` or a plugin).
+            composer_params: its parameters (e.g. ``{"head": "/path/phi.pt"}`` for the pseudo-token composers).
+            alpha: shortcut for ``composer_params["alpha"]``.
+            index: ``HNSW`` (default), ``IVF_FLAT``, ``FLAT``... validated against the backend.
+            index_params: build parameters (HNSW: ``M``, ``efConstruction``).
+            exist_ok: open the collection if it exists (the recipe must match).
+            overwrite: drop an existing collection of this name first.
+            token: ``"user:password"`` or API key for servers.
+            device, precision: encoder options (default: CUDA + fp16 when available, else CPU fp32).
+            connect_kwargs: extra ``MilvusClient`` arguments (TLS: ``secure``, ``server_pem_path``, ...).
+
+        Raises:
+            ConfigError: the collection exists (and neither ``exist_ok`` nor ``overwrite``), bad index type.
+            RecipeMismatchError: ``exist_ok`` but the stored recipe differs.
+        """
+        client = connect(uri, token=token, **dict(connect_kwargs or {}))
+        caps = capabilities(client)
+        with milvus_errors(f"check collection {name!r}"):
+            exists = client.has_collection(name)
+        if exists and overwrite:
+            with milvus_errors(f"drop collection {name!r}"):
+                client.drop_collection(name)
+            exists = False
+        enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
+        if exists:
+            if not exist_ok:
+                raise ConfigError(
+                    f"collection {name!r} already exists at {uri}; use CIRCollection.open(), exist_ok=True, or "
+                    "overwrite=True to drop it"
+                )
+            return cls._open_with(client, caps, uri, name, enc)
+        params = dict(composer_params or {})
+        if alpha is not None:
+            params["alpha"] = alpha
+        comp = get_composer(composer, **params)
+        index = index.upper()
+        if index not in caps.index_types:
+            backend = "Milvus Lite" if caps.is_lite else f"Milvus {caps.version}"
+            raise ConfigError(f"index {index!r} is not built by {backend}; choose one of {sorted(caps.index_types)}")
+        idx = {"type": index, "params": dict(index_params or DEFAULT_INDEX["params"] if index == "HNSW" else
+                                             index_params or {})}
+        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx, package_version=_version())
+        cls._create_collection(client, name, enc.dim, recipe)
+        col = cls(client, name, enc, recipe, caps, uri)
+        col._composers[comp.name] = comp
+        return col
+
+    @staticmethod
+    def _create_collection(client: Any, name: str, dim: int, recipe: Recipe) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(enable_dynamic_field=False, auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("norm", DataType.FLOAT)
+        schema.add_field("source", DataType.VARCHAR, max_length=2048)
+        schema.add_field("metadata", DataType.JSON)
+        ip = client.prepare_index_params()
+        ip.add_index("vector", index_type=recipe.index["type"], metric_type=recipe.metric,
+                     params=recipe.index["params"])
+        with milvus_errors(f"create collection {name!r}"):
+            client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong",
+                                     properties={PROPERTY_KEY: recipe.to_json()})
+            client.load_collection(name)
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        name: str,
+        *,
+        model: str | None = None,
+        pretrained: str | None = None,
+        encoder: Encoder | None = None,
+        token: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+    ) -> CIRCollection:
+        """Open an existing collection; the encoder is rebuilt from the stored recipe unless one is given.
+
+        Raises:
+            CollectionNotFoundError: no such collection (the message lists the existing ones).
+            RecipeMismatchError: the given model/encoder differs from the recipe (both are named).
+        """
+        client = connect(uri, token=token, **dict(connect_kwargs or {}))
+        caps = capabilities(client)
+        recipe = cls._read_recipe(client, name, uri)
+        if encoder is None and model is None:
+            enc_recipe = recipe.encoder
+            if enc_recipe.get("backend") == "fake":
+                raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
+            encoder = create_encoder(enc_recipe["model"], enc_recipe.get("pretrained"),
+                                     backend=enc_recipe.get("backend"), device=device, precision=precision,
+                                     preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"))
+        enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
+        return cls._open_with(client, caps, uri, name, enc, recipe)
+
+    @staticmethod
+    def _read_recipe(client: Any, name: str, uri: str) -> Recipe:
+        with milvus_errors(f"check collection {name!r}"):
+            if not client.has_collection(name):
+                existing = client.list_collections()
+                raise CollectionNotFoundError(
+                    f"no collection {name!r} at {uri}; existing: {', '.join(existing) or 'none'}. "
+                    "Create it with CIRCollection.create()."
+                )
+            props = client.describe_collection(name).get("properties", {}) or {}
+        if PROPERTY_KEY not in props:
+            raise ConfigError(f"collection {name!r} at {uri} was not created by cir_milvus (no recipe property)")
+        return Recipe.from_json(props[PROPERTY_KEY])
+
+    @classmethod
+    def _open_with(cls, client: Any, caps: Capabilities, uri: str, name: str, enc: Encoder,
+                   recipe: Recipe | None = None) -> CIRCollection:
+        recipe = recipe or cls._read_recipe(client, name, uri)
+        check_compatible(name, recipe, enc.recipe)
+        with milvus_errors(f"load collection {name!r}"):
+            client.load_collection(name)  # Lite and servers return reopened collections released
+        return cls(client, name, enc, recipe, caps, uri)
+
+    def close(self) -> None:
+        """Release the connection (a Lite file can then be opened by another process)."""
+        with milvus_errors("close"):
+            self._client.close()
+
+    def __enter__(self) -> CIRCollection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CIRCollection({self.uri!r}, {self.name!r}, {self.recipe.describe()})"
+
+    # ------------------------------------------------------------------------------------------------------------
+    # writing
+    def add(
+        self,
+        images: Sequence[ImageInput],
+        ids: Sequence[str] | None = None,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+        batch_size: int = 64,
+        *,
+        skip_existing: bool = True,
+        progress: bool = False,
+        retries: int = 5,
+    ) -> AddResult:
+        """Encode and upsert images. Re-adding the same images stores no duplicates.
+
+        Args:
+            images: paths, encoded bytes or PIL images.
+            ids: primary keys; default: sha256 of the file bytes / pixels (so re-adding is idempotent).
+            metadata: one JSON-able dict per image (filterable as ``metadata["key"]``).
+            batch_size: images per encoder batch.
+            skip_existing: do not re-encode ids already stored (resume after an interruption).
+            progress: show a progress bar with images/s.
+            retries: retries with backoff when Milvus fails transiently.
+
+        Returns:
+            The stored ids (a list) with ``.skipped`` (unreadable inputs and reasons), ``.already_stored``,
+            ``.encoded`` and ``.summary()``.
+        """
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        result = AddResult()
+        if metadata is not None and len(metadata) != len(images):
+            raise ConfigError(f"metadata has {len(metadata)} entries but there are {len(images)} images")
+        mds = [dict(m) for m in metadata] if metadata is not None else [{} for _ in images]
+        bar = tqdm(total=len(images), desc=f"add → {self.name}", unit="img", disable=not progress)
+        seen: set[str] = set()
+        for s in range(0, len(images), batch_size):
+            chunk = list(images[s : s + batch_size])
+            chunk_ids = resolve_ids(chunk, ids[s : s + batch_size] if ids is not None else None, result)
+            todo = [(im, i, md) for im, i, md in zip(chunk, chunk_ids, mds[s : s + batch_size])
+                    if i is not None and i not in seen]
+            seen.update(i for _, i, _ in todo)
+            if skip_existing and todo:
+                present = self._existing_ids([i for _, i, _ in todo])
+                result.already_stored.extend(i for _, i, _ in todo if i in present)
+                result.extend(i for _, i, _ in todo if i in present)
+                todo = [t for t in todo if t[1] not in present]
+            if todo:
+                batch = decode_batch([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo], result)
+                if batch.images:
+                    raw = self.encoder.encode_images(batch.images, batch_size=batch_size, normalize=False)
+                    rows = make_rows(batch, np.asarray(raw, dtype=np.float32))
+                    self._upsert(rows, retries)
+                    result.encoded += len(rows)
+                    result.extend(batch.ids)
+            bar.update(len(chunk))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(img_s=f"{result.encoded / max(elapsed, 1e-9):.1f}", skipped=len(result.skipped))
+        bar.close()
+        result.seconds = time.perf_counter() - start
+        for sk in result.skipped:
+            log.info("skipped %s: %s", sk.source, sk.reason)
+        return result
+
+    def _upsert(self, rows: list[dict[str, Any]], retries: int) -> None:
+        for part in chunk_rows_by_bytes(rows):
+            def call(part: list[dict[str, Any]] = part) -> None:
+                with milvus_errors(f"upsert {len(part)} rows into {self.name!r}"):
+                    self._client.upsert(self.name, part)
+
+            with_retries(call, f"upsert into {self.name!r}", retries=retries)
+
+    def _existing_ids(self, ids: list[str]) -> set[str]:
+        with milvus_errors(f"look up ids in {self.name!r}"):
+            got = self._client.get(self.name, ids=ids, output_fields=["id"])
+        return {r["id"] for r in got}
+
+    def add_vectors(self, ids: Sequence[str], raw_embeddings: np.ndarray,
+                    metadata: Sequence[Mapping[str, Any]] | None = None, sources: Sequence[str] | None = None) -> None:
+        """Upsert precomputed raw (un-normalised) image embeddings from this collection's encoder.
+
+        Raises:
+            ConfigError: wrong dimension or lengths.
+        """
+        raw = np.asarray(raw_embeddings, dtype=np.float32)
+        if raw.ndim != 2 or raw.shape[1] != self.encoder.dim:
+            raise ConfigError(f"embeddings must be [N, {self.encoder.dim}] for this collection; got {raw.shape}")
+        if len(ids) != raw.shape[0]:
+            raise ConfigError(f"{len(ids)} ids for {raw.shape[0]} embeddings")
+        from cir_milvus.storage.ingest import PreparedBatch
+
+        batch = PreparedBatch(ids=list(ids), sources=list(sources or [""] * len(ids)),
+                              metadata=[dict(m) for m in metadata] if metadata else [{} for _ in ids])
+        self._upsert(make_rows(batch, raw), retries=5)
+
+    def delete(self, ids: Sequence[str] | None = None, *, filter: str | None = None,
+               filter_params: Mapping[str, Any] | None = None) -> int:
+        """Delete by ids or by filter; returns the number deleted (as reported by Milvus)."""
+        if ids is None and filter is None:
+            raise ConfigError("delete needs ids= or filter=")
+        with milvus_errors(f"delete from {self.name!r}"):
+            if ids is not None:
+                res = self._client.delete(self.name, ids=list(ids))
+            else:
+                res = self._client.delete(self.name, filter=self._filter(filter, filter_params))
+        return int(res.get("delete_count", 0)) if isinstance(res, dict) else 0
+
+    def flush(self) -> None:
+        """Seal growing segments so they get indexed."""
+        with milvus_errors(f"flush {self.name!r}"):
+            self._client.flush(self.name)
+
+    def wait_for_index(self, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
+        """Flush, then wait until ``indexed_rows == total_rows`` (search is slow until then)."""
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.index_info()
+            if info.get("indexed_rows", 0) >= info.get("total_rows", 0) or info.get("state") == "Finished":
+                return info
+            if time.monotonic() > deadline:
+                raise StorageError(f"index of {self.name!r} not finished after {timeout}s: {info}")
+            time.sleep(poll)
+
+    def index_info(self) -> dict[str, Any]:
+        with milvus_errors(f"describe the index of {self.name!r}"):
+            return dict(self._client.describe_index(self.name, "vector"))
+
+    def __len__(self) -> int:
+        with milvus_errors(f"count {self.name!r}"):
+            res = self._client.query(self.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(res[0]["count(*)"])
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored RAW embeddings (normalised vector × stored norm) by id."""
+        with milvus_errors(f"get vectors from {self.name!r}"):
+            rows = self._client.get(self.name, ids=list(ids), output_fields=["id", "vector", "norm"])
+        return {r["id"]: np.asarray(r["vector"], dtype=np.float32) * np.float32(r["norm"]) for r in rows}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # querying
+    def composer(self, name: str | None = None, **params: Any) -> Composer:
+        """The composer for a call: the recipe's default, or ``name``, with parameter overrides."""
+        default = self.recipe.composer
+        name = name or default["name"]
+        base = self._composers.get(name)
+        if base is None:
+            stored = default.get("params", {}) if name == default["name"] else {}
+            base = get_composer(name, **self._restore_params(stored))
+            self._composers[name] = base
+        overrides = {k: v for k, v in params.items() if v is not None}
+        return base.with_params(**overrides) if overrides else base
+
+    def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Recipe params → constructor params (heads are stored by source and re-loaded)."""
+        out = dict(params)
+        head = out.get("head")
+        if isinstance(head, dict) and "source" in head:
+            out["head"] = head["source"]
+        return out
+
+    def _filter(self, expr: str | None, params: Mapping[str, Any] | None) -> str:
+        if not expr:
+            if params:
+                raise ConfigError("filter_params given without a filter expression")
+            return ""
+        return render_filter(expr, params)
+
+    def _query_image_embeddings(self, comp: Composer, images: Sequence[ImageInput] | None,
+                                ref_ids: Sequence[str] | None, n: int) -> Embeddings | None:
+        if not comp.needs_image:
+            return None
+        if ref_ids is not None:
+            stored = self.get_vectors(ref_ids)
+            missing = [r for r in ref_ids if r not in stored]
+            if missing:
+                raise ConfigError(f"ref_id {missing[0]!r} is not stored in {self.name!r}")
+            return np.stack([stored[r] for r in ref_ids])
+        if images is None:
+            raise ConfigError(f"composer {comp.name!r} needs a reference image or ref_id")
+        return np.asarray(self.encoder.encode_images(list(images), normalize=False, preprocess=comp.preprocess),
+                          dtype=np.float32)
+
+    def compose(self, images: Sequence[ImageInput] | None, texts: Sequence[Any], *,
+                ref_ids: Sequence[str] | None = None, composer: str | None = None, alpha: float | None = None,
+                **composer_params: Any) -> Embeddings:
+        """Query vectors ``[N, D]`` for (image or stored id, text) pairs, without searching."""
+        comp = self.composer(composer, alpha=alpha, **composer_params)
+        n = len(texts)
+        if comp.needs_text:
+            bad = [t for t in texts if t is None or (isinstance(t, str) and not t.strip())]
+            if bad:
+                raise ConfigError(f"composer {comp.name!r} needs a non-empty modification text")
+        img = self._query_image_embeddings(comp, images, ref_ids, n)
+        if img is not None and img.shape[0] != n:
+            raise ConfigError(f"{img.shape[0]} reference images for {n} texts")
+        q = comp.compose(self.encoder, img, list(texts))
+        return np.asarray(q, dtype=np.float32)
+
+    def search(
+        self,
+        image: ImageInput | None = None,
+        text: Any = None,
+        k: int = 10,
+        filter: str | None = None,
+        composer: str | None = None,
+        alpha: float | None = None,
+        *,
+        ref_id: str | None = None,
+        filter_params: Mapping[str, Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        exclude_reference: bool = True,
+        search_params: Mapping[str, Any] | None = None,
+        **composer_params: Any,
+    ) -> list[Hit]:
+        """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
+
+        Args:
+            image: reference image (path, bytes or PIL); or use ``ref_id``.
+            text: modification text (a pair of captions for FashionIQ-style queries).
+            k: number of hits.
+            filter: Milvus filter template, e.g. ``'metadata["brand"] == {brand}'``.
+            composer: override the recipe's composer.
+            alpha: override the composer's alpha.
+            ref_id: id of a stored image to use as the reference (its stored vector is reused).
+            filter_params: values for the filter's ``{placeholders}``.
+            output_fields: fields to return besides ``id`` (default ``source`` and ``metadata``; never vectors).
+            exclude_reference: drop the reference (by id) from the hits.
+            search_params: index search parameters (HNSW ``ef``, IVF ``nprobe``).
+            **composer_params: other composer overrides (``template``, ``head``...).
+        """
+        if image is None and ref_id is None and (composer or self.recipe.composer["name"]) != "text":
+            raise ConfigError("search needs image= or ref_id= (or composer='text')")
+        texts = [text if text is not None else ""]
+        images = [image] if image is not None else None
+        q = self.compose(images, texts, ref_ids=[ref_id] if ref_id is not None else None, composer=composer,
+                         alpha=alpha, **composer_params)
+        exclude: list[str | None] = [ref_id] if exclude_reference and ref_id is not None else [None]
+        if exclude_reference and ref_id is None and image is not None and isinstance(image, (str, bytes)):
+            exclude = [self._maybe_content_id(image)]
+        return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
+                                   exclude_ids=exclude, search_params=search_params)[0]
+
+    @staticmethod
+    def _maybe_content_id(image: ImageInput) -> str | None:
+        from cir_milvus.images import content_id
+
+        try:
+            return content_id(image)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def search_batch(
+        self,
+        images: Sequence[ImageInput] | None,
+        texts: Sequence[Any],
+        k: int = 10,
+        filter: str | None = None,
+        composer: str | None = None,
+        alpha: float | None = None,
+        *,
+        ref_ids: Sequence[str] | None = None,
+        filter_params: Mapping[str, Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        exclude_reference: bool = True,
+        search_params: Mapping[str, Any] | None = None,
+        **composer_params: Any,
+    ) -> list[list[Hit]]:
+        """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
+        if images is not None and len(images) != len(texts):
+            raise ConfigError(f"{len(images)} images for {len(texts)} texts")
+        q = self.compose(images, list(texts), ref_ids=ref_ids, composer=composer, alpha=alpha, **composer_params)
+        exclude: list[str | None] = list(ref_ids) if (exclude_reference and ref_ids is not None) else [None] * len(q)
+        return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
+                                   exclude_ids=exclude, search_params=search_params)
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        filter: str | None = None,
+        filter_params: Mapping[str, Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        exclude_ids: Sequence[str | None] | None = None,
+        search_params: Mapping[str, Any] | None = None,
+    ) -> list[list[Hit]]:
+        """ANN search with ready query vectors ``[N, D]`` (normalised)."""
+        q = np.asarray(vectors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.encoder.dim:
+            raise ConfigError(f"query vectors must be [N, {self.encoder.dim}] for this collection; got {q.shape}")
+        if not 1 <= k <= 16384:
+            raise ConfigError(f"k must be between 1 and 16384, got {k}")
+        exclude = list(exclude_ids) if exclude_ids is not None else [None] * len(q)
+        extra = 1 if any(e is not None for e in exclude) else 0
+        fields = ["id", *[f for f in (output_fields or OUTPUT_FIELDS[1:]) if f not in ("id", "vector")]]
+        expr = self._filter(filter, filter_params)
+        idx_type = self.recipe.index.get("type", "HNSW")
+        params = dict(search_params or DEFAULT_SEARCH_PARAMS.get(idx_type, {}))
+        if "ef" in params:
+            params["ef"] = max(int(params["ef"]), k + extra)
+        out: list[list[Hit]] = []
+        for s in range(0, len(q), 1024):
+            with milvus_errors(f"search {self.name!r}"):
+                res = self._client.search(
+                    self.name, data=q[s : s + 1024].tolist(), limit=min(k + extra, 16384), filter=expr,
+                    output_fields=fields, search_params={"metric_type": self.recipe.metric, "params": params},
+                    anns_field="vector",
+                )
+            for j, hits in enumerate(res):
+                ex = exclude[s + j]
+                row = [self._hit(h) for h in hits if h["id"] != ex]
+                out.append(row[:k])
+        return out
+
+    @staticmethod
+    def _hit(h: Mapping[str, Any]) -> Hit:
+        ent = h.get("entity", {}) or {}
+        md = ent.get("metadata") or {}
+        extra = {key: v for key, v in ent.items() if key not in ("id", "metadata", "source")}
+        return Hit(id=h["id"], score=float(h["distance"]), metadata={**md, **extra}, source=ent.get("source") or "")
+
+    def iter_ids(self, batch_size: int = 1000) -> Iterator[str]:
+        """Every stored id (query iterator)."""
+        with milvus_errors(f"iterate {self.name!r}"):
+            it = self._client.query_iterator(self.name, batch_size=batch_size, filter="", output_fields=["id"])
+            try:
+                while True:
+                    page = it.next()
+                    if not page:
+                        return
+                    for r in page:
+                        yield r["id"]
+            finally:
+                it.close()
+
+    def info(self) -> dict[str, Any]:
+        """Recipe, count, index state and backend, for ``cir-milvus info``."""
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "backend": "Milvus Lite" if self.capabilities.is_lite else "Milvus server",
+            "server_version": self.capabilities.version,
+            "count": len(self),
+            "index": self.index_info(),
+            "recipe": {"encoder": self.recipe.encoder, "composer": self.recipe.composer, "metric": self.recipe.metric,
+                       "index": self.recipe.index, "package_version": self.recipe.package_version},
+        }
+
+    def set_default_composer(self, name: str, **params: Any) -> None:
+        """Change the composer stored in the recipe (e.g. the best alpha from a sweep). Gallery unchanged."""
+        comp = get_composer(name, **params)
+        self.recipe.composer = comp.config()
+        with milvus_errors(f"update the recipe of {self.name!r}"):
+            self._client.alter_collection_properties(self.name, properties={PROPERTY_KEY: self.recipe.to_json()})
+        self._composers[name] = comp
+
