@@ -155,3 +155,13 @@ def get_composer(name: str, **params: Any) -> Composer:
 
 def normalized(x: np.ndarray) -> Embeddings:
     return l2_normalize(x)
+
+
+def as_text(text: Any) -> str:
+    """A query text; a pair of captions (FashionIQ) becomes ``"{c1} and {c2}"`` with ``.?,`` stripped."""
+    if isinstance(text, (tuple, list)):
+        parts = [str(t).strip(" .?,") for t in text if str(t).strip(" .?,")]
+        return " and ".join(parts)
+    if not isinstance(text, str):
+        raise ConfigError(f"a query text must be a string (or a pair of captions), got {type(text).__name__}")
+    return text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from cir_milvus.composers.base import Composer, register_composer
+from cir_milvus.composers.base import Composer, as_text, register_composer
 from cir_milvus.composers.slerp import _normalize, to_numpy
 from cir_milvus.encoders.base import Encoder
 from cir_milvus.errors import ConfigError
@@ -37,7 +37,7 @@ class TextOnlyComposer(Composer):
     needs_image: ClassVar[bool] = False
 
     def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
-        return to_numpy(encoder.encode_texts(list(texts), normalize=True))
+        return to_numpy(encoder.encode_texts([as_text(t) for t in texts], normalize=True))
 
 
 @register_composer("sum")
@@ -46,5 +46,5 @@ class SumComposer(Composer):
 
     def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
         img = _normalize(_require_image(self.name, image_embeddings))
-        txt = encoder.encode_texts(list(texts), normalize=True)
+        txt = encoder.encode_texts([as_text(t) for t in texts], normalize=True)
         return to_numpy(_normalize(img + txt))

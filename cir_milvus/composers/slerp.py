@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.composers.base import Composer, register_composer
+from cir_milvus.composers.base import Composer, as_text, register_composer
 from cir_milvus.encoders.base import Encoder
 from cir_milvus.errors import ConfigError
 from cir_milvus.types import Embeddings
@@ -90,8 +90,8 @@ class SlerpComposer(Composer):
             raise ConfigError("slerp needs a reference image (or ref_id)")
         if getattr(encoder, "supports_device_output", False):
             img = encoder.to_device(image_embeddings)  # type: ignore[attr-defined]
-            txt = encoder.encode_texts(list(texts), normalize=True, device_output=True)  # type: ignore[call-arg]
+            txt = encoder.encode_texts([as_text(t) for t in texts], normalize=True, device_output=True)  # type: ignore[call-arg]
         else:
             img = image_embeddings
-            txt = encoder.encode_texts(list(texts), normalize=True)
+            txt = encoder.encode_texts([as_text(t) for t in texts], normalize=True)
         return to_numpy(slerp(_normalize(img), txt, self.params["alpha"]))

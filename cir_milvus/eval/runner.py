@@ -1,0 +1,260 @@
+"""The evaluation runner: gallery → Milvus (cached, resumable), queries → composer → Milvus ANN and exact search,
+scored with the official protocol of each data set, side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cir_milvus.errors import ConfigError
+from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRQuery, CIRRDataset, FashionIQDataset
+from cir_milvus.eval.metrics import circo_metrics, cirr_metrics, fashioniq_metrics, recall_at_k
+
+if TYPE_CHECKING:
+    from cir_milvus.storage.collection import CIRCollection
+
+__all__ = ["EvalResult", "evaluate", "format_table", "ingest_dataset", "score", "sweep_alpha"]
+
+SYNTHETIC_KS = (1, 5, 10, 50)
+
+
+@dataclass
+class EvalResult:
+    """Scores of one composer on one data set, through Milvus and by exact search on the same vectors.
+
+    Attributes:
+        milvus: metrics from the Milvus ANN rankings.
+        exact: metrics from exact (brute-force inner product) rankings of the same stored vectors.
+        config: everything needed to reproduce the numbers (model, checksum, composer, alpha, template,
+            preprocessing, index parameters, package version).
+        rankings: the Milvus rankings (query id → ranked ids), for submission files.
+    """
+
+    dataset: str
+    split: str
+    milvus: dict[str, float]
+    exact: dict[str, float]
+    config: dict[str, Any]
+    n_queries: int
+    gallery_size: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def table(self) -> str:
+        lines = [f"{self.dataset}/{self.split}  composer={self.config['composer']['name']} "
+                 f"{_params_str(self.config['composer'].get('params', {}))}  queries={self.n_queries} "
+                 f"gallery={self.gallery_size}",
+                 f"{'metric':<14}{'Milvus':>9}{'exact':>9}{'diff':>8}"]
+        for key, v in self.milvus.items():
+            e = self.exact.get(key, float("nan"))
+            lines.append(f"{key:<14}{v:>9.2f}{e:>9.2f}{v - e:>+8.2f}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "milvus": self.milvus, "exact": self.exact,
+                "n_queries": self.n_queries, "gallery_size": self.gallery_size, "seconds": self.seconds,
+                "config": self.config}
+
+
+def _params_str(params: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in params.items():
+        if isinstance(v, dict):
+            v = v.get("kind") or v.get("source") or "…"
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def ingest_dataset(dataset: CIRDataset, col: CIRCollection, *, batch_size: int = 64, progress: bool = True,
+                   metadata: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """Store the data set's gallery (ids = the data set's image ids). Already stored ids are not re-encoded."""
+    corpus = dataset.corpus()
+    extra = {"category": dataset.category} if isinstance(dataset, FashionIQDataset) else {}
+    mds = [{**extra, **dict((metadata or {}).get(g.id, {}))} for g in corpus]
+    return col.add([g.path for g in corpus], ids=[g.id for g in corpus], metadata=mds, batch_size=batch_size,
+                   progress=progress)
+
+
+def _query_text(q: CIRQuery) -> str | tuple[str, ...]:
+    return q.captions[0] if len(q.captions) == 1 else tuple(q.captions)
+
+
+def score(dataset: CIRDataset, queries: Sequence[CIRQuery], rankings: Sequence[Sequence[str]], gallery_size: int,
+          subset_rankings: Sequence[Sequence[str]] | None = None) -> dict[str, float]:
+    """The data set's official metrics for ranked lists (best first)."""
+    if isinstance(dataset, CIRRDataset):
+        return cirr_metrics(rankings, queries, subset_rankings=subset_rankings, gallery_size=gallery_size)
+    if isinstance(dataset, FashionIQDataset):
+        return fashioniq_metrics(rankings, queries, gallery_size=gallery_size)
+    if isinstance(dataset, CIRCODataset):
+        return circo_metrics(rankings, queries, gallery_size=gallery_size)
+    ks = tuple(k for k in SYNTHETIC_KS if k <= gallery_size - 1) or (1,)
+    return recall_at_k(rankings, [q.target_ids for q in queries], ks,
+                       exclude=[q.reference_id for q in queries] if dataset.remove_reference else None,
+                       gallery_size=gallery_size)
+
+
+def _gallery_matrix(col: CIRCollection, ids: Sequence[str]) -> np.ndarray:
+    vecs: dict[str, np.ndarray] = {}
+    for s in range(0, len(ids), 512):
+        vecs.update(col.get_vectors(ids[s : s + 512]))
+    missing = [i for i in ids if i not in vecs]
+    if missing:
+        raise ConfigError(f"{len(missing)} gallery images are not stored (first: {missing[0]!r}); ingest first")
+    g = np.stack([vecs[i] for i in ids])
+    return (g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def evaluate(
+    dataset: CIRDataset,
+    col: CIRCollection,
+    *,
+    composer: str | None = None,
+    alpha: float | None = None,
+    composer_params: Mapping[str, Any] | None = None,
+    ingest: bool = True,
+    batch_size: int = 64,
+    progress: bool = True,
+    filter: str | None = None,
+    filter_params: Mapping[str, Any] | None = None,
+) -> EvalResult:
+    """Run a data set through a collection: ingest (resumable), compose, Milvus search and exact search, score.
+
+    Args:
+        dataset: a CIRR / FashionIQ (one category) / CIRCO / synthetic data set.
+        col: the collection holding (or receiving) the gallery.
+        composer: composer name (default: the collection's recipe).
+        alpha: composer alpha override.
+        composer_params: other composer parameters (``head``, ``template``...).
+        ingest: store the gallery first (already stored images are skipped).
+        batch_size: encoder batch size.
+        progress: progress bars.
+        filter: restrict the Milvus search (e.g. one FashionIQ category); exact search uses the same gallery.
+        filter_params: values of the filter's placeholders.
+    """
+    t0 = time.perf_counter()
+    if ingest:
+        ingest_dataset(dataset, col, batch_size=batch_size, progress=progress)
+    t_ingest = time.perf_counter() - t0
+    corpus = dataset.corpus()
+    ids = [g.id for g in corpus]
+    queries = dataset.queries()
+    if not queries:
+        raise ConfigError(f"{dataset!r} has no queries")
+    params = dict(composer_params or {})
+    comp = col.composer(composer, alpha=alpha, **params)
+    gallery_mode = col.encoder.recipe.get("preprocess", {}).get("mode", "clip")
+    t1 = time.perf_counter()
+    texts = [_query_text(q) for q in queries]
+    if comp.needs_image and comp.preprocess not in (None, gallery_mode):
+        paths = {g.id: g.path for g in corpus}
+        refs = [paths[q.reference_id] for q in queries]
+        qv = np.concatenate([col.compose(refs[s : s + batch_size], texts[s : s + batch_size], composer=comp.name,
+                                         alpha=alpha, **params) for s in range(0, len(queries), batch_size)])
+    else:
+        qv = np.concatenate([col.compose(None, texts[s : s + batch_size],
+                                         ref_ids=[q.reference_id for q in queries[s : s + batch_size]],
+                                         composer=comp.name, alpha=alpha, **params)
+                             for s in range(0, len(queries), batch_size)])
+    t_compose = time.perf_counter() - t1
+    k = min(len(ids), 51)
+    t2 = time.perf_counter()
+    hits = col.search_vectors(qv, k=k, filter=filter, filter_params=filter_params)
+    t_search = time.perf_counter() - t2
+    milvus_rank = [[h.id for h in row] for row in hits]
+    g = _gallery_matrix(col, ids)
+    sims = qv @ g.T  # [Q, G]
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    exact_rank = [[ids[j] for j in row] for row in order]
+    sub_m = sub_e = None
+    if isinstance(dataset, CIRRDataset):
+        sub_m, sub_e = _cirr_subsets(col, qv, queries, ids, sims)
+    milvus = score(dataset, queries, milvus_rank, len(ids), sub_m)
+    exact = score(dataset, queries, exact_rank, len(ids), sub_e)
+    enc = col.encoder.recipe
+    config = {
+        "dataset": dataset.name, "split": dataset.split, "model": enc.get("model"),
+        "pretrained": enc.get("pretrained"), "weights_sha256": enc.get("weights_sha256"),
+        "backend": enc.get("backend"), "preprocess": enc.get("preprocess"), "composer": comp.config(),
+        "index": col.recipe.index, "metric": col.recipe.metric, "package_version": _version(),
+    }
+    return EvalResult(
+        dataset=dataset.name, split=dataset.split, milvus=milvus, exact=exact, config=config,
+        n_queries=len(queries), gallery_size=len(ids),
+        seconds={"ingest": round(t_ingest, 2), "compose": round(t_compose, 2), "milvus_search": round(t_search, 2)},
+        rankings={q.query_id: r for q, r in zip(queries, milvus_rank)},
+    )
+
+
+def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery], ids: Sequence[str],
+                  sims: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
+    """Recall_subset rankings: Milvus searches filtered to each img_set; exact from the same scores."""
+    pos = {i: j for j, i in enumerate(ids)}
+    sub_m, sub_e = [], []
+    for i, q in enumerate(queries):
+        members = [m for m in (q.subset_ids or ()) if m in pos]
+        if not members:
+            sub_m.append([])
+            sub_e.append([])
+            continue
+        hits = col.search_vectors(qv[i : i + 1], k=len(members), filter="id in {ids}", filter_params={"ids": members})
+        sub_m.append([h.id for h in hits[0]])
+        sub_e.append(sorted(members, key=lambda m: -sims[i, pos[m]]))
+    return sub_m, sub_e
+
+
+def sweep_alpha(dataset: CIRDataset, col: CIRCollection, alphas: Sequence[float], *, composer: str = "slerp",
+                metric: str = "R@1", composer_params: Mapping[str, Any] | None = None, progress: bool = False,
+                write_default: bool = False) -> tuple[float, list[EvalResult]]:
+    """Evaluate ``alphas`` on a validation split and return the best (by the Milvus ``metric``) and all results.
+
+    With ``write_default`` the best alpha becomes the collection's default composer setting.
+    """
+    if not alphas:
+        raise ConfigError("sweep_alpha needs at least one alpha")
+    results = []
+    for i, a in enumerate(alphas):
+        results.append(evaluate(dataset, col, composer=composer, alpha=a, composer_params=composer_params,
+                                ingest=(i == 0), progress=progress))
+    if metric not in results[0].milvus:
+        raise ConfigError(f"metric {metric!r} not reported for {dataset.name}; choose from {list(results[0].milvus)}")
+    best_i = max(range(len(alphas)), key=lambda i: (results[i].milvus[metric], -abs(alphas[i] - 0.8)))
+    best = float(alphas[best_i])
+    if write_default:
+        col.set_default_composer(composer, **{**results[best_i].config["composer"]["params"], "alpha": best})
+    return best, results
+
+
+def format_table(results: Sequence[EvalResult], keys: Sequence[str] | None = None) -> str:
+    """One row per result (composer), Milvus figures with the exact R@1 beside them."""
+    if not results:
+        return ""
+    keys = list(keys or results[0].milvus)
+    head = f"{'composer':<22}" + "".join(f"{k:>9}" for k in keys) + f"{'exact ' + keys[0]:>12}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        c = r.config["composer"]
+        label = c["name"] + (f" a={c['params']['alpha']:.2f}" if "alpha" in c.get("params", {}) else "")
+        lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>9.1f}" for k in keys)
+                     + f"{r.exact.get(keys[0], float('nan')):>12.1f}")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, results: Sequence[EvalResult], extra: Mapping[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**dict(extra or {}), "results": [r.to_json() for r in results]}, indent=2) + "\n")
+    return path
+
+
+def _version() -> str:
+    from cir_milvus import __version__
+
+    return __version__
