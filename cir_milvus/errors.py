@@ -10,6 +10,7 @@
     ├── ImageDecodeError (ValueError)       an image that cannot be read (corrupt, empty, not an image, too big)
     ├── BackendUnavailableError (ImportError) an optional dependency that is not installed
     ├── DatasetError (FileNotFoundError)    an evaluation data set file that is missing or malformed
+    ├── ExportError (RuntimeError)          an ONNX export whose graphs do not match torch (parity below threshold)
     └── StorageError (RuntimeError)         a Milvus call that failed (wraps MilvusException / grpc.RpcError)
         ├── CollectionNotFoundError (LookupError)
         └── CollectionLockedError           a Milvus Lite file already open in another process
@@ -27,6 +28,7 @@ __all__ = [
     "CollectionNotFoundError",
     "ConfigError",
     "DatasetError",
+    "ExportError",
     "ImageDecodeError",
     "ModelNotFoundError",
     "RecipeMismatchError",
@@ -64,6 +66,10 @@ class BackendUnavailableError(CIRError, ImportError):
 
 class DatasetError(CIRError, FileNotFoundError):
     """An evaluation data set file is missing or malformed."""
+
+
+class ExportError(CIRError, RuntimeError):
+    """An exported ONNX bundle does not reproduce the torch model (the parity report says where)."""
 
 
 class StorageError(CIRError, RuntimeError):

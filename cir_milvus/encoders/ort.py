@@ -1,3 +1,457 @@
-"""The onnxruntime backend (serves exported bundles without torch). Filled in by the export work."""
+"""The onnxruntime backend: serves an exported bundle (``cir-milvus export``) with numpy, onnxruntime and tokenizers.
+
+This module never imports torch or open_clip. Images go through :mod:`cir_milvus.preprocess` (the same code the torch
+backend uses), texts through the bundle's ``tokenizer.json`` after :func:`clean_text` (open_clip's text cleaning).
+
+Bundle layout (see ``export/README.md``)::
+
+    manifest.json      source model, dims, placeholder ids, composer defaults, sha256 of every file
+    image.onnx         pixels float32 [B, 3, S, S]            -> image_embeds float32 [B, D] (raw)
+    text.onnx          input_ids int64 [B, L]                 -> text_embeds float32 [B, D] (raw)
+    text_pseudo.onnx   input_ids, pseudo_token [B, W], placeholder_id int64 [1] -> text_embeds [B, D] (raw)
+    head_{name}.onnx   image_embeds [B, D]                    -> pseudo_token [B, W]
+    fused_slerp.onnx   pixels, input_ids, alpha float32 [1]   -> query [B, D] (L2-normalised)
+    fused_{name}.onnx  pixels, input_ids (prompt with the placeholder) -> query [B, D] (L2-normalised)
+    weights.bin        the graphs' weights, shared between graphs (ONNX external data)
+    tokenizer.json, preprocess.json, reference.npz, parity.json
+
+Example:
+    >>> enc = create_encoder("bundle:./bundle")  # doctest: +SKIP
+    >>> enc.encode_texts(["a red star"]).shape  # doctest: +SKIP
+    (1, 128)
+"""
 
 from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import os
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cir_milvus._optional import available, require
+from cir_milvus.encoders.base import l2_normalize, register_encoder
+from cir_milvus.errors import ConfigError, ModelNotFoundError
+from cir_milvus.images import load_image
+from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.types import Embeddings, ImageInput
+
+__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "clean_text", "load_manifest",
+           "verify_bundle"]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "cir_milvus-onnx-bundle"
+"""The ``format`` field of a bundle's ``manifest.json``."""
+MANIFEST = "manifest.json"
+_FTFY = available("ftfy")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``manifest.json`` of a bundle.
+
+    Raises:
+        ModelNotFoundError: the folder or its manifest does not exist.
+        ConfigError: the manifest is not a cir_milvus bundle manifest.
+    """
+    folder = Path(bundle_dir)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"no ONNX bundle at {folder} ({MANIFEST} missing); create one with "
+            "`cir-milvus export --model ... --out DIR` (or cir_milvus_export.export_bundle)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise ConfigError(f"{path} is not a cir_milvus bundle manifest (format != {BUNDLE_FORMAT!r})")
+    return manifest
+
+
+def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> None:
+    """Check every file listed in the manifest against its sha256.
+
+    Raises:
+        ConfigError: a file is missing or was altered after export (the message names it).
+    """
+    folder = Path(bundle_dir)
+    manifest = manifest if manifest is not None else load_manifest(folder)
+    for name, want in sorted(manifest.get("files", {}).items()):
+        path = folder / name
+        if not path.is_file():
+            raise ConfigError(f"bundle {folder} is incomplete: {name} is listed in {MANIFEST} but missing")
+        got = _sha256(path)
+        if got != want:
+            raise ConfigError(
+                f"bundle file {path} was altered after export: sha256 {got[:16]}… != {want[:16]}… in {MANIFEST}; "
+                "re-export the bundle (or pass verify=False if you changed it on purpose)"
+            )
+
+
+# -- text ------------------------------------------------------------------------------------------------------------
+
+
+def clean_text(text: str) -> str:
+    """open_clip's ``"lower"`` text cleaning: ftfy, HTML unescaping (twice), whitespace collapsing, lowercasing.
+
+    Without ftfy installed, ftfy's character fixes (ligatures, full-width forms, curly quotes, control characters) are
+    left to the tokenizer's normalizer and only mojibake repair is lost.
+    """
+    if _FTFY:
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    else:
+        text = unicodedata.normalize("NFC", text)
+    text = html.unescape(html.unescape(text)).strip()
+    return " ".join(text.split()).strip().lower()
+
+
+class BundleTokenizer:
+    """open_clip's CLIP tokenizer without torch: :func:`clean_text` then the bundle's ``tokenizer.json``.
+
+    Args:
+        path: the ``tokenizer.json`` written by the export (padding and truncation to ``L`` built in).
+        context_length: ``L``; checked against the file.
+
+    Example:
+        >>> tok = BundleTokenizer("bundle/tokenizer.json", 77)  # doctest: +SKIP
+        >>> tok(["a $ b"])[0, :5]  # doctest: +SKIP
+        array([49406,   320,   259,   344, 49407])
+    """
+
+    def __init__(self, path: str | os.PathLike[str], context_length: int) -> None:
+        tokenizers = require("tokenizers", purpose="tokenizing text for the onnxruntime backend")
+        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        self.context_length = int(context_length)
+        self._normalizer = self._tok.normalizer
+        if _FTFY:  # clean_text already did everything the normalizer does (and more, exactly as open_clip)
+            self._tok.normalizer = tokenizers.normalizers.Sequence([])
+        self._tok.enable_truncation(max_length=self.context_length)
+        self._tok.enable_padding(length=self.context_length, pad_id=0, pad_token="!")
+
+    def clean(self, text: str) -> str:
+        text = clean_text(text)
+        return text if _FTFY else self._normalizer.normalize_str(text)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        """Token ids ``[N, L]`` int64: SOT, BPE ids, EOT, zero padding (the EOT is kept when truncating)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise ConfigError(f"texts must be strings, got {type(bad[0]).__name__}")
+        if not texts:
+            return np.zeros((0, self.context_length), dtype=np.int64)
+        enc = self._tok.encode_batch([self.clean(t) for t in texts])
+        return np.asarray([e.ids for e in enc], dtype=np.int64)  # [N, L]
+
+
+# -- sessions --------------------------------------------------------------------------------------------------------
+
+
+def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | None) -> tuple[list[Any], str]:
+    """Execution providers and the resulting device name."""
+    if providers is not None:
+        provs = list(providers)
+        first = provs[0] if provs else "CPUExecutionProvider"
+        first = first[0] if isinstance(first, tuple) else first
+        return provs, "cuda" if first == "CUDAExecutionProvider" else "cpu"
+    have = ort.get_available_providers()
+    want_gpu = device is not None and device.startswith("cuda")
+    if device not in (None, "auto", "cpu") and not want_gpu:
+        raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+    if want_gpu:
+        if "CUDAExecutionProvider" not in have:
+            raise ConfigError(
+                f"device={device!r} was requested but this onnxruntime has no CUDAExecutionProvider (available: "
+                f"{', '.join(have)}); pip install 'cir_milvus[onnx-gpu]' (onnxruntime-gpu instead of onnxruntime), "
+                "or use device='cpu'"
+            )
+        index = int(device.split(":", 1)[1]) if ":" in device else 0  # type: ignore[union-attr]
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], str(device)
+    if device in (None, "auto") and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda"
+    return ["CPUExecutionProvider"], "cpu"
+
+
+class BundleHead:
+    """A projection head served from a bundle's ``head_{name}.onnx`` (numpy in, numpy out).
+
+    Mirrors the parts of :class:`cir_milvus.heads.Head` that composers read: ``kind``, ``template``,
+    ``placeholder``, ``preprocess``, ``fiq_join``, ``input_dim``, ``output_dim``, ``config()`` and ``__call__``.
+    """
+
+    def __init__(self, encoder: OrtEncoder, name: str, meta: dict[str, Any]) -> None:
+        self._encoder = encoder
+        self.name = name
+        self.meta = meta
+        self.kind = str(meta.get("kind", name))
+        self.template = str(meta["template"])
+        self.placeholder = str(meta["placeholder"])
+        self.preprocess = str(meta.get("preprocess", "clip"))
+        self.fiq_join = str(meta.get("fiq_join", "both"))
+        self.input_dim = int(encoder.dim)
+        self.output_dim = int(encoder.token_width())
+        self.device = encoder.device
+
+    def __call__(self, image_embeddings: np.ndarray) -> np.ndarray:
+        """Raw image embeddings ``[N, D]`` → pseudo tokens ``[N, W]`` (float32)."""
+        return self._encoder.run_head(self.name, image_embeddings)
+
+    def config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.meta.items() if k not in ("file", "fused")}
+
+    def __repr__(self) -> str:
+        return f"BundleHead(name={self.name!r}, kind={self.kind!r}, {self.input_dim}->{self.output_dim})"
+
+
+class OrtEncoder:
+    """Image and text towers from an exported ONNX bundle behind the :class:`~cir_milvus.encoders.Encoder` interface.
+
+    Args:
+        bundle_dir: the folder written by :func:`cir_milvus_export.export_bundle` (or ``"bundle:PATH"``).
+        providers: onnxruntime execution providers; default CUDA (when onnxruntime-gpu sees a GPU) then CPU.
+        device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (an error if onnxruntime has no CUDA provider) or ``None``/``"auto"``.
+        preprocess: gallery image preprocessing (``"clip"`` or ``"targetpad"``); default the bundle's.
+        verify: check the sha256 of every bundle file against the manifest on load.
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+
+    Raises:
+        ModelNotFoundError: no bundle at ``bundle_dir``.
+        ConfigError: a file was altered (checksum), or a GPU was asked for and is not available.
+        BackendUnavailableError: onnxruntime or tokenizers is not installed.
+
+    Example:
+        >>> enc = OrtEncoder("bundle/")  # doctest: +SKIP
+        >>> enc.encode_images(["cat.jpg"]).shape  # doctest: +SKIP
+        (1, 512)
+    """
+
+    supports_device_output = False
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike[str],
+        providers: Sequence[Any] | None = None,
+        device: str | None = None,
+        *,
+        preprocess: str | None = None,
+        verify: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        self._ort = require("onnxruntime", purpose="the onnxruntime encoder backend")
+        folder = os.fspath(bundle_dir)
+        self.bundle_dir = Path(folder[len("bundle:"):] if folder.startswith("bundle:") else folder)
+        self.manifest = load_manifest(self.bundle_dir)
+        if verify:
+            verify_bundle(self.bundle_dir, self.manifest)
+        m = self.manifest
+        self.dim = int(m["dims"]["embed"])
+        self.context_length = int(m["dims"]["context_length"])
+        self._width = int(m["dims"]["token_width"])
+        self.precision = str(m.get("precision", "fp32"))
+        pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
+        self.preprocess_config = PreprocessConfig.from_dict(pre).with_mode(preprocess)
+        self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
+        self.providers, self.device = _pick_providers(self._ort, device, providers)
+        self._want_gpu = device is not None and device.startswith("cuda")
+        self._threads = threads
+        self._sessions: dict[str, Any] = {}
+
+    # -- metadata -------------------------------------------------------------------------------------------------
+    @property
+    def recipe(self) -> dict[str, Any]:
+        src = self.manifest["source"]
+        return {
+            "backend": "onnx",
+            "model": src["model"],
+            "pretrained": src.get("pretrained"),
+            "weights_sha256": src.get("weights_sha256"),
+            "dim": self.dim,
+            "preprocess": self.preprocess_config.to_dict(),
+        }
+
+    @property
+    def graphs(self) -> list[str]:
+        """Names of the graphs in the bundle (``image``, ``text``, ``text_pseudo``, ``head_*``, ``fused_*``)."""
+        return sorted(self.manifest["graphs"])
+
+    @property
+    def heads(self) -> dict[str, BundleHead]:
+        """The projection heads exported into the bundle, by name."""
+        return {name: BundleHead(self, name, meta) for name, meta in self.manifest.get("heads", {}).items()}
+
+    def token_width(self) -> int:
+        return self._width
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        return self.tokenizer(texts)
+
+    def placeholder_id(self, placeholder: str) -> int:
+        """The single BPE id of a placeholder word (``$`` → 259, ``*`` → 265)."""
+        known = self.manifest.get("placeholders", {})
+        if placeholder in known:
+            return int(known[placeholder])
+        ids = self.tokenize([placeholder])[0]
+        nz = ids[ids != 0]
+        if len(nz) != 3:
+            raise ConfigError(f"placeholder {placeholder!r} is not a single token for this tokenizer")
+        return int(nz[1])
+
+    # -- sessions -------------------------------------------------------------------------------------------------
+    def session(self, name: str) -> Any:
+        """The onnxruntime ``InferenceSession`` of graph ``name`` (created on first use)."""
+        if name in self._sessions:
+            return self._sessions[name]
+        graphs = self.manifest["graphs"]
+        if name not in graphs:
+            raise ConfigError(f"bundle {self.bundle_dir} has no graph {name!r}; it has {', '.join(sorted(graphs))}")
+        opts = self._ort.SessionOptions()
+        if self._threads:
+            opts.intra_op_num_threads = int(self._threads)
+        sess = self._ort.InferenceSession(str(self.bundle_dir / graphs[name]["file"]), sess_options=opts,
+                                          providers=self.providers)
+        used = sess.get_providers()
+        if self.device.startswith("cuda") and "CUDAExecutionProvider" not in used:
+            msg = (f"onnxruntime could not start the CUDA provider for {name!r} (no usable GPU / CUDA libraries); "
+                   f"running on {used}")
+            if self._want_gpu:
+                raise ConfigError(msg + "; use device='cpu' or fix the CUDA installation")
+            log.warning(msg)
+            self.device = "cpu"
+        self._sessions[name] = sess
+        return sess
+
+    def run(self, name: str, **inputs: np.ndarray) -> np.ndarray:
+        """Run graph ``name`` on numpy inputs and return its (single) output as float32."""
+        return np.asarray(self.session(name).run(None, inputs)[0], dtype=np.float32)
+
+    # -- encoding -------------------------------------------------------------------------------------------------
+    def _batched(self, name: str, n: int, batch_size: int, feed: Any, width: int | None = None) -> np.ndarray:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        outs = [self.run(name, **feed(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+        return np.concatenate(outs) if outs else np.zeros((0, width or self.dim), dtype=np.float32)
+
+    def _out(self, x: np.ndarray, normalize: bool) -> Embeddings:
+        return l2_normalize(x) if normalize else x.astype(np.float32)
+
+    def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
+        """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of ``image.onnx``)."""
+        cfg = self.preprocess_config.with_mode(preprocess)
+        return preprocess_batch([load_image(im) for im in images], cfg)
+
+    def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, batch_size: int = 64) -> Embeddings:
+        """Encode preprocessed pixels ``[N, 3, S, S]``."""
+        pix = np.ascontiguousarray(pixels, dtype=np.float32)
+        out = self._batched("image", len(pix), batch_size, lambda a, b: {"pixels": pix[a:b]})
+        return self._out(out, normalize)
+
+    def encode_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 64,
+        normalize: bool = True,
+        preprocess: str | None = None,
+        progress: bool = False,
+    ) -> Embeddings:
+        from tqdm.auto import tqdm
+
+        outs = []
+        for s in tqdm(range(0, len(images), batch_size), desc="encode images", unit="batch", disable=not progress):
+            outs.append(self.encode_pixels(self.pixels(images[s : s + batch_size], preprocess), normalize=False))
+        out = np.concatenate(outs) if outs else np.zeros((0, self.dim), dtype=np.float32)
+        return self._out(out, normalize)
+
+    def encode_ids(self, input_ids: np.ndarray, *, normalize: bool = True, batch_size: int = 256) -> Embeddings:
+        """Encode token ids ``[N, L]`` (int64) with ``text.onnx``."""
+        ids = self._check_ids(input_ids)
+        return self._out(self._batched("text", len(ids), batch_size, lambda a, b: {"input_ids": ids[a:b]}), normalize)
+
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True) -> Embeddings:
+        return self.encode_ids(self.tokenize(texts), normalize=normalize, batch_size=batch_size)
+
+    def encode_texts_with_pseudo_tokens(
+        self,
+        texts: Sequence[str],
+        pseudo_tokens: np.ndarray,
+        *,
+        placeholder: str = "$",
+        batch_size: int = 256,
+        normalize: bool = True,
+    ) -> Embeddings:
+        pid = self.placeholder_id(placeholder)
+        ids = self.tokenize(texts)
+        missing = [t for t, row in zip(texts, ids) if not (row == pid).any()]
+        if missing:
+            raise ConfigError(
+                f"prompt {missing[0]!r} has no placeholder token {placeholder!r} (after tokenization/truncation); "
+                f"write the template with a free-standing {placeholder!r}, e.g. 'a photo of {placeholder} that {{}}'"
+            )
+        tok = np.ascontiguousarray(pseudo_tokens, dtype=np.float32)
+        if tok.shape != (len(texts), self._width):
+            raise ConfigError(f"pseudo_tokens must have shape [{len(texts)}, {self._width}], got {list(tok.shape)}")
+        pid_arr = np.asarray([pid], dtype=np.int64)
+        out = self._batched("text_pseudo", len(ids), batch_size,
+                            lambda a, b: {"input_ids": ids[a:b], "pseudo_token": tok[a:b], "placeholder_id": pid_arr})
+        return self._out(out, normalize)
+
+    def run_head(self, name: str, image_embeddings: np.ndarray) -> np.ndarray:
+        """Pseudo tokens ``[N, W]`` from raw image embeddings ``[N, D]`` with ``head_{name}.onnx``."""
+        x = np.ascontiguousarray(image_embeddings, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None]  # [D] -> [1, D]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ConfigError(f"head {name!r} takes raw image embeddings [N, {self.dim}], got {list(x.shape)}")
+        return self._batched(f"head_{name}", len(x), 1024, lambda a, b: {"image_embeds": x[a:b]}, self._width)
+
+    def compose_slerp(self, pixels: np.ndarray, texts: Sequence[str], alpha: float | np.ndarray = 0.8) -> Embeddings:
+        """One fused pass: slerp(normalised image, normalised text, alpha) → L2-normalised queries ``[N, D]``.
+
+        ``alpha`` weights the text (Jang et al., ECCV'24); a scalar or one value per query.
+        """
+        ids = self.tokenize(texts)
+        a = np.asarray(alpha, dtype=np.float32).reshape(-1)  # [1] or [N]
+        return self.run("fused_slerp", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids, alpha=a)
+
+    def compose_head(self, name: str, pixels: np.ndarray, prompts: Sequence[str]) -> Embeddings:
+        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query."""
+        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32),
+                        input_ids=self.tokenize(prompts))
+
+    def _check_ids(self, input_ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        if ids.ndim != 2 or ids.shape[1] != self.context_length:
+            raise ConfigError(f"input_ids must be [N, {self.context_length}] int64, got {list(ids.shape)}")
+        return ids
+
+    def __repr__(self) -> str:
+        src = self.manifest["source"]
+        return (f"OrtEncoder({str(self.bundle_dir)!r}, model={src['model']!r}, dim={self.dim}, "
+                f"precision={self.precision!r}, device={self.device!r})")
+
+
+@register_encoder("onnx")
+def _create_ort(model: str, pretrained: str | None = None, **kwargs: Any) -> OrtEncoder:
+    if not model.startswith("bundle:"):
+        raise ConfigError(f"the onnx backend takes model='bundle:PATH' (an exported bundle folder), got {model!r}")
+    kwargs.pop("precision", None)  # fixed at export time
+    return OrtEncoder(model[len("bundle:"):], **kwargs)

@@ -20,7 +20,15 @@ from cir_milvus.eval.metrics import circo_metrics, cirr_metrics, fashioniq_metri
 if TYPE_CHECKING:
     from cir_milvus.storage.collection import CIRCollection
 
-__all__ = ["EvalResult", "evaluate", "format_table", "ingest_dataset", "score", "sweep_alpha"]
+__all__ = [
+    "EvalResult",
+    "evaluate",
+    "evaluate_fashioniq",
+    "format_table",
+    "ingest_dataset",
+    "score",
+    "sweep_alpha",
+]
 
 SYNTHETIC_KS = (1, 5, 10, 50)
 
@@ -34,7 +42,13 @@ class EvalResult:
         exact: metrics from exact (brute-force inner product) rankings of the same stored vectors.
         config: everything needed to reproduce the numbers (model, checksum, composer, alpha, template,
             preprocessing, index parameters, package version).
-        rankings: the Milvus rankings (query id → ranked ids), for submission files.
+        rankings: the Milvus rankings (query id → ranked ids, reference included), for submission files.
+        exact_rankings: the exact-search rankings, same layout.
+        subset_rankings: CIRR only: the Milvus ranking of each query's ``img_set`` (filtered search), for the
+            ``recall_subset`` submission file.
+
+    On an unlabeled split (CIRR ``test1``, CIRCO ``test``) ``milvus`` and ``exact`` are empty: the rankings go to
+    the evaluation server instead.
     """
 
     dataset: str
@@ -46,12 +60,21 @@ class EvalResult:
     gallery_size: int
     seconds: dict[str, float] = field(default_factory=dict)
     rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    exact_rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    subset_rankings: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def scored(self) -> bool:
+        """Whether metrics were computed (false on unlabeled test splits)."""
+        return bool(self.milvus)
 
     def table(self) -> str:
         lines = [f"{self.dataset}/{self.split}  composer={self.config['composer']['name']} "
                  f"{_params_str(self.config['composer'].get('params', {}))}  queries={self.n_queries} "
                  f"gallery={self.gallery_size}",
                  f"{'metric':<14}{'Milvus':>9}{'exact':>9}{'diff':>8}"]
+        if not self.scored:
+            lines[1] = "unlabeled split: not scored locally (submit the rankings to the evaluation server)"
         for key, v in self.milvus.items():
             e = self.exact.get(key, float("nan"))
             lines.append(f"{key:<14}{v:>9.2f}{e:>9.2f}{v - e:>+8.2f}")
@@ -176,8 +199,9 @@ def evaluate(
     sub_m = sub_e = None
     if isinstance(dataset, CIRRDataset):
         sub_m, sub_e = _cirr_subsets(col, qv, queries, ids, sims)
-    milvus = score(dataset, queries, milvus_rank, len(ids), sub_m)
-    exact = score(dataset, queries, exact_rank, len(ids), sub_e)
+    labeled = all(q.target_ids for q in queries)
+    milvus = score(dataset, queries, milvus_rank, len(ids), sub_m) if labeled else {}
+    exact = score(dataset, queries, exact_rank, len(ids), sub_e) if labeled else {}
     enc = col.encoder.recipe
     config = {
         "dataset": dataset.name, "split": dataset.split, "model": enc.get("model"),
@@ -190,7 +214,70 @@ def evaluate(
         n_queries=len(queries), gallery_size=len(ids),
         seconds={"ingest": round(t_ingest, 2), "compose": round(t_compose, 2), "milvus_search": round(t_search, 2)},
         rankings={q.query_id: r for q, r in zip(queries, milvus_rank)},
+        exact_rankings={q.query_id: r for q, r in zip(queries, exact_rank)},
+        subset_rankings={q.query_id: r for q, r in zip(queries, sub_m)} if sub_m is not None else {},
     )
+
+
+def evaluate_fashioniq(
+    datasets: Mapping[str, FashionIQDataset] | Sequence[FashionIQDataset],
+    col: CIRCollection,
+    *,
+    composer: str | None = None,
+    alpha: float | None = None,
+    composer_params: Mapping[str, Any] | None = None,
+    ingest: bool = True,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> EvalResult:
+    """FashionIQ over several categories stored in ONE collection, scored like the papers.
+
+    Each category's gallery is ingested with ``metadata["category"]`` and searched with a Milvus filter on it, so
+    every query ranks only its own category. The per-category Milvus and exact rankings are then scored together by
+    :func:`~cir_milvus.eval.metrics.fashioniq_metrics` (per-category R@10/R@50 and their plain mean).
+
+    Args:
+        datasets: ``{category: FashionIQDataset}`` (as from :func:`~cir_milvus.eval.datasets.fashioniq_datasets`)
+            or a sequence of them, all of one split.
+        col, composer, alpha, composer_params, ingest, batch_size, progress: as for :func:`evaluate`.
+
+    Returns:
+        One combined :class:`EvalResult` (``dataset="fashioniq"``); ``config["categories"]`` lists the categories.
+
+    Raises:
+        ConfigError: no data sets, or data sets of different splits.
+    """
+    dss = list(datasets.values()) if isinstance(datasets, Mapping) else list(datasets)
+    if not dss:
+        raise ConfigError("evaluate_fashioniq needs at least one FashionIQ category")
+    splits = {d.split for d in dss}
+    if len(splits) != 1:
+        raise ConfigError(f"FashionIQ categories must share one split, got {sorted(splits)}")
+    parts = [evaluate(d, col, composer=composer, alpha=alpha, composer_params=composer_params, ingest=ingest,
+                      batch_size=batch_size, progress=progress, filter='metadata["category"] == {c}',
+                      filter_params={"c": d.category}) for d in dss]
+    queries = [q for d in dss for q in d.queries()]
+    sizes = {d.category: p.gallery_size for d, p in zip(dss, parts)}
+    rankings = {k: v for p in parts for k, v in p.rankings.items()}
+    exact_rankings = {k: v for p in parts for k, v in p.exact_rankings.items()}
+    labeled = all(q.target_ids for q in queries)
+    milvus = fashioniq_metrics([rankings[q.query_id] for q in queries], queries, gallery_size=sizes) if labeled else {}
+    exact = (fashioniq_metrics([exact_rankings[q.query_id] for q in queries], queries, gallery_size=sizes)
+             if labeled else {})
+    seconds = {k: round(sum(p.seconds.get(k, 0.0) for p in parts), 2) for k in parts[0].seconds}
+    return EvalResult(
+        dataset="fashioniq", split=dss[0].split, milvus=milvus, exact=exact,
+        config={**parts[0].config, "categories": [d.category for d in dss]},
+        n_queries=len(queries), gallery_size=sum(sizes.values()), seconds=seconds, rankings=rankings,
+        exact_rankings=exact_rankings,
+    )
+
+
+def _evaluate_any(dataset: CIRDataset | Mapping[str, FashionIQDataset] | Sequence[FashionIQDataset],
+                  col: CIRCollection, **kw: Any) -> EvalResult:
+    if isinstance(dataset, CIRDataset):
+        return evaluate(dataset, col, **kw)
+    return evaluate_fashioniq(dataset, col, **kw)
 
 
 def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery], ids: Sequence[str],
@@ -210,21 +297,23 @@ def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery
     return sub_m, sub_e
 
 
-def sweep_alpha(dataset: CIRDataset, col: CIRCollection, alphas: Sequence[float], *, composer: str = "slerp",
+def sweep_alpha(dataset: CIRDataset | Mapping[str, FashionIQDataset] | Sequence[FashionIQDataset], col: CIRCollection, alphas: Sequence[float], *, composer: str = "slerp",
                 metric: str = "R@1", composer_params: Mapping[str, Any] | None = None, progress: bool = False,
                 write_default: bool = False) -> tuple[float, list[EvalResult]]:
     """Evaluate ``alphas`` on a validation split and return the best (by the Milvus ``metric``) and all results.
 
-    With ``write_default`` the best alpha becomes the collection's default composer setting.
+    With ``write_default`` the best alpha becomes the collection's default composer setting. ``dataset`` may also
+    be several FashionIQ categories (scored together by :func:`evaluate_fashioniq`; use ``metric="avg/R@10"``).
     """
     if not alphas:
         raise ConfigError("sweep_alpha needs at least one alpha")
     results = []
     for i, a in enumerate(alphas):
-        results.append(evaluate(dataset, col, composer=composer, alpha=a, composer_params=composer_params,
-                                ingest=(i == 0), progress=progress))
+        results.append(_evaluate_any(dataset, col, composer=composer, alpha=a, composer_params=composer_params,
+                                     ingest=(i == 0), progress=progress))
     if metric not in results[0].milvus:
-        raise ConfigError(f"metric {metric!r} not reported for {dataset.name}; choose from {list(results[0].milvus)}")
+        raise ConfigError(f"metric {metric!r} not reported for {results[0].dataset}/{results[0].split}; choose from "
+                          f"{list(results[0].milvus) or 'none (unlabeled split: sweep on a labeled one)'}")
     best_i = max(range(len(alphas)), key=lambda i: (results[i].milvus[metric], -abs(alphas[i] - 0.8)))
     best = float(alphas[best_i])
     if write_default:

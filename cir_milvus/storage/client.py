@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,6 +87,27 @@ def _lock_holder(e: BaseException) -> bool:
     return False
 
 
+def _lite_file_locked(uri: str) -> bool:
+    """Whether another process holds Milvus Lite 3.x's lock file inside the ``.db`` folder."""
+    lock = Path(uri).expanduser() / "LOCK"
+    if not lock.is_file():
+        return False
+    try:
+        import fcntl
+    except ImportError:  # Windows: cannot probe; fall back to the message
+        return False
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 def connect(uri: str, *, token: str | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
     """Open a ``MilvusClient``.
 
@@ -115,7 +137,7 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = None,
     try:
         return MilvusClient(uri=uri, **args)
     except Exception as e:  # noqa: BLE001
-        if _lock_holder(e):
+        if _lock_holder(e) or (is_file and _lite_file_locked(uri)):
             raise CollectionLockedError(
                 f"the Milvus Lite file {uri} is open in another process (Milvus Lite allows one process per file). "
                 "Close the other process, use a copy of the file, or run a Milvus server "

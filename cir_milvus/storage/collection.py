@@ -8,6 +8,7 @@ VARCHAR (file path when known), ``metadata`` JSON. Index HNSW with metric IP (= 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -500,20 +501,29 @@ class CIRCollection:
         images = [image] if image is not None else None
         q = self.compose(images, texts, ref_ids=[ref_id] if ref_id is not None else None, composer=composer,
                          alpha=alpha, **composer_params)
-        exclude: list[str | None] = [ref_id] if exclude_reference and ref_id is not None else [None]
-        if exclude_reference and ref_id is None and image is not None and isinstance(image, (str, bytes)):
-            exclude = [self._maybe_content_id(image)]
+        exclude = self._reference_ids(images, [ref_id] if ref_id is not None else None, 1, exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
                                    exclude_ids=exclude, search_params=search_params)[0]
 
     @staticmethod
-    def _maybe_content_id(image: ImageInput) -> str | None:
+    def _reference_ids(images: Sequence[ImageInput] | None, ref_ids: Sequence[str] | None, n: int,
+                       exclude: bool) -> list[str | None]:
+        """Ids to drop from each query's hits: the stored reference (ref_id, or the content id of a file/bytes)."""
+        if not exclude:
+            return [None] * n
+        if ref_ids is not None:
+            return list(ref_ids)
+        if images is None:
+            return [None] * n
         from cir_milvus.images import content_id
 
-        try:
-            return content_id(image)
-        except Exception:  # noqa: BLE001
-            return None
+        out: list[str | None] = []
+        for im in images:
+            try:
+                out.append(content_id(im) if isinstance(im, (str, bytes, os.PathLike)) else None)
+            except Exception:  # noqa: BLE001 - an unreadable reference fails later with a clear error
+                out.append(None)
+        return out
 
     def search_batch(
         self,
@@ -535,7 +545,7 @@ class CIRCollection:
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")
         q = self.compose(images, list(texts), ref_ids=ref_ids, composer=composer, alpha=alpha, **composer_params)
-        exclude: list[str | None] = list(ref_ids) if (exclude_reference and ref_ids is not None) else [None] * len(q)
+        exclude = self._reference_ids(images, ref_ids, len(q), exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
                                    exclude_ids=exclude, search_params=search_params)
 

@@ -1,0 +1,222 @@
+"""``cir-milvus eval``: score a composer on CIRR / FashionIQ / CIRCO / the synthetic world through Milvus.
+
+The gallery is stored once in a collection (default name ``"{dataset}_{split}"`` in ``./cir.db``) and re-used on
+later runs: the runner's ingest skips ids that are already stored. Every labeled split is scored twice, on the
+Milvus ANN rankings and on exact (brute-force) rankings of the same stored vectors, and both are printed side by
+side. Unlabeled test splits (CIRR ``test1``, CIRCO ``test``) are not scored: with ``--submission DIR`` their
+rankings are written as the files the evaluation servers accept, and validated before their paths are printed.
+
+Example::
+
+    cir-milvus eval cirr --root /data/cirr --split val --model ViT-L-14 --pretrained openai \\
+        --composer searle --head /ckpt/SEARLE_ViT-L14.pt --output results/searle_cirr_val.json
+    cir-milvus eval circo --root /data/circo --split test --model ViT-L-14 --pretrained openai \\
+        --composer slerp --alpha 0.8 --submission out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRRDataset, FashionIQDataset, fashioniq_datasets
+from cir_milvus.eval.runner import EvalResult, evaluate, evaluate_fashioniq, format_table, sweep_alpha, write_json
+from cir_milvus.eval.submission import (
+    CIRCO_TOP_K,
+    CIRR_SUBSET_K,
+    CIRR_TOP_K,
+    validate_circo_submission,
+    validate_cirr_submission,
+    write_circo_submission,
+    write_cirr_submission,
+)
+
+__all__ = ["SWEEP_METRICS", "load_datasets", "parse_alphas", "run_eval_command", "write_submission"]
+
+DEFAULT_COLLECTION = "images"
+#: the Milvus metric a ``--sweep`` maximises on each data set
+SWEEP_METRICS: dict[str, str] = {"cirr": "R@1", "fashioniq": "avg/R@10", "circo": "mAP@10", "synthetic": "R@1"}
+
+Datasets = CIRDataset | dict[str, FashionIQDataset]
+
+
+def load_datasets(name: str, root: str | Path, split: str) -> tuple[Datasets, str]:
+    """The data set(s) of a ``cir-milvus eval`` run and the canonical split name.
+
+    Args:
+        name: ``"cirr"``, ``"fashioniq"``, ``"circo"`` or ``"synthetic"``.
+        root: the data set folder in its official layout.
+        split: split name (CIRR's ``"test"`` is read as ``"test1"``).
+
+    Returns:
+        ``(dataset, split)``; for FashionIQ the dataset is ``{category: FashionIQDataset}`` (all three).
+
+    Raises:
+        ConfigError: unknown name or split.
+        DatasetError: annotation files are missing or malformed.
+    """
+    if name == "cirr":
+        cirr = CIRRDataset(root, split)
+        return cirr, cirr.split
+    if name == "fashioniq":
+        return fashioniq_datasets(root, split), split
+    if name == "circo":
+        return CIRCODataset(root, split), split
+    if name == "synthetic":
+        from cir_milvus.eval.synthetic import SPLIT_SEEDS, SyntheticDataset
+
+        if split not in SPLIT_SEEDS:
+            raise ConfigError(f"synthetic split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+        return SyntheticDataset(root, split), split
+    raise ConfigError(f"unknown data set {name!r}; choose cirr, fashioniq, circo or synthetic")
+
+
+def parse_alphas(text: str) -> list[float]:
+    """``"0.5,0.6,0.7"`` → ``[0.5, 0.6, 0.7]``.
+
+    Raises:
+        ConfigError: empty, not numbers, or outside [0, 1].
+    """
+    try:
+        alphas = [float(a) for a in text.split(",") if a.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--sweep needs comma-separated numbers such as 0.5,0.6,0.7; got {text!r}") from e
+    if not alphas:
+        raise ConfigError(f"--sweep needs at least one alpha, got {text!r}")
+    bad = [a for a in alphas if not 0.0 <= a <= 1.0]
+    if bad:
+        raise ConfigError(f"--sweep alphas must lie in [0, 1], got {bad[0]}")
+    return alphas
+
+
+def _labeled(ds: Datasets) -> bool:
+    return all(d.labeled for d in ds.values()) if isinstance(ds, dict) else ds.labeled
+
+
+def _composer_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in (("head", args.head), ("template", args.template)) if v is not None}
+
+
+def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[str, Any]) -> Any:
+    """Open the cached collection (its recipe must match ``--model``) or create it with the eval's composer."""
+    from cir_milvus.storage.client import connect
+    from cir_milvus.storage.collection import CIRCollection
+
+    client = connect(args.uri, token=args.token)
+    exists = client.has_collection(name)
+    client.close()
+    try:
+        if exists:
+            return CIRCollection.open(args.uri, name, model=args.model, pretrained=args.pretrained, token=args.token,
+                                      device=args.device)
+    except RecipeMismatchError as e:
+        raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this model's gallery separately)") from e
+    model, pretrained = args.model, args.pretrained
+    if model is None:
+        model, pretrained = "cir-demo-tiny", pretrained or "cir-demo"
+    return CIRCollection.create(args.uri, name, model=model, pretrained=pretrained, token=args.token,
+                                device=args.device, composer=args.composer, composer_params=composer_params,
+                                alpha=args.alpha if not args.sweep else None)
+
+
+def write_submission(result: EvalResult, ds: CIRDataset, out_dir: str | Path) -> list[Path]:
+    """Write and validate the server file(s) of an unlabeled CIRR / CIRCO split; returns their paths.
+
+    The servers take the top-50 ids per query (CIRR also the top-3 of each ``img_set``). A gallery smaller than
+    that (the miniature test copies) gets every id it has, ``min(50, gallery - 1)`` for CIRR (reference removed)
+    and ``min(50, gallery)`` for CIRCO, and is validated against that same length; real splits always get 50.
+
+    Raises:
+        ConfigError: the data set has no evaluation server.
+        DatasetError: a written file fails validation.
+    """
+    out = Path(out_dir)
+    queries = ds.queries()
+    rankings = [result.rankings[q.query_id] for q in queries]
+    if isinstance(ds, CIRRDataset):
+        top_k = min(CIRR_TOP_K, result.gallery_size - 1)
+        subsets = [result.subset_rankings[q.query_id] for q in queries] if result.subset_rankings else None
+        recall, subset = write_cirr_submission(out / f"cirr_{ds.split}", rankings, queries, subset_rankings=subsets,
+                                               top_k=top_k)
+        validate_cirr_submission(recall, queries, metric="recall", top_k=top_k)
+        validate_cirr_submission(subset, queries, metric="recall_subset", top_k=CIRR_SUBSET_K)
+        return [recall, subset]
+    if isinstance(ds, CIRCODataset):
+        top_k = min(CIRCO_TOP_K, result.gallery_size)
+        path = write_circo_submission(out / f"circo_{ds.split}.json", rankings, queries, top_k=top_k)
+        validate_circo_submission(path, queries, top_k=top_k)
+        return [path]
+    raise ConfigError(f"{ds.name} has no evaluation server; submission files exist for CIRR test1 and CIRCO test")
+
+
+def _run_config(args: argparse.Namespace, result: EvalResult, collection: str) -> dict[str, Any]:
+    """The full configuration written to ``--output``: the runner's config plus the command's arguments."""
+    comp = result.config.get("composer", {})
+    return {
+        **result.config,
+        "dataset": args.dataset, "split": result.split, "alpha": comp.get("params", {}).get("alpha"),
+        "root": str(args.root), "uri": args.uri, "collection": collection, "head": args.head,
+        "template": args.template, "sweep": args.sweep,
+    }
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    """Run ``cir-milvus eval`` (see the module docstring); returns the exit code.
+
+    Raises:
+        CIRError: bad arguments, missing data set files, recipe mismatches (reported by the CLI as ``error: ...``).
+    """
+    ds, split = load_datasets(args.dataset, args.root, args.split)
+    labeled = _labeled(ds)
+    alphas = parse_alphas(args.sweep) if args.sweep else None
+    if alphas is not None and not labeled:
+        raise ConfigError(f"--sweep needs a labeled split to score; {args.dataset}/{split} has no ground truth "
+                          f"(sweep on --split val, then evaluate test with --alpha)")
+    if args.write_default and alphas is None:
+        raise ConfigError("--write-default stores the best alpha of a --sweep; pass --sweep too")
+    if args.submission is not None and args.dataset not in ("cirr", "circo"):
+        raise ConfigError(f"--submission is for the CIRR and CIRCO test servers; {args.dataset} is scored locally")
+    name = args.collection if args.collection != DEFAULT_COLLECTION else f"{args.dataset}_{split}"
+    params = _composer_params(args)
+    progress = sys.stderr.isatty()
+    col = _open_or_create(args, name, params)
+    try:
+        before = len(col)
+        results: list[EvalResult]
+        best: float | None = None
+        if alphas is not None:
+            best, results = sweep_alpha(ds, col, alphas, composer=args.composer, metric=SWEEP_METRICS[args.dataset],
+                                        composer_params=params, progress=progress, write_default=args.write_default)
+            result = results[alphas.index(best)]
+            print(format_table(results))
+            print(f"best alpha {best:.2f} by Milvus {SWEEP_METRICS[args.dataset]}")
+            if args.write_default:
+                print(f"stored composer {args.composer} alpha={best:.2f} as the default of collection {name!r}")
+        else:
+            kw: dict[str, Any] = {"composer": args.composer, "alpha": args.alpha, "composer_params": params,
+                                  "progress": progress}
+            result = evaluate_fashioniq(ds, col, **kw) if isinstance(ds, dict) else evaluate(ds, col, **kw)
+            results = [result]
+        after = len(col)
+        print(f"gallery cached in {args.uri} collection {name!r}: {after} images ({after - before} newly encoded)")
+        print(result.table())
+        written: list[Path] = []
+        if not labeled:
+            if args.submission is not None and isinstance(ds, CIRDataset):
+                written = write_submission(result, ds, args.submission)
+                for p in written:
+                    print(f"submission (validated): {p}")
+            elif args.dataset in ("cirr", "circo"):
+                print(f"pass --submission DIR to write the {args.dataset} server file(s) for this split")
+        elif args.submission is not None:
+            print(f"note: --submission ignored: {args.dataset}/{split} is labeled and scored locally")
+        if args.output is not None:
+            extra = {"command": "eval", "config": _run_config(args, result, name), "best_alpha": best,
+                     "submission": [str(p) for p in written]}
+            print(f"results: {write_json(args.output, results, extra=extra)}")
+    finally:
+        col.close()
+    return 0
