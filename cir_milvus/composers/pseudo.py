@@ -188,13 +188,13 @@ class PseudoTokenComposer(Composer):
                 head.to(encoder.device)
             tok = head(encoder.to_device(image_embeddings))  # type: ignore[attr-defined]  # [N, W]
             idx = torch.as_tensor(owner, device=tok.device)
-            feats = encoder.encode_texts_with_pseudo_tokens(  # type: ignore[call-arg]
+            dfeats: Any = encoder.encode_texts_with_pseudo_tokens(  # type: ignore[call-arg]
                 prompts, tok[idx], placeholder=placeholder, normalize=True, device_output=True
-            )  # [P, D]
+            )  # [P, D] unit rows on the encoder's device
             if len(prompts) == len(texts):
-                return feats
-            out = torch.zeros(len(texts), feats.shape[-1], device=feats.device, dtype=feats.dtype)
-            return _normalize(out.index_add_(0, idx.to(feats.device), feats))  # [N, D]
+                return dfeats
+            dout = torch.zeros(len(texts), dfeats.shape[-1], device=dfeats.device, dtype=dfeats.dtype)
+            return _normalize(dout.index_add_(0, idx.to(dfeats.device), dfeats))  # [N, D]
         tok = np.asarray(head(np.asarray(image_embeddings, dtype=np.float32)))  # [N, W]
         feats = np.asarray(
             encoder.encode_texts_with_pseudo_tokens(prompts, tok[owner], placeholder=placeholder, normalize=True)

@@ -326,12 +326,13 @@ def format_table(results: Sequence[EvalResult], keys: Sequence[str] | None = Non
     if not results:
         return ""
     keys = list(keys or results[0].milvus)
-    head = f"{'composer':<22}" + "".join(f"{k:>9}" for k in keys) + f"{'exact ' + keys[0]:>12}"
+    widths = [max(9, len(k) + 1) for k in keys]
+    head = f"{'composer':<22}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths)) + f"{'exact ' + keys[0]:>12}"
     lines = [head, "-" * len(head)]
     for r in results:
         c = r.config["composer"]
         label = c["name"] + (f" a={c['params']['alpha']:.2f}" if "alpha" in c.get("params", {}) else "")
-        lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>9.1f}" for k in keys)
+        lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>{w}.1f}" for k, w in zip(keys, widths))
                      + f"{r.exact.get(keys[0], float('nan')):>12.1f}")
     return "\n".join(lines)
 
