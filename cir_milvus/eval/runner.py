@@ -213,9 +213,9 @@ def evaluate(
         dataset=dataset.name, split=dataset.split, milvus=milvus, exact=exact, config=config,
         n_queries=len(queries), gallery_size=len(ids),
         seconds={"ingest": round(t_ingest, 2), "compose": round(t_compose, 2), "milvus_search": round(t_search, 2)},
-        rankings={q.query_id: r for q, r in zip(queries, milvus_rank)},
-        exact_rankings={q.query_id: r for q, r in zip(queries, exact_rank)},
-        subset_rankings={q.query_id: r for q, r in zip(queries, sub_m)} if sub_m is not None else {},
+        rankings={q.query_id: r for q, r in zip(queries, milvus_rank, strict=True)},
+        exact_rankings={q.query_id: r for q, r in zip(queries, exact_rank, strict=True)},
+        subset_rankings={q.query_id: r for q, r in zip(queries, sub_m, strict=True)} if sub_m is not None else {},
     )
 
 
@@ -257,7 +257,7 @@ def evaluate_fashioniq(
                       batch_size=batch_size, progress=progress, filter='metadata["category"] == {c}',
                       filter_params={"c": d.category}) for d in dss]
     queries = [q for d in dss for q in d.queries()]
-    sizes = {d.category: p.gallery_size for d, p in zip(dss, parts)}
+    sizes = {d.category: p.gallery_size for d, p in zip(dss, parts, strict=True)}
     rankings = {k: v for p in parts for k, v in p.rankings.items()}
     exact_rankings = {k: v for p in parts for k, v in p.exact_rankings.items()}
     labeled = all(q.target_ids for q in queries)
@@ -284,7 +284,8 @@ def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery
                   sims: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
     """Recall_subset rankings: Milvus searches filtered to each img_set; exact from the same scores."""
     pos = {i: j for j, i in enumerate(ids)}
-    sub_m, sub_e = [], []
+    sub_m: list[list[str]] = []
+    sub_e: list[list[str]] = []
     for i, q in enumerate(queries):
         members = [m for m in (q.subset_ids or ()) if m in pos]
         if not members:
@@ -297,8 +298,9 @@ def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery
     return sub_m, sub_e
 
 
-def sweep_alpha(dataset: CIRDataset | Mapping[str, FashionIQDataset] | Sequence[FashionIQDataset], col: CIRCollection, alphas: Sequence[float], *, composer: str = "slerp",
-                metric: str = "R@1", composer_params: Mapping[str, Any] | None = None, progress: bool = False,
+def sweep_alpha(dataset: CIRDataset | Mapping[str, FashionIQDataset] | Sequence[FashionIQDataset],
+                col: CIRCollection, alphas: Sequence[float], *, composer: str = "slerp", metric: str = "R@1",
+                composer_params: Mapping[str, Any] | None = None, progress: bool = False,
                 write_default: bool = False) -> tuple[float, list[EvalResult]]:
     """Evaluate ``alphas`` on a validation split and return the best (by the Milvus ``metric``) and all results.
 
@@ -327,12 +329,13 @@ def format_table(results: Sequence[EvalResult], keys: Sequence[str] | None = Non
         return ""
     keys = list(keys or results[0].milvus)
     widths = [max(9, len(k) + 1) for k in keys]
-    head = f"{'composer':<22}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths)) + f"{'exact ' + keys[0]:>12}"
+    cols = list(zip(keys, widths, strict=True))
+    head = f"{'composer':<22}" + "".join(f"{k:>{w}}" for k, w in cols) + f"{'exact ' + keys[0]:>12}"
     lines = [head, "-" * len(head)]
     for r in results:
         c = r.config["composer"]
         label = c["name"] + (f" a={c['params']['alpha']:.2f}" if "alpha" in c.get("params", {}) else "")
-        lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>{w}.1f}" for k, w in zip(keys, widths))
+        lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>{w}.1f}" for k, w in cols)
                      + f"{r.exact.get(keys[0], float('nan')):>12.1f}")
     return "\n".join(lines)
 

@@ -110,6 +110,7 @@ class CIRCollection:
         composer: str = "slerp",
         composer_params: Mapping[str, Any] | None = None,
         alpha: float | None = None,
+        head: Any = None,
         index: str = "HNSW",
         index_params: Mapping[str, Any] | None = None,
         exist_ok: bool = False,
@@ -131,6 +132,9 @@ class CIRCollection:
                 ``image``, ``text``, ``sum`` or a plugin).
             composer_params: its parameters (e.g. ``{"head": "/path/phi.pt"}`` for the pseudo-token composers).
             alpha: shortcut for ``composer_params["alpha"]``.
+            head: shortcut for ``composer_params["head"]``: a projection head (file, ``hf-hub:`` id or
+                :class:`~cir_milvus.heads.Head`) for ``pic2word``/``searle``/``lincir``/``combined``. Heads act
+                on the query side only: switching heads later needs no re-ingestion.
             index: ``HNSW`` (default), ``IVF_FLAT``, ``FLAT``... validated against the backend.
             index_params: build parameters (HNSW: ``M``, ``efConstruction``).
             exist_ok: open the collection if it exists (the recipe must match).
@@ -162,6 +166,8 @@ class CIRCollection:
         params = dict(composer_params or {})
         if alpha is not None:
             params["alpha"] = alpha
+        if head is not None:
+            params["head"] = head
         comp = get_composer(composer, **params)
         index = index.upper()
         if index not in caps.index_types:
@@ -418,12 +424,9 @@ class CIRCollection:
         return base.with_params(**overrides) if overrides else base
 
     def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Recipe params → constructor params (heads are stored by source and re-loaded)."""
-        out = dict(params)
-        head = out.get("head")
-        if isinstance(head, dict) and "source" in head:
-            out["head"] = head["source"]
-        return out
+        """Recipe params → constructor params (a stored head config is re-loaded from its source and checked
+        against its recorded checksum by the composer)."""
+        return dict(params)
 
     def _filter(self, expr: str | None, params: Mapping[str, Any] | None) -> str:
         if not expr:

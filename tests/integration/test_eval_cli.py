@@ -107,7 +107,7 @@ def test_fashioniq_three_categories_in_one_collection(roots: dict[str, Path], db
     dss = fashioniq_datasets(roots["fashioniq"])
     with CIRCollection.open(db, "fashioniq_val", model="fake") as col:
         res = evaluate_fashioniq(dss, col, composer="slerp", ingest=False, progress=False)
-    for cat, ds in dss.items():
+    for ds in dss.values():
         gallery = {g.id for g in ds.corpus()}
         for q in ds.queries():
             assert set(res.rankings[q.query_id]) == gallery
@@ -207,3 +207,36 @@ def test_bad_arguments_exit_2(roots: dict[str, Path], db: str, capsys: pytest.Ca
     code, _, err = run(capsys, "eval", argv[0], "--root", str(root), "--uri", db, "--model", "fake", *argv[1:])
     assert code == 2
     assert message in err
+
+
+def test_fashioniq_sweep_uses_the_category_average(roots: dict[str, Path], db: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "eval", "fashioniq", "--root", str(roots["fashioniq"]), "--uri", db, "--model", "fake",
+                       "--sweep", "0.5,0.9", "--write-default")
+    assert code == 0
+    m = re.search(r"best alpha ([\d.]+) by Milvus avg/R@10", out)
+    assert m is not None
+    with CIRCollection.open(db, "fashioniq_val", model="fake") as col:
+        assert col.recipe.composer["params"]["alpha"] == pytest.approx(float(m.group(1)))
+
+
+def test_searle_head_on_fashioniq(roots: dict[str, Path], db: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A pseudo-token composer with --head (a random SEARLE-shaped phi for the 32-d fake encoder)."""
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    sd = {"layers.0.weight": torch.randn(64, 32, generator=g), "layers.0.bias": torch.zeros(64),
+          "layers.3.weight": torch.randn(64, 64, generator=g) / 8, "layers.3.bias": torch.zeros(64),
+          "layers.6.weight": torch.randn(32, 64, generator=g) / 8, "layers.6.bias": torch.zeros(32)}
+    head = tmp_path / "SEARLE_fake.pt"
+    torch.save({"epoch": 1, "Phi": sd}, head)
+    out_json = tmp_path / "searle.json"
+    code, out, _ = run(capsys, "eval", "fashioniq", "--root", str(roots["fashioniq"]), "--uri", db, "--model", "fake",
+                       "--composer", "searle", "--head", str(head), "--output", str(out_json))
+    assert code == 0
+    assert "composer=searle" in out and "avg/R@10" in metric_rows(out)
+    cfg = json.loads(out_json.read_text())["config"]
+    assert cfg["composer"]["name"] == "searle" and cfg["alpha"] is None and cfg["head"] == str(head)
+    params = cfg["composer"]["params"]
+    assert params["preprocess"] == "targetpad" and params["fiq_join"] == "both"
+    assert params["template"] == "a photo of $ that {}"
