@@ -272,8 +272,13 @@ class SyntheticWorld:
         return self._item(item_id).render(self.image_size)
 
     def _item(self, item_id: str) -> GalleryItem:
-        index = int(item_id.rsplit("-", 1)[1])
-        return self._gallery[index]
+        try:
+            item = self._gallery[int(item_id.rsplit("-", 1)[1])]
+        except (IndexError, ValueError):
+            item = None
+        if item is None or item.id != item_id:  # e.g. an id from a world with another seed
+            raise KeyError(f"{item_id!r} is not an image of SyntheticWorld(seed={self.seed}, instances={self.instances})")
+        return item
 
     def triplets(self, n: int, seed: int = 1, p_two: float = 0.3) -> list[Triplet]:
         """Sample ``n`` composed queries that change one attribute (or two, probability ``p_two``).

@@ -209,6 +209,18 @@ def write_graphs(models: Mapping[str, onnx.ModelProto], out_dir: Path, weights: 
     return meta
 
 
+def _set_output_shape(model: onnx.ModelProto, width: int) -> onnx.ModelProto:
+    """Declare the single output as ``[batch, width]`` (shape inference loses it through ``where``/broadcasts)."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    while len(dims) < 2:
+        dims.add()
+    dims[0].Clear()
+    dims[0].dim_param = "batch"
+    dims[1].Clear()
+    dims[1].dim_value = int(width)
+    return model
+
+
 def _io(values: Any) -> dict[str, Any]:
     import onnx
 
@@ -385,7 +397,8 @@ def export_bundle(
         for s in specs:
             path = Path(staging) / s.file
             _export_one(s, _example_inputs(s.name, s.inputs, dims, ids), path, int(opset))
-            fp32[s.name] = onnx.load(str(path))
+            fp32[s.name] = _set_output_shape(onnx.load(str(path)),
+                                             dims["token_width"] if s.name.startswith("head_") else dims["embed"])
 
         manifest["graphs"] = write_graphs(fp32, out)
         _write_manifest(out, manifest)
@@ -394,6 +407,10 @@ def export_bundle(
             converted = {name: convert_precision(m, precision) for name, m in fp32.items()}
             manifest["graphs"] = write_graphs(converted, out)
             manifest["precision"] = precision
+            if precision == "fp16":
+                # onnxruntime's CPU NchwcTransformer (part of ORT_ENABLE_ALL) segfaults on fp16 graphs (ORT 1.32):
+                # runtimes should load fp16 bundles with the "extended" optimisation level.
+                manifest["runtime"] = {"graph_optimization_level": "extended"}
             _write_manifest(out, manifest)
             reports[precision] = check_parity(out)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.encoders.ort import BundleTokenizer, load_manifest
+from cir_milvus.encoders.ort import BundleTokenizer, load_manifest, session_options
 
 __all__ = [
     "PARITY_TEXTS",
@@ -151,7 +151,9 @@ def tokenizer_agreement(reference_tokenize: Any, tokenizer: BundleTokenizer,
 def _ort_sessions(bundle: Path, manifest: Mapping[str, Any], providers: Sequence[Any] | None) -> dict[str, Any]:
     import onnxruntime as ort
 
-    return {g: ort.InferenceSession(str(bundle / meta["file"]), providers=list(providers or ["CPUExecutionProvider"]))
+    opts = session_options(ort, dict(manifest))
+    return {g: ort.InferenceSession(str(bundle / meta["file"]), sess_options=opts,
+                                    providers=list(providers or ["CPUExecutionProvider"]))
             for g, meta in manifest["graphs"].items()}
 
 

@@ -129,10 +129,9 @@ def _load_entry_points() -> None:
             continue
         try:
             cls = ep.load()
-        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the library
+            register_composer(ep.name)(cls)
+        except Exception as e:  # noqa: BLE001 - a broken plugin (or one that is not a Composer) must not break the library
             log.warning("could not load composer plugin %s (%s): %s", ep.name, ep.value, e)
-            continue
-        register_composer(ep.name)(cls)
 
 
 def list_composers() -> list[str]:

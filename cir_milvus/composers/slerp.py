@@ -81,7 +81,7 @@ class SlerpComposer(Composer):
 
     def validate(self) -> None:
         alpha = self.params["alpha"]
-        if not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
             raise ConfigError(f"slerp alpha must be a number in [0, 1] (it weights the text), got {alpha!r}")
         self.params["alpha"] = float(alpha)
 

@@ -43,7 +43,7 @@ from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "clean_text", "load_manifest",
-           "verify_bundle"]
+           "session_options", "verify_bundle"]
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,22 @@ def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | Non
     return ["CPUExecutionProvider"], "cpu"
 
 
+def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None) -> Any:
+    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level)."""
+    opts = ort.SessionOptions()
+    level = manifest.get("runtime", {}).get("graph_optimization_level")
+    if level is not None:
+        opts.graph_optimization_level = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    return opts
+
+
 class BundleHead:
     """A projection head served from a bundle's ``head_{name}.onnx`` (numpy in, numpy out).
 
@@ -323,9 +339,7 @@ class OrtEncoder:
         graphs = self.manifest["graphs"]
         if name not in graphs:
             raise ConfigError(f"bundle {self.bundle_dir} has no graph {name!r}; it has {', '.join(sorted(graphs))}")
-        opts = self._ort.SessionOptions()
-        if self._threads:
-            opts.intra_op_num_threads = int(self._threads)
+        opts = session_options(self._ort, self.manifest, self._threads)
         sess = self._ort.InferenceSession(str(self.bundle_dir / graphs[name]["file"]), sess_options=opts,
                                           providers=self.providers)
         used = sess.get_providers()

@@ -1,7 +1,8 @@
 """``cir-milvus eval``: score a composer on CIRR / FashionIQ / CIRCO / the synthetic world through Milvus.
 
-The gallery is stored once in a collection (default name ``"{dataset}_{split}"`` in ``./cir.db``) and re-used on
-later runs: the runner's ingest skips ids that are already stored. Every labeled split is scored twice, on the
+The gallery is stored once in a collection (default name ``"{dataset}_{split}"`` in ``./cir.db``, with a
+``_targetpad`` suffix for SEARLE, whose protocol preprocesses the gallery with targetpad) and re-used on later runs:
+the runner's ingest skips ids that are already stored. Every labeled split is scored twice, on the
 Milvus ANN rankings and on exact (brute-force) rankings of the same stored vectors, and both are printed side by
 side. Unlabeled test splits (CIRR ``test1``, CIRCO ``test``) are not scored: with ``--submission DIR`` their
 rankings are written as the files the evaluation servers accept, and validated before their paths are printed.
@@ -34,7 +35,14 @@ from cir_milvus.eval.submission import (
     write_cirr_submission,
 )
 
-__all__ = ["SWEEP_METRICS", "load_datasets", "parse_alphas", "run_eval_command", "write_submission"]
+__all__ = [
+    "SWEEP_METRICS",
+    "gallery_preprocess",
+    "load_datasets",
+    "parse_alphas",
+    "run_eval_command",
+    "write_submission",
+]
 
 DEFAULT_COLLECTION = "images"
 #: the Milvus metric a ``--sweep`` maximises on each data set
@@ -100,25 +108,44 @@ def _composer_params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in (("head", args.head), ("template", args.template)) if v is not None}
 
 
-def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[str, Any]) -> Any:
-    """Open the cached collection (its recipe must match ``--model``) or create it with the eval's composer."""
+def gallery_preprocess(composer: str, composer_params: dict[str, Any]) -> str:
+    """The gallery preprocessing a composer's protocol uses: SEARLE's ``targetpad``, else ``clip``.
+
+    SEARLE encodes gallery and reference images with targetpad (its README: plain CLIP preprocessing does not
+    reproduce the paper); Pic2Word, LinCIR and Slerp use CLIP's resize + centre crop.
+    """
+    from cir_milvus.composers.base import get_composer
+
+    return get_composer(composer, **composer_params).preprocess or "clip"
+
+
+def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[str, Any], preprocess: str) -> Any:
+    """Open the cached collection (its recipe must match ``--model``) or create it with the eval's composer.
+
+    The encoder is built with the gallery preprocessing of the composer's protocol (``preprocess``); an existing
+    collection opened without ``--model`` keeps the encoder of its recipe.
+    """
+    from cir_milvus.encoders.base import create_encoder
     from cir_milvus.storage.client import connect
     from cir_milvus.storage.collection import CIRCollection
 
     client = connect(args.uri, token=args.token)
     exists = client.has_collection(name)
     client.close()
-    try:
-        if exists:
-            return CIRCollection.open(args.uri, name, model=args.model, pretrained=args.pretrained, token=args.token,
-                                      device=args.device)
-    except RecipeMismatchError as e:
-        raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this model's gallery separately)") from e
+    enc_kwargs: dict[str, Any] = {"device": args.device}
+    if preprocess != "clip":
+        enc_kwargs["preprocess"] = preprocess
+    if exists:
+        encoder = create_encoder(args.model, args.pretrained, **enc_kwargs) if args.model is not None else None
+        try:
+            return CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device)
+        except RecipeMismatchError as e:
+            raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
     model, pretrained = args.model, args.pretrained
     if model is None:
         model, pretrained = "cir-demo-tiny", pretrained or "cir-demo"
-    return CIRCollection.create(args.uri, name, model=model, pretrained=pretrained, token=args.token,
-                                device=args.device, composer=args.composer, composer_params=composer_params,
+    return CIRCollection.create(args.uri, name, encoder=create_encoder(model, pretrained, **enc_kwargs),
+                                token=args.token, composer=args.composer, composer_params=composer_params,
                                 alpha=args.alpha if not args.sweep else None)
 
 
@@ -179,10 +206,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
         raise ConfigError("--write-default stores the best alpha of a --sweep; pass --sweep too")
     if args.submission is not None and args.dataset not in ("cirr", "circo"):
         raise ConfigError(f"--submission is for the CIRR and CIRCO test servers; {args.dataset} is scored locally")
-    name = args.collection if args.collection != DEFAULT_COLLECTION else f"{args.dataset}_{split}"
     params = _composer_params(args)
+    preprocess = gallery_preprocess(args.composer, params)
+    name = args.collection
+    if name == DEFAULT_COLLECTION:
+        name = f"{args.dataset}_{split}" + (f"_{preprocess}" if preprocess != "clip" else "")
     progress = sys.stderr.isatty()
-    col = _open_or_create(args, name, params)
+    col = _open_or_create(args, name, params, preprocess)
     try:
         before = len(col)
         results: list[EvalResult]

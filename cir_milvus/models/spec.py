@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cir_milvus._optional import require
-from cir_milvus.errors import ModelNotFoundError
+from cir_milvus.errors import CheckpointError, ModelNotFoundError
 from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, demo_weights_path
 
 __all__ = ["ModelSpec", "file_sha256", "list_models", "load_open_clip", "register_model_config", "resolve_model"]
@@ -151,6 +151,7 @@ def load_open_clip(spec: ModelSpec, device: str = "cpu", precision: str = "fp32"
     Raises:
         ModelNotFoundError: the weights cannot be fetched or read; the message names the model, where it looked
             and how to pass a local file.
+        CheckpointError: a local checkpoint file does not fit the architecture.
     """
     open_clip = require("open_clip", purpose="building open_clip models")
     _ensure_demo_config()
@@ -158,18 +159,40 @@ def load_open_clip(spec: ModelSpec, device: str = "cpu", precision: str = "fp32"
     try:
         model = open_clip.create_model(spec.model, pretrained=pretrained, device=device, precision=precision)
     except Exception as e:  # noqa: BLE001 - open_clip raises many types for "cannot fetch"
+        if spec.kind in ("file", "demo") and not isinstance(e, FileNotFoundError):
+            # the file is there (resolve_model checked) but does not hold weights for this architecture
+            raise CheckpointError(
+                f"the checkpoint {spec.checkpoint} does not load into {spec.model}: {type(e).__name__}: {e}. Pass "
+                "an open_clip checkpoint (.bin/.pt/.pth/.safetensors) of this architecture, or set model= to the "
+                "architecture it was trained with."
+            ) from e
+        try:
+            from huggingface_hub import constants as hf_constants
+
+            cache = f" (cache folder {hf_constants.HF_HUB_CACHE})"
+        except ImportError:
+            cache = ""
         where = {
-            "tag": f"the open_clip cache / Hugging Face hub for tag {spec.pretrained!r}",
-            "hf-hub": f"the Hugging Face hub repo {spec.model[7:]!r} (and the local HF cache)",
+            "tag": f"the open_clip cache / Hugging Face hub for tag {spec.pretrained!r}{cache}",
+            "hf-hub": f"the Hugging Face hub repo {spec.model[7:]!r} (and the local HF cache){cache}",
             "file": f"the local file {spec.checkpoint}",
             "demo": f"the shipped demo weights {spec.checkpoint}",
             "local-dir": f"the folder {spec.model[10:]}",
         }.get(spec.kind, spec.kind)
+        if spec.kind == "hf-hub":
+            # the repo id is not an open_clip architecture name: point at a local copy of the whole repo instead
+            fix = (
+                "Without network access, download the repo's open_clip_config.json and weights into a folder "
+                "elsewhere and pass model='local-dir:/path/to/folder'."
+            )
+        else:
+            fix = (
+                "Without network access, download the checkpoint elsewhere and pass it as a local file: "
+                f"CIRCollection.create(..., model={spec.model!r}, pretrained='/path/to/"
+                "open_clip_pytorch_model.bin') or `--pretrained /path/to/file` on the CLI."
+            )
         raise ModelNotFoundError(
-            f"could not load weights for {spec.model} from {where}: {type(e).__name__}: {e}. "
-            "Without network access, download the checkpoint elsewhere and pass it as a local file: "
-            f"CIRCollection.create(..., model={spec.model.split(':')[-1]!r}, pretrained='/path/to/"
-            "open_clip_pytorch_model.bin') or `--pretrained /path/to/file` on the CLI."
+            f"could not load weights for {spec.model} from {where}: {type(e).__name__}: {e}. {fix}"
         ) from e
     model.eval()
     tokenizer = open_clip.get_tokenizer(spec.model)

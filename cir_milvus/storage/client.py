@@ -42,6 +42,27 @@ class Capabilities:
     filter_templates: bool
 
 
+class _LiteUnimplementedFilter(logging.Filter):
+    """Drop the in-process Lite gRPC server's tracebacks for RPCs pymilvus probes but Lite does not implement
+    (``AllocTimestamp`` while waiting for an index); they are harmless and would clutter every create()."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return "Method not implemented" not in text
+
+
+_GRPC_FILTER_INSTALLED = False
+
+
+def _quiet_lite_grpc() -> None:
+    global _GRPC_FILTER_INSTALLED
+    if not _GRPC_FILTER_INSTALLED:
+        logging.getLogger("grpc._server").addFilter(_LiteUnimplementedFilter())
+        _GRPC_FILTER_INSTALLED = True
+
+
 def _parse_version(v: str) -> tuple[int, int]:
     m = re.search(r"(\d+)\.(\d+)", v)
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
@@ -126,6 +147,7 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = None,
 
     is_file = "://" not in uri and not uri.startswith("unix:")
     if is_file:
+        _quiet_lite_grpc()
         if not uri.endswith(".db"):
             raise ConfigError(f"a Milvus Lite path must end in '.db' (got {uri!r}); servers need http(s)://host:port")
         Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,12 +25,12 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 def _literal(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        return str(int(value))
+    if isinstance(value, numbers.Real):  # float, numpy floats
         if not math.isfinite(value):
             raise ConfigError(f"filter_params[{name!r}] must be a finite number, got {value!r}")
-        return repr(value)
+        return repr(float(value))  # plain float repr: numpy's float64 repr is "np.float64(...)"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # double quotes; \" and \\ escaped
     if isinstance(value, (list, tuple)):

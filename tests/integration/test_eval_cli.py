@@ -235,6 +235,7 @@ def test_searle_head_on_fashioniq(roots: dict[str, Path], db: str, tmp_path: Pat
                        "--composer", "searle", "--head", str(head), "--output", str(out_json))
     assert code == 0
     assert "composer=searle" in out and "avg/R@10" in metric_rows(out)
+    assert "collection 'fashioniq_val_targetpad'" in out  # SEARLE's gallery is cached apart (targetpad)
     cfg = json.loads(out_json.read_text())["config"]
     assert cfg["composer"]["name"] == "searle" and cfg["alpha"] is None and cfg["head"] == str(head)
     params = cfg["composer"]["params"]

@@ -1,0 +1,142 @@
+"""``cir-milvus export`` and ``cir-milvus parity``: argparse wiring over :func:`export_bundle` / :func:`check_parity`.
+
+Hook into the main CLI with ``add_export_parsers(subparsers)``; each subcommand sets ``func`` (returns an exit code).
+Also runnable alone: ``python -m cir_milvus_export.cli export --model cir-demo-tiny --pretrained cir-demo --out b/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cir_milvus.errors import CIRError, ConfigError
+
+__all__ = ["add_export_parsers", "main", "parse_head_args", "run_export", "run_parity"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def add_export_parsers(subparsers: Any) -> None:
+    """Add the ``export`` and ``parity`` subcommands to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "export", help="export an open_clip model (+ heads) to an ONNX bundle served without torch",
+        description="Export image/text towers, the pseudo-token text graph, projection heads and fused query graphs "
+                    "to ONNX, with tokenizer.json, preprocess.json, manifest.json and a parity report.",
+    )
+    p.add_argument("--model", required=True, help="open_clip model name (e.g. ViT-B-32) or cir-demo-tiny")
+    p.add_argument("--pretrained", default=None,
+                   help="open_clip tag, local checkpoint file, or cir-demo (default: random weights)")
+    p.add_argument("--head", action="append", default=[], metavar="[NAME:]KIND=PATH",
+                   help="projection head to export, e.g. searle=SEARLE_ViT-B32.pt or mine:lincir=phi.pt "
+                        "(repeatable; KIND is pic2word, searle or lincir)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), fp16 (weights and compute, float32 I/O) or int8 (dynamic quantisation)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--parity-threshold", type=float, default=0.9999,
+                   help="minimum cosine of every fp32 output against torch (default 0.9999)")
+    p.add_argument("--preprocess", choices=("clip", "targetpad"), default="clip",
+                   help="image preprocessing recorded in the bundle (default clip)")
+    p.add_argument("--no-fused", action="store_true", help="skip the fused slerp / fused head graphs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.set_defaults(func=run_export)
+
+    q = subparsers.add_parser(
+        "parity", help="compare an ONNX bundle with torch (cosine, max-abs, top-k agreement)",
+        description="Run every graph of a bundle with onnxruntime on the seeded parity inputs and compare with the "
+                    "torch outputs stored at export time (no torch needed), or recomputed with --torch.",
+    )
+    q.add_argument("bundle", help="bundle folder")
+    q.add_argument("--torch", action="store_true",
+                   help="rebuild the torch model from the manifest (model + pretrained) and recompute the reference")
+    q.add_argument("--threshold", type=float, default=None,
+                   help="exit 1 when the minimum cosine is below this (default 0.9999 for fp32, 0.999 fp16, 0.99 int8)")
+    q.add_argument("--json", action="store_true", help="print the full report as JSON")
+    q.set_defaults(func=run_parity)
+
+
+def parse_head_args(specs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``["searle=a.pt", "mine:lincir=b.pt"]`` → ``{"searle": ("searle", "a.pt"), "mine": ("lincir", "b.pt")}``.
+
+    Raises:
+        ConfigError: malformed item or duplicate name.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for item in specs:
+        left, sep, path = item.partition("=")
+        if not sep or not left or not path:
+            raise ConfigError(f"--head expects [NAME:]KIND=PATH (e.g. searle=SEARLE_ViT-B32.pt), got {item!r}")
+        name, _, kind = left.rpartition(":")
+        name = name or kind
+        if name in out:
+            raise ConfigError(f"--head name {name!r} given twice; name them: --head a:{kind}=... --head b:{kind}=...")
+        out[name] = (kind, path)
+    return out
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Handler of ``cir-milvus export``."""
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.heads import load_head
+    from cir_milvus_export.onnx_export import export_bundle
+    from cir_milvus_export.parity import format_report
+
+    encoder = TorchEncoder(args.model, args.pretrained, device="cpu", precision="fp32", preprocess=args.preprocess)
+    heads = {name: load_head(kind, path, embed_dim=encoder.dim, token_dim=encoder.token_width())
+             for name, (kind, path) in parse_head_args(args.head).items()}
+    out = export_bundle(encoder, args.out, heads=heads, precision=args.precision, opset=args.opset,
+                        parity_threshold=args.parity_threshold, fused=not args.no_fused, overwrite=args.overwrite)
+    parity = json.loads((out / "parity.json").read_text())
+    print(f"bundle written to {out}")
+    for key in ("fp32", args.precision) if args.precision != "fp32" else ("fp32",):
+        print(format_report(parity[key]))
+    return 0
+
+
+def run_parity(args: argparse.Namespace) -> int:
+    """Handler of ``cir-milvus parity``; exit 1 when the bundle is below the threshold."""
+    from cir_milvus.encoders.ort import load_manifest
+    from cir_milvus_export.parity import check_parity, format_report
+
+    manifest = load_manifest(args.bundle)
+    encoder = None
+    if args.torch:
+        from cir_milvus.encoders.torch import TorchEncoder
+
+        src = manifest["source"]
+        if src.get("pretrained") is None:
+            raise ConfigError(f"the bundle was exported from random weights ({src['model']}, pretrained=None); only "
+                              "the stored reference can check it (drop --torch)")
+        encoder = TorchEncoder(src["model"], src["pretrained"], device="cpu", precision="fp32")
+    report = check_parity(args.bundle, encoder)
+    precision = report["precision"]
+    threshold = args.threshold if args.threshold is not None else {"fp16": 0.999, "int8": 0.99}.get(precision, 0.9999)
+    report["threshold"] = threshold
+    report["passed"] = report["min_cosine"] >= threshold
+    print(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) if args.json else format_report(report))
+    if not report["passed"]:
+        print(f"parity FAILED: min cosine {report['min_cosine']:.6f} < {threshold}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Standalone entry point (``python -m cir_milvus_export.cli``)."""
+    parser = argparse.ArgumentParser(prog="cir-milvus-export")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_export_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args))
+    except CIRError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
