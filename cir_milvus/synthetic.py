@@ -252,7 +252,7 @@ class SyntheticWorld:
     @cached_property
     def _gallery(self) -> list[GalleryItem]:
         items = []
-        for i, (attrs, k) in enumerate(itertools.product(all_combinations(), range(self.instances))):
+        for i, (attrs, _k) in enumerate(itertools.product(all_combinations(), range(self.instances))):
             items.append(GalleryItem(id=f"syn-{self.seed}-{i:05d}", attributes=attrs, seed=self.seed * 1_000_003 + i))
         return items
 

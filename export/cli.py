@@ -80,10 +80,11 @@ def parse_head_args(specs: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``cir-milvus export``."""
-    from cir_milvus.encoders.torch import TorchEncoder
-    from cir_milvus.heads import load_head
     from cir_milvus_export.onnx_export import export_bundle
     from cir_milvus_export.parity import format_report
+
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.heads import load_head
 
     encoder = TorchEncoder(args.model, args.pretrained, device="cpu", precision="fp32", preprocess=args.preprocess)
     heads = {name: load_head(kind, path, embed_dim=encoder.dim, token_dim=encoder.token_width())
@@ -99,8 +100,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_parity(args: argparse.Namespace) -> int:
     """Handler of ``cir-milvus parity``; exit 1 when the bundle is below the threshold."""
-    from cir_milvus.encoders.ort import load_manifest
     from cir_milvus_export.parity import check_parity, format_report
+
+    from cir_milvus.encoders.ort import load_manifest
 
     manifest = load_manifest(args.bundle)
     encoder = None

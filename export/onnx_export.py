@@ -29,9 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from cir_milvus.encoders.ort import BUNDLE_FORMAT, MANIFEST, BundleTokenizer
-from cir_milvus.errors import ConfigError, ExportError
 from cir_milvus_export.parity import (
     PARITY_TEXTS,
     REFERENCE,
@@ -43,6 +40,9 @@ from cir_milvus_export.parity import (
     tokenizer_agreement,
 )
 from cir_milvus_export.tokenizer import save_clip_tokenizer
+
+from cir_milvus.encoders.ort import BUNDLE_FORMAT, MANIFEST, BundleTokenizer
+from cir_milvus.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
     import onnx

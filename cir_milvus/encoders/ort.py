@@ -177,14 +177,17 @@ def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | Non
     want_gpu = device is not None and device.startswith("cuda")
     if device not in (None, "auto", "cpu") and not want_gpu:
         raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-    if want_gpu:
+    if device is not None and want_gpu:
         if "CUDAExecutionProvider" not in have:
             raise ConfigError(
                 f"device={device!r} was requested but this onnxruntime has no CUDAExecutionProvider (available: "
                 f"{', '.join(have)}); pip install 'cir_milvus[onnx-gpu]' (onnxruntime-gpu instead of onnxruntime), "
                 "or use device='cpu'"
             )
-        index = int(device.split(":", 1)[1]) if ":" in device else 0  # type: ignore[union-attr]
+        try:
+            index = int(device.split(":", 1)[1]) if ":" in device else 0
+        except ValueError:
+            raise ConfigError(f"device must be 'cuda' or 'cuda:N', got {device!r}") from None
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], str(device)
     if device in (None, "auto") and "CUDAExecutionProvider" in have:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"], "cuda"
@@ -414,7 +417,7 @@ class OrtEncoder:
     ) -> Embeddings:
         pid = self.placeholder_id(placeholder)
         ids = self.tokenize(texts)
-        missing = [t for t, row in zip(texts, ids) if not (row == pid).any()]
+        missing = [t for t, row in zip(texts, ids, strict=True) if not (row == pid).any()]
         if missing:
             raise ConfigError(
                 f"prompt {missing[0]!r} has no placeholder token {placeholder!r} (after tokenization/truncation); "

@@ -1,0 +1,14 @@
+"""Training recipes (never imported by the runtime ``cir_milvus`` package; needs the ``train`` extra).
+
+- :mod:`cir_milvus.train.lincir`: LinCIR's text-only self-masking projection (a ``lincir`` head).
+- :mod:`cir_milvus.train.pic2word`: Pic2Word's image-only mapping network (a ``pic2word`` head).
+- :mod:`cir_milvus.train.tat`: Text-Anchored-Tuning, LoRA on the image tower (merged open_clip checkpoint).
+- :mod:`cir_milvus.train.rtd`: RTD, text-encoder tuning on text triplets (open_clip checkpoint, text tower changed).
+- :mod:`cir_milvus.train.demo_clip`: the tiny demo CLIP itself.
+- :mod:`cir_milvus.train.report`: ``synthetic-report``, every recipe measured on the synthetic world.
+
+Command line::
+
+    python -m cir_milvus.train {lincir,pic2word,tat,rtd} --out DIR [--config FILE.json] [--steps N] [--batch-size B] ...
+    python -m cir_milvus.train synthetic-report --out runs/synthetic-report
+"""

@@ -18,8 +18,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 
-from cir_milvus.composers.slerp import slerp  # noqa: E402
 from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+
+from cir_milvus.composers.slerp import slerp  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "export" / "node"
 

@@ -17,8 +17,9 @@ pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
-from cir_milvus.composers.slerp import slerp  # noqa: E402
 from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+
+from cir_milvus.composers.slerp import slerp  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

@@ -17,15 +17,16 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
+from cir_milvus_export.cli import add_export_parsers, parse_head_args  # noqa: E402
+from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+from cir_milvus_export.parity import TOKENIZER_PROBES, check_parity, topk_agreement  # noqa: E402
+from cir_milvus_export.tokenizer import EOT_ID, SOT_ID, build_clip_tokenizer  # noqa: E402
+
 from cir_milvus.composers.slerp import slerp  # noqa: E402
 from cir_milvus.encoders import create_encoder, list_encoders  # noqa: E402
 from cir_milvus.encoders.ort import BundleTokenizer, OrtEncoder, load_manifest  # noqa: E402
 from cir_milvus.encoders.torch import inject_pseudo_tokens  # noqa: E402
 from cir_milvus.errors import ConfigError, ExportError, ModelNotFoundError  # noqa: E402
-from cir_milvus_export.cli import add_export_parsers, parse_head_args  # noqa: E402
-from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
-from cir_milvus_export.parity import TOKENIZER_PROBES, check_parity, topk_agreement  # noqa: E402
-from cir_milvus_export.tokenizer import EOT_ID, SOT_ID, build_clip_tokenizer  # noqa: E402
 
 FP32_GRAPHS = ["fused_searle", "fused_slerp", "head_searle", "image", "text", "text_pseudo"]
 
@@ -196,7 +197,7 @@ def test_tokenizer_json_alone_matches_open_clip(open_clip_tokenizer) -> None:  #
     tok = build_clip_tokenizer(77)
     ref = open_clip_tokenizer(ORDINARY).numpy()
     got = np.asarray([e.ids for e in tok.encode_batch(ORDINARY)])
-    for s, a, b in zip(ORDINARY, ref, got):
+    for s, a, b in zip(ORDINARY, ref, got, strict=True):
         assert a.tolist() == b.tolist(), s
     assert tok.encode("$").ids[:3] == [SOT_ID, 259, EOT_ID] and tok.encode("*").ids[1] == 265
     long = tok.encode("word " * 90).ids

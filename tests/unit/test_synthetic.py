@@ -139,7 +139,7 @@ def test_framing_words_of_edit_texts_never_occur_in_captions(world: SyntheticWor
 
 def test_captions_only_name_true_attributes() -> None:
     rng = np.random.default_rng(1)
-    vocab = {a: set(v) for a, v in zip(ATTRIBUTES, (SHAPES, COLOURS, SIZES, BACKGROUNDS))}
+    vocab = {a: set(v) for a, v in zip(ATTRIBUTES, (SHAPES, COLOURS, SIZES, BACKGROUNDS), strict=True)}
     for _ in range(500):
         attrs = random_attributes(rng)
         words = _words(caption(attrs, rng))

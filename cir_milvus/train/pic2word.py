@@ -1,0 +1,155 @@
+"""Pic2Word's image-only mapping-network training (Saito et al., CVPR'23, §3.1; google-research/composed_image_retrieval).
+
+CLIP stays frozen. For a batch of images with raw embeddings ``v`` (``encode_image``, un-normalised)::
+
+    tok = f_M(v)                                          (IM2TEXT: [Linear → Dropout → ReLU] × 2 → fc_out)
+    w = text_embeds("a photo of *" with the * row := tok)
+    loss = ½ [CE(s · v̂ ŵᵀ, I) + CE(s · ŵ v̂ᵀ, I)]          (v̂, ŵ L2-normalised; s = CLIP's frozen exp(logit_scale))
+
+Injection. Pic2Word's training path (``encode_text_img``) tokenizes ``"a photo of"`` and **inserts** the token at the
+EOT position (shifting EOT by one); its evaluation path overwrites the ``*`` row of ``"a photo of * , {caption}"``.
+Here training uses the evaluation-style overwrite of ``"a photo of *"`` (:func:`~cir_milvus.encoders.torch.
+inject_pseudo_tokens`): the token sees the same position and context at training and query time, and one code path
+serves both (methods.md §0). The sequences are identical apart from that position; no difference was measured on
+the paper's data.
+
+Paper recipe: CC3M images, batch 128, AdamW lr 1e-4, wd 0.1, cosine with 10k warm-up (clamped here to a tenth of the
+steps), 30 epochs; mapping 768 → 512 → 512 → 768 for ViT-L/14 (``middle_dim=512``, ``n_layer=2``, dropout 0.1).
+
+The shipped demo head ``cir_milvus/data/cir-demo-tiny.pic2word.safetensors`` is reproduced by ONE command (CPU)::
+
+    nice -n 10 python -m cir_milvus.train pic2word --out runs/pic2word-demo --steps 1500 --batch-size 128 \\
+        --lr 3e-4 --ship cir_milvus/data/cir-demo-tiny.pic2word.safetensors
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from cir_milvus.train.common import (
+    TrainConfig,
+    TrainResult,
+    decay_groups,
+    load_encoder,
+    read_images,
+    select_precision,
+    ship_head,
+)
+
+__all__ = ["Pic2WordConfig", "Pic2WordRecipe", "clip_infonce"]
+
+
+def clip_infonce(a: Any, b: Any, scale: Any) -> Any:
+    """Symmetric InfoNCE of CLIP between row-aligned features (normalised here)."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    logits = scale * a @ b.T  # [B, B]
+    labels = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+@dataclass
+class Pic2WordConfig(TrainConfig):
+    """Pic2Word defaults (README: bs 128, lr 1e-4, wd 0.1, AdamW, cosine, 10k warm-up).
+
+    Attributes:
+        images: ``"synthetic"``, an image folder, or a ``.csv``/``.jsonl`` list (captions are ignored).
+        prompt: the training prompt (must contain the placeholder).
+        placeholder: ``*`` (id 265).
+        middle_dim: hidden width of the mapping network (512).
+        n_layer: hidden blocks (2).
+        dropout: dropout of the blocks (0.1).
+        ship: also write the head as one ``.safetensors`` file (plus a ``.json`` sidecar) at this path.
+    """
+
+    recipe: ClassVar[str] = "pic2word"
+
+    steps: int = 30000
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.1
+    warmup: int = 10000
+    schedule: str = "cosine"
+    images: str = "synthetic"
+    prompt: str = "a photo of *"
+    placeholder: str = "*"
+    middle_dim: int = 512
+    n_layer: int = 2
+    dropout: float = 0.1
+    ship: str | None = None
+
+
+class Pic2WordRecipe:
+    """Frozen CLIP + trainable IM2TEXT mapping network, image-only contrastive training."""
+
+    def __init__(self, cfg: Pic2WordConfig) -> None:
+        import torch
+
+        from cir_milvus.composers.pseudo import check_template
+        from cir_milvus.heads.phi import Pic2WordMapper
+
+        self.cfg = cfg
+        check_template(cfg.prompt + " {}", cfg.placeholder)
+        self.precision = select_precision(cfg.device, cfg.precision)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.encoder = load_encoder(cfg, self.precision)
+        self.model = self.encoder.model
+        self.mapper = Pic2WordMapper(self.encoder.dim, cfg.middle_dim, self.encoder.token_width(), cfg.n_layer,
+                                     cfg.dropout).to(self.precision.device)
+        self.pid = self.encoder.placeholder_id(cfg.placeholder)
+        self.ids = self.encoder.tokenizer([cfg.prompt]).to(self.precision.device)  # [1, L]
+        self.images = read_images(cfg.images)
+        self.samples_per_step = cfg.batch_size
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return decay_groups(list(self.mapper.named_parameters()), self.cfg.weight_decay)
+
+    def train(self, mode: bool = True) -> Pic2WordRecipe:
+        self.mapper.train(mode)
+        return self
+
+    def batch(self, step: int) -> dict[str, Any]:
+        """Raw image embeddings of the step's images (the image tower is frozen, so they are computed here)."""
+        import torch
+
+        images, _ = self.images.batch(self.cfg.batch_size, self.cfg.seed, step)
+        pixels = torch.from_numpy(np.ascontiguousarray(self.encoder.pixels(images))).to(self.precision.device)
+        with torch.no_grad(), self.precision.autocast():
+            v = self.model.encode_image(pixels).float()  # [B, D] raw
+        return {"image_embeds": v}
+
+    def loss(self, batch: dict[str, Any]) -> Any:
+        from cir_milvus.encoders.torch import inject_pseudo_tokens
+
+        v = batch["image_embeds"]
+        tok = self.mapper(v)  # [B, W]
+        ids = self.ids.expand(len(v), -1)  # [B, L]
+        w = inject_pseudo_tokens(self.model, ids, tok, self.pid)  # [B, D]
+        scale = self.model.logit_scale.detach().exp().float()
+        return clip_infonce(v, w, scale)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.mapper.state_dict())
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.mapper.load_state_dict(sd, strict=True)
+
+    def head(self) -> Any:
+        from cir_milvus.heads import Head
+
+        return Head("pic2word", self.mapper.eval(), source=None)
+
+    def export(self, out: Path, result: TrainResult) -> dict[str, str]:
+        head = self.head()
+        outputs = {"head": str(head.save(out / "head"))}
+        if self.cfg.ship:
+            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result))
+        return outputs
