@@ -124,8 +124,8 @@ def _find_images(root: Path) -> list[Path]:
 
 
 def _open_or_create(args: argparse.Namespace, create: bool) -> Any:
-    from cir_milvus.storage.collection import CIRCollection
     from cir_milvus.storage.client import connect
+    from cir_milvus.storage.collection import CIRCollection
 
     client = connect(args.uri, token=args.token)
     exists = client.has_collection(args.collection)

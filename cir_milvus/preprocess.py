@@ -109,7 +109,7 @@ def preprocess_image(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     left = int(round((new_w - s) / 2.0))
     top = int(round((new_h - s) / 2.0))
     img = img.crop((left, top, left + s, top + s))
-    x = np.asarray(img, dtype=np.float32) / 255.0  # [H, W, 3]
+    x: np.ndarray = np.asarray(img, dtype=np.float32) / np.float32(255.0)  # [H, W, 3]
     x = (x - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # [3, H, W]
 

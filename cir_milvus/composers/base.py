@@ -66,7 +66,7 @@ class Composer(ABC):
     def preprocess(self) -> str | None:
         return None
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Check ``self.params``; raise :class:`ConfigError` on bad values."""
 
     def with_params(self, **overrides: Any) -> Composer:

@@ -32,19 +32,25 @@ def slerp(v0: Any, v1: Any, alpha: float | Any, dot_threshold: float = DOT_THRES
         L2-normalised interpolants, same type, shape and device as the inputs.
     """
     if type(v0).__module__.startswith("torch"):
-        import torch
+        return _slerp_torch(v0, v1, alpha, dot_threshold)
+    return _slerp_numpy(np.asarray(v0, dtype=np.float64), np.asarray(v1, dtype=np.float64), alpha, dot_threshold)
 
-        dot = (v0 * v1).sum(dim=-1, keepdim=True).clamp(-1.0, 1.0)  # [N, 1]
-        theta = torch.arccos(dot)
-        sin_t = torch.sin(theta)
-        safe = sin_t.abs() > 1e-8
-        denom = torch.where(safe, sin_t, torch.ones_like(sin_t))
-        s0 = torch.sin((1 - alpha) * theta) / denom
-        s1 = torch.sin(alpha * theta) / denom
-        out = torch.where((dot.abs() > dot_threshold) | ~safe, v0 + alpha * (v1 - v0), s0 * v0 + s1 * v1)
-        return torch.nn.functional.normalize(out, dim=-1)
-    a = np.asarray(v0, dtype=np.float64)
-    b = np.asarray(v1, dtype=np.float64)
+
+def _slerp_torch(v0: Any, v1: Any, alpha: Any, dot_threshold: float) -> Any:
+    import torch
+
+    dot = (v0 * v1).sum(dim=-1, keepdim=True).clamp(-1.0, 1.0)  # [N, 1]
+    theta = torch.arccos(dot)
+    sin_t = torch.sin(theta)
+    safe = sin_t.abs() > 1e-8
+    denom = torch.where(safe, sin_t, torch.ones_like(sin_t))
+    s0 = torch.sin((1 - alpha) * theta) / denom
+    s1 = torch.sin(alpha * theta) / denom
+    out = torch.where((dot.abs() > dot_threshold) | ~safe, v0 + alpha * (v1 - v0), s0 * v0 + s1 * v1)
+    return torch.nn.functional.normalize(out, dim=-1)
+
+
+def _slerp_numpy(a: np.ndarray, b: np.ndarray, alpha: Any, dot_threshold: float) -> np.ndarray:
     dot = np.clip(np.sum(a * b, axis=-1, keepdims=True), -1.0, 1.0)  # [N, 1]
     theta = np.arccos(dot)
     sin_t = np.sin(theta)

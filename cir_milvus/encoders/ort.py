@@ -107,16 +107,18 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] |
 # -- text ------------------------------------------------------------------------------------------------------------
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, normalizer: Any = None) -> str:
     """open_clip's ``"lower"`` text cleaning: ftfy, HTML unescaping (twice), whitespace collapsing, lowercasing.
 
-    Without ftfy installed, ftfy's character fixes (ligatures, full-width forms, curly quotes, control characters) are
-    left to the tokenizer's normalizer and only mojibake repair is lost.
+    Without ftfy installed, ``normalizer`` (the bundle tokenizer's, which holds ftfy's character tables: ligatures,
+    full-width forms, curly quotes, control characters) stands in for it; only mojibake repair is lost.
     """
     if _FTFY:
         import ftfy
 
         text = ftfy.fix_text(text)
+    elif normalizer is not None:
+        text = normalizer.normalize_str(text.lower())  # str.lower first: it knows the final sigma
     else:
         text = unicodedata.normalize("NFC", text)
     text = html.unescape(html.unescape(text)).strip()
@@ -141,14 +143,13 @@ class BundleTokenizer:
         self._tok = tokenizers.Tokenizer.from_file(str(path))
         self.context_length = int(context_length)
         self._normalizer = self._tok.normalizer
-        if _FTFY:  # clean_text already did everything the normalizer does (and more, exactly as open_clip)
-            self._tok.normalizer = tokenizers.normalizers.Sequence([])
+        # clean_text does all the normalizer does (exactly as open_clip, with ftfy), so the tokenizer skips it
+        self._tok.normalizer = tokenizers.normalizers.Sequence([])
         self._tok.enable_truncation(max_length=self.context_length)
         self._tok.enable_padding(length=self.context_length, pad_id=0, pad_token="!")
 
     def clean(self, text: str) -> str:
-        text = clean_text(text)
-        return text if _FTFY else self._normalizer.normalize_str(text)
+        return clean_text(text, self._normalizer)
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids ``[N, L]`` int64: SOT, BPE ids, EOT, zero padding (the EOT is kept when truncating)."""

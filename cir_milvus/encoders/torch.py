@@ -16,7 +16,7 @@ from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.models.spec import ModelSpec, load_open_clip, resolve_model
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
-from cir_milvus.types import Embeddings, ImageInput
+from cir_milvus.types import ImageInput
 
 __all__ = ["TorchEncoder", "inject_pseudo_tokens"]
 

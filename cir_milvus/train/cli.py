@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cir_milvus.errors import CIRError, ConfigError
-from cir_milvus.train.common import TrainResult, add_config_arguments, config_from_args, load_config, run
+from cir_milvus.train.common import TrainConfig, TrainResult, add_config_arguments, config_from_args, load_config, run
 
 __all__ = ["RECIPES", "get_recipe", "main", "train"]
 
@@ -61,7 +61,7 @@ def train(name: str, out: str | os.PathLike[str], config: Any = None, *, resume:
         The :class:`~cir_milvus.train.common.TrainResult`.
     """
     cfg_cls, recipe_cls = get_recipe(name)
-    if isinstance(config, cfg_cls):
+    if isinstance(config, TrainConfig):
         cfg = load_config(cfg_cls, None, {**config.to_dict(), **overrides})
     else:
         cfg = load_config(cfg_cls, config, overrides)

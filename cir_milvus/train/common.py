@@ -162,7 +162,7 @@ def load_config(cls: type[TrainConfig], path: str | os.PathLike[str] | None = No
         cls: the recipe's config dataclass.
         path: a JSON object file (keys are field names; ``-`` and ``_`` both accepted), or a ``train_log.json`` /
             shipped-head sidecar (its ``"config"`` object is used).
-        overrides: values that win over the file (``None`` values are ignored).
+        overrides: values that win over the file (``None`` sets an optional field to ``None``).
 
     Raises:
         ConfigError: unreadable file, unknown key (the message lists the valid ones) or a value of the wrong type.
@@ -180,7 +180,7 @@ def load_config(cls: type[TrainConfig], path: str | os.PathLike[str] | None = No
             data = dict(data["config"])
         data.pop("recipe", None)
         values.update({k.replace("-", "_"): v for k, v in data.items()})
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    values.update(overrides or {})
     unknown = sorted(set(values) - set(hints) - {"recipe"})
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; valid: {sorted(f.name for f in dataclasses.fields(cls))}")
@@ -209,7 +209,7 @@ def add_config_arguments(parser: Any, cls: type[TrainConfig]) -> None:
 
 def config_from_args(cls: type[TrainConfig], args: Any) -> Any:
     """The config from parsed arguments (see :func:`add_config_arguments`)."""
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)}
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
     return load_config(cls, getattr(args, "config", None), overrides)
 
 
@@ -281,7 +281,8 @@ def load_encoder(cfg: TrainConfig, prec: Precision) -> Any:
 
 def decay_groups(named: Sequence[tuple[str, Any]], weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no decay on biases, gains, embeddings and scales (1-d tensors)."""
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, p in named:
         if not p.requires_grad:
             continue
@@ -626,11 +627,11 @@ class ImageSource:
         if self.paths is None:
             from cir_milvus.synthetic import sample_pairs
 
-            images, caps = sample_pairs(n, step_rng(seed, step, 2))
-            return images, caps
+            images, texts = sample_pairs(n, step_rng(seed, step, 2))
+            return list(images), texts
         idx = epoch_indices(len(self.paths), n, seed, step)
-        caps = [self.captions[i] for i in idx] if self.has_captions and self.captions else None
-        return [self.paths[i] for i in idx], caps  # type: ignore[misc]
+        caps = [str(self.captions[i]) for i in idx] if self.has_captions and self.captions else None
+        return [self.paths[i] for i in idx], caps
 
 
 def _iter_folder(folder: Path) -> Iterator[Path]:

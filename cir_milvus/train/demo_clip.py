@@ -17,6 +17,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from cir_milvus.synthetic import sample_pairs
 
 
-def build_model(seed: int) -> tuple[torch.nn.Module, object, object]:
+def build_model(seed: int) -> tuple[Any, Any, Any]:
     import open_clip
 
     from cir_milvus.models.demo import DEMO_MODEL, MODEL_CONFIG_DIR
@@ -69,7 +70,8 @@ def train(
         torch.set_num_threads(threads)
     model, preprocess, tokenizer = build_model(seed)
     model.train()
-    decay, no_decay = [], []
+    decay: list[Any] = []
+    no_decay: list[Any] = []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
     opt = torch.optim.AdamW(

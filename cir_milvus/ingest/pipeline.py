@@ -1,0 +1,589 @@
+"""Batch ingestion at scale: parallel decoding, batched encoding, background upserts, resume and retries.
+
+::
+
+    source ──► reader thread ──► decode workers ──► main thread ──► writer thread ──► Milvus
+               ids (hash),        (processes:        encoder          byte-chunked
+               duplicates,        decode +           (batched)        upserts with
+               "already stored?"  preprocess)                         retries/backoff
+
+- **Reader thread**: reads records from the source in batches of ``batch_size``, gives each an id (the content
+  hash unless the source names one), drops repeats of an id within the input, asks Milvus once per batch which ids
+  are already stored (those are never decoded or encoded again: resume after a crash is a plain re-run), then hands
+  the rest to the decode workers.
+- **Decode workers** (``workers`` processes, ``spawn`` start method): read and decode each image with
+  :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame) and preprocess it with the encoder's
+  ``preprocess_config`` (:func:`cir_milvus.preprocess.preprocess_image`, the function behind ``preprocess_batch``),
+  returning float32 pixels ``[N, 3, S, S]``. Unreadable files come back as reasons, never as exceptions. Encoders
+  without ``encode_pixels`` (e.g. :class:`~cir_milvus.encoders.fake.FakeEncoder`) decode in the reader thread.
+- **Main thread**: encodes each batch (``encode_pixels``) while the next batches decode (``prefetch`` batches in
+  flight) and the previous one is written.
+- **Writer thread**: upserts rows in chunks of at most 16 MB (Milvus refuses RPCs over 64 MB), retrying with
+  exponential backoff (capped at 10 s) for up to ``retry_timeout`` seconds when the server drops, so a server
+  restart mid-job ends with the exact count. Upserts by id are idempotent: a retried batch never duplicates.
+
+Skipped inputs (zero-byte, truncated, not an image, over the pixel cap, missing, samples without an image) are
+counted by reason and written to a JSON Lines skip report as they happen.
+
+Images whose aspect ratio exceeds :data:`MAX_ASPECT` (32:1) are centre-cropped to 32:1 along the long side before
+preprocessing: the CLIP transform keeps only the centre square anyway, and the crop bounds the memory of the resize
+(a 1×4,000 strip would otherwise be resized to 224×896,000).
+
+Example:
+    >>> from cir_milvus import CIRCollection, FakeEncoder  # doctest: +SKIP
+    >>> col = CIRCollection.create("./cir.db", "photos", encoder=FakeEncoder())  # doctest: +SKIP
+    >>> report = ingest(col, "photos/", skip_report="skipped.jsonl")  # doctest: +SKIP
+    >>> print(report.summary())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cir_milvus.errors import (
+    CIRError,
+    CollectionLockedError,
+    CollectionNotFoundError,
+    ConfigError,
+    ImageDecodeError,
+    StorageError,
+)
+from cir_milvus.images import MAX_PIXELS, content_id
+from cir_milvus.ingest.sources import Record, batched, is_url, open_source, read_bytes
+from cir_milvus.storage.ingest import PreparedBatch, Skipped, chunk_rows_by_bytes, make_rows
+
+__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
+
+log = logging.getLogger(__name__)
+
+MAX_ASPECT = 32.0
+"""Aspect ratios beyond this are centre-cropped to it before preprocessing (bounds resize memory)."""
+MAX_METADATA_BYTES = 65_536
+"""Milvus's default limit for one JSON field value."""
+_DONE = object()
+
+
+# -- the report -----------------------------------------------------------------------------------------------------
+
+
+def skip_kind(reason: str) -> str:
+    """A short category for a skip reason (for the summary and the skip report)."""
+    r = reason.lower()
+    for needle, kind in (
+        ("empty file", "empty"),
+        ("zero width", "empty"),
+        ("pixel cap", "too_large"),
+        ("not found", "missing"),
+        ("no such file", "missing"),
+        ("cannot read", "missing"),
+        ("no image member", "no_image"),
+        ("shard", "corrupt_shard"),
+        ("not a readable image", "not_an_image"),
+        ("truncated", "corrupt"),
+        ("corrupt", "corrupt"),
+        ("download", "download_failed"),
+        ("invalid id", "invalid_id"),
+        ("metadata", "bad_metadata"),
+    ):
+        if needle in r:
+            return kind
+    return "other"
+
+
+@dataclass
+class IngestReport:
+    """What an :func:`ingest` run did. ``seen == stored + already_stored + duplicates + len(skipped)``.
+
+    Attributes:
+        seen: records read from the source.
+        stored: rows encoded and written by this run.
+        already_stored: ids that were in the collection before (not decoded, not encoded: resume).
+        duplicates: records whose id repeats an earlier record of this input (same file twice, same key).
+        skipped: unreadable inputs with reasons.
+        encoded: images encoded by this run (equals ``stored`` when the job completes).
+        retries: storage calls that failed transiently and were retried.
+        seconds: wall time.
+        skip_report: where the JSON Lines skip report was written (or ``None``).
+    """
+
+    seen: int = 0
+    stored: int = 0
+    already_stored: int = 0
+    duplicates: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    encoded: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    skip_report: str | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        """Images encoded and stored per second of wall time."""
+        return self.stored / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(sorted(collections.Counter(skip_kind(s.reason) for s in self.skipped).items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "stored": self.stored, "already_stored": self.already_stored,
+                "duplicates": self.duplicates, "skipped": len(self.skipped),
+                "skipped_by_reason": self.skipped_by_reason, "encoded": self.encoded, "retries": self.retries,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+                "skip_report": self.skip_report}
+
+    def summary(self) -> str:
+        by = ", ".join(f"{k} {v}" for k, v in self.skipped_by_reason.items())
+        lines = [
+            f"read {self.seen} records in {self.seconds:.1f}s: stored {self.stored} "
+            f"({self.images_per_second:.1f} images/s), already stored {self.already_stored}, "
+            f"duplicates in the input {self.duplicates}, skipped {len(self.skipped)}" + (f" ({by})" if by else ""),
+        ]
+        if self.retries:
+            lines.append(f"{self.retries} storage calls were retried after transient failures")
+        if self.skipped and self.skip_report:
+            lines.append(f"skipped files and reasons: {self.skip_report}")
+        return "\n".join(lines)
+
+
+class _SkipLog:
+    """Collects skips into the report and appends them to the JSON Lines file as they happen (thread-safe)."""
+
+    def __init__(self, report: IngestReport, path: str | os.PathLike[str] | None) -> None:
+        self.report = report
+        self._lock = threading.Lock()
+        self._f = None
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            report.skip_report = str(path)
+
+    def add(self, name: str, reason: str, rid: str | None = None) -> None:
+        with self._lock:
+            self.report.skipped.append(Skipped(name, reason))
+            if self._f is not None:
+                self._f.write(json.dumps({"source": name, "id": rid, "kind": skip_kind(reason), "reason": reason},
+                                         ensure_ascii=False) + "\n")
+                self._f.flush()
+        log.info("skipped %s: %s", name, reason)
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+# -- decoding (runs in worker processes) ----------------------------------------------------------------------------
+
+
+def _cap_aspect(img: Any) -> Any:
+    w, h = img.size
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return img
+    if w > h:
+        keep = max(1, int(MAX_ASPECT * h))
+        left = (w - keep) // 2
+        return img.crop((left, 0, left + keep, h))
+    keep = max(1, int(MAX_ASPECT * w))
+    top = (h - keep) // 2
+    return img.crop((0, top, w, top + keep))
+
+
+def _strip_name(msg: str, name: str) -> str:
+    return msg[len(name) + 2:] if msg.startswith(name + ": ") else msg
+
+
+def prepare_batch(
+    items: list[tuple[int, str | bytes]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
+    allow_urls: bool = False,
+) -> tuple[list[int], Any, list[tuple[int, str]]]:
+    """Decode (and, with a preprocess config, preprocess) one batch. Runs in a worker process.
+
+    Args:
+        items: ``(index, path or bytes)`` pairs.
+        preprocess: ``PreprocessConfig.to_dict()`` of the encoder, or ``None`` to return RGB PIL images.
+        max_pixels: decompression-bomb cap.
+        allow_urls: fetch ``http(s)://`` sources.
+
+    Returns:
+        ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
+    """
+    from cir_milvus.images import describe, load_image
+    from cir_milvus.preprocess import PreprocessConfig, preprocess_image
+
+    cfg = PreprocessConfig.from_dict(preprocess) if preprocess is not None else None
+    ok: list[int] = []
+    out: list[Any] = []
+    bad: list[tuple[int, str]] = []
+    for idx, src in items:
+        try:
+            if isinstance(src, str) and is_url(src):
+                try:
+                    data: str | bytes = read_bytes(src, allow_urls=allow_urls)
+                except OSError as e:
+                    raise ImageDecodeError(f"download failed ({e})") from e
+            else:
+                data = src
+            img = load_image(data, max_pixels=max_pixels)
+            if cfg is not None:
+                x = preprocess_image(_cap_aspect(img), cfg)  # [3, S, S]
+                out.append(x)
+            else:
+                out.append(img)
+            ok.append(idx)
+        except ImageDecodeError as e:
+            bad.append((idx, _strip_name(str(e), describe(data if isinstance(src, str) else src))))
+        except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
+            bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
+    if cfg is not None:
+        pixels = np.stack(out) if out else np.zeros((0, 3, cfg.size, cfg.size), dtype=np.float32)  # [N, 3, S, S]
+        return ok, pixels, bad
+    return ok, out, bad
+
+
+# -- helpers --------------------------------------------------------------------------------------------------------
+
+_PERMANENT = (CollectionNotFoundError, CollectionLockedError)
+
+
+def _permanent(e: StorageError) -> bool:
+    if isinstance(e, _PERMANENT):
+        return True
+    cause = e.__cause__
+    return type(cause).__name__ in ("ParamError", "DataNotMatchException", "PrimaryKeyException",
+                                    "DataTypeNotMatchException")
+
+
+def retry_storage(fn: Callable[[], Any], what: str, *, timeout: float, on_retry: Callable[[], None] | None = None,
+                  reload: Callable[[], None] | None = None) -> Any:
+    """Call ``fn`` until it succeeds, retrying :class:`StorageError` with backoff (0.5 s doubling to 10 s) for up to
+    ``timeout`` seconds. Permanent errors (bad data, missing collection) are raised at once.
+
+    Raises:
+        StorageError: still failing after ``timeout`` seconds (the last error is chained).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except StorageError as e:
+            if _permanent(e):
+                raise
+            attempt += 1
+            if time.monotonic() + delay > deadline:
+                raise StorageError(f"{what} still failing after {attempt} attempts over {timeout:.0f}s: {e}") from e
+            if on_retry is not None:
+                on_retry()
+            log.warning("%s failed (%s); retry %d in %.1fs", what, str(e)[:200], attempt, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            if reload is not None and "not loaded" in str(e).lower():
+                try:
+                    reload()
+                except Exception:  # noqa: BLE001 - best effort; the next attempt reports the real error
+                    pass
+
+
+def _jsonable(md: dict[str, Any]) -> dict[str, Any]:
+    """Metadata that Milvus accepts as JSON: non-finite floats become null, unknown types their str()."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        if isinstance(v, (str, int, bool)) or v is None:
+            return v
+        if isinstance(v, float):
+            return v
+        if isinstance(v, (np.integer, np.floating, np.bool_)):
+            return fix(v.item())
+        return str(v)
+
+    return fix(md)  # type: ignore[no-any-return]
+
+
+def _record_id(rec: Record) -> str:
+    if rec.id is not None:
+        rid = rec.id
+        if not isinstance(rid, str) or not rid or len(rid) > 512:
+            raise ImageDecodeError(f"invalid id {rid!r}: ids must be non-empty strings of at most 512 characters")
+        return rid
+    src = rec.source
+    if isinstance(src, str) and is_url(src):
+        return hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
+    assert src is not None
+    return content_id(src)
+
+
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if stop.is_set():
+                return _DONE
+
+
+@dataclass
+class _Job:
+    records: int
+    ids: list[str]
+    sources: list[str]
+    metadata: list[dict[str, Any]]
+    names: list[str]
+    future: Future[Any] | None = None
+
+
+def _default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+# -- the pipeline ---------------------------------------------------------------------------------------------------
+
+
+def ingest(
+    col: Any,
+    source: Any,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    skip_existing: bool = True,
+    skip_report: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    retry_timeout: float = 300.0,
+    allow_urls: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    root: str | os.PathLike[str] | None = None,
+    mp_context: str = "spawn",
+) -> IngestReport:
+    """Ingest images from a folder, a list file, tar shards or an iterable into a :class:`CIRCollection`.
+
+    Args:
+        col: the collection (its encoder and recipe are used).
+        source: a folder, a ``.csv``/``.jsonl``/``.parquet`` list, a shard spec (``"data/{00000..00009}.tar"`` or a
+            glob), a source object from :mod:`cir_milvus.ingest.sources`, or an iterable of paths / bytes /
+            ``(id, source, metadata)`` tuples.
+        batch_size: images per encoder batch (and per "already stored?" lookup).
+        workers: decode processes (default: CPU count − 1, at most 8); ``0`` decodes in a thread of this process.
+        prefetch: batches decoded ahead of the encoder (default ``2 × workers``, at least 2).
+        skip_existing: do not decode or encode ids already stored (resume). ``False`` re-encodes and overwrites.
+        skip_report: write skipped inputs and reasons here as JSON Lines (``{"source", "id", "kind", "reason"}``).
+        progress: show a tqdm bar (images/s, ETA, stored / existing / skipped counts).
+        retry_timeout: how long storage calls are retried with backoff when Milvus is unavailable.
+        allow_urls: fetch ``http(s)://`` images named by a list (refused by default).
+        max_pixels: decompression-bomb cap per image.
+        root: folder that relative paths in a list file are relative to (default: the list's folder).
+        mp_context: multiprocessing start method for the decode workers (``spawn`` is safe with gRPC threads).
+
+    Returns:
+        An :class:`IngestReport`; ``report.summary()`` is a human-readable summary.
+
+    Raises:
+        ConfigError: bad arguments, or a list naming URLs without ``allow_urls``.
+        StorageError: Milvus stayed unavailable for longer than ``retry_timeout``.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    src = open_source(source, allow_urls=allow_urls, root=root)
+    encoder = col.encoder
+    pixel_mode = hasattr(encoder, "encode_pixels") and getattr(encoder, "preprocess_config", None) is not None
+    n_workers = _default_workers() if workers is None else int(workers)
+    if n_workers < 0:
+        raise ConfigError(f"workers must be >= 0, got {workers}")
+    if n_workers and not pixel_mode:
+        log.info("%s has no encode_pixels; decoding in-process", type(encoder).__name__)
+        n_workers = 0
+    depth = prefetch if prefetch is not None else max(2, 2 * n_workers)
+    cfg = encoder.preprocess_config.to_dict() if pixel_mode else None
+
+    report = IngestReport()
+    skips = _SkipLog(report, skip_report)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    decoded: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    to_write: queue.Queue[Any] = queue.Queue(maxsize=2)
+    try:
+        total: int | None = len(src)
+    except TypeError:
+        total = None
+    bar = tqdm(total=total, desc=f"ingest → {col.name}", unit="img", disable=not progress, smoothing=0.1)
+    pool = (ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context(mp_context))
+            if n_workers else None)
+    seen_ids: set[str] = set()
+    lock = threading.Lock()
+
+    def on_retry() -> None:
+        with lock:
+            report.retries += 1
+
+    def reload() -> None:
+        col._client.load_collection(col.name)
+
+    def postfix() -> None:
+        bar.set_postfix(stored=report.stored, existing=report.already_stored, dup=report.duplicates,
+                        skipped=len(report.skipped), refresh=False)
+
+    def read() -> None:
+        try:
+            for chunk in batched(iter(src), batch_size):
+                if stop.is_set():
+                    return
+                job = _Job(len(chunk), [], [], [], [])
+                raw: list[str | bytes] = []
+                with lock:
+                    report.seen += len(chunk)
+                for rec in chunk:
+                    if rec.error is not None or rec.source is None:
+                        skips.add(rec.name, rec.error or "no image", rec.id)
+                        continue
+                    try:
+                        rid = _record_id(rec)
+                        md = _jsonable(dict(rec.metadata))
+                        if len(json.dumps(md)) > MAX_METADATA_BYTES:
+                            raise ImageDecodeError(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
+                    except ImageDecodeError as e:
+                        skips.add(rec.name, _strip_name(str(e), str(rec.source)), rec.id)
+                        continue
+                    if rid in seen_ids:
+                        with lock:
+                            report.duplicates += 1
+                        continue
+                    seen_ids.add(rid)
+                    job.ids.append(rid)
+                    job.sources.append(rec.source if isinstance(rec.source, str) else rec.origin)
+                    job.metadata.append(md)
+                    job.names.append(rec.name)
+                    raw.append(rec.source)
+                if skip_existing and job.ids:
+                    present = retry_storage(lambda: col._existing_ids(list(job.ids)), f"look up ids in {col.name!r}",
+                                            timeout=retry_timeout, on_retry=on_retry, reload=reload)
+                    if present:
+                        keep = [i for i, rid in enumerate(job.ids) if rid not in present]
+                        with lock:
+                            report.already_stored += len(job.ids) - len(keep)
+                        job.ids, job.sources, job.metadata, job.names = (
+                            [xs[i] for i in keep] for xs in (job.ids, job.sources, job.metadata, job.names))
+                        raw = [raw[i] for i in keep]
+                if job.ids:
+                    items = list(enumerate(raw))
+                    if pool is not None:
+                        job.future = pool.submit(prepare_batch, items, cfg, max_pixels, allow_urls)
+                    else:
+                        fut: Future[Any] = Future()
+                        fut.set_result(prepare_batch(items, cfg, max_pixels, allow_urls))
+                        job.future = fut
+                if not _put(decoded, job, stop):
+                    return
+            _put(decoded, _DONE, stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            errors.append(e)
+            stop.set()
+
+    def write() -> None:
+        try:
+            while True:
+                item = _get(to_write, stop)
+                if item is _DONE:
+                    return
+                n, rows = item
+                for part in chunk_rows_by_bytes(rows):
+                    def call(part: list[dict[str, Any]] = part) -> None:
+                        col._upsert(part, retries=0)
+
+                    retry_storage(call, f"upsert {len(part)} rows into {col.name!r}", timeout=retry_timeout,
+                                  on_retry=on_retry, reload=reload)
+                with lock:
+                    report.stored += len(rows)
+                bar.update(n)
+                postfix()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            errors.append(e)
+            stop.set()
+
+    start = time.perf_counter()
+    reader = threading.Thread(target=read, name="cir-ingest-reader", daemon=True)
+    writer = threading.Thread(target=write, name="cir-ingest-writer", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        while True:
+            job = _get(decoded, stop)
+            if job is _DONE:
+                break
+            rows: list[dict[str, Any]] = []
+            if job.future is not None:
+                ok, data, bad = job.future.result()
+                for idx, reason in bad:
+                    skips.add(job.names[idx], reason, job.ids[idx])
+                if ok:
+                    raw_vecs = (encoder.encode_pixels(data, normalize=False) if pixel_mode
+                                else encoder.encode_images(data, batch_size=batch_size, normalize=False))
+                    raw_vecs = np.asarray(raw_vecs, dtype=np.float32)  # [N, D]
+                    batch = PreparedBatch(ids=[job.ids[i] for i in ok], sources=[job.sources[i] for i in ok],
+                                          metadata=[job.metadata[i] for i in ok])
+                    rows = make_rows(batch, raw_vecs)
+                    with lock:
+                        report.encoded += len(rows)
+            if not _put(to_write, (job.records, rows), stop):
+                break
+        _put(to_write, _DONE, stop)
+        writer.join()
+    except BaseException as e:
+        errors.insert(0, e)
+        stop.set()
+    finally:
+        stop.set() if errors else None
+        reader.join(timeout=30)
+        writer.join(timeout=30)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        postfix()
+        bar.close()
+        skips.close()
+        report.seconds = time.perf_counter() - start
+    if errors:
+        err = errors[0]
+        if isinstance(err, (CIRError, KeyboardInterrupt)):
+            raise err
+        raise StorageError(f"ingestion into {col.name!r} failed: {err}") from err if isinstance(
+            err, Exception) and type(err).__module__.startswith(("pymilvus", "grpc")) else err
+    log.info("%s", report.summary())
+    return report
+
+
+def iter_records(source: Any, *, allow_urls: bool = False) -> Iterable[Record]:
+    """The records a source yields (for inspection and tests)."""
+    return iter(open_source(source, allow_urls=allow_urls))

@@ -1,0 +1,471 @@
+"""Where images come from: folder trees, file lists (CSV / JSON Lines / Parquet) and WebDataset tar shards.
+
+A source is an iterable of :class:`Record` ``(id, source, metadata, origin, error)``:
+
+- ``id``: the primary key to store, or ``None`` for a content hash (sha256 of the file bytes).
+- ``source``: a file path (``str``) or the encoded bytes; never a decoded image. Decoding happens in the
+  ingestion workers.
+- ``metadata``: a JSON-able dict stored with the vector (filterable as ``metadata["key"]``).
+- ``origin``: a name for messages and the skip report (``path``, ``list.csv:17``, ``shard.tar#key``).
+- ``error``: set when the source itself could not produce the image (a tar sample without an image, a corrupt
+  shard); the pipeline reports it as skipped.
+
+Remote URLs are refused unless ``allow_urls=True``: a list that names ``http(s)://`` images raises
+:class:`~cir_milvus.errors.ConfigError` by default, so an ingestion job never fetches from the network by surprise.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "list.csv").write_text("path,brand\\na.jpg,acme\\n")
+    >>> [(r.id, pathlib.Path(r.source).name, r.metadata) for r in ListSource(d / "list.csv")]
+    [(None, 'a.jpg', {'brand': 'acme'})]
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import itertools
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cir_milvus.errors import ConfigError, DatasetError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "FolderSource",
+    "ListSource",
+    "Record",
+    "ShardSource",
+    "expand_shards",
+    "is_url",
+    "open_source",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+PATH_COLUMNS = ("path", "image", "image_path", "filepath", "file", "url")
+ID_COLUMNS = ("id", "key")
+
+
+class Record(NamedTuple):
+    """One image to ingest. See the module docstring."""
+
+    id: str | None
+    source: str | bytes | None
+    metadata: dict[str, Any]
+    origin: str = ""
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """A printable name: the origin, else the path, else the byte count."""
+        if self.origin:
+            return self.origin
+        if isinstance(self.source, str):
+            return self.source
+        return f"<{len(self.source)} bytes>" if isinstance(self.source, bytes) else "<no image>"
+
+
+def is_url(path: str) -> bool:
+    return path.lower().startswith(("http://", "https://"))
+
+
+def _refuse_url(path: str, where: str) -> None:
+    raise ConfigError(
+        f"{where} names a remote image {path!r}; cir_milvus does not fetch URLs unless asked. Download the images "
+        "first (e.g. with img2dataset, then use --shards), or pass allow_urls=True (--allow-urls) to fetch them"
+    )
+
+
+# -- folders --------------------------------------------------------------------------------------------------------
+
+
+class FolderSource:
+    """Every image file under a folder (sorted, recursive), with ``{"path": relative path}`` as metadata.
+
+    Args:
+        root: the folder.
+        suffixes: file name endings to include (case-insensitive).
+        recursive: descend into sub-folders.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                 recursive: bool = True) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"{self.root} is not a folder")
+        self.suffixes = tuple(s.lower() for s in suffixes)
+        self.recursive = recursive
+        self._files: list[Path] | None = None
+
+    def files(self) -> list[Path]:
+        if self._files is None:
+            it = self.root.rglob("*") if self.recursive else self.root.glob("*")
+            self._files = sorted(p for p in it if p.suffix.lower() in self.suffixes and p.is_file())
+        return self._files
+
+    def __len__(self) -> int:
+        return len(self.files())
+
+    def __iter__(self) -> Iterator[Record]:
+        for p in self.files():
+            yield Record(None, str(p), {"path": p.relative_to(self.root).as_posix()}, str(p))
+
+    def __repr__(self) -> str:
+        return f"FolderSource({str(self.root)!r})"
+
+
+# -- lists ----------------------------------------------------------------------------------------------------------
+
+
+class ListSource:
+    """Images named in a CSV, JSON Lines or Parquet file.
+
+    Columns: a path column (``path``, or ``image``/``image_path``/``filepath``/``file``/``url``), an optional
+    ``id`` (or ``key``) column, an optional ``metadata`` column (a JSON object, or a JSON string in CSV), and any
+    other columns, which are added to the metadata. Relative paths are resolved against ``root`` (default: the
+    list file's folder). Empty ids mean "use the content hash".
+
+    Args:
+        path: ``.csv``, ``.tsv``, ``.jsonl``/``.ndjson`` or ``.parquet``.
+        root: folder that relative paths are relative to.
+        allow_urls: accept ``http(s)://`` paths (they are fetched by the workers); refused by default.
+        path_column, id_column: override the column names.
+
+    Raises:
+        DatasetError: the file is missing, has no path column, or a row is malformed.
+        ConfigError: a row names a URL and ``allow_urls`` is False.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
+                 allow_urls: bool = False, path_column: str | None = None, id_column: str | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DatasetError(f"image list {self.path} does not exist")
+        suffix = self.path.suffix.lower()
+        if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet"):
+            raise ConfigError(f"image lists must be .csv, .tsv, .jsonl or .parquet; got {self.path.name}")
+        self.format = {".tsv": "csv", ".ndjson": "jsonl"}.get(suffix, suffix[1:])
+        self.root = Path(root) if root is not None else self.path.parent
+        self.allow_urls = allow_urls
+        self.path_column = path_column
+        self.id_column = id_column
+        self._len: int | None = None
+
+    def __len__(self) -> int:
+        if self._len is None:
+            if self.format == "parquet":
+                pq = _pyarrow_parquet()
+                self._len = int(pq.ParquetFile(self.path).metadata.num_rows)
+            else:
+                with self.path.open("rb") as f:
+                    lines = sum(1 for line in f if line.strip())
+                self._len = max(lines - (1 if self.format == "csv" else 0), 0)
+        return self._len
+
+    def _rows(self) -> Iterator[dict[str, Any]]:
+        if self.format == "csv":
+            with self.path.open(newline="", encoding="utf-8") as f:
+                sample = f.read(4096)
+                f.seek(0)
+                delim = "\t" if self.path.suffix.lower() == ".tsv" or ("\t" in sample and "," not in sample) else ","
+                yield from csv.DictReader(f, delimiter=delim)
+        elif self.format == "jsonl":
+            with self.path.open(encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DatasetError(f"{self.path}:{n}: not valid JSON ({e})") from e
+                    if not isinstance(row, dict):
+                        raise DatasetError(f"{self.path}:{n}: each line must be a JSON object")
+                    yield row
+        else:
+            pq = _pyarrow_parquet()
+            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=4096):
+                yield from batch.to_pylist()
+
+    def _columns(self, row: dict[str, Any]) -> tuple[str, str | None]:
+        path_col = self.path_column or next((c for c in PATH_COLUMNS if c in row), None)
+        if path_col is None or path_col not in row:
+            raise DatasetError(
+                f"{self.path} has no path column; expected one of {list(PATH_COLUMNS)} (got {sorted(row)}); "
+                "or pass path_column="
+            )
+        id_col = self.id_column or next((c for c in ID_COLUMNS if c in row), None)
+        return path_col, id_col
+
+    def __iter__(self) -> Iterator[Record]:
+        cols: tuple[str, str | None] | None = None
+        for n, row in enumerate(self._rows(), 1):
+            if cols is None:
+                cols = self._columns(row)
+            path_col, id_col = cols
+            where = f"{self.path.name}:{n}"
+            raw_path = row.get(path_col)
+            if raw_path is None or str(raw_path).strip() == "":
+                yield Record(None, None, {}, where, f"row {n} has no {path_col!r}")
+                continue
+            p = str(raw_path).strip()
+            if is_url(p):
+                if not self.allow_urls:
+                    _refuse_url(p, f"{self.path}:{n}")
+                src = p
+            else:
+                src = str(Path(p) if Path(p).is_absolute() else self.root / p)
+            rid = row.get(id_col) if id_col else None
+            rid = str(rid).strip() if rid is not None and str(rid).strip() != "" else None
+            yield Record(rid, src, _row_metadata(row, path_col, id_col, where), f"{where} ({p})")
+
+    def __repr__(self) -> str:
+        return f"ListSource({str(self.path)!r})"
+
+
+def _row_metadata(row: dict[str, Any], path_col: str, id_col: str | None, where: str) -> dict[str, Any]:
+    md: dict[str, Any] = {}
+    for k, v in row.items():
+        if k in (path_col, id_col) or k is None:
+            continue
+        if k == "metadata":
+            if isinstance(v, str) and v.strip():
+                try:
+                    v = json.loads(v)
+                except json.JSONDecodeError as e:
+                    raise DatasetError(f"{where}: the metadata column is not JSON ({e})") from e
+            if isinstance(v, dict):
+                md.update(v)
+            elif v not in (None, ""):
+                raise DatasetError(f"{where}: the metadata column must be a JSON object, got {type(v).__name__}")
+            continue
+        md[k] = v
+    return md
+
+
+def _pyarrow_parquet() -> Any:
+    from cir_milvus._optional import require
+
+    return require("pyarrow.parquet", extra="eval", purpose="reading Parquet image lists")
+
+
+# -- WebDataset shards ----------------------------------------------------------------------------------------------
+
+_BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_BRACE_LIST = re.compile(r"\{([^{}]*,[^{}]*)\}")
+_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset: key = path up to the first dot of the basename
+
+
+def expand_shards(spec: str | Sequence[str]) -> list[str]:
+    """Shard paths from brace ranges (``data/{00000..00009}.tar``), brace lists (``{a,b}.tar``) and globs.
+
+    Raises:
+        ConfigError: nothing matches.
+
+    Example:
+        >>> expand_shards("s/{00..02}.tar")
+        ['s/00.tar', 's/01.tar', 's/02.tar']
+    """
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for s in specs:
+        for item in _expand_braces(s):
+            if any(ch in item for ch in "*?["):
+                out.extend(sorted(glob.glob(item)))
+            else:
+                out.append(item)
+    if not out:
+        raise ConfigError(f"no shards match {spec!r}")
+    return out
+
+
+def _expand_braces(s: str) -> list[str]:
+    m = _BRACE_RANGE.search(s)
+    if m:
+        a, b = m.group(1), m.group(2)
+        width = len(a) if a.startswith("0") or len(a) == len(b) else 0
+        lo, hi = int(a), int(b)
+        step = 1 if hi >= lo else -1
+        return [x for i in range(lo, hi + step, step)
+                for x in _expand_braces(s[: m.start()] + str(i).zfill(width) + s[m.end():])]
+    m = _BRACE_LIST.search(s)
+    if m:
+        return [x for part in m.group(1).split(",") for x in _expand_braces(s[: m.start()] + part + s[m.end():])]
+    return [s]
+
+
+class ShardSource:
+    """Samples of WebDataset tar shards as img2dataset writes them (``key.jpg`` + ``key.json`` [+ ``key.txt``]).
+
+    The id is the sample key; the metadata is the parsed ``key.json`` (plus ``{"caption": ...}`` from ``key.txt``
+    when the JSON has none, and ``{"shard": name}``). Samples without an image are reported, not dropped
+    silently; a corrupt shard stops at the corruption and reports it. Shards are read with the stdlib ``tarfile``
+    in streaming mode (no ``webdataset`` dependency).
+
+    Args:
+        shards: a spec for :func:`expand_shards` or a list of paths.
+        image_suffixes: member suffixes that hold the image (the first present is used).
+    """
+
+    def __init__(self, shards: str | Sequence[str], *, image_suffixes: Sequence[str] = ("jpg", "jpeg", "png", "webp",
+                                                                                          "bmp", "gif", "tif", "tiff")):
+        self.shards = expand_shards(shards)
+        missing = [s for s in self.shards if not Path(s).is_file()]
+        if missing:
+            raise DatasetError(f"shard {missing[0]} does not exist ({len(missing)} of {len(self.shards)} missing)")
+        self.image_suffixes = tuple(image_suffixes)
+
+    def __iter__(self) -> Iterator[Record]:
+        for shard in self.shards:
+            yield from self._read(shard)
+
+    def _read(self, shard: str) -> Iterator[Record]:
+        name = Path(shard).name
+        key: str | None = None
+        parts: dict[str, bytes] = {}
+        try:
+            with tarfile.open(shard, "r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    m = _KEY.match(member.name)
+                    if m is None:
+                        continue
+                    k, ext = m.group(1), m.group(2).lower()
+                    if k != key:
+                        if key is not None:
+                            yield self._record(name, key, parts)
+                        key, parts = k, {}
+                    f = tar.extractfile(member)
+                    parts[ext] = f.read() if f is not None else b""
+        except (tarfile.TarError, OSError, EOFError) as e:
+            if key is not None:
+                yield self._record(name, key, parts)
+                key = None
+            yield Record(None, None, {"shard": name}, f"{name}", f"corrupt or truncated shard ({e}); later samples "
+                                                                   "of this shard are lost")
+        if key is not None:
+            yield self._record(name, key, parts)
+
+    def _record(self, shard: str, key: str, parts: dict[str, bytes]) -> Record:
+        origin = f"{shard}#{key}"
+        md: dict[str, Any] = {}
+        if "json" in parts:
+            try:
+                loaded = json.loads(parts["json"].decode("utf-8"))
+                md = loaded if isinstance(loaded, dict) else {"json": loaded}
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                md = {"json_error": str(e)[:200]}
+        if "txt" in parts and "caption" not in md:
+            md["caption"] = parts["txt"].decode("utf-8", errors="replace")
+        md.setdefault("shard", shard)
+        img = next((parts[s] for s in self.image_suffixes if s in parts), None)
+        if img is None:
+            return Record(key, None, md, origin, f"sample has no image member (has {sorted(parts)})")
+        return Record(key, img, md, origin)
+
+    def __repr__(self) -> str:
+        return f"ShardSource({len(self.shards)} shards)"
+
+
+# -- in-memory ------------------------------------------------------------------------------------------------------
+
+
+class IterableSource:
+    """Wrap paths, bytes, ``(id, source, metadata)`` tuples or :class:`Record` objects."""
+
+    def __init__(self, items: Iterable[Any], *, allow_urls: bool = False) -> None:
+        self.items = items
+        self.allow_urls = allow_urls
+
+    def __len__(self) -> int:
+        if hasattr(self.items, "__len__"):
+            return len(self.items)  # type: ignore[arg-type]
+        raise TypeError("length unknown")
+
+    def __iter__(self) -> Iterator[Record]:
+        for item in self.items:
+            rec = _as_record(item)
+            if isinstance(rec.source, str) and is_url(rec.source) and not self.allow_urls:
+                _refuse_url(rec.source, "the input")
+            yield rec
+
+
+def _as_record(item: Any) -> Record:
+    if isinstance(item, Record):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        s = os.fspath(item)
+        return Record(None, s, {}, s)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return Record(None, bytes(item), {})
+    if isinstance(item, tuple) and len(item) == 3:
+        rid, src, md = item
+        src = os.fspath(src) if isinstance(src, os.PathLike) else src
+        return Record(rid, src, dict(md or {}), src if isinstance(src, str) else "")
+    raise ConfigError(f"cannot ingest {type(item).__name__}: give paths, bytes, (id, source, metadata) or Records")
+
+
+def open_source(spec: Any, *, allow_urls: bool = False, root: str | os.PathLike[str] | None = None) -> Any:
+    """Turn a user argument into a source.
+
+    Folder → :class:`FolderSource`; ``.csv``/``.tsv``/``.jsonl``/``.parquet`` → :class:`ListSource`; ``.tar``
+    (or a brace/glob shard spec) → :class:`ShardSource`; an existing source (anything with ``__iter__`` yielding
+    records) or a list of paths/bytes/tuples → :class:`IterableSource`.
+    """
+    if isinstance(spec, (FolderSource, ListSource, ShardSource, IterableSource)):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        s = os.fspath(spec)
+        if is_url(s) and not allow_urls:
+            _refuse_url(s, "the source")
+        p = Path(s)
+        if p.is_dir():
+            return FolderSource(p)
+        low = s.lower()
+        if low.endswith((".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")):
+            return ListSource(p, root=root, allow_urls=allow_urls)
+        if low.endswith((".tar", ".tar.gz", ".tgz")) or "{" in s or any(ch in s for ch in "*?["):
+            return ShardSource(s)
+        raise ConfigError(f"{s!r} is not a folder, an image list (.csv/.jsonl/.parquet) or tar shards")
+    if hasattr(spec, "__iter__"):
+        return IterableSource(spec, allow_urls=allow_urls)
+    raise ConfigError(f"cannot ingest from {type(spec).__name__}")
+
+
+def batched(records: Iterable[Record], n: int) -> Iterator[list[Record]]:
+    it = iter(records)
+    while True:
+        chunk = list(itertools.islice(it, n))
+        if not chunk:
+            return
+        yield chunk
+
+
+def read_bytes(source: str | bytes, *, allow_urls: bool = False, timeout: float = 30.0,
+               max_bytes: int = 256 * 1024 * 1024) -> bytes:
+    """The encoded image: the bytes themselves, a file's contents, or (only with ``allow_urls``) a download.
+
+    Raises:
+        OSError: a file that cannot be read or a failed download (the caller reports it as skipped).
+        ConfigError: a URL without ``allow_urls``.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if is_url(source):
+        if not allow_urls:
+            _refuse_url(source, "a record")
+        import urllib.request
+
+        with urllib.request.urlopen(source, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked above
+            data = resp.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise OSError(f"download larger than {max_bytes} bytes")
+        return bytes(data)
+    with open(source, "rb") as f:
+        return f.read()

@@ -1,0 +1,226 @@
+"""Training recipes on the tiny random-weight demo architecture: the loss falls on a fixed batch, checkpoints resume
+where they stopped, and the outputs load through the runtime (``load_head`` / ``TorchEncoder``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+
+from cir_milvus.errors import ConfigError, DatasetError, RecipeMismatchError  # noqa: E402
+from cir_milvus.train.common import (  # noqa: E402
+    TrainConfig,
+    epoch_indices,
+    load_config,
+    read_captions,
+    read_images,
+    run,
+)
+from cir_milvus.train.lincir import LinCIRConfig, LinCIRRecipe, mask_keywords  # noqa: E402
+
+TINY = {"batch_size": 8, "progress": False, "repeat_batch": True, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def base_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Random demo-architecture weights saved as a checkpoint file (so the base recipe has a sha256)."""
+    from safetensors.torch import save_file
+
+    from cir_milvus.encoders.torch import TorchEncoder
+
+    torch.manual_seed(0)
+    enc = TorchEncoder("cir-demo-tiny", None, device="cpu")
+    path = tmp_path_factory.mktemp("base") / "base.safetensors"
+    save_file({k: v.contiguous() for k, v in enc.model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def _falls(losses: list[float]) -> None:
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < first, f"loss did not fall: first {first:.4f}, last {last:.4f} ({losses})"
+
+
+# -- pieces ---------------------------------------------------------------------------------------------------------
+
+
+def test_mask_keywords_replaces_runs_and_falls_back() -> None:
+    rng = np.random.default_rng(0)
+    assert mask_keywords("a small red star on a black background", rng) == "$ on $"
+    assert mask_keywords("a photo of a small red star", rng) == "$ of $"
+    assert mask_keywords("small red star, black background", rng) == "$ , $"
+    out = mask_keywords("it is on the", rng)  # no keyword: one random word
+    assert out.split().count("$") == 1 and len(out.split()) == 4
+    assert mask_keywords("!!!", rng) == "a photo of $"
+    assert mask_keywords("a red star on grass", rng, keywords=frozenset({"star"})) == "a red $ on grass"
+
+
+def test_config_defaults_file_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"noise-scale": 0.5, "steps": 7, "pretrained": None}))
+    cfg = load_config(LinCIRConfig, f, {"steps": "9"})
+    assert (cfg.noise_scale, cfg.steps, cfg.lr, cfg.pretrained, cfg.batch_size) == (0.5, 9, 1e-4, None, 256)
+    with pytest.raises(ConfigError, match="noise_scal"):
+        load_config(LinCIRConfig, None, {"noise_scal": 1})
+    with pytest.raises(ConfigError, match="cannot be null"):
+        load_config(LinCIRConfig, None, {"lr": None})
+    with pytest.raises(ConfigError, match="expects int"):
+        load_config(TrainConfig, None, {"steps": "many"})
+    # a train_log.json / shipped sidecar carries its config under "config"
+    (tmp_path / "log.json").write_text(json.dumps({"recipe": "lincir", "config": cfg.to_dict(), "losses": []}))
+    assert load_config(LinCIRConfig, tmp_path / "log.json") == cfg
+
+
+def test_readers(tmp_path: Path, make_image) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "c.txt").write_text("a red star\n\n a blue circle \n")
+    (tmp_path / "c.jsonl").write_text('{"caption": "x"}\n{"text": "y"}\n')
+    (tmp_path / "c.csv").write_text("id,caption\n1,a\n2,b\n3,c\n")
+    assert read_captions(tmp_path / "c.txt").texts == ["a red star", "a blue circle"]
+    assert read_captions(tmp_path / "c.jsonl").texts == ["x", "y"]
+    src = read_captions(tmp_path / "c.csv")
+    assert sorted(src.batch(3, seed=0, step=0)) == ["a", "b", "c"]  # one epoch = a permutation
+    assert len(read_captions("synthetic").batch(5, 0, 3)) == 5
+    with pytest.raises(DatasetError, match="columns"):
+        (tmp_path / "bad.jsonl").write_text('{"nope": 1}\n')
+        read_captions(tmp_path / "bad.jsonl")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        make_image(seed=i).save(folder / f"{i}.png")
+    assert len(read_images(folder)) == 3 and not read_images(folder).has_captions
+    (tmp_path / "pairs.csv").write_text("path,caption\nimgs/0.png,zero\nimgs/1.png,one\n")
+    pairs = read_images(tmp_path / "pairs.csv")
+    images, caps = pairs.batch(2, seed=0, step=0)
+    assert pairs.has_captions and sorted(caps or []) == ["one", "zero"] and all(Path(p).is_file() for p in images)
+    imgs, caps = read_images("synthetic").batch(2, seed=0, step=0)
+    assert len(imgs) == 2 and len(caps or []) == 2
+
+
+def test_epoch_indices_cover_each_epoch() -> None:
+    seen = np.concatenate([epoch_indices(10, 5, seed=1, step=s) for s in range(2)])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert not np.array_equal(epoch_indices(10, 5, 1, 0), epoch_indices(10, 5, 1, 2))  # reshuffled next epoch
+
+
+def test_nt_xent_matches_searle_formula() -> None:
+    from cir_milvus.train.rtd import nt_xent
+
+    g = torch.Generator().manual_seed(0)
+    v1, v2, tau = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g), 0.07
+    # SEARLE utils.contrastive_loss, written out
+    a, b = torch.nn.functional.normalize(v1, dim=1), torch.nn.functional.normalize(v2, dim=1)
+    num = torch.exp(torch.diag(a @ b.T) / tau).repeat(2)
+    z = torch.cat([a, b])
+    pp = torch.exp(z @ z.T / tau)
+    den = (pp - pp * torch.eye(12)).sum(0)
+    ref = -torch.log(num / den).mean()
+    assert torch.allclose(nt_xent(v1, v2, tau), ref, rtol=1e-4)
+
+
+def test_synthetic_triplets_name_the_change() -> None:
+    from cir_milvus.train.rtd import synthetic_text_triplets
+
+    for t_r, t_c, t_t in synthetic_text_triplets(50, np.random.default_rng(0)):
+        assert t_r != t_t and t_c
+
+
+# -- recipes --------------------------------------------------------------------------------------------------------
+
+
+def test_lincir_trains_resumes_ships(tmp_path: Path, base_weights: str) -> None:
+    from cir_milvus.heads import load_head
+
+    ship = tmp_path / "data" / "cir-demo-tiny.lincir.safetensors"
+    cfg = load_config(LinCIRConfig, None, {**TINY, "pretrained": base_weights, "steps": 12, "lr": 1e-3,
+                                           "ship": str(ship)})
+    res = run(LinCIRRecipe(cfg), cfg, tmp_path / "run")
+    _falls(res.losses)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and res.samples_per_s > 0
+    cfg2 = load_config(LinCIRConfig, None, {**cfg.to_dict(), "steps": 14})
+    res2 = run(LinCIRRecipe(cfg2), cfg2, tmp_path / "run")
+    assert (res2.start_step, res2.step, len(res2.losses)) == (12, 14, 14)
+    folder, shipped = load_head("lincir", tmp_path / "run" / "head"), load_head("lincir", ship)
+    x = torch.randn(3, 128)
+    assert folder.kind == shipped.kind == "lincir" and shipped.input_dim == 128
+    assert torch.allclose(folder(x), shipped(x), atol=1e-6)
+    side = json.loads(ship.with_suffix(".json").read_text())
+    assert side["steps"] == 14 and side["config"]["lr"] == 1e-3 and side["seconds"] > 0
+    assert load_config(LinCIRConfig, ship.with_suffix(".json")).steps == 14  # the sidecar reproduces the run
+
+
+def test_pic2word_trains_and_loads(tmp_path: Path) -> None:
+    from cir_milvus.heads import load_head
+    from cir_milvus.train.pic2word import Pic2WordConfig, Pic2WordRecipe
+
+    cfg = load_config(Pic2WordConfig, None, {**TINY, "pretrained": None, "steps": 10, "lr": 1e-3, "warmup": 0})
+    res = run(Pic2WordRecipe(cfg), cfg, tmp_path)
+    _falls(res.losses)
+    head = load_head("pic2word", tmp_path / "head")
+    assert head.placeholder == "*" and head.output_dim == 128
+
+
+def test_tat_merges_into_a_loadable_checkpoint_that_needs_reingestion(tmp_path: Path, base_weights: str) -> None:
+    pytest.importorskip("peft")
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.storage.recipe import Recipe, check_compatible
+    from cir_milvus.train.tat import TATConfig, TATRecipe
+
+    cfg = load_config(TATConfig, None, {**TINY, "pretrained": base_weights, "steps": 8, "lr": 2e-3,
+                                        "save_dtype": "fp32"})
+    res = run(TATRecipe(cfg), cfg, tmp_path / "run", export=False)
+    _falls(res.losses)
+    cfg2 = load_config(TATConfig, None, {**cfg.to_dict(), "steps": 9})
+    recipe = TATRecipe(cfg2)
+    res2 = run(recipe, cfg2, tmp_path / "run")
+    assert (res2.start_step, res2.step) == (8, 9)
+    pixels = recipe.batch(0)["pixels"]
+    with torch.no_grad():
+        tuned = recipe.model.encode_image(pixels).numpy()  # the merged in-memory model
+    enc = TorchEncoder("cir-demo-tiny", res2.outputs["weights"], device="cpu")
+    base = TorchEncoder("cir-demo-tiny", base_weights, device="cpu")
+    pix = pixels.numpy()
+    np.testing.assert_allclose(enc.encode_pixels(pix, normalize=False), tuned, atol=1e-4)
+    assert not np.allclose(base.encode_pixels(pix), enc.encode_pixels(pix), atol=1e-4)  # image tower changed
+    np.testing.assert_allclose(base.encode_texts(["a red star"]), enc.encode_texts(["a red star"]), atol=1e-6)
+    note = json.loads(Path(res2.outputs["note"]).read_text())
+    assert note["reingest_required"] and note["base_weights_sha256"] == base.recipe["weights_sha256"]
+    with pytest.raises(RecipeMismatchError, match="weights_sha256"):
+        check_compatible("gallery", Recipe(encoder=base.recipe), enc.recipe)
+
+
+def test_rtd_changes_only_the_text_tower(tmp_path: Path, base_weights: str) -> None:
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.train.rtd import RTDConfig, RTDRecipe
+
+    head_cfg = load_config(LinCIRConfig, None, {**TINY, "pretrained": base_weights, "steps": 1})
+    run(LinCIRRecipe(head_cfg), head_cfg, tmp_path / "head")
+    cfg = load_config(RTDConfig, None, {**TINY, "pretrained": base_weights, "steps": 8, "lr": 1e-4,
+                                        "head": str(tmp_path / "head" / "head"), "save_dtype": "fp32"})
+    res = run(RTDRecipe(cfg), cfg, tmp_path / "rtd")
+    _falls(res.losses)
+    cfg2 = load_config(RTDConfig, None, {**cfg.to_dict(), "steps": 10})
+    res2 = run(RTDRecipe(cfg2), cfg2, tmp_path / "rtd")
+    assert (res2.start_step, res2.step) == (8, 10)
+    enc = TorchEncoder("cir-demo-tiny", res2.outputs["weights"], device="cpu")
+    base = TorchEncoder("cir-demo-tiny", base_weights, device="cpu")
+    pix = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_array_equal(base.encode_pixels(pix), enc.encode_pixels(pix))  # gallery still valid
+    assert not np.allclose(base.encode_texts(["a red star"]), enc.encode_texts(["a red star"]), atol=1e-5)
+    note = json.loads(Path(res2.outputs["note"]).read_text())
+    assert note["reingest_required"] is False and note["head"]["kind"] == "lincir"
+
+
+def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cir_milvus.train.cli import main
+
+    main(["lincir", "--out", str(tmp_path), "--pretrained", "none", "--steps", "2", "--batch-size", "4",
+          "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 2 and Path(summary["outputs"]["head"]).is_dir()
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 4
+    with pytest.raises(SystemExit, match="needs a pretrained projection head"):
+        main(["rtd", "--out", str(tmp_path / "r"), "--pretrained", "none", "--steps", "1"])
