@@ -15,8 +15,6 @@ from typing import Any
 
 from cir_milvus.errors import CIRError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
 
 def _add_collection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uri", default="./cir.db", help="Milvus Lite file (default ./cir.db) or http(s)://host:19530")
@@ -43,14 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ingest", help="add every image under DIR to a collection (created if missing)")
-    p.add_argument("dir", type=Path)
+    p = sub.add_parser("ingest", help="add images (a folder, --list or --shards) to a collection (created if missing)",
+                       description="Parallel decode, batched encoding, background upserts. Re-running the same "
+                                   "command resumes: ids already stored are neither decoded nor encoded again.")
+    p.add_argument("dir", type=Path, nargs="?", default=None, help="a folder of images (searched recursively)")
+    p.add_argument("--list", type=Path, default=None, dest="list_file", metavar="FILE",
+                   help="a .csv/.tsv/.jsonl/.parquet list with a path column and optional id and metadata columns")
+    p.add_argument("--shards", default=None, metavar="SPEC",
+                   help="WebDataset tar shards as img2dataset writes them: 'data/{00000..00009}.tar' or a glob")
+    p.add_argument("--root", type=Path, default=None, help="folder that relative paths of --list are relative to")
     _add_collection_args(p)
     _add_model_args(p)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None,
+                   help="decode processes (default: CPU count - 1, at most 8; 0 = decode in-process)")
     p.add_argument("--composer", default="slerp", help="default composer stored in the recipe")
     p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--skip-report", type=Path, default=None, help="write skipped files and reasons as JSON")
+    p.add_argument("--skip-report", type=Path, default=None,
+                   help="write skipped inputs and reasons here as JSON Lines")
+    p.add_argument("--summary-json", type=Path, default=None, help="write the run's counts here as JSON")
+    p.add_argument("--allow-urls", action="store_true", help="fetch http(s):// images named by --list")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="composed search: reference image (or --ref-id) + text")
@@ -117,12 +128,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if res.get("slerp_margin_pass") else 1
 
 
-def _find_images(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise CIRError(f"{root} is not a folder")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _open_or_create(args: argparse.Namespace, create: bool) -> Any:
     from cir_milvus.storage.client import connect
     from cir_milvus.storage.collection import CIRCollection
@@ -143,18 +148,33 @@ def _open_or_create(args: argparse.Namespace, create: bool) -> Any:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    files = _find_images(args.dir)
-    print(f"{len(files)} image files under {args.dir}")
+    from cir_milvus.ingest import ingest, open_source
+
+    given = [x for x in (args.dir, args.list_file, args.shards) if x is not None]
+    if len(given) != 1:
+        raise CIRError("ingest needs exactly one of DIR, --list FILE or --shards SPEC")
+    if args.dir is not None and not args.dir.is_dir():
+        raise CIRError(f"{args.dir} is not a folder")
+    source = open_source(str(given[0]), allow_urls=args.allow_urls, root=args.root)
+    try:
+        print(f"{len(source)} images in {given[0]}")
+    except TypeError:
+        print(f"ingesting {given[0]}")
     col = _open_or_create(args, create=True)
-    res = col.add(files, metadata=[{"path": str(f.relative_to(args.dir))} for f in files],
-                  batch_size=args.batch_size, progress=True)
-    print(res.summary())
-    for sk in res.skipped:
-        print(f"  skipped {sk.source}: {sk.reason}")
-    if args.skip_report:
-        args.skip_report.write_text(json.dumps([sk.__dict__ for sk in res.skipped], indent=2))
-    print(f"collection {args.collection!r} at {args.uri} holds {len(col)} images")
-    col.close()
+    try:
+        report = ingest(col, source, batch_size=args.batch_size, workers=args.workers, skip_report=args.skip_report,
+                        progress=not args.no_progress, allow_urls=args.allow_urls)
+        print(report.summary())
+        for sk in report.skipped[:20]:
+            print(f"  skipped {sk.source}: {sk.reason}")
+        if len(report.skipped) > 20:
+            print(f"  ... and {len(report.skipped) - 20} more" + (f" (see {args.skip_report})" if args.skip_report
+                                                                  else ""))
+        if args.summary_json:
+            args.summary_json.write_text(json.dumps(report.to_dict(), indent=2))
+        print(f"collection {args.collection!r} at {args.uri} holds {len(col)} images")
+    finally:
+        col.close()
     return 0
 
 

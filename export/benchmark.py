@@ -37,11 +37,11 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 5) -> flo
 def run(model: str, pretrained: str | None, out: Path, *, precision: str, threads: int, batch: int,
         repeat: int) -> dict[str, Any]:
     import torch
+    from cir_milvus_export.graphs import FusedSlerpGraph
+    from cir_milvus_export.onnx_export import export_bundle
 
     from cir_milvus.encoders.ort import OrtEncoder
     from cir_milvus.encoders.torch import TorchEncoder
-    from cir_milvus_export.graphs import FusedSlerpGraph
-    from cir_milvus_export.onnx_export import export_bundle
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -244,6 +244,11 @@ def resolve_head(kind: str, head: Any, composer: str = "") -> Any:
         return head
     if isinstance(head, (str, os.PathLike)):
         return load_head(kind, head)
+    if not isinstance(head, Mapping) and callable(head) and hasattr(head, "kind") and hasattr(head, "config"):
+        # a head served from an ONNX bundle (cir_milvus.encoders.ort.BundleHead): numpy in, numpy out, no torch
+        if head.kind != kind:
+            raise ConfigError(f"composer {name!r} got a {head.kind!r} head; use composer {head.kind!r} for it")
+        return head
     if isinstance(head, Mapping) and "source" in head:
         if head.get("kind", kind) != kind:
             raise ConfigError(f"composer {name!r} got a {head['kind']!r} head config; use composer {head['kind']!r}")

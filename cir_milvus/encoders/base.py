@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -10,13 +13,73 @@ import numpy as np
 from cir_milvus.errors import ConfigError
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["Encoder", "create_encoder", "list_encoders", "l2_normalize", "register_encoder"]
+__all__ = [
+    "Encoder",
+    "check_text_lengths",
+    "create_encoder",
+    "l2_normalize",
+    "list_encoders",
+    "register_encoder",
+    "text_truncation",
+]
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> Embeddings:
     """Row-wise L2 normalisation of ``[N, D]`` (float32 out)."""
     x = np.asarray(x, dtype=np.float32)
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)).astype(np.float32)
+
+
+# -- over-long texts ------------------------------------------------------------------------------------------------
+# Tokenizers silently cut texts at the context length (open_clip keeps the first L-1 tokens plus EOT). Encoders check
+# the untruncated token count first and refuse over-long texts unless the caller asked for truncation, either per
+# call (``encode_texts(..., truncate=True)``) or for a block of code (``with text_truncation(): ...``, which is how
+# ``CIRCollection.search(..., truncate=True)`` reaches the encoder through the composers).
+_TRUNCATE: ContextVar[bool] = ContextVar("cir_milvus_truncate_text", default=False)
+
+
+@contextlib.contextmanager
+def text_truncation(enabled: bool = True) -> Iterator[None]:
+    """Allow (``enabled=True``) or refuse over-long texts in encoder calls made inside the block (this thread)."""
+    token = _TRUNCATE.set(enabled)
+    try:
+        yield
+    finally:
+        _TRUNCATE.reset(token)
+
+
+def check_text_lengths(texts: Sequence[str], counts: Sequence[int], context_length: int,
+                       truncate: bool | None = None) -> None:
+    """Refuse (or, when truncation is allowed, warn about) texts whose token count exceeds the context length.
+
+    Args:
+        texts: the texts.
+        counts: their token counts without truncation, start and end tokens included (0 = unknown).
+        context_length: the text tower's limit.
+        truncate: allow truncation; ``None`` means the enclosing :func:`text_truncation` setting (default no).
+
+    Raises:
+        ConfigError: a text is too long and truncation was not requested (the message names the limit).
+    """
+    over = [(i, n) for i, n in enumerate(counts) if n > context_length]
+    if not over:
+        return
+    i, n = over[0]
+    preview = texts[i] if len(texts[i]) <= 60 else texts[i][:57] + "..."
+    allow = _TRUNCATE.get() if truncate is None else truncate
+    if not allow:
+        raise ConfigError(
+            f"text {preview!r} is {n} tokens but the text encoder's context length is {context_length} tokens "
+            f"(start and end tokens included); shorten it, or pass truncate=True to keep its first "
+            f"{context_length - 2} tokens" + (f" ({len(over)} of {len(texts)} texts are too long)" if len(over) > 1
+                                                else "")
+        )
+    warnings.warn(
+        f"{len(over)} text(s) longer than the context length of {context_length} tokens were truncated "
+        f"(the first, {preview!r}, has {n} tokens)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 @runtime_checkable
@@ -50,8 +113,13 @@ class Encoder(Protocol):
         """Encode images (paths, bytes or PIL). ``normalize=False`` returns the raw projected embedding."""
         ...
 
-    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True) -> Embeddings:
-        """Encode texts with the text tower."""
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True,
+                     truncate: bool | None = None) -> Embeddings:
+        """Encode texts with the text tower.
+
+        Texts longer than ``context_length`` tokens raise :class:`~cir_milvus.errors.ConfigError` unless
+        ``truncate=True`` (or inside :func:`text_truncation`), which warns and keeps the first tokens.
+        """
         ...
 
     def encode_texts_with_pseudo_tokens(

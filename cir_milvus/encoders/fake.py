@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.encoders.base import l2_normalize, register_encoder
+from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.types import Embeddings, ImageInput
@@ -81,7 +81,14 @@ class FakeEncoder:
         words = text.lower().split() or [""]
         return np.sum([_direction(f"{self.seed}:{w}", self.dim) for w in words], axis=0)
 
-    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True) -> Embeddings:
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text without truncation (one per word, plus start and end tokens)."""
+        return [len(t.split()) + 2 for t in texts]
+
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True,
+                     truncate: bool | None = None) -> Embeddings:
+        check_text_lengths(texts, self.token_counts(texts), self.context_length, truncate)
+        texts = [" ".join(t.split()[: self.context_length - 2]) for t in texts]
         x = np.asarray([self._text_vec(t) for t in texts], dtype=np.float32).reshape(len(texts), self.dim)
         return l2_normalize(x) if normalize else x
 
@@ -94,6 +101,7 @@ class FakeEncoder:
         batch_size: int = 256,
         normalize: bool = True,
     ) -> Embeddings:
+        check_text_lengths(texts, self.token_counts(texts), self.context_length)
         tokens = np.asarray(pseudo_tokens, dtype=np.float64).reshape(len(texts), -1)
         rows = []
         for t, tok in zip(texts, tokens):

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus._optional import available, require
-from cir_milvus.encoders.base import l2_normalize, register_encoder
+from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
@@ -162,6 +162,13 @@ class BundleTokenizer:
             return np.zeros((0, self.context_length), dtype=np.int64)
         enc = self._tok.encode_batch([self.clean(t) for t in texts])
         return np.asarray([e.ids for e in enc], dtype=np.int64)  # [N, L]
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text before truncation (start and end tokens included; approximate beyond ``L``)."""
+        if not texts:
+            return []
+        enc = self._tok.encode_batch([self.clean(t) for t in texts])
+        return [sum(e.attention_mask) + sum(sum(o.attention_mask) for o in e.overflowing) for e in enc]
 
 
 # -- sessions --------------------------------------------------------------------------------------------------------
@@ -301,6 +308,7 @@ class OrtEncoder:
         src = self.manifest["source"]
         return {
             "backend": "onnx",
+            "location": f"bundle:{self.bundle_dir.resolve()}",
             "model": src["model"],
             "pretrained": src.get("pretrained"),
             "weights_sha256": src.get("weights_sha256"),
@@ -404,7 +412,13 @@ class OrtEncoder:
         ids = self._check_ids(input_ids)
         return self._out(self._batched("text", len(ids), batch_size, lambda a, b: {"input_ids": ids[a:b]}), normalize)
 
-    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True) -> Embeddings:
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        return self.tokenizer.token_counts(texts)
+
+    def encode_texts(self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True,
+                     truncate: bool | None = None) -> Embeddings:
+        """Encode texts. Over-long texts raise ``ConfigError`` unless ``truncate=True`` (warns, then truncates)."""
+        check_text_lengths(texts, self.token_counts(texts), self.context_length, truncate)
         return self.encode_ids(self.tokenize(texts), normalize=normalize, batch_size=batch_size)
 
     def encode_texts_with_pseudo_tokens(
@@ -416,6 +430,7 @@ class OrtEncoder:
         batch_size: int = 256,
         normalize: bool = True,
     ) -> Embeddings:
+        check_text_lengths(texts, self.token_counts(texts), self.context_length)
         pid = self.placeholder_id(placeholder)
         ids = self.tokenize(texts)
         missing = [t for t, row in zip(texts, ids, strict=True) if not (row == pid).any()]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus._optional import require
-from cir_milvus.encoders.base import register_encoder
+from cir_milvus.encoders.base import check_text_lengths, register_encoder
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.models.spec import ModelSpec, load_open_clip, resolve_model
@@ -155,6 +155,24 @@ class TorchEncoder:
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.tokenizer(list(texts)), dtype=np.int64)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text without truncation, start and end tokens included (0 where the tokenizer cannot say).
+
+        open_clip's tokenizers cut silently at the context length; this counts first so over-long texts can be
+        refused (see :func:`~cir_milvus.encoders.base.check_text_lengths`).
+        """
+        tok = self.tokenizer
+        if getattr(tok, "reduction_fn", None) is None and hasattr(tok, "encode") and hasattr(tok, "sot_token_id"):
+            return [len(tok.encode(t)) + 2 for t in texts]  # SimpleTokenizer: SOT + BPE + EOT
+        inner = getattr(tok, "tokenizer", None)  # HFTokenizer wraps a transformers tokenizer
+        if inner is not None and callable(inner):
+            try:
+                clean = getattr(tok, "clean_fn", lambda x: x)
+                return [len(ids) for ids in inner([clean(t) for t in texts], truncation=False)["input_ids"]]
+            except Exception:  # noqa: BLE001 - an unknown tokenizer: no check rather than a false alarm
+                pass
+        return [0] * len(texts)
+
     def placeholder_id(self, placeholder: str) -> int:
         """The single BPE id of a placeholder word (``$`` → 259, ``*`` → 265)."""
         ids = self.tokenize([placeholder])[0]
@@ -205,8 +223,11 @@ class TorchEncoder:
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
     def encode_texts(
-        self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, device_output: bool = False
+        self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, device_output: bool = False,
+        truncate: bool | None = None,
     ) -> Any:
+        """Encode texts. Over-long texts raise ``ConfigError`` unless ``truncate=True`` (warns, then truncates)."""
+        check_text_lengths(texts, self.token_counts(texts), self.context_length, truncate)
         torch = self._torch
         outs = []
         with torch.no_grad():
@@ -229,6 +250,7 @@ class TorchEncoder:
         device_output: bool = False,
     ) -> Any:
         torch = self._torch
+        check_text_lengths(texts, self.token_counts(texts), self.context_length)
         pid = self.placeholder_id(placeholder)
         ids_all = self.tokenize(texts)
         missing = [t for t, ids in zip(texts, ids_all) if not (ids == pid).any()]

@@ -57,7 +57,6 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.errors import (
-    CIRError,
     CollectionLockedError,
     CollectionNotFoundError,
     ConfigError,
@@ -66,6 +65,7 @@ from cir_milvus.errors import (
 )
 from cir_milvus.images import MAX_PIXELS, content_id
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source, read_bytes
+from cir_milvus.storage.client import milvus_errors
 from cir_milvus.storage.ingest import PreparedBatch, Skipped, chunk_rows_by_bytes, make_rows
 
 __all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
@@ -231,14 +231,13 @@ def prepare_batch(
     out: list[Any] = []
     bad: list[tuple[int, str]] = []
     for idx, src in items:
+        data: str | bytes = src
         try:
             if isinstance(src, str) and is_url(src):
                 try:
-                    data: str | bytes = read_bytes(src, allow_urls=allow_urls)
+                    data = read_bytes(src, allow_urls=allow_urls)
                 except OSError as e:
                     raise ImageDecodeError(f"download failed ({e})") from e
-            else:
-                data = src
             img = load_image(data, max_pixels=max_pixels)
             if cfg is not None:
                 x = preprocess_image(_cap_aspect(img), cfg)  # [3, S, S]
@@ -247,7 +246,7 @@ def prepare_batch(
                 out.append(img)
             ok.append(idx)
         except ImageDecodeError as e:
-            bad.append((idx, _strip_name(str(e), describe(data if isinstance(src, str) else src))))
+            bad.append((idx, _strip_name(str(e), describe(data))))
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
             bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
     if cfg is not None:
@@ -488,14 +487,17 @@ def ingest(
                     job.names.append(rec.name)
                     raw.append(rec.source)
                 if skip_existing and job.ids:
-                    present = retry_storage(lambda: col._existing_ids(list(job.ids)), f"look up ids in {col.name!r}",
+                    lookup = list(job.ids)
+                    present = retry_storage(lambda: col._existing_ids(lookup), f"look up ids in {col.name!r}",  # noqa: B023
                                             timeout=retry_timeout, on_retry=on_retry, reload=reload)
                     if present:
                         keep = [i for i, rid in enumerate(job.ids) if rid not in present]
                         with lock:
                             report.already_stored += len(job.ids) - len(keep)
-                        job.ids, job.sources, job.metadata, job.names = (
-                            [xs[i] for i in keep] for xs in (job.ids, job.sources, job.metadata, job.names))
+                        job.ids = [job.ids[i] for i in keep]
+                        job.sources = [job.sources[i] for i in keep]
+                        job.metadata = [job.metadata[i] for i in keep]
+                        job.names = [job.names[i] for i in keep]
                         raw = [raw[i] for i in keep]
                 if job.ids:
                     items = list(enumerate(raw))
@@ -521,7 +523,8 @@ def ingest(
                 n, rows = item
                 for part in chunk_rows_by_bytes(rows):
                     def call(part: list[dict[str, Any]] = part) -> None:
-                        col._upsert(part, retries=0)
+                        with milvus_errors(f"upsert {len(part)} rows into {col.name!r}"):
+                            col._client.upsert(col.name, part)
 
                     retry_storage(call, f"upsert {len(part)} rows into {col.name!r}", timeout=retry_timeout,
                                   on_retry=on_retry, reload=reload)
@@ -563,9 +566,9 @@ def ingest(
         writer.join()
     except BaseException as e:
         errors.insert(0, e)
-        stop.set()
     finally:
-        stop.set() if errors else None
+        if errors:
+            stop.set()
         reader.join(timeout=30)
         writer.join(timeout=30)
         if pool is not None:
@@ -575,11 +578,7 @@ def ingest(
         skips.close()
         report.seconds = time.perf_counter() - start
     if errors:
-        err = errors[0]
-        if isinstance(err, (CIRError, KeyboardInterrupt)):
-            raise err
-        raise StorageError(f"ingestion into {col.name!r} failed: {err}") from err if isinstance(
-            err, Exception) and type(err).__module__.startswith(("pymilvus", "grpc")) else err
+        raise errors[0]
     log.info("%s", report.summary())
     return report
 

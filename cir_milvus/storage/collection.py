@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.composers.base import Composer, get_composer
-from cir_milvus.encoders.base import Encoder, create_encoder
+from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
 from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
 from cir_milvus.storage.client import Capabilities, capabilities, connect, milvus_errors
 from cir_milvus.storage.filters import render_filter
@@ -226,7 +226,8 @@ class CIRCollection:
             enc_recipe = recipe.encoder
             if enc_recipe.get("backend") == "fake":
                 raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
-            encoder = create_encoder(enc_recipe["model"], enc_recipe.get("pretrained"),
+            model_ref = enc_recipe.get("location") or enc_recipe["model"]  # an ONNX bundle is found by location
+            encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
                                      backend=enc_recipe.get("backend"), device=device, precision=precision,
                                      preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"))
         enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
@@ -424,9 +425,21 @@ class CIRCollection:
         return base.with_params(**overrides) if overrides else base
 
     def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Recipe params → constructor params (a stored head config is re-loaded from its source and checked
-        against its recorded checksum by the composer)."""
-        return dict(params)
+        """Recipe params → constructor params. A stored head config is re-loaded from its source and checked
+        against its recorded checksum by the composer; an encoder served from an ONNX bundle that carries a head
+        of the same kind uses that head instead (no torch needed)."""
+        out = dict(params)
+        head = out.get("head")
+        bundle_heads = getattr(self.encoder, "heads", None)
+        if isinstance(head, dict) and isinstance(bundle_heads, dict):
+            for bh in bundle_heads.values():
+                same_kind = getattr(bh, "kind", None) == head.get("kind")
+                want = head.get("weights_sha256")
+                have = bh.config().get("weights_sha256") if hasattr(bh, "config") else None
+                if same_kind and (not want or not have or want == have):
+                    out["head"] = bh
+                    break
+        return out
 
     def _filter(self, expr: str | None, params: Mapping[str, Any] | None) -> str:
         if not expr:
@@ -452,8 +465,13 @@ class CIRCollection:
 
     def compose(self, images: Sequence[ImageInput] | None, texts: Sequence[Any], *,
                 ref_ids: Sequence[str] | None = None, composer: str | None = None, alpha: float | None = None,
-                **composer_params: Any) -> Embeddings:
-        """Query vectors ``[N, D]`` for (image or stored id, text) pairs, without searching."""
+                truncate: bool = False, **composer_params: Any) -> Embeddings:
+        """Query vectors ``[N, D]`` for (image or stored id, text) pairs, without searching.
+
+        Raises:
+            ConfigError: an empty text, a text longer than the encoder's context length (unless ``truncate=True``,
+                which warns and keeps the first tokens), an unknown composer, mismatched lengths.
+        """
         comp = self.composer(composer, alpha=alpha, **composer_params)
         n = len(texts)
         if comp.needs_text:
@@ -463,7 +481,8 @@ class CIRCollection:
         img = self._query_image_embeddings(comp, images, ref_ids, n)
         if img is not None and img.shape[0] != n:
             raise ConfigError(f"{img.shape[0]} reference images for {n} texts")
-        q = comp.compose(self.encoder, img, list(texts))
+        with text_truncation(truncate):
+            q = comp.compose(self.encoder, img, list(texts))
         return np.asarray(q, dtype=np.float32)
 
     def search(
@@ -480,6 +499,7 @@ class CIRCollection:
         output_fields: Sequence[str] | None = None,
         exclude_reference: bool = True,
         search_params: Mapping[str, Any] | None = None,
+        truncate: bool = False,
         **composer_params: Any,
     ) -> list[Hit]:
         """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
@@ -496,6 +516,7 @@ class CIRCollection:
             output_fields: fields to return besides ``id`` (default ``source`` and ``metadata``; never vectors).
             exclude_reference: drop the reference (by id) from the hits.
             search_params: index search parameters (HNSW ``ef``, IVF ``nprobe``).
+            truncate: cut texts longer than the encoder's context length (with a warning) instead of raising.
             **composer_params: other composer overrides (``template``, ``head``...).
         """
         if image is None and ref_id is None and (composer or self.recipe.composer["name"]) != "text":
@@ -503,7 +524,7 @@ class CIRCollection:
         texts = [text if text is not None else ""]
         images = [image] if image is not None else None
         q = self.compose(images, texts, ref_ids=[ref_id] if ref_id is not None else None, composer=composer,
-                         alpha=alpha, **composer_params)
+                         alpha=alpha, truncate=truncate, **composer_params)
         exclude = self._reference_ids(images, [ref_id] if ref_id is not None else None, 1, exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
                                    exclude_ids=exclude, search_params=search_params)[0]
@@ -542,12 +563,14 @@ class CIRCollection:
         output_fields: Sequence[str] | None = None,
         exclude_reference: bool = True,
         search_params: Mapping[str, Any] | None = None,
+        truncate: bool = False,
         **composer_params: Any,
     ) -> list[list[Hit]]:
         """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")
-        q = self.compose(images, list(texts), ref_ids=ref_ids, composer=composer, alpha=alpha, **composer_params)
+        q = self.compose(images, list(texts), ref_ids=ref_ids, composer=composer, alpha=alpha, truncate=truncate,
+                         **composer_params)
         exclude = self._reference_ids(images, ref_ids, len(q), exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
                                    exclude_ids=exclude, search_params=search_params)

@@ -34,19 +34,19 @@ def image_dir(tmp_path: Path) -> Path:
 def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "cli.db")
     common = ["--uri", db, "--collection", "imgs", "--device", "cpu"]
-    report = tmp_path / "skipped.json"
+    report = tmp_path / "skipped.jsonl"
     assert main(["ingest", str(image_dir), *common, "--skip-report", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "21 image files" in out
+    assert "21 images in" in out
     assert "skipped 1" in out and "corrupt.jpg" in out
     assert "holds 20 images" in out
-    skipped = json.loads(report.read_text())
+    skipped = [json.loads(line) for line in report.read_text().splitlines()]
     assert [Path(s["source"]).name for s in skipped] == ["corrupt.jpg"]
 
     # re-ingesting the same folder leaves the count unchanged and encodes nothing
     assert main(["ingest", str(image_dir), *common]) == 0
     out = capsys.readouterr().out
-    assert "0 encoded, 20 already stored" in out and "holds 20 images" in out
+    assert "stored 0 " in out and "already stored 20" in out and "holds 20 images" in out
 
     ref = sorted(image_dir.glob("*.png"))[0]
     grid = tmp_path / "grid.png"

@@ -221,6 +221,17 @@ def test_bundle_tokenizer_matches_open_clip_on_probes(open_clip_tokenizer, bundl
     np.testing.assert_array_equal(tok32(texts), SimpleTokenizer(context_length=32)(texts).numpy())
 
 
+def test_bundle_tokenizer_without_ftfy(open_clip_tokenizer, bundle: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Without ftfy the tokenizer's normalizer stands in; only mojibake repair is lost."""
+    import cir_milvus.encoders.ort as ort_mod
+
+    monkeypatch.setattr(ort_mod, "_FTFY", False)
+    texts = TOKENIZER_PROBES + ["a&amp;b", "ΟΔΟΣ ΣΑΣ", "tab\x0bvt\x1cfs", "&Sigma;ABC"]
+    tok = BundleTokenizer(bundle / "tokenizer.json", 77)
+    np.testing.assert_array_equal(tok(texts), open_clip_tokenizer(texts).numpy())
+    assert not np.array_equal(tok(["cafÃ©"]), open_clip_tokenizer(["cafÃ©"]).numpy())  # ftfy repairs mojibake
+
+
 # -- the onnxruntime encoder -------------------------------------------------------------------------------------------
 
 
