@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", type=Path, default=None, help="write the run's counts here as JSON")
     p.add_argument("--allow-urls", action="store_true", help="fetch http(s):// images named by --list")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray-address", default=None,
+                   help="run on Ray Data: 'auto' (running cluster), 'ray://head:10001' or 'local' (needs [ray])")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="composed search: reference image (or --ref-id) + text")
@@ -129,12 +131,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _open_or_create(args: argparse.Namespace, create: bool) -> Any:
-    from cir_milvus.storage.client import connect
+    from cir_milvus.storage.client import connect, disconnect
     from cir_milvus.storage.collection import CIRCollection
 
     client = connect(args.uri, token=args.token)
     exists = client.has_collection(args.collection)
-    client.close()
+    disconnect(client, args.uri)
     model = getattr(args, "model", None)
     pretrained = getattr(args, "pretrained", None)
     if exists or not create:
@@ -163,7 +165,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     col = _open_or_create(args, create=True)
     try:
         report = ingest(col, source, batch_size=args.batch_size, workers=args.workers, skip_report=args.skip_report,
-                        progress=not args.no_progress, allow_urls=args.allow_urls)
+                        progress=not args.no_progress, allow_urls=args.allow_urls, ray_address=args.ray_address)
         print(report.summary())
         for sk in report.skipped[:20]:
             print(f"  skipped {sk.source}: {sk.reason}")

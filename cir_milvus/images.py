@@ -101,7 +101,10 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
                 img.load()
         except ImageDecodeError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            # Pillow refuses before our own check can run (its limit: MAX_IMAGE_PIXELS, an error at twice that)
+            raise ImageDecodeError(f"{name}: exceeds the pixel cap, possible decompression bomb ({e})") from e
+        except UnidentifiedImageError as e:
             raise ImageDecodeError(f"{name}: not a readable image ({e})") from e
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})") from e

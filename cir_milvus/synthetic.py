@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -176,12 +177,33 @@ _FULL_TEMPLATES = (
 _NOUNS = ("object", "shape", "thing")
 
 
-def caption(attrs: Attributes, rng: np.random.Generator, p_full: float = 0.4) -> str:
+def caption(attrs: Attributes, rng: np.random.Generator, p_full: float = 0.4, p_shape: float | None = None) -> str:
     """A training caption that names all attributes (probability ``p_full``) or a random subset of 1-3."""
+    return caption_with_mentions(attrs, rng, p_full, p_shape)[0]
+
+
+def caption_with_mentions(
+    attrs: Attributes, rng: np.random.Generator, p_full: float = 0.4, p_shape: float | None = None
+) -> tuple[str, frozenset[str]]:
+    """A training caption and the set of attributes it names.
+
+    Args:
+        attrs: the image's attributes.
+        rng: random source.
+        p_full: probability of naming all four attributes.
+        p_shape: probability that a partial caption names the shape (default: uniform subsets).
+    """
     if rng.random() < p_full:
-        return _FULL_TEMPLATES[rng.integers(len(_FULL_TEMPLATES))].format(**attrs.__dict__)
+        return _FULL_TEMPLATES[rng.integers(len(_FULL_TEMPLATES))].format(**attrs.__dict__), frozenset(ATTRIBUTES)
     k = int(rng.integers(1, 4))
-    keep = set(rng.choice(ATTRIBUTES, size=k, replace=False).tolist())
+    if p_shape is None:
+        keep = set(rng.choice(ATTRIBUTES, size=k, replace=False).tolist())
+    else:
+        keep = {"shape"} if rng.random() < p_shape else set()
+        others = [a for a in ATTRIBUTES if a != "shape"]
+        keep |= set(rng.choice(others, size=max(0, k - len(keep)), replace=False).tolist())
+        if not keep:
+            keep = {others[rng.integers(len(others))]}
     words = []
     if "size" in keep:
         words.append(attrs.size)
@@ -192,7 +214,17 @@ def caption(attrs: Attributes, rng: np.random.Generator, p_full: float = 0.4) ->
     text = ("a photo of a " if rng.random() < 0.3 else "a ") + text
     if "background" in keep:
         text += f" on a {attrs.background} background" if rng.random() < 0.5 else f" on {attrs.background}"
-    return text
+    return text, frozenset(keep)
+
+
+def compatible(attrs: Sequence[Attributes], mentions: Sequence[tuple[Attributes, frozenset[str]]]) -> np.ndarray:
+    """``M[i, j] = 1`` when caption j (of image ``mentions[j][0]``, naming ``mentions[j][1]``) truly describes
+    image i — the in-batch positives of a multi-positive contrastive loss. ``[N, N]`` float32."""
+    out = np.zeros((len(attrs), len(mentions)), dtype=np.float32)
+    for j, (src, named) in enumerate(mentions):
+        for i, a in enumerate(attrs):
+            out[i, j] = all(getattr(a, n) == getattr(src, n) for n in named)
+    return out
 
 
 _EDIT_PHRASES: dict[str, tuple[str, ...]] = {
@@ -318,9 +350,20 @@ class SyntheticWorld:
 
 def sample_pairs(n: int, rng: np.random.Generator, image_size: int = IMAGE_SIZE) -> tuple[list[Image.Image], list[str]]:
     """Fresh random image–caption pairs for contrastive training (never the gallery, never a triplet)."""
-    images, captions = [], []
-    for _ in range(n):
-        attrs = random_attributes(rng)
-        images.append(render(attrs, rng, size=image_size))
-        captions.append(caption(attrs, rng))
+    images, captions, _ = sample_labelled_pairs(n, rng, image_size)
     return images, captions
+
+
+def sample_labelled_pairs(
+    n: int, rng: np.random.Generator, image_size: int = IMAGE_SIZE, p_full: float = 0.4, p_shape: float | None = None
+) -> tuple[list[Image.Image], list[str], np.ndarray]:
+    """Image–caption pairs plus the ``[n, n]`` matrix of which caption describes which image."""
+    images, captions, attrs, mentions = [], [], [], []
+    for _ in range(n):
+        a = random_attributes(rng)
+        images.append(render(a, rng, size=image_size))
+        text, named = caption_with_mentions(a, rng, p_full, p_shape)
+        captions.append(text)
+        attrs.append(a)
+        mentions.append((a, named))
+    return images, captions, compatible(attrs, mentions)

@@ -385,6 +385,7 @@ def ingest(
     max_pixels: int = MAX_PIXELS,
     root: str | os.PathLike[str] | None = None,
     mp_context: str = "spawn",
+    ray_address: str | None = None,
 ) -> IngestReport:
     """Ingest images from a folder, a list file, tar shards or an iterable into a :class:`CIRCollection`.
 
@@ -404,6 +405,8 @@ def ingest(
         max_pixels: decompression-bomb cap per image.
         root: folder that relative paths in a list file are relative to (default: the list's folder).
         mp_context: multiprocessing start method for the decode workers (``spawn`` is safe with gRPC threads).
+        ray_address: run on Ray Data instead (``"auto"``, ``"ray://head:10001"`` or ``"local"``); see
+            :func:`cir_milvus.ingest.ray_pipeline.ingest_ray` for the Ray-specific options.
 
     Returns:
         An :class:`IngestReport`; ``report.summary()`` is a human-readable summary.
@@ -416,6 +419,12 @@ def ingest(
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if ray_address is not None:
+        from cir_milvus.ingest.ray_pipeline import ingest_ray
+
+        return ingest_ray(col, source, ray_address=ray_address, batch_size=batch_size, skip_existing=skip_existing,
+                          skip_report=skip_report, progress=progress, retry_timeout=retry_timeout,
+                          allow_urls=allow_urls, max_pixels=max_pixels, root=root)
     src = open_source(source, allow_urls=allow_urls, root=root)
     encoder = col.encoder
     pixel_mode = hasattr(encoder, "encode_pixels") and getattr(encoder, "preprocess_config", None) is not None

@@ -285,7 +285,8 @@ def expand_shards(spec: str | Sequence[str]) -> list[str]:
 
 
 def _expand_braces(s: str) -> list[str]:
-    m = _BRACE_RANGE.search(s)
+    r, c = _BRACE_RANGE.search(s), _BRACE_LIST.search(s)
+    m = r if r is not None and (c is None or r.start() < c.start()) else None
     if m:
         a, b = m.group(1), m.group(2)
         width = len(a) if a.startswith("0") or len(a) == len(b) else 0
@@ -297,6 +298,19 @@ def _expand_braces(s: str) -> list[str]:
     if m:
         return [x for part in m.group(1).split(",") for x in _expand_braces(s[: m.start()] + part + s[m.end():])]
     return [s]
+
+
+def _check_end_marker(shard: str, offset: int) -> None:
+    """An uncompressed tar cut at a block boundary reads as a shorter, valid archive: require the zero block that
+    ends a complete one (compressed shards detect truncation in the decompressor)."""
+    with open(shard, "rb") as f:
+        head = f.read(6)
+        if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
+            return
+        f.seek(offset)
+        block = f.read(512)
+    if len(block) < 512 or block.strip(b"\0"):
+        raise tarfile.ReadError(f"no end-of-archive marker after byte {offset} (the file was cut short)")
 
 
 class ShardSource:
@@ -343,6 +357,7 @@ class ShardSource:
                         key, parts = k, {}
                     f = tar.extractfile(member)
                     parts[ext] = f.read() if f is not None else b""
+                _check_end_marker(shard, tar.offset)
         except (tarfile.TarError, OSError, EOFError) as e:
             if key is not None:
                 yield self._record(name, key, parts)

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 from cir_milvus.errors import CollectionLockedError, ConfigError, StorageError
 
-__all__ = ["Capabilities", "connect", "milvus_errors"]
+__all__ = ["Capabilities", "connect", "disconnect", "milvus_errors", "redact_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,16 @@ class Capabilities:
         version: server version string.
         index_types: index types that really get built.
         filter_templates: the server parses ``{name}`` placeholders with ``filter_params`` (Milvus ≥ 2.5).
+        collection_properties: collections take key/value properties at creation and through
+            ``alter_collection_properties`` (Lite, Milvus ≥ 2.3). Without them the recipe is kept in the collection
+            description (see ``CIRCollection``).
     """
 
     is_lite: bool
     version: str
     index_types: frozenset[str]
     filter_templates: bool
+    collection_properties: bool = True
 
 
 class _LiteUnimplementedFilter(logging.Filter):
@@ -80,7 +85,21 @@ def capabilities(client: Any) -> Capabilities:
         version=version,
         index_types=LITE_INDEXES if is_lite else SERVER_INDEXES,
         filter_templates=(not is_lite) and major_minor >= (2, 5),
+        collection_properties=is_lite or major_minor >= (2, 3) or major_minor == (0, 0),
     )
+
+
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without credentials (``https://user:pass@host`` → ``https://***@host``), for messages and logs.
+
+    Example:
+        >>> redact_uri("https://root:secret@db.example.com:19530")
+        'https://***@db.example.com:19530'
+    """
+    return _USERINFO.sub(r"\1***@", uri)
 
 
 @contextlib.contextmanager
@@ -157,7 +176,7 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = None,
     if timeout is not None:
         args["timeout"] = timeout
     try:
-        return MilvusClient(uri=uri, **args)
+        client = MilvusClient(uri=uri, **args)
     except Exception as e:  # noqa: BLE001
         if _lock_holder(e) or (is_file and _lite_file_locked(uri)):
             raise CollectionLockedError(
@@ -166,4 +185,41 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = None,
                 "(`milvus-lite server --data-dir ...` or a real Milvus) and connect by URI."
             ) from e
         where = "Milvus Lite file" if is_file else "Milvus server"
-        raise StorageError(f"could not connect to the {where} at {uri}: {e}") from e
+        msg = str(e).replace(token, "***") if token else str(e)
+        raise StorageError(f"could not connect to the {where} at {redact_uri(uri)}: {msg}") from e
+    if is_file:
+        with _LITE_LOCK:
+            key = os.path.abspath(uri)
+            _LITE_CLIENTS[key] = _LITE_CLIENTS.get(key, 0) + 1
+    return client
+
+
+# -- releasing Milvus Lite files ------------------------------------------------------------------------------------
+# Milvus Lite 3.x serves a .db file from a gRPC server thread inside this process, shared by every client of the
+# file, and keeps the file lock until that server stops (at exit by default). Closing the last client of a file
+# stops its server so another process (a worker, a re-run) can open the file.
+_LITE_LOCK = threading.Lock()
+_LITE_CLIENTS: dict[str, int] = {}
+
+
+def disconnect(client: Any, uri: str) -> None:
+    """Close a client from :func:`connect`; for a Milvus Lite file, release the file when no client of this process
+    uses it any more."""
+    try:
+        client.close()
+    finally:
+        key = os.path.abspath(uri)
+        with _LITE_LOCK:
+            left = _LITE_CLIENTS.get(key)
+            if left is not None:
+                left -= 1
+                if left > 0:
+                    _LITE_CLIENTS[key] = left
+                else:
+                    del _LITE_CLIENTS[key]
+        if left is not None and left <= 0:
+            try:
+                from milvus_lite.server_manager import server_manager_instance
+            except ImportError:  # milvus-lite 2.x (a subprocess) or no Lite at all
+                return
+            server_manager_instance.release_server(uri)

@@ -19,7 +19,14 @@ import numpy as np
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
 from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
-from cir_milvus.storage.client import Capabilities, capabilities, connect, milvus_errors
+from cir_milvus.storage.client import (
+    Capabilities,
+    capabilities,
+    connect,
+    disconnect,
+    milvus_errors,
+    redact_uri,
+)
 from cir_milvus.storage.filters import render_filter
 from cir_milvus.storage.ingest import (
     AddResult,
@@ -37,6 +44,8 @@ __all__ = ["CIRCollection", "Hit"]
 log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ["id", "source", "metadata"]
+DESCRIPTION_PREFIX = "cir_milvus.recipe="
+"""Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
 DEFAULT_INDEX: dict[str, Any] = {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
 DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"HNSW": {"ef": 128}, "HNSW_SQ": {"ef": 128}, "IVF_FLAT": {"nprobe": 32},
                                          "IVF_SQ8": {"nprobe": 32}}
@@ -159,7 +168,7 @@ class CIRCollection:
         if exists:
             if not exist_ok:
                 raise ConfigError(
-                    f"collection {name!r} already exists at {uri}; use CIRCollection.open(), exist_ok=True, or "
+                    f"collection {name!r} already exists at {redact_uri(uri)}; use CIRCollection.open(), exist_ok=True, or "
                     "overwrite=True to drop it"
                 )
             return cls._open_with(client, caps, uri, name, enc)
@@ -176,16 +185,18 @@ class CIRCollection:
         idx = {"type": index, "params": dict(index_params or DEFAULT_INDEX["params"] if index == "HNSW" else
                                              index_params or {})}
         recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx, package_version=_version())
-        cls._create_collection(client, name, enc.dim, recipe)
+        cls._create_collection(client, name, enc.dim, recipe, properties=caps.collection_properties)
         col = cls(client, name, enc, recipe, caps, uri)
         col._composers[comp.name] = comp
         return col
 
     @staticmethod
-    def _create_collection(client: Any, name: str, dim: int, recipe: Recipe) -> None:
+    def _create_collection(client: Any, name: str, dim: int, recipe: Recipe, properties: bool = True) -> None:
         from pymilvus import DataType, MilvusClient
 
-        schema = MilvusClient.create_schema(enable_dynamic_field=False, auto_id=False)
+        # Milvus < 2.3 takes no collection properties: the recipe then goes into the description (see _read_recipe)
+        description = "" if properties else DESCRIPTION_PREFIX + recipe.to_json()
+        schema = MilvusClient.create_schema(enable_dynamic_field=False, auto_id=False, description=description)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("norm", DataType.FLOAT)
@@ -195,8 +206,8 @@ class CIRCollection:
         ip.add_index("vector", index_type=recipe.index["type"], metric_type=recipe.metric,
                      params=recipe.index["params"])
         with milvus_errors(f"create collection {name!r}"):
-            client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong",
-                                     properties={PROPERTY_KEY: recipe.to_json()})
+            extra = {"properties": {PROPERTY_KEY: recipe.to_json()}} if properties else {}
+            client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong", **extra)
             client.load_collection(name)
 
     @classmethod
@@ -239,13 +250,18 @@ class CIRCollection:
             if not client.has_collection(name):
                 existing = client.list_collections()
                 raise CollectionNotFoundError(
-                    f"no collection {name!r} at {uri}; existing: {', '.join(existing) or 'none'}. "
+                    f"no collection {name!r} at {redact_uri(uri)}; existing: {', '.join(existing) or 'none'}. "
                     "Create it with CIRCollection.create()."
                 )
-            props = client.describe_collection(name).get("properties", {}) or {}
-        if PROPERTY_KEY not in props:
-            raise ConfigError(f"collection {name!r} at {uri} was not created by cir_milvus (no recipe property)")
-        return Recipe.from_json(props[PROPERTY_KEY])
+            desc = client.describe_collection(name)
+        props = desc.get("properties", {}) or {}
+        if PROPERTY_KEY in props:
+            return Recipe.from_json(props[PROPERTY_KEY])
+        text = str(desc.get("description") or "")
+        if text.startswith(DESCRIPTION_PREFIX):  # created on a server without collection properties
+            return Recipe.from_json(text[len(DESCRIPTION_PREFIX):])
+        raise ConfigError(f"collection {name!r} at {redact_uri(uri)} was not created by cir_milvus (no recipe "
+                          "property)")
 
     @classmethod
     def _open_with(cls, client: Any, caps: Capabilities, uri: str, name: str, enc: Encoder,
@@ -259,7 +275,7 @@ class CIRCollection:
     def close(self) -> None:
         """Release the connection (a Lite file can then be opened by another process)."""
         with milvus_errors("close"):
-            self._client.close()
+            disconnect(self._client, self.uri)
 
     def __enter__(self) -> CIRCollection:
         return self
@@ -268,7 +284,7 @@ class CIRCollection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"CIRCollection({self.uri!r}, {self.name!r}, {self.recipe.describe()})"
+        return f"CIRCollection({redact_uri(self.uri)!r}, {self.name!r}, {self.recipe.describe()})"
 
     # ------------------------------------------------------------------------------------------------------------
     # writing
@@ -416,12 +432,14 @@ class CIRCollection:
         """The composer for a call: the recipe's default, or ``name``, with parameter overrides."""
         default = self.recipe.composer
         name = name or default["name"]
+        overrides = {k: v for k, v in params.items() if v is not None}
         base = self._composers.get(name)
         if base is None:
-            stored = default.get("params", {}) if name == default["name"] else {}
-            base = get_composer(name, **self._restore_params(stored))
+            stored = self._restore_params(default.get("params", {})) if name == default["name"] else {}
+            if overrides:  # e.g. a head given per call: build with it (the stored params may be insufficient)
+                return get_composer(name, **{**stored, **overrides})
+            base = get_composer(name, **stored)
             self._composers[name] = base
-        overrides = {k: v for k, v in params.items() if v is not None}
         return base.with_params(**overrides) if overrides else base
 
     def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -641,7 +659,7 @@ class CIRCollection:
         """Recipe, count, index state and backend, for ``cir-milvus info``."""
         return {
             "name": self.name,
-            "uri": self.uri,
+            "uri": redact_uri(self.uri),
             "backend": "Milvus Lite" if self.capabilities.is_lite else "Milvus server",
             "server_version": self.capabilities.version,
             "count": len(self),
@@ -653,6 +671,11 @@ class CIRCollection:
     def set_default_composer(self, name: str, **params: Any) -> None:
         """Change the composer stored in the recipe (e.g. the best alpha from a sweep). Gallery unchanged."""
         comp = get_composer(name, **params)
+        if not self.capabilities.collection_properties:
+            raise ConfigError(
+                f"Milvus {self.capabilities.version} cannot alter collection properties, so the recipe stored at "
+                f"creation cannot change; pass composer=/alpha= per query instead (or upgrade to Milvus >= 2.3)"
+            )
         self.recipe.composer = comp.config()
         with milvus_errors(f"update the recipe of {self.name!r}"):
             self._client.alter_collection_properties(self.name, properties={PROPERTY_KEY: self.recipe.to_json()})

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cir_milvus.synthetic import sample_pairs
+from cir_milvus.synthetic import sample_labelled_pairs
 
 
 def build_model(seed: int) -> tuple[Any, Any, Any]:
@@ -47,6 +47,9 @@ def train(
     warmup: int = 100,
     seed: int = 0,
     threads: int | None = None,
+    init: Path | None = None,
+    multi_positive: bool = False,
+    p_shape: float | None = None,
 ) -> dict[str, float]:
     """Train and save the demo weights (fp16 safetensors) plus a JSON log beside them.
 
@@ -59,6 +62,11 @@ def train(
         warmup: warm-up steps.
         seed: seed of the weights and of the data stream.
         threads: torch CPU threads (default: torch's choice).
+        init: start from these weights (a previous stage) instead of random.
+        multi_positive: count every in-batch caption that truly describes an image as a positive (soft-target
+            InfoNCE), instead of open_clip's one-positive ``ClipLoss`` — removes the false negatives that partial
+            captions ("a blue object") create in a batch.
+        p_shape: probability that a partial caption names the shape (default: uniform attribute subsets).
 
     Returns:
         A summary with the final loss and wall time.
@@ -69,6 +77,11 @@ def train(
     if threads:
         torch.set_num_threads(threads)
     model, preprocess, tokenizer = build_model(seed)
+    if init is not None:
+        from safetensors.torch import load_file
+
+        state = {k: v.float() for k, v in load_file(str(init)).items()}
+        model.load_state_dict(state, strict=True)
     model.train()
     decay: list[Any] = []
     no_decay: list[Any] = []
@@ -92,11 +105,19 @@ def train(
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        images, captions = sample_pairs(batch_size, rng)
+        images, captions, compat = sample_labelled_pairs(batch_size, rng, p_shape=p_shape)
         pixels = torch.stack([preprocess(im) for im in images])  # [B, 3, 64, 64]
         tokens = tokenizer(captions)  # [B, context_length]
         img_f, txt_f, scale = model(pixels, tokens)
-        loss = loss_fn(img_f, txt_f, scale)
+        if multi_positive:
+            logits = scale * img_f @ txt_f.T  # [B_img, B_txt]
+            m = torch.from_numpy(compat)  # [B_img, B_txt], 1 where caption j describes image i
+            loss = 0.5 * (
+                -(m / m.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+                - (m / m.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
+            )
+        else:
+            loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -114,6 +135,9 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "init": str(init) if init else None,
+        "multi_positive": multi_positive,
+        "p_shape": p_shape,
         "final_loss": float(np.mean(losses[-50:])),
         "seconds": round(elapsed, 1),
     }
@@ -129,9 +153,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", type=Path, default=None, help="start from these weights (a previous stage)")
+    p.add_argument("--multi-positive", action="store_true", help="soft-target InfoNCE over compatible captions")
+    p.add_argument("--p-shape", type=float, default=None, help="probability a partial caption names the shape")
+    p.add_argument("--warmup", type=int, default=100)
     args = p.parse_args(argv)
     summary = train(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    threads=args.threads)
+                    threads=args.threads, init=args.init, multi_positive=args.multi_positive,
+                    p_shape=args.p_shape, warmup=args.warmup)
     print(json.dumps(summary, indent=2))
 
 

@@ -67,6 +67,12 @@ if cfg.get("milvus"):
     col.add(cfg["gallery"], ids=cfg["gallery_ids"])
     hits = col.search(cfg["reference"], cfg["query_text"], k=5, alpha=0.8)
     report["hits"] = [[h.id, h.score] for h in hits]
+    # the recipe finds the bundle again; the bundle's own head serves the pseudo-token composer
+    again = CIRCollection.open(f"{root}/c.db", "c")
+    report["reopened"] = [type(again.encoder).__name__, len(again)]
+    searle = again.search(cfg["reference"], cfg["query_text"], k=3, composer="searle",
+                          head=again.encoder.heads["searle"])
+    report["searle_hits"] = [h.id for h in searle]
     col.close()
 
 report["torch_loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "open_clip", "torchvision"})
@@ -134,5 +140,7 @@ def test_bundle_serves_without_torch(tiny_torch_encoder, make_image, tmp_path: P
     scores = gal @ q
     order = np.argsort(-scores)[:5]
     hits = report["hits"]
+    assert report["reopened"] == ["OrtEncoder", len(gallery)]
+    assert len(report["searle_hits"]) == 3
     assert [h[0] for h in hits] == [f"g{i}" for i in order]
     np.testing.assert_allclose([h[1] for h in hits], scores[order], atol=1e-4)

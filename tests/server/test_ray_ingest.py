@@ -1,0 +1,107 @@
+"""Scale-out ingestion on a local Ray instance (``ray.init(num_cpus=2)``).
+
+- ``write="workers"``: Ray actors upsert into the Milvus 2.3.5 server by URI (marked ``server``).
+- ``write="driver"``: vectors come back to the driver, which upserts into Milvus Lite (marked ``slow``: Ray's start).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
+
+from cir_milvus import CIRCollection, FakeEncoder  # noqa: E402
+from cir_milvus.images import content_id  # noqa: E402
+from cir_milvus.ingest import ingest  # noqa: E402
+from cir_milvus.ingest.ray_pipeline import ingest_ray  # noqa: E402
+from cir_milvus.preprocess import PreprocessConfig  # noqa: E402
+
+
+class PixelFake(FakeEncoder):
+    """A fake with the pixel API, so the Ray decode stage (CPU tasks) feeds pixels to the encoder actors."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__(dim=dim, seed=5)
+        self.preprocess_config = PreprocessConfig(size=16)
+        self._proj = np.random.default_rng(1).standard_normal((3 * 16 * 16, dim)).astype(np.float32) / 16
+
+    def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+        return pixels.reshape(len(pixels), -1) @ self._proj  # [N, 768] @ [768, D]
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the test's encoders travel to the actors
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("ray-imgs")
+    paths = []
+    for i in range(40):
+        arr = np.random.default_rng(i).integers(0, 256, (10, 14, 3), dtype=np.uint8)
+        p = root / f"{i:03d}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    (root / "zz_copy.png").write_bytes(paths[0].read_bytes())  # a duplicate by content
+    return root, paths
+
+
+def _vectors(col: CIRCollection, ids: list[str]) -> dict[str, np.ndarray]:
+    return col.get_vectors(ids)
+
+
+def _check(col: CIRCollection, report: Any, paths: list[Path], already: int) -> None:
+    assert report.skipped_by_reason == {"not_an_image": 1}
+    assert report.duplicates == 1
+    assert report.already_stored == already and report.stored == len(paths) - already
+    assert report.seen == len(paths) + 2
+    ids = list(col.iter_ids())
+    assert len(ids) == len(set(ids)) == len(paths) and set(ids) == {content_id(p) for p in paths}
+
+
+@pytest.mark.server
+def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray, server_uri: str, folder,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path) -> None:
+    root, paths = folder
+    for make, name in ((functools.partial(FakeEncoder, dim=16), "fake"), (PixelFake, "pixels")):
+        col = CIRCollection.create(server_uri, f"ray{name}{uuid.uuid4().hex[:8]}", encoder=make())
+        col.add(paths[:10])  # resume: these are neither decoded nor encoded again
+        report = ingest_ray(col, root, encoder_factory=make, batch_size=8, write="workers", progress=False,
+                            skip_report=tmp_path / f"{name}.jsonl")
+        _check(col, report, paths, already=10)
+        ref = CIRCollection.create(str(tmp_path / f"{name}.db"), "ref", encoder=make())
+        ingest(ref, root, batch_size=8, workers=0, progress=False)
+        ids = [content_id(p) for p in paths]
+        got, want = _vectors(col, ids), _vectors(ref, ids)
+        for i in ids:
+            np.testing.assert_allclose(got[i], want[i], rtol=1e-5, atol=1e-5)
+        ref.close()
+        col.close()
+
+
+@pytest.mark.slow
+def test_ray_driver_writes_to_lite(local_ray, folder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, paths = folder
+    col = CIRCollection.create(str(tmp_path / "r.db"), "r", encoder=PixelFake())
+    col.add(paths[:5])
+    report = ingest(col, root, batch_size=8, progress=False, ray_address="local")  # Ray already up: reused
+    _check(col, report, paths, already=5)
+    with pytest.raises(Exception, match="Milvus Lite file"):
+        ingest_ray(col, root, write="workers")
+    col.close()
