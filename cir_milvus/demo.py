@@ -19,7 +19,7 @@ from cir_milvus.eval.synthetic import SyntheticDataset
 
 __all__ = ["run_demo"]
 
-ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
+ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MARGIN = 15.0
 
 

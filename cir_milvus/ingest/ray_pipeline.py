@@ -269,6 +269,8 @@ def ingest_ray(
     num_encoders: int | None = None,
     num_gpus_per_encoder: float | None = None,
     num_writers: int = 1,
+    num_cpus_per_encoder: float | None = None,
+    num_cpus_per_decoder: float | None = None,
     encoder_factory: Callable[[], Any] | None = None,
     write: str = "auto",
     skip_existing: bool = True,
@@ -290,7 +292,9 @@ def ingest_ray(
             ``"local"`` for a fresh local instance. Ignored when Ray is already initialised.
         num_encoders: encoder actors (default: one per GPU in the cluster, else 1).
         num_gpus_per_encoder: GPUs per encoder actor (default 1 when the cluster has GPUs, else 0).
-        num_writers: writer / "already stored?" actors (each holds one Milvus client).
+        num_writers: writer / "already stored?" actors (each holds one Milvus client; 0.25 CPU each).
+        num_cpus_per_encoder, num_cpus_per_decoder: CPUs reserved per encoder actor / decode task (default 1 each;
+            0.5 and 0.25 on clusters with fewer than 4 CPUs, so that every stage can be scheduled at once).
         encoder_factory: a picklable callable building the encoder in each actor (default: from the recipe).
         write: ``"workers"`` (actors upsert by URI; servers only), ``"driver"`` (vectors return to the driver, which
             upserts; works with Milvus Lite) or ``"auto"``.
@@ -321,6 +325,9 @@ def ingest_ray(
     gpus = float(ray.cluster_resources().get("GPU", 0))
     gpu_each = num_gpus_per_encoder if num_gpus_per_encoder is not None else (1.0 if gpus >= 1 else 0.0)
     n_enc = num_encoders or (max(1, int(gpus // gpu_each)) if gpu_each else 1)
+    small = float(ray.cluster_resources().get("CPU", 0)) < 4  # every stage must fit at once, or the stream stalls
+    enc_cpus = num_cpus_per_encoder if num_cpus_per_encoder is not None else (0.5 if small else 1.0)
+    task_cpus = num_cpus_per_decoder if num_cpus_per_decoder is not None else (0.25 if small else 1.0)
     conn = dict(connect_kwargs or {})
 
     report = IngestReport()
@@ -331,7 +338,7 @@ def ingest_ray(
     try:
         if isinstance(src, ShardSource):
             report.seen = -1  # counted below from the tally and the outputs
-            ds = ray.data.from_items([{"shard": s} for s in src.shards]).flat_map(_shard_rows)
+            ds = ray.data.from_items([{"shard": s} for s in src.shards]).flat_map(_shard_rows, num_cpus=task_cpus)
         else:
             rows = [_row(rec) for rec in src]
             report.seen = len(rows)
@@ -339,10 +346,11 @@ def ingest_ray(
                 rows = _driver_prefilter(col, rows, report, skips, skip_existing, retry_timeout)
             ds = ray.data.from_items(rows) if rows else None
         if ds is not None:
-            ds = ds.map_batches(_drop_errors, batch_size=batch_size, batch_format="numpy", fn_kwargs={"tally": tally})
+            ds = ds.map_batches(_drop_errors, batch_size=batch_size, batch_format="numpy", fn_kwargs={"tally": tally},
+                                num_cpus=task_cpus)
             if write == "workers":
                 ds = ds.map_batches(_resolve_ids, batch_size=batch_size, batch_format="numpy",
-                                    fn_kwargs={"tally": tally})
+                                    fn_kwargs={"tally": tally}, num_cpus=task_cpus)
                 if skip_existing:
                     ds = ds.map_batches(_FilterExisting, batch_size=batch_size, batch_format="numpy",
                                         concurrency=num_writers, num_cpus=0.25,
@@ -350,11 +358,11 @@ def ingest_ray(
                                                                "connect_kwargs": conn, "tally": tally,
                                                                "retry_timeout": retry_timeout})
             if pixel_mode:
-                ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy",
+                ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
                                     fn_kwargs={"cfg": cfg, "max_pixels": max_pixels, "allow_urls": allow_urls,
                                                "tally": tally})
             ds = ds.map_batches(_Encode, batch_size=batch_size, batch_format="numpy", concurrency=n_enc,
-                                num_gpus=gpu_each, num_cpus=1,
+                                num_gpus=gpu_each, num_cpus=enc_cpus,
                                 fn_constructor_kwargs={"factory": factory, "pixel_mode": pixel_mode,
                                                        "max_pixels": max_pixels, "allow_urls": allow_urls,
                                                        "tally": tally})

@@ -1,13 +1,20 @@
 """Train the tiny demo CLIP on synthetic image–caption pairs (never on triplets: composition stays zero-shot).
 
-Reproduces ``cir_milvus/data/cir-demo-tiny.safetensors``::
+Reproduces ``cir_milvus/data/cir-demo-tiny.safetensors`` with one command (two stages, ~50 min on 2 CPU cores)::
 
-    python -m cir_milvus.train.demo_clip --out cir_milvus/data/cir-demo-tiny.safetensors
+    python -m cir_milvus.train.demo_clip --reproduce --out cir_milvus/data/cir-demo-tiny.safetensors
 
 The model is open_clip's own ``CLIP`` class built from ``cir_milvus/models/model_configs/cir-demo-tiny.json``
-with the real CLIP BPE tokenizer; the loss is open_clip's symmetric InfoNCE (``ClipLoss``) with a learned
-temperature. Every step draws fresh images from the synthetic world (random attributes, jitter, noise) and a
-caption that names all attributes (40 %) or a random subset of 1-3 (60 %).
+with the real CLIP BPE tokenizer. Every step draws fresh images from the synthetic world (random attributes,
+jitter, noise) and a caption that names all attributes (40 %) or a random subset of 1-3 (60 %).
+
+- Stage 1 (2,000 steps, batch 128, AdamW lr 5e-4, wd 0.1, cosine): open_clip's symmetric InfoNCE (``ClipLoss``)
+  with a learned temperature.
+- Stage 2 (800 steps from stage 1, lr 2e-4): multi-positive InfoNCE — every caption in the batch that truly
+  describes an image counts as its positive (partial captions such as "a blue object" describe many images, and
+  the one-positive loss treats those as negatives) — with partial captions naming the shape 80 % of the time,
+  because shape is the attribute the tiny ViT learns last. Stage 2 raised slerp Recall@1 on the synthetic test
+  queries from 13.8 to 20.0 (image-only 2.0, text-only 1.5).
 """
 
 from __future__ import annotations
@@ -157,7 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--multi-positive", action="store_true", help="soft-target InfoNCE over compatible captions")
     p.add_argument("--p-shape", type=float, default=None, help="probability a partial caption names the shape")
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--reproduce", action="store_true", help="run both stages of the shipped weights' recipe")
     args = p.parse_args(argv)
+    if args.reproduce:
+        stage1 = args.out.with_name(args.out.stem + ".stage1.safetensors")
+        first = train(stage1, steps=2000, batch_size=128, lr=5e-4, seed=0, threads=args.threads)
+        second = train(args.out, steps=800, batch_size=128, lr=2e-4, warmup=50, seed=1, threads=args.threads,
+                       init=stage1, multi_positive=True, p_shape=0.8)
+        print(json.dumps({"stage1": first, "stage2": second}, indent=2))
+        return
     summary = train(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     threads=args.threads, init=args.init, multi_positive=args.multi_positive,
                     p_shape=args.p_shape, warmup=args.warmup)
