@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 2. ingest into Milvus Lite (decode + encode + upsert), then wait for the index
     col = CIRCollection.create(str(tmp / "bench.db"), "bench", encoder=enc)
     t = time.perf_counter()
-    added = col.add(paths, batch_size=args.batch_size, progress=True)
+    added = col.add(paths, ids=[it.id for it in items], batch_size=args.batch_size, progress=True)
     ingest_s = time.perf_counter() - t
     res["ingest_images_per_s"] = round(len(added) / ingest_s, 1)
     t = time.perf_counter()
