@@ -76,6 +76,16 @@ class RecipeEncoderFactory:
                               preprocess=(r.get("preprocess") or {}).get("mode", "clip"))
 
 
+class _Shipped:
+    """A factory returning a copy of an encoder pickled in the driver (fake and plugin encoders)."""
+
+    def __init__(self, encoder: Any) -> None:
+        self.encoder = encoder
+
+    def __call__(self) -> Any:
+        return self.encoder
+
+
 # -- Ray stages (module level: they are pickled to the workers) ------------------------------------------------------
 
 
@@ -295,7 +305,8 @@ def ingest_ray(
         num_writers: writer / "already stored?" actors (each holds one Milvus client; 0.25 CPU each).
         num_cpus_per_encoder, num_cpus_per_decoder: CPUs reserved per encoder actor / decode task (default 1 each;
             0.5 and 0.25 on clusters with fewer than 4 CPUs, so that every stage can be scheduled at once).
-        encoder_factory: a picklable callable building the encoder in each actor (default: from the recipe).
+        encoder_factory: a picklable callable building the encoder in each actor (default: torch / onnx encoders
+            are rebuilt from the recipe inside the actor, other encoders are pickled from the driver).
         write: ``"workers"`` (actors upsert by URI; servers only), ``"driver"`` (vectors return to the driver, which
             upserts; works with Milvus Lite) or ``"auto"``.
         token, connect_kwargs: credentials / TLS options for the workers' Milvus clients (never logged).
@@ -318,7 +329,12 @@ def ingest_ray(
                  log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
-    factory = encoder_factory or RecipeEncoderFactory(col.recipe.encoder)
+    if encoder_factory is not None:
+        factory: Callable[[], Any] = encoder_factory
+    elif col.recipe.encoder.get("backend") in ("torch", "onnx"):
+        factory = RecipeEncoderFactory(col.recipe.encoder)  # weights load in the actor, on its GPU
+    else:
+        factory = _Shipped(col.encoder)  # small test / plugin encoders travel pickled
     encoder = col.encoder
     pixel_mode = hasattr(encoder, "encode_pixels") and getattr(encoder, "preprocess_config", None) is not None
     cfg = encoder.preprocess_config.to_dict() if pixel_mode else None

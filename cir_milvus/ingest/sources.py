@@ -251,7 +251,7 @@ def _row_metadata(row: dict[str, Any], path_col: str, id_col: str | None, where:
 def _pyarrow_parquet() -> Any:
     from cir_milvus._optional import require
 
-    return require("pyarrow.parquet", extra="eval", purpose="reading Parquet image lists")
+    return require("pyarrow.parquet", extra="ingest", purpose="reading Parquet image lists")
 
 
 # -- WebDataset shards ----------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_bundle_serves_without_torch(tiny_torch_encoder, make_image, tmp_path: P
         p = tmp_path / f"img{i}.png"
         make_image(72, 64, seed=10 + i).save(p)
         images.append(str(p))
-    texts = ["make it red", "a blue star on white", "the café's one — but BIGGER!", "x" * 120]
+    texts = ["make it red", "a blue star on white", "the café's one — but BIGGER!", "a small green diamond on brown, now large"]
     prompts = [f"a photo of $ that {t}" for t in texts]
     tokens = (np.random.default_rng(0).standard_normal((4, 128)) * 0.02).astype(np.float32)
     enc = tiny_torch_encoder

@@ -8,95 +8,36 @@ installed but fails to start fails the tests, with the tail of its log.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerHandle:
     """The test server: ``uri``, and ``stop()`` / ``start()`` for restart tests (same ports, same data)."""
 
-    def __init__(self, uri: str, server: Any = None, base_dir: Path | None = None) -> None:
-        self.uri = uri
-        self.server = server
-        self.base_dir = base_dir
-        self.start_seconds: list[float] = []
+    def __init__(self, uri: str, embedded: Any = None) -> None:
+        self._uri = uri
+        self.embedded = embedded
+
+    @property
+    def uri(self) -> str:
+        return self.embedded.uri if self.embedded is not None else self._uri
 
     @property
     def restartable(self) -> bool:
-        return self.server is not None
+        return self.embedded is not None
 
-    def start(self, timeout: float = 180.0) -> None:
-        assert self.server is not None
-        t = time.monotonic()
-        try:
-            self.server.start()
-        except Exception as e:  # noqa: BLE001
-            raise RuntimeError(f"Milvus 2.3.5 failed to start: {e}\n{self.log_tail()}") from e
-        self.start_seconds.append(time.monotonic() - t)
+    @property
+    def running(self) -> bool:
+        return self.embedded is None or self.embedded.running
+
+    def start(self) -> None:
+        self.embedded.start()
 
     def stop(self, graceful: float = 10.0) -> None:
-        """SIGTERM, wait up to ``graceful`` seconds, then SIGKILL (the package's own stop() kills after 1 s)."""
-        srv = self.server
-        if srv is None or srv.server_proc is None:
-            return
-        proc: subprocess.Popen[bytes] = srv.server_proc
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=graceful)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        srv.stop()  # closes log files and clears the handle
-
-    def log_tail(self, n: int = 30) -> str:
-        if self.base_dir is None:
-            return ""
-        out = []
-        for name in ("milvus-stderr.log", "milvus-stdout.log"):
-            p = self.base_dir / "logs" / name
-            if p.is_file():
-                out.append(f"--- {p}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-n:]))
-        return "\n".join(out)
-
-
-def _make_server(base_dir: Path) -> Any:
-    from milvus import MilvusServer, MilvusServerConfig
-
-    class Config(MilvusServerConfig):  # type: ignore[misc]
-        """Probe ports with SO_REUSEADDR, as the Go server binds them: a restart can take its ports back while the
-        old connections sit in TIME_WAIT."""
-
-        def try_bind_port(self, port: int) -> socket.socket | None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-                sock.listen()
-                return sock
-            except OSError:
-                sock.close()
-                return None
-
-    server = MilvusServer(Config(), proxy_port=_free_port())
-    server.set_base_dir(str(base_dir))
-    for comp in COMPONENTS:  # register and talk over loopback only
-        server.config.set(f"{comp}.ip", "127.0.0.1")
-    return server
+        self.embedded.stop(graceful=graceful)
 
 
 @pytest.fixture(scope="session")
@@ -107,20 +48,17 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHa
         yield ServerHandle(external)
         return
     pytest.importorskip("milvus", reason="the server tests need the PyPI Milvus server: pip install 'cir_milvus[server]'")
-    base = tmp_path_factory.mktemp("milvus-server")
-    handle = ServerHandle("", _make_server(base), base)
+    from cir_milvus.storage.embedded import EmbeddedMilvus
+
+    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-server"))
     try:
-        handle.start()
+        server.start()
     except RuntimeError as e:
         pytest.fail(str(e), pytrace=False)
-    srv = handle.server
-    # pin every port the first start resolved, so a restart comes back on the same URI
-    srv.config.configs.update({k: v[1] for k, v in srv.config.configurable_items.items() if k.endswith("_port")})
-    handle.uri = f"http://127.0.0.1:{srv.listen_port}"
     try:
-        yield handle
+        yield ServerHandle("", server)
     finally:
-        handle.stop()
+        server.stop(graceful=5)
 
 
 @pytest.fixture
@@ -133,7 +71,7 @@ def server_uri(milvus_server: ServerHandle) -> Iterator[str]:
     try:
         yield milvus_server.uri
     finally:
-        if milvus_server.server is None or milvus_server.server.server_proc is not None:
+        if milvus_server.running:
             try:
                 for name in set(client.list_collections()) - before:
                     client.drop_collection(name)

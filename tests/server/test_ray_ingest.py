@@ -37,6 +37,12 @@ class PixelFake(FakeEncoder):
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> np.ndarray:
         return pixels.reshape(len(pixels), -1) @ self._proj  # [N, 768] @ [768, D]
 
+    def encode_images(self, images: Any, **kw: Any) -> np.ndarray:  # as a real encoder: preprocess, then pixels
+        from cir_milvus.images import load_image
+        from cir_milvus.preprocess import preprocess_batch
+
+        return self.encode_pixels(preprocess_batch([load_image(i) for i in images], self.preprocess_config))
+
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
@@ -58,7 +64,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
         Image.fromarray(arr).save(p)
         paths.append(p)
     (root / "broken.png").write_bytes(b"\x89PNG not really")
-    (root / "zz_copy.png").write_bytes(paths[0].read_bytes())  # a duplicate by content
+    (root / "zz_copy.png").write_bytes(paths[-1].read_bytes())  # a duplicate by content (of one not yet stored)
     return root, paths
 
 

@@ -67,6 +67,12 @@ class PixelFakeEncoder(FakeEncoder):
         x = pixels.reshape(len(pixels), -1) @ self._proj  # [N, 768] @ [768, D] -> [N, D]
         return x / np.linalg.norm(x, axis=1, keepdims=True) if normalize else x
 
+    def encode_images(self, images: Any, *, normalize: bool = True, **kw: Any) -> np.ndarray:
+        from cir_milvus.images import load_image
+
+        return self.encode_pixels(preprocess_batch([load_image(i) for i in images], self.preprocess_config),
+                                  normalize=normalize)
+
 
 def _save(img: Image.Image, path: Path, **kw: Any) -> Path:
     img.save(path, **kw)
