@@ -44,6 +44,10 @@ __all__ = ["CIRCollection", "Hit"]
 log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ["id", "source", "metadata"]
+READ_CONSISTENCY = "Session"
+"""Consistency of searches and lookups: read-your-own-writes for this client without waiting for the server's time
+tick. The collection's default (Strong) made every search on a Milvus 2.3.5 server wait ~200 ms (p50 200 ms vs
+2 ms with Session, measured); ``len()`` still counts with Strong."""
 DESCRIPTION_PREFIX = "cir_milvus.recipe="
 """Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
 DEFAULT_INDEX: dict[str, Any] = {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
@@ -361,7 +365,7 @@ class CIRCollection:
 
     def _existing_ids(self, ids: list[str]) -> set[str]:
         with milvus_errors(f"look up ids in {self.name!r}"):
-            got = self._client.get(self.name, ids=ids, output_fields=["id"])
+            got = self._client.get(self.name, ids=ids, output_fields=["id"], consistency_level=READ_CONSISTENCY)
         return {r["id"] for r in got}
 
     def add_vectors(self, ids: Sequence[str], raw_embeddings: np.ndarray,
@@ -423,7 +427,8 @@ class CIRCollection:
     def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored RAW embeddings (normalised vector × stored norm) by id."""
         with milvus_errors(f"get vectors from {self.name!r}"):
-            rows = self._client.get(self.name, ids=list(ids), output_fields=["id", "vector", "norm"])
+            rows = self._client.get(self.name, ids=list(ids), output_fields=["id", "vector", "norm"],
+                                    consistency_level=READ_CONSISTENCY)
         return {r["id"]: np.asarray(r["vector"], dtype=np.float32) * np.float32(r["norm"]) for r in rows}
 
     # ------------------------------------------------------------------------------------------------------------
@@ -626,7 +631,7 @@ class CIRCollection:
                 res = self._client.search(
                     self.name, data=q[s : s + 1024].tolist(), limit=min(k + extra, 16384), filter=expr,
                     output_fields=fields, search_params={"metric_type": self.recipe.metric, "params": params},
-                    anns_field="vector",
+                    anns_field="vector", consistency_level=READ_CONSISTENCY,
                 )
             for j, hits in enumerate(res):
                 ex = exclude[s + j]

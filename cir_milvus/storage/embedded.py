@@ -49,7 +49,27 @@ class EmbeddedMilvus:
         milvus = require("milvus", extra="server", purpose="the embedded Milvus server")
         self.base_dir = Path(base_dir)
 
+        etcd_yaml = self.base_dir / "configs" / "embed-etcd.yaml"
+
         class Config(milvus.MilvusServerConfig):  # type: ignore[misc,name-defined]
+            def write_config(self) -> None:
+                super().write_config()
+                # The embedded etcd listens on 2379/2380 unless given a config file (the package sets neither), so
+                # two servers on one machine collide: give it free loopback ports, kept across restarts.
+                if not etcd_yaml.is_file():
+                    client, peer = _free_port(), _free_port()
+                    etcd_yaml.write_text(
+                        "name: default\n"
+                        f"listen-client-urls: http://127.0.0.1:{client}\n"
+                        f"advertise-client-urls: http://127.0.0.1:{client}\n"
+                        f"listen-peer-urls: http://127.0.0.1:{peer}\n"
+                        f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+                        f"initial-cluster: default=http://127.0.0.1:{peer}\n"
+                    )
+                path = Path(self.base_data_dir) / "configs" / "milvus.yaml"
+                text = path.read_text().replace("\netcd:\n", f"\netcd:\n  config:\n    path: {etcd_yaml}\n", 1)
+                path.write_text(text)
+
             def try_bind_port(self, p: int) -> socket.socket | None:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -61,7 +81,7 @@ class EmbeddedMilvus:
                     sock.close()
                     return None
 
-        self.server: Any = milvus.MilvusServer(Config(), proxy_port=port or _free_port())
+        self.server: Any = milvus.MilvusServer(Config(), wait_for_started=False, proxy_port=port or _free_port())
         self.server.set_base_dir(str(self.base_dir))
         for comp in COMPONENTS:  # register and talk over loopback only
             self.server.config.set(f"{comp}.ip", "127.0.0.1")
@@ -76,16 +96,20 @@ class EmbeddedMilvus:
     def running(self) -> bool:
         return self.server.server_proc is not None
 
-    def start(self) -> EmbeddedMilvus:
+    def start(self, timeout: float = 180.0) -> EmbeddedMilvus:
         """Start and wait until healthy (the first start unpacks the binary).
 
         Raises:
-            RuntimeError: the server did not come up; the message ends with the tail of its log.
+            RuntimeError: the server exited or was not healthy after ``timeout`` seconds; the message ends with the
+                tail of its log.
         """
         t = time.monotonic()
         try:
             self.server.start()
+            self._wait_healthy(timeout)
         except Exception as e:  # noqa: BLE001
+            if self.server.server_proc is not None:
+                self.stop(graceful=2)
             raise RuntimeError(f"Milvus 2.3.5 failed to start: {e}\n{self.log_tail()}") from e
         self.start_seconds.append(time.monotonic() - t)
         if not self._pinned:  # a restart must come back on the same ports
@@ -93,6 +117,27 @@ class EmbeddedMilvus:
             cfg.configs.update({k: v[1] for k, v in cfg.configurable_items.items() if k.endswith("_port")})
             self._pinned = True
         return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        """Poll ``/healthz``; fail fast when the process exits (the package would wait out its timeout)."""
+        import urllib.error
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.server.webservice_port}/healthz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.server.server_proc.poll()
+            if code is not None:
+                raise RuntimeError(f"the server process exited with code {code}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback health check
+                    if b"OK" in resp.read():
+                        time.sleep(1.0)  # as the package does: the proxy is ready just after health turns OK
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"not healthy after {timeout:.0f}s")
 
     def stop(self, graceful: float = 10.0) -> None:
         """SIGTERM, wait up to ``graceful`` seconds, then SIGKILL (the package's own stop() kills after 1 s)."""
