@@ -5,7 +5,9 @@
 
 1. The ceiling: the encoder alone (forward pass on pixels already decoded and preprocessed in memory).
 2. End to end: ``cir_milvus.ingest.ingest`` from a folder of PNGs (decode workers, batched encoding, background
-   upserts) into Lite and into the server; reported as images/s and as a ratio to the ceiling. The simple path
+   upserts) into Lite and into the server; reported as images/s and as a ratio to the ceiling: the best of the
+   encoder-alone runs (at the start, just before and after each ingestion, and at the end with Milvus idle), since a
+   shared machine's load drifts and Milvus's background indexing competes with the encoder for the CPU. The simple path
    (``CIRCollection.add``) is timed too, for reference.
 3. A bounded load run per backend: ``threads`` threads search for ``seconds`` seconds with composed query vectors
    (k=10, after ``indexed_rows == total_rows``): QPS, p50/p99 latency and the error count.
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -95,12 +98,13 @@ def bench_backend(label: str, uri: str, enc: Any, folder: Path, paths: list[Path
     rep = ingest(col, folder, batch_size=args.batch_size, workers=args.workers, progress=False)
     e2e = rep.stored / (time.perf_counter() - t)
     after = encoder_ceiling(enc, pix, args.batch_size)
-    ceiling = (before + after) / 2
+    ceiling = max(before, after)  # the best the encoder managed next to the run: a conservative ratio
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     out["encoder_alone_images_per_s"] = {"before": round(before, 1), "after": round(after, 1)}
     out["ingest"] = {**rep.to_dict(), "images_per_s": round(e2e, 1),
-                     "ratio_to_encoder_ceiling": round(e2e / ceiling, 3)}
+                     "ratio_to_encoder_next_to_it": round(e2e / ceiling, 3)}
     print(f"[{label}] ingest: {e2e:.1f} images/s end to end vs encoder alone {before:.1f} / {after:.1f} images/s "
-          f"(before / after) -> ratio {e2e / ceiling:.2f}; workers={rep_workers(args)}")
+          f"(before / after) -> ratio to the better one {e2e / ceiling:.2f}; workers={rep_workers(args)}")
     t = time.perf_counter()
     info = col.wait_for_index(timeout=900)
     out["index_wait_s"] = round(time.perf_counter() - t, 1)
@@ -109,8 +113,9 @@ def bench_backend(label: str, uri: str, enc: Any, folder: Path, paths: list[Path
     simple = CIRCollection.create(uri, "bench_add", encoder=enc, overwrite=True)
     n_simple = min(len(paths), args.simple_images)
     t = time.perf_counter()
-    simple.add(paths[:n_simple], batch_size=args.batch_size)
-    out["add_simple_path_images_per_s"] = round(n_simple / (time.perf_counter() - t), 1)
+    added = simple.add(paths[:n_simple], batch_size=args.batch_size)
+    out["add_simple_path_images_per_s"] = round(added.encoded / (time.perf_counter() - t), 1)
+    out["add_simple_path"] = added.summary()
     simple._client.drop_collection("bench_add")
     simple.close()
     print(f"[{label}] CIRCollection.add (simple path): {out['add_simple_path_images_per_s']} images/s")
@@ -141,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--simple-images", type=int, default=512, help="images for the CIRCollection.add reference")
     p.add_argument("--skip-server", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads (1 keeps CPU figures stable on a shared machine: OpenMP barriers "
+                        "collapse when other jobs take cores)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest.json")
     args = p.parse_args(argv)
 
@@ -152,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from cir_milvus.synthetic import SyntheticWorld
 
     torch.manual_seed(0)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     instances = max(1, -(-args.images // 512))
     world = SyntheticWorld(seed=7, instances=instances)
     items = world.gallery()[: args.images]
@@ -187,7 +197,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for s in range(0, min(len(paths), 512), args.batch_size):
         enc.pixels(paths[s : s + args.batch_size])
     decode_rate = min(len(paths), 512) / (time.perf_counter() - t)
-    res["encoder_alone_images_per_s_at_start"] = round(ceiling, 1)
     res["decode_preprocess_one_process_images_per_s"] = round(decode_rate, 1)
     print(f"encoder alone (ceiling): {ceiling:.1f} images/s; decode+preprocess in one process: {decode_rate:.1f}/s")
 
@@ -215,9 +224,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  **bench_backend("server", server.uri, enc, folder, paths, queries_src, args, pix)}
             finally:
                 server.stop()
+    # the ceiling once more with Milvus idle (Lite builds its index in-process, the server in its own process: both
+    # compete with the encoder for the CPU during and right after ingestion); ratios against the best run overall
+    final = encoder_ceiling(enc, pix, args.batch_size)
+    runs = [ceiling, final] + [v for b in ("lite", "server") if "encoder_alone_images_per_s" in res.get(b, {})
+                               for v in res[b]["encoder_alone_images_per_s"].values()]
+    best = max(runs)
+    res["encoder_alone_images_per_s"] = {"best": round(best, 1), "runs": [round(x, 1) for x in runs]}
+    res["ratio_end_to_end_to_best_encoder_alone"] = {
+        b: round(res[b]["ingest"]["images_per_s"] / best, 3) for b in ("lite", "server") if "ingest" in res.get(b, {})}
+    print(f"encoder alone, best of {len(runs)} runs: {best:.1f} images/s; end-to-end ratios: "
+          f"{res['ratio_end_to_end_to_best_encoder_alone']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2))
     print(f"wrote {args.out}")
+    shutil.rmtree(tmp, ignore_errors=True)
     return res
 
 

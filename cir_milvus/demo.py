@@ -75,8 +75,9 @@ def run_demo(
                                                      ("slerp", {}, True)]
     for kind, path in heads.items():
         plan.append((kind, {"head": path}, False))
-    if "lincir" in heads:
-        plan.append(("combined", {"base": "lincir", "head": heads["lincir"]}, True))
+    if heads:  # Slerp between the reference image and the pseudo-token query of the first shipped head
+        base = next(k for k in ("lincir", "pic2word", "searle") if k in heads)
+        plan.append(("combined", {"base": base, "head": heads[base]}, True))
 
     results: list[EvalResult] = []
     tuned: dict[str, float] = {}

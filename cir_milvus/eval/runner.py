@@ -334,7 +334,9 @@ def format_table(results: Sequence[EvalResult], keys: Sequence[str] | None = Non
     lines = [head, "-" * len(head)]
     for r in results:
         c = r.config["composer"]
-        label = c["name"] + (f" a={c['params']['alpha']:.2f}" if "alpha" in c.get("params", {}) else "")
+        params = c.get("params", {})
+        label = c["name"] + (f"({params['base']})" if isinstance(params.get("base"), str) else "")
+        label += f" a={params['alpha']:.2f}" if "alpha" in params else ""
         lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>{w}.1f}" for k, w in cols)
                      + f"{r.exact.get(keys[0], float('nan')):>12.1f}")
     return "\n".join(lines)

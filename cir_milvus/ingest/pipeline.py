@@ -8,9 +8,9 @@
                "already stored?"  preprocess)                         retries/backoff
 
 - **Reader thread**: reads records from the source in batches of ``batch_size``, gives each an id (the content
-  hash unless the source names one), drops repeats of an id within the input, asks Milvus once per batch which ids
-  are already stored (those are never decoded or encoded again: resume after a crash is a plain re-run), then hands
-  the rest to the decode workers.
+  hash unless the source names one), drops repeats of an id within the input, asks Milvus once per
+  ``lookup_batches`` batches which ids are already stored (those are never decoded or encoded again: resume after a
+  crash is a plain re-run), then hands the rest to the decode workers in batches of ``batch_size``.
 - **Decode workers** (``workers`` processes, ``spawn`` start method): read and decode each image with
   :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame) and preprocess it with the encoder's
   ``preprocess_config`` (:func:`cir_milvus.preprocess.preprocess_image`, the function behind ``preprocess_batch``),
@@ -50,6 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,6 +362,7 @@ class _Job:
     metadata: list[dict[str, Any]]
     names: list[str]
     future: Future[Any] | None = None
+    items: list[tuple[int, str | bytes]] = field(default_factory=list)
 
 
 def _default_workers() -> int:
@@ -386,6 +388,7 @@ def ingest(
     root: str | os.PathLike[str] | None = None,
     mp_context: str = "spawn",
     ray_address: str | None = None,
+    lookup_batches: int = 8,
 ) -> IngestReport:
     """Ingest images from a folder, a list file, tar shards or an iterable into a :class:`CIRCollection`.
 
@@ -394,7 +397,7 @@ def ingest(
         source: a folder, a ``.csv``/``.jsonl``/``.parquet`` list, a shard spec (``"data/{00000..00009}.tar"`` or a
             glob), a source object from :mod:`cir_milvus.ingest.sources`, or an iterable of paths / bytes /
             ``(id, source, metadata)`` tuples.
-        batch_size: images per encoder batch (and per "already stored?" lookup).
+        batch_size: images per encoder batch.
         workers: decode processes (default: CPU count − 1, at most 8); ``0`` decodes in a thread of this process.
         prefetch: batches decoded ahead of the encoder (default ``2 × workers``, at least 2).
         skip_existing: do not decode or encode ids already stored (resume). ``False`` re-encodes and overwrites.
@@ -407,6 +410,8 @@ def ingest(
         mp_context: multiprocessing start method for the decode workers (``spawn`` is safe with gRPC threads).
         ray_address: run on Ray Data instead (``"auto"``, ``"ray://head:10001"`` or ``"local"``); see
             :func:`cir_milvus.ingest.ray_pipeline.ingest_ray` for the Ray-specific options.
+        lookup_batches: batches per "already stored?" call (one Milvus ``get`` for ``batch_size × lookup_batches``
+            ids; each read waits for this client's previous writes to become visible).
 
     Returns:
         An :class:`IngestReport`; ``report.summary()`` is a human-readable summary.
@@ -435,6 +440,7 @@ def ingest(
         log.info("%s has no encode_pixels; decoding in-process", type(encoder).__name__)
         n_workers = 0
     depth = prefetch if prefetch is not None else max(2, 2 * n_workers)
+    lookup_size = batch_size * max(1, lookup_batches)
     cfg = encoder.preprocess_config.to_dict() if pixel_mode else None
 
     report = IngestReport()
@@ -452,6 +458,7 @@ def ingest(
             if n_workers else None)
     seen_ids: set[str] = set()
     lock = threading.Lock()
+    pool_broken = threading.Event()
 
     def on_retry() -> None:
         with lock:
@@ -466,10 +473,13 @@ def ingest(
 
     def read() -> None:
         try:
-            for chunk in batched(iter(src), batch_size):
+            # ids are looked up for ``lookup_size`` records at a time: one "already stored?" call per lookup chunk.
+            # Reads use Session consistency, which waits (~200 ms on a server) for this client's last write to be
+            # visible; per 64-image batch that wait capped a 2.3.5 server job at ~250 images/s.
+            for chunk in batched(iter(src), lookup_size):
                 if stop.is_set():
                     return
-                job = _Job(len(chunk), [], [], [], [])
+                todo = _Job(len(chunk), [], [], [], [])
                 raw: list[str | bytes] = []
                 with lock:
                     report.seen += len(chunk)
@@ -490,34 +500,42 @@ def ingest(
                             report.duplicates += 1
                         continue
                     seen_ids.add(rid)
-                    job.ids.append(rid)
-                    job.sources.append(rec.source if isinstance(rec.source, str) else rec.origin)
-                    job.metadata.append(md)
-                    job.names.append(rec.name)
+                    todo.ids.append(rid)
+                    todo.sources.append(rec.source if isinstance(rec.source, str) else rec.origin)
+                    todo.metadata.append(md)
+                    todo.names.append(rec.name)
                     raw.append(rec.source)
-                if skip_existing and job.ids:
-                    lookup = list(job.ids)
+                if skip_existing and todo.ids:
+                    lookup = list(todo.ids)
                     present = retry_storage(lambda: col._existing_ids(lookup), f"look up ids in {col.name!r}",  # noqa: B023
                                             timeout=retry_timeout, on_retry=on_retry, reload=reload)
                     if present:
-                        keep = [i for i, rid in enumerate(job.ids) if rid not in present]
+                        keep = [i for i, rid in enumerate(todo.ids) if rid not in present]
                         with lock:
-                            report.already_stored += len(job.ids) - len(keep)
-                        job.ids = [job.ids[i] for i in keep]
-                        job.sources = [job.sources[i] for i in keep]
-                        job.metadata = [job.metadata[i] for i in keep]
-                        job.names = [job.names[i] for i in keep]
+                            report.already_stored += len(todo.ids) - len(keep)
+                        todo.ids = [todo.ids[i] for i in keep]
+                        todo.sources = [todo.sources[i] for i in keep]
+                        todo.metadata = [todo.metadata[i] for i in keep]
+                        todo.names = [todo.names[i] for i in keep]
                         raw = [raw[i] for i in keep]
-                if job.ids:
-                    items = list(enumerate(raw))
-                    if pool is not None:
-                        job.future = pool.submit(prepare_batch, items, cfg, max_pixels, allow_urls)
-                    else:
-                        fut: Future[Any] = Future()
-                        fut.set_result(prepare_batch(items, cfg, max_pixels, allow_urls))
-                        job.future = fut
-                if not _put(decoded, job, stop):
-                    return
+                # split into encoder batches; records that need no work count towards the first job's progress
+                starts = range(0, len(todo.ids), batch_size) or range(1)
+                for n, lo in enumerate(starts):
+                    hi = lo + batch_size
+                    job = _Job(min(hi, len(todo.ids)) - lo, todo.ids[lo:hi], todo.sources[lo:hi],
+                               todo.metadata[lo:hi], todo.names[lo:hi])
+                    if n == 0:
+                        job.records += len(chunk) - len(todo.ids)
+                    if job.ids:
+                        job.items = list(enumerate(raw[lo:hi]))
+                        if pool is not None and not pool_broken.is_set():
+                            job.future = pool.submit(prepare_batch, job.items, cfg, max_pixels, allow_urls)
+                        else:
+                            fut: Future[Any] = Future()
+                            fut.set_result(prepare_batch(job.items, cfg, max_pixels, allow_urls))
+                            job.future = fut
+                    if not _put(decoded, job, stop):
+                        return
             _put(decoded, _DONE, stop)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
@@ -557,7 +575,13 @@ def ingest(
                 break
             rows: list[dict[str, Any]] = []
             if job.future is not None:
-                ok, data, bad = job.future.result()
+                try:
+                    ok, data, bad = job.future.result()
+                except BrokenProcessPool:  # a worker died (the OOM killer, a crashing codec): carry on in-process
+                    if not pool_broken.is_set():
+                        log.warning("a decode worker died; decoding in this process from now on")
+                        pool_broken.set()
+                    ok, data, bad = prepare_batch(job.items, cfg, max_pixels, allow_urls)
                 for idx, reason in bad:
                     skips.add(job.names[idx], reason, job.ids[idx])
                 if ok:

@@ -182,7 +182,8 @@ class _FilterExisting:
 
         def lookup() -> set[str]:
             with milvus_errors(f"look up ids in {self.name!r}"):
-                return {r["id"] for r in self.client.get(self.name, ids=ids, output_fields=["id"])}
+                got = self.client.get(self.name, ids=ids, output_fields=["id"], consistency_level="Session")
+                return {r["id"] for r in got}
 
         present = retry_storage(lookup, "look up ids", timeout=self.retry_timeout) if ids else set()
         if present:

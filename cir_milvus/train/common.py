@@ -471,11 +471,20 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
     return result
 
 
-def ship_head(head: Any, path: str | os.PathLike[str], cfg: TrainConfig, result: TrainResult) -> dict[str, str]:
+def ship_head(head: Any, path: str | os.PathLike[str], cfg: TrainConfig, result: TrainResult,
+              backbone: dict[str, Any] | None = None) -> dict[str, str]:
     """Write a head as ONE ``.safetensors`` file (plain state dict) plus a JSON sidecar of its training.
 
     :func:`~cir_milvus.heads.load_head` reads the file as a plain state dict (architecture from the shapes), so
     ``load_head(kind, path)`` works; the demo infers ``kind`` from the ``NAME.{kind}.safetensors`` file name.
+
+    Args:
+        head: the trained :class:`~cir_milvus.heads.Head`.
+        path: the ``.safetensors`` file to write (the sidecar is the same name with ``.json``).
+        cfg: the training config (recorded, so ``--config SIDECAR`` repeats the run).
+        result: the run (steps, seconds, samples/s, loss).
+        backbone: the encoder recipe the head was trained against (its weights sha256 is recorded: a head only
+            fits the exact backbone weights).
 
     Returns:
         ``{"shipped": path, "sidecar": path}``.
@@ -489,10 +498,13 @@ def ship_head(head: Any, path: str | os.PathLike[str], cfg: TrainConfig, result:
     sd = {k: v.detach().cpu().float().contiguous() for k, v in head.module.state_dict().items()}
     save_file(sd, str(path), metadata={"format": "pt", "kind": head.kind, "arch": json.dumps(head.arch),
                                        "template": head.template, "placeholder": head.placeholder})
+    os.chmod(path, 0o644)  # package data: safetensors creates its files owner-only
     sidecar = path.with_suffix(".json")
     info = {
         "kind": head.kind, "arch": head.arch, "template": head.template, "placeholder": head.placeholder,
-        "weights_sha256": head.weights_sha256, "recipe": cfg.recipe, "config": cfg.to_dict(),
+        "weights_sha256": head.weights_sha256,
+        "backbone": {k: (backbone or {}).get(k) for k in ("model", "pretrained", "weights_sha256")},
+        "recipe": cfg.recipe, "config": cfg.to_dict(),
         "steps": result.step, "seconds": round(result.seconds, 1),
         "samples_per_s": round(result.samples_per_s, 1) if result.samples else None,
         "final_loss": result.summary()["final_loss"],

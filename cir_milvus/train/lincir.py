@@ -224,5 +224,5 @@ class LinCIRRecipe:
         head = self.head()
         outputs = {"head": str(head.save(out / "head"))}
         if self.cfg.ship:
-            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result))
+            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result, self.encoder.recipe))
         return outputs

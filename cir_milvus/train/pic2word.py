@@ -151,5 +151,5 @@ class Pic2WordRecipe:
         head = self.head()
         outputs = {"head": str(head.save(out / "head"))}
         if self.cfg.ship:
-            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result))
+            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result, self.encoder.recipe))
         return outputs

@@ -139,12 +139,15 @@ def _images(root: Path, n: int, offset: int = 0) -> list[Path]:
 def test_counts_duplicates_resume_and_summary(tmp_path: Path) -> None:
     paths = _images(tmp_path, 20)
     col = MemoryCollection(FakeEncoder(dim=8))
-    first = ingest(col, [*paths[:12], paths[0]], batch_size=5, progress=False)
+    first = ingest(col, [*paths[:12], paths[0]], batch_size=5, lookup_batches=1, progress=False)
     assert (first.seen, first.stored, first.duplicates, first.already_stored) == (13, 12, 1, 0)
     assert first.encoded == 12 and len(col.rows) == 12
-    second = ingest(col, paths, batch_size=5, progress=False)
+    second = ingest(col, paths, batch_size=5, lookup_batches=1, progress=False)
     assert (second.stored, second.already_stored, second.encoded) == (8, 12, 8)
-    assert col.lookups == 3 + 4, "one 'already stored?' lookup per batch"
+    assert col.lookups == 3 + 4, "one 'already stored?' lookup per batch with lookup_batches=1"
+    col.lookups = 0
+    assert ingest(col, paths, batch_size=5, progress=False).already_stored == 20
+    assert col.lookups == 1, "by default one lookup covers 8 batches"
     assert set(col.rows) == {content_id(p) for p in paths}
     text = second.summary()
     assert "stored 8" in text and "already stored 12" in text and "images/s" in text
@@ -271,6 +274,29 @@ def test_retry_gives_up_after_the_timeout_and_skips_permanent_errors(monkeypatch
     with pytest.raises(CollectionNotFoundError):
         retry_storage(missing, "upsert", timeout=30)
     assert calls.count(2) == 1
+
+
+def test_a_dead_decode_worker_falls_back_to_in_process_decoding(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool:
+        def __init__(self, *a: Any, **k: Any) -> None:
+            self.submitted = 0
+
+        def submit(self, *a: Any, **k: Any) -> Future[Any]:
+            self.submitted += 1
+            fut: Future[Any] = Future()
+            fut.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+            return fut
+
+        def shutdown(self, *a: Any, **k: Any) -> None:
+            pass
+
+    monkeypatch.setattr("cir_milvus.ingest.pipeline.ProcessPoolExecutor", DeadPool)
+    col = MemoryCollection(PixelFakeEncoder())
+    rep = ingest(col, _images(tmp_path, 7), batch_size=2, workers=2, progress=False)
+    assert rep.stored == 7 and len(col.rows) == 7
 
 
 def test_encoder_errors_stop_the_job_cleanly(tmp_path: Path) -> None:
