@@ -57,7 +57,7 @@ def train(
     init: Path | None = None,
     multi_positive: bool = False,
     p_shape: float | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Train and save the demo weights (fp16 safetensors) plus a JSON log beside them.
 
     Args:
