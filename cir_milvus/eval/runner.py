@@ -330,14 +330,14 @@ def format_table(results: Sequence[EvalResult], keys: Sequence[str] | None = Non
     keys = list(keys or results[0].milvus)
     widths = [max(9, len(k) + 1) for k in keys]
     cols = list(zip(keys, widths, strict=True))
-    head = f"{'composer':<22}" + "".join(f"{k:>{w}}" for k, w in cols) + f"{'exact ' + keys[0]:>12}"
+    head = f"{'composer':<26}" + "".join(f"{k:>{w}}" for k, w in cols) + f"{'exact ' + keys[0]:>12}"
     lines = [head, "-" * len(head)]
     for r in results:
         c = r.config["composer"]
         params = c.get("params", {})
         label = c["name"] + (f"({params['base']})" if isinstance(params.get("base"), str) else "")
         label += f" a={params['alpha']:.2f}" if "alpha" in params else ""
-        lines.append(f"{label:<22}" + "".join(f"{r.milvus.get(k, float('nan')):>{w}.1f}" for k, w in cols)
+        lines.append(f"{label:<26}" + "".join(f"{r.milvus.get(k, float('nan')):>{w}.1f}" for k, w in cols)
                      + f"{r.exact.get(keys[0], float('nan')):>12.1f}")
     return "\n".join(lines)
 
