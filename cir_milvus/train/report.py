@@ -27,8 +27,8 @@ from typing import Any
 __all__ = ["REPORT_RECIPES", "add_arguments", "main", "synthetic_report"]
 
 REPORT_RECIPES: dict[str, dict[str, Any]] = {
-    "lincir": {"steps": 3000, "batch_size": 128, "lr": 3e-4},
-    "pic2word": {"steps": 1500, "batch_size": 128, "lr": 3e-4},
+    "lincir": {"steps": 1500, "batch_size": 128, "lr": 3e-4, "noise_scale": 4.0},
+    "pic2word": {"steps": 800, "batch_size": 128, "lr": 3e-4},
     "tat": {"steps": 300, "batch_size": 128, "lr": 1e-4},
     "rtd": {"steps": 300, "batch_size": 64, "lr": 1e-5},
 }
