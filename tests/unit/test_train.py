@@ -224,3 +224,31 @@ def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 4
     with pytest.raises(SystemExit, match="needs a pretrained projection head"):
         main(["rtd", "--out", str(tmp_path / "r"), "--pretrained", "none", "--steps", "1"])
+
+
+def test_trained_outputs_export_to_onnx_with_parity(tmp_path: Path, base_weights: str) -> None:
+    """A TAT-tuned backbone and a LinCIR head trained here export to one ONNX bundle whose outputs match torch."""
+    pytest.importorskip("peft")
+    pytest.importorskip("onnxruntime")
+    from cir_milvus_export.onnx_export import export_bundle
+
+    from cir_milvus.encoders.ort import OrtEncoder
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.heads import load_head
+    from cir_milvus.train.tat import TATConfig, TATRecipe
+
+    tat_cfg = load_config(TATConfig, None, {**TINY, "pretrained": base_weights, "steps": 2, "lr": 2e-3,
+                                            "save_dtype": "fp32"})
+    tat = run(TATRecipe(tat_cfg), tat_cfg, tmp_path / "tat")
+    head_cfg = load_config(LinCIRConfig, None, {**TINY, "pretrained": tat.outputs["weights"], "steps": 2})
+    run(LinCIRRecipe(head_cfg), head_cfg, tmp_path / "lincir")
+    enc = TorchEncoder("cir-demo-tiny", tat.outputs["weights"], device="cpu")
+    head = load_head("lincir", tmp_path / "lincir" / "head")
+    bundle = export_bundle(enc, tmp_path / "bundle", heads={"lincir": head}, fused=False)
+    parity = json.loads((bundle / "parity.json").read_text())
+    assert parity["fp32"]["min_cosine"] > 0.9999
+    ort = OrtEncoder(bundle)
+    assert ort.recipe["weights_sha256"] == enc.recipe["weights_sha256"]
+    tok_t = head(np.ones((1, 128), np.float32))
+    tok_o = ort.heads["lincir"](np.ones((1, 128), np.float32))
+    np.testing.assert_allclose(tok_t, tok_o, atol=1e-4)
