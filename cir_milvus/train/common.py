@@ -471,6 +471,34 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
     return result
 
 
+class HeadRecipe:
+    """Shared tail of the recipes that train a projection head (LinCIR, Pic2Word): the trainable state is the head
+    module ``self.net``, exported as a :class:`~cir_milvus.heads.Head` folder and optionally shipped as one file."""
+
+    head_kind: str = ""
+    net: Any
+    cfg: Any
+    encoder: Any
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.net.state_dict())
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.net.load_state_dict(sd, strict=True)
+
+    def head(self) -> Any:
+        from cir_milvus.heads import Head
+
+        return Head(self.head_kind, self.net.eval(), source=None)
+
+    def export(self, out: Path, result: TrainResult) -> dict[str, str]:
+        head = self.head()
+        outputs = {"head": str(head.save(out / "head"))}
+        if self.cfg.ship:
+            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result, self.encoder.recipe))
+        return outputs
+
+
 def ship_head(head: Any, path: str | os.PathLike[str], cfg: TrainConfig, result: TrainResult,
               backbone: dict[str, Any] | None = None) -> dict[str, str]:
     """Write a head as ONE ``.safetensors`` file (plain state dict) plus a JSON sidecar of its training.

@@ -47,13 +47,12 @@ import numpy as np
 
 from cir_milvus.errors import ConfigError
 from cir_milvus.train.common import (
+    HeadRecipe,
     TrainConfig,
-    TrainResult,
     decay_groups,
     load_encoder,
     read_captions,
     select_precision,
-    ship_head,
     step_rng,
 )
 
@@ -152,8 +151,14 @@ class LinCIRConfig(TrainConfig):
     ship: str | None = None
 
 
-class LinCIRRecipe:
+class LinCIRRecipe(HeadRecipe):
     """Frozen CLIP + trainable SEARLE-style φ, trained by text-only self-masking (see the module docstring)."""
+
+    head_kind = "lincir"
+
+    @property
+    def net(self) -> Any:  # the trained head module
+        return self.phi
 
     def __init__(self, cfg: LinCIRConfig) -> None:
         import torch
@@ -215,21 +220,3 @@ class LinCIRRecipe:
         tok = self.phi(e + self.cfg.noise_scale * batch["noise"])  # [B, W]
         pred = inject_pseudo_tokens(self.model, batch["ids_masked"], tok, self.pid).float()  # [B, D]
         return torch.nn.functional.mse_loss(pred, e)
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.phi.state_dict())
-
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.phi.load_state_dict(sd, strict=True)
-
-    def head(self) -> Any:
-        from cir_milvus.heads import Head
-
-        return Head("lincir", self.phi.eval(), source=None)
-
-    def export(self, out: Path, result: TrainResult) -> dict[str, str]:
-        head = self.head()
-        outputs = {"head": str(head.save(out / "head"))}
-        if self.cfg.ship:
-            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result, self.encoder.recipe))
-        return outputs

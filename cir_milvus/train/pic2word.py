@@ -30,19 +30,17 @@ Outputs in ``--out``: ``head/`` (``config.json`` + ``model.safetensors``), ``che
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from cir_milvus.train.common import (
+    HeadRecipe,
     TrainConfig,
-    TrainResult,
     decay_groups,
     load_encoder,
     read_images,
     select_precision,
-    ship_head,
 )
 
 __all__ = ["Pic2WordConfig", "Pic2WordRecipe", "clip_infonce"]
@@ -90,8 +88,14 @@ class Pic2WordConfig(TrainConfig):
     ship: str | None = None
 
 
-class Pic2WordRecipe:
+class Pic2WordRecipe(HeadRecipe):
     """Frozen CLIP + trainable IM2TEXT mapping network, image-only contrastive training."""
+
+    head_kind = "pic2word"
+
+    @property
+    def net(self) -> Any:  # the trained head module
+        return self.mapper
 
     def __init__(self, cfg: Pic2WordConfig) -> None:
         import torch
@@ -140,21 +144,3 @@ class Pic2WordRecipe:
         w = inject_pseudo_tokens(self.model, ids, tok, self.pid)  # [B, D]
         scale = self.model.logit_scale.detach().exp().float()
         return clip_infonce(v, w, scale)
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.mapper.state_dict())
-
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.mapper.load_state_dict(sd, strict=True)
-
-    def head(self) -> Any:
-        from cir_milvus.heads import Head
-
-        return Head("pic2word", self.mapper.eval(), source=None)
-
-    def export(self, out: Path, result: TrainResult) -> dict[str, str]:
-        head = self.head()
-        outputs = {"head": str(head.save(out / "head"))}
-        if self.cfg.ship:
-            outputs.update(ship_head(head, self.cfg.ship, self.cfg, result, self.encoder.recipe))
-        return outputs
