@@ -269,6 +269,17 @@ def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(step), int(stream)])
 
 
+def setup(cfg: TrainConfig) -> tuple[Precision, Any]:
+    """The start every recipe shares: precision/device, torch threads, the seed, then the frozen encoder."""
+    import torch
+
+    precision = select_precision(cfg.device, cfg.precision)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    return precision, load_encoder(cfg, precision)
+
+
 def load_encoder(cfg: TrainConfig, prec: Precision) -> Any:
     """The frozen backbone as a :class:`~cir_milvus.encoders.torch.TorchEncoder` (fp32 weights, eval mode)."""
     from cir_milvus.encoders.torch import TorchEncoder

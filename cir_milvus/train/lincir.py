@@ -50,9 +50,8 @@ from cir_milvus.train.common import (
     HeadRecipe,
     TrainConfig,
     decay_groups,
-    load_encoder,
     read_captions,
-    select_precision,
+    setup,
     step_rng,
 )
 
@@ -161,16 +160,11 @@ class LinCIRRecipe(HeadRecipe):
         return self.phi
 
     def __init__(self, cfg: LinCIRConfig) -> None:
-        import torch
 
         from cir_milvus.heads.phi import SearlePhi
 
         self.cfg = cfg
-        self.precision = select_precision(cfg.device, cfg.precision)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.encoder = load_encoder(cfg, self.precision)
+        self.precision, self.encoder = setup(cfg)
         self.model = self.encoder.model
         dim, width = self.encoder.dim, self.encoder.token_width()
         self.phi = SearlePhi(dim, cfg.hidden_mult * dim, width, dropout=cfg.dropout).to(self.precision.device)

@@ -38,9 +38,8 @@ from cir_milvus.train.common import (
     HeadRecipe,
     TrainConfig,
     decay_groups,
-    load_encoder,
     read_images,
-    select_precision,
+    setup,
 )
 
 __all__ = ["Pic2WordConfig", "Pic2WordRecipe", "clip_infonce"]
@@ -98,18 +97,13 @@ class Pic2WordRecipe(HeadRecipe):
         return self.mapper
 
     def __init__(self, cfg: Pic2WordConfig) -> None:
-        import torch
 
         from cir_milvus.composers.pseudo import check_template
         from cir_milvus.heads.phi import Pic2WordMapper
 
         self.cfg = cfg
         check_template(cfg.prompt + " {}", cfg.placeholder)
-        self.precision = select_precision(cfg.device, cfg.precision)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.encoder = load_encoder(cfg, self.precision)
+        self.precision, self.encoder = setup(cfg)
         self.model = self.encoder.model
         self.mapper = Pic2WordMapper(self.encoder.dim, cfg.middle_dim, self.encoder.token_width(), cfg.n_layer,
                                      cfg.dropout).to(self.precision.device)

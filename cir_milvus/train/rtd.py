@@ -50,8 +50,7 @@ from cir_milvus.train.common import (
     _read_rows,
     decay_groups,
     epoch_indices,
-    load_encoder,
-    select_precision,
+    setup,
     step_rng,
 )
 
@@ -208,7 +207,6 @@ class RTDRecipe:
     """Trainable text tower + frozen text copy + frozen φ, target-anchored contrastive training on text triplets."""
 
     def __init__(self, cfg: RTDConfig) -> None:
-        import torch
 
         from cir_milvus.composers.pseudo import check_template
         from cir_milvus.heads import load_head
@@ -217,11 +215,7 @@ class RTDRecipe:
             raise ConfigError("RTD needs a pretrained projection head: pass --head PATH (e.g. "
                               "cir_milvus/data/cir-demo-tiny.lincir.safetensors or a LinCIR/SEARLE checkpoint)")
         self.cfg = cfg
-        self.precision = select_precision(cfg.device, cfg.precision)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.encoder = load_encoder(cfg, self.precision)
+        self.precision, self.encoder = setup(cfg)
         self.frozen = self.encoder.model
         self.base_recipe = dict(self.encoder.recipe)
         kind = cfg.head_kind or _infer_head_kind(cfg.head)

@@ -30,7 +30,7 @@ import numpy as np
 
 from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ConfigError
-from cir_milvus.train.common import TrainConfig, TrainResult, load_encoder, read_images, select_precision
+from cir_milvus.train.common import TrainConfig, TrainResult, read_images, setup
 from cir_milvus.train.pic2word import clip_infonce
 
 __all__ = ["DEFAULT_TARGETS", "TATConfig", "TATRecipe"]
@@ -82,15 +82,10 @@ class TATRecipe:
     """LoRA-tuned image tower against the frozen text tower (see the module docstring)."""
 
     def __init__(self, cfg: TATConfig) -> None:
-        import torch
 
         peft = require("peft", extra="train", purpose="Text-Anchored-Tuning (LoRA)")
         self.cfg = cfg
-        self.precision = select_precision(cfg.device, cfg.precision)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.encoder = load_encoder(cfg, self.precision)
+        self.precision, self.encoder = setup(cfg)
         self.base_recipe = dict(self.encoder.recipe)
         self.images = read_images(cfg.images)
         if not self.images.has_captions:
