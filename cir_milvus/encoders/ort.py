@@ -306,7 +306,7 @@ class OrtEncoder:
     @property
     def recipe(self) -> dict[str, Any]:
         src = self.manifest["source"]
-        return {
+        out = {
             "backend": "onnx",
             "location": f"bundle:{self.bundle_dir.resolve()}",
             "model": src["model"],
@@ -315,6 +315,9 @@ class OrtEncoder:
             "dim": self.dim,
             "preprocess": self.preprocess_config.to_dict(),
         }
+        if src.get("text_weights_sha256"):  # exported with a swapped (RTD) text tower; the text graphs hold it
+            out["text_weights_sha256"] = src["text_weights_sha256"]
+        return out
 
     @property
     def graphs(self) -> list[str]:

@@ -14,7 +14,8 @@ from cir_milvus._optional import require
 from cir_milvus.encoders.base import check_text_lengths, register_encoder
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
-from cir_milvus.models.spec import ModelSpec, load_open_clip, resolve_model
+from cir_milvus.models.spec import ModelSpec, file_sha256, load_open_clip, resolve_model
+from cir_milvus.models.text_tower import load_text_tower
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
 from cir_milvus.types import ImageInput
 
@@ -90,6 +91,10 @@ class TorchEncoder:
         device: ``"cuda"``, ``"cpu"`` or ``None``/``"auto"`` (CUDA when available).
         precision: ``"fp16"`` or ``"fp32"``; default fp16 on CUDA, fp32 on CPU.
         preprocess: ``"clip"`` or ``"targetpad"`` for gallery images (default ``"clip"``).
+        text_weights: a tuned text tower swapped in over ``pretrained``'s (an RTD checkpoint, Hugging Face
+            ``CLIPTextModelWithProjection`` weights or a ``cir_milvus.train rtd`` output; see
+            :func:`cir_milvus.models.text_tower.load_text_tower`). The image tower is unchanged, so this encoder
+            still serves collections built with ``pretrained`` alone; the recipe records the file and its sha256.
 
     Example:
         >>> enc = TorchEncoder("cir-demo-tiny", "cir-demo")  # doctest: +SKIP
@@ -108,6 +113,7 @@ class TorchEncoder:
         precision: str | None = None,
         preprocess: str = "clip",
         spec: ModelSpec | None = None,
+        text_weights: str | None = None,
     ) -> None:
         self._torch = require("torch", purpose="the torch encoder backend")
         self.spec = spec or resolve_model(model, pretrained)
@@ -116,6 +122,9 @@ class TorchEncoder:
         if self.precision not in ("fp16", "fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp16', 'bf16' or 'fp32', got {self.precision!r}")
         self.model, self.tokenizer = load_open_clip(self.spec, device=self.device, precision=self.precision)
+        self.text_weights = str(text_weights) if text_weights is not None else None
+        if self.text_weights is not None:
+            load_text_tower(self.model, self.text_weights)
         pcfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         size = pcfg.get("size", self.model.visual.image_size)
         size = size[0] if isinstance(size, (tuple, list)) else size
@@ -140,7 +149,7 @@ class TorchEncoder:
             self._sha = _cached_tag_sha256(self.spec)
         elif self._sha is None:
             self._sha = self.spec.sha256()
-        return {
+        out = {
             "backend": "torch",
             "model": self.spec.model,
             "pretrained": self.spec.pretrained,
@@ -148,6 +157,10 @@ class TorchEncoder:
             "dim": self.dim,
             "preprocess": self.preprocess_config.to_dict(),
         }
+        if self.text_weights is not None:  # query side only: not among the fields a gallery must match
+            out["text_weights"] = self.text_weights
+            out["text_weights_sha256"] = file_sha256(self.text_weights)
+        return out
 
     def token_width(self) -> int:
         return int(_text_tower(self.model).token_embedding.weight.shape[1])
@@ -277,8 +290,6 @@ class TorchEncoder:
 def _cached_tag_sha256(spec: ModelSpec) -> str | None:
     try:
         from open_clip.pretrained import download_pretrained, get_pretrained_cfg
-
-        from cir_milvus.models.spec import file_sha256
 
         path = download_pretrained(get_pretrained_cfg(spec.model, spec.pretrained or ""))
         return file_sha256(path) if path else None

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cir_milvus._optional import require
+from cir_milvus.checkpoints import read_checkpoint, strip_prefix
 from cir_milvus.errors import CheckpointError, ConfigError, ModelNotFoundError
 
 if TYPE_CHECKING:
@@ -258,10 +259,6 @@ def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _strip_prefix(sd: Mapping[str, Any], prefix: str = "module.") -> dict[str, Any]:
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in sd.items()}
-
-
 def _extract_state_dict(kind: str, obj: Any, where: str) -> dict[str, Any]:
     """Find the head's state dict in a checkpoint object (wrapper dict or plain state dict)."""
     torch = require("torch", purpose=_PURPOSE)
@@ -282,7 +279,7 @@ def _extract_state_dict(kind: str, obj: Any, where: str) -> dict[str, Any]:
             f"{where} is not a {kind} head checkpoint: expected a dict with key {key!r} or a plain state dict "
             f"({_EXPECTED_LAYOUT[_ARCH_OF_KIND[kind]]}); found top-level keys {sorted(map(str, obj))[:12]}{hint}"
         )
-    sd = _strip_prefix(sd)
+    sd = strip_prefix(sd)
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{where}: state dict entries must be tensors; found {_describe(sd, bad)}")
@@ -364,25 +361,6 @@ def _download_hf(source: str, kind: str) -> Path:
         ) from e
 
 
-def _read_checkpoint(path: Path) -> Any:
-    torch = require("torch", purpose=_PURPOSE)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
-            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...
-        raise CheckpointError(
-            f"{path} could not be read with torch.load(weights_only=True) ({type(e).__name__}: {e}). Only plain "
-            "tensor checkpoints are loaded; if you trust the file, re-save its state dict "
-            "(torch.save(sd, 'head.pt') or safetensors.torch.save_file) and pass that"
-        ) from e
-
-
 def load_head(
     kind: str,
     source: str | os.PathLike[str] | Mapping[str, Any],
@@ -438,7 +416,7 @@ def load_head(
                 )
         from cir_milvus.models.spec import file_sha256
 
-        where, sha, obj = str(path), file_sha256(path), _read_checkpoint(path)
+        where, sha, obj = str(path), file_sha256(path), read_checkpoint(path, _PURPOSE)
     sd = _extract_state_dict(kind, obj, where)
     arch = _infer_arch(kind, sd, where)
     module = _build_module(kind, arch)

@@ -242,9 +242,10 @@ class CIRCollection:
             if enc_recipe.get("backend") == "fake":
                 raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
             model_ref = enc_recipe.get("location") or enc_recipe["model"]  # an ONNX bundle is found by location
+            extra = {"text_weights": enc_recipe["text_weights"]} if enc_recipe.get("text_weights") else {}
             encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
                                      backend=enc_recipe.get("backend"), device=device, precision=precision,
-                                     preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"))
+                                     preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"), **extra)
         enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
         return cls._open_with(client, caps, uri, name, enc, recipe)
 

@@ -13,7 +13,8 @@ __all__ = ["PROPERTY_KEY", "Recipe", "check_compatible"]
 PROPERTY_KEY = "cir_milvus.recipe"
 FORMAT_VERSION = 1
 # encoder fields that must agree between the collection and the encoder serving it (backend may differ: an ONNX
-# bundle exported from the same weights serves a torch-built collection)
+# bundle exported from the same weights serves a torch-built collection). A swapped text tower ("text_weights",
+# RTD) is not among them: it changes queries, never the stored image vectors.
 _MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess")
 
 
@@ -55,7 +56,8 @@ class Recipe:
     def describe(self) -> str:
         e = self.encoder
         sha = (e.get("weights_sha256") or "-")[:12]
-        return f"{e.get('model')} / {e.get('pretrained')} (sha256 {sha}, dim {e.get('dim')}, {e.get('backend')})"
+        text = f", text tower {e['text_weights']}" if e.get("text_weights") else ""
+        return f"{e.get('model')} / {e.get('pretrained')} (sha256 {sha}, dim {e.get('dim')}, {e.get('backend')}{text})"
 
 
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -19,12 +19,12 @@ caption of the edited combination with the SAME template and attribute subset (T
 attributes). Unlike the other recipes this one sees the edit phrasing of the evaluation queries (as RTD sees
 LLM-written edits similar to CIRR's); it never sees a gallery image or an evaluation triplet.
 
-Output: ``OUT/rtd.safetensors``, a full open_clip checkpoint of the base model in which only the text tower
-differs, and ``OUT/rtd.json``. It plugs in at query time: ``TorchEncoder(model, "OUT/rtd.safetensors")`` encodes
-the pseudo-token prompts with the tuned text tower and φ is unchanged. The image tower is bit-identical
-(``image_tower_sha256`` in the note), so a gallery built with the base weights is still valid — but the file's
-sha256 differs from the base checkpoint's, so ``CIRCollection.open(..., encoder=rtd_encoder)`` refuses the old
-collection until the recipe distinguishes image-tower and text-tower checksums (see the note).
+Output: ``OUT/rtd.safetensors``, the tuned text tower alone (open_clip key names), and ``OUT/rtd.json``. It plugs
+in at query time: ``TorchEncoder(model, pretrained, text_weights="OUT/rtd.safetensors")`` encodes the pseudo-token
+prompts with the tuned tower; φ and the image tower are unchanged, so that encoder opens and serves a collection
+built with the base weights — no re-ingestion (the recipe records the text tower beside the base weights, and only
+the image-side fields must match). RTD's published checkpoints (Hugging Face ``CLIPTextModelWithProjection`` under
+``"CLIPTextModelWithProjection"``) load the same way (:mod:`cir_milvus.models.text_tower`).
 
 Reproduce the RTD model of the synthetic report (CPU, needs the LinCIR demo head)::
 
@@ -279,18 +279,13 @@ class RTDRecipe:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.text.load_state_dict(sd, strict=True)
 
-    def full_state_dict(self) -> dict[str, Any]:
-        """The base model's state dict with the text-tower entries replaced by the tuned ones."""
-        sd = dict(self.frozen.state_dict())
-        for k, v in self.text.state_dict().items():
-            key = self.text_prefix + k
-            if key not in sd:
-                raise ConfigError(f"tuned text-tower key {key!r} is not in the base model's state dict")
-            sd[key] = v
-        return sd
+    def text_state_dict(self) -> dict[str, Any]:
+        """The tuned text tower with open_clip key names, without the CustomTextCLIP ``text.`` prefix."""
+        return {k: v for k, v in self.text.state_dict().items()
+                if k not in ("attn_mask", "logit_scale", "logit_bias") and not k.startswith("visual.")}
 
     def export(self, out: Path, result: TrainResult) -> dict[str, str]:
-        """Write ``rtd.safetensors`` (full checkpoint, only the text tower changed) and ``rtd.json``."""
+        """Write ``rtd.safetensors`` (the tuned text tower only, open_clip key names) and ``rtd.json``."""
         import torch
         from safetensors.torch import save_file
 
@@ -298,28 +293,25 @@ class RTDRecipe:
         from cir_milvus.models.spec import file_sha256
 
         dtype = torch.float16 if self.cfg.save_dtype == "fp16" else torch.float32
-        sd = {k: v.detach().cpu().to(dtype).contiguous() for k, v in self.full_state_dict().items()}
+        sd = {k: v.detach().cpu().to(dtype).contiguous() for k, v in self.text_state_dict().items()}
         path = out / "rtd.safetensors"
-        save_file(sd, str(path), metadata={"format": "pt", "model": self.cfg.model, "recipe": "rtd"})
-        base = self.frozen.state_dict()
-        image_keys = [k for k in base if k.startswith("visual.")]
+        save_file(sd, str(path), metadata={"format": "pt", "model": self.cfg.model, "recipe": "rtd",
+                                           "content": "text tower"})
         note = {
             "recipe": "rtd",
             "model": self.cfg.model,
-            "weights": str(path),
-            "weights_sha256": file_sha256(path),
+            "text_weights": str(path),
+            "text_weights_sha256": file_sha256(path),
             "base_pretrained": self.cfg.pretrained,
             "base_weights_sha256": self.base_recipe.get("weights_sha256"),
-            "image_tower_sha256": state_dict_sha256({k: base[k] for k in image_keys}),
-            "text_tower_sha256": state_dict_sha256(self.text.state_dict()),
+            "text_tower_sha256": state_dict_sha256(sd),
             "head": {"kind": self.head.kind, "source": self.cfg.head, "weights_sha256": self.head.weights_sha256},
             "template": self.template,
             "changed": "text tower only; image tower, phi and the gallery vectors are unchanged",
             "reingest_required": False,
-            "plug_in": ("query side only: encode pseudo-token prompts with TorchEncoder(model, this file) and the "
-                        "same head. The file's sha256 differs from the base weights, so CIRCollection.open refuses a "
-                        "base collection with this encoder until the recipe records separate image-tower and "
-                        "text-tower checksums (compare image_tower_sha256 here with the base model's)."),
+            "usage": (f"TorchEncoder({self.cfg.model!r}, {self.cfg.pretrained!r}, text_weights={str(path)!r}); "
+                      "CIRCollection.open(uri, name, encoder=that_encoder) serves a collection built with the base "
+                      "weights (the recipe's image-side fields match) with the same head"),
             "steps": result.step, "seconds": round(result.seconds, 1),
             "samples_per_s": round(result.samples_per_s, 1) if result.samples else None,
         }

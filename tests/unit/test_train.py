@@ -194,6 +194,7 @@ def test_tat_merges_into_a_loadable_checkpoint_that_needs_reingestion(tmp_path: 
 
 def test_rtd_changes_only_the_text_tower(tmp_path: Path, base_weights: str) -> None:
     from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.storage.recipe import Recipe, check_compatible
     from cir_milvus.train.rtd import RTDConfig, RTDRecipe
 
     head_cfg = load_config(LinCIRConfig, None, {**TINY, "pretrained": base_weights, "steps": 1})
@@ -205,13 +206,26 @@ def test_rtd_changes_only_the_text_tower(tmp_path: Path, base_weights: str) -> N
     cfg2 = load_config(RTDConfig, None, {**cfg.to_dict(), "steps": 10})
     res2 = run(RTDRecipe(cfg2), cfg2, tmp_path / "rtd")
     assert (res2.start_step, res2.step) == (8, 10)
-    enc = TorchEncoder("cir-demo-tiny", res2.outputs["weights"], device="cpu")
+    enc = TorchEncoder("cir-demo-tiny", base_weights, device="cpu", text_weights=res2.outputs["weights"])
     base = TorchEncoder("cir-demo-tiny", base_weights, device="cpu")
     pix = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     np.testing.assert_array_equal(base.encode_pixels(pix), enc.encode_pixels(pix))  # gallery still valid
     assert not np.allclose(base.encode_texts(["a red star"]), enc.encode_texts(["a red star"]), atol=1e-5)
+    with torch.no_grad():  # the written tower is the trained one
+        prompt = torch.tensor(base.tokenize(["a photo of $ that is red"]))
+        tok = torch.ones(1, 128)
+        from cir_milvus.encoders.torch import inject_pseudo_tokens
+
+        trained = RTDRecipe(cfg2)
+        trained.load_state_dict(torch.load(tmp_path / "rtd" / "checkpoint.pt", weights_only=True)["trainable"])
+        want = inject_pseudo_tokens(trained.text, prompt, tok, 259)
+        got = inject_pseudo_tokens(enc.model, prompt, tok, 259)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
     note = json.loads(Path(res2.outputs["note"]).read_text())
     assert note["reingest_required"] is False and note["head"]["kind"] == "lincir"
+    # the recipe keeps the base weights' image-side fields, so the RTD encoder serves the base gallery
+    check_compatible("gallery", Recipe(encoder=base.recipe), enc.recipe)
+    assert enc.recipe["text_weights_sha256"] == note["text_weights_sha256"]
 
 
 def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
