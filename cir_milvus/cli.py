@@ -28,6 +28,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="open_clip name, hf-hub:org/repo, bundle:DIR or cir-demo-tiny (default when creating: "
                         "cir-demo-tiny)")
     p.add_argument("--pretrained", default=None, help="open_clip tag, checkpoint file, or cir-demo")
+    p.add_argument("--text-weights", default=None,
+                   help="tuned text tower (RTD checkpoint or `cir_milvus.train rtd` output) swapped in for queries; "
+                        "the stored gallery stays valid")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", type=Path, default=None)
     p.add_argument("--ref-id", default=None, help="id of a stored image to use as the reference")
     p.add_argument("--text", required=True)
+    p.add_argument("--text-weights", default=None,
+                   help="tuned text tower (RTD) for this query; the collection's gallery stays valid")
     p.add_argument("-k", "--k", type=int, default=10)
     p.add_argument("--composer", default=None)
     p.add_argument("--alpha", type=float, default=None)
@@ -141,10 +146,17 @@ def _open_or_create(args: argparse.Namespace, create: bool) -> Any:
     pretrained = getattr(args, "pretrained", None)
     if exists or not create:
         return CIRCollection.open(args.uri, args.collection, model=model, pretrained=pretrained, token=args.token,
-                                  device=args.device)
+                                  device=args.device, text_weights=getattr(args, "text_weights", None))
     if model is None:
         model, pretrained = "cir-demo-tiny", pretrained or "cir-demo"
-    return CIRCollection.create(args.uri, args.collection, model=model, pretrained=pretrained, token=args.token,
+    text_weights = getattr(args, "text_weights", None)
+    encoder = None
+    if text_weights:
+        from cir_milvus.encoders.base import create_encoder
+
+        encoder = create_encoder(model, pretrained, device=args.device, text_weights=text_weights)
+    return CIRCollection.create(args.uri, args.collection, model=None if encoder else model,
+                                pretrained=None if encoder else pretrained, encoder=encoder, token=args.token,
                                 device=args.device, composer=getattr(args, "composer", None) or "slerp",
                                 alpha=getattr(args, "alpha", None))
 

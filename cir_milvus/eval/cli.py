@@ -135,10 +135,14 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     enc_kwargs: dict[str, Any] = {"device": args.device}
     if preprocess != "clip":
         enc_kwargs["preprocess"] = preprocess
+    text_weights = getattr(args, "text_weights", None)
+    if text_weights:
+        enc_kwargs["text_weights"] = text_weights
     if exists:
         encoder = create_encoder(args.model, args.pretrained, **enc_kwargs) if args.model is not None else None
         try:
-            return CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device)
+            return CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
+                                      text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
     model, pretrained = args.model, args.pretrained

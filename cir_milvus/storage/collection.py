@@ -223,6 +223,7 @@ class CIRCollection:
         model: str | None = None,
         pretrained: str | None = None,
         encoder: Encoder | None = None,
+        text_weights: str | None = None,
         token: str | None = None,
         device: str | None = None,
         precision: str | None = None,
@@ -230,10 +231,16 @@ class CIRCollection:
     ) -> CIRCollection:
         """Open an existing collection; the encoder is rebuilt from the stored recipe unless one is given.
 
+        ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``) torch
+        encoder: queries change, the stored image vectors stay valid (see :class:`~cir_milvus.encoders.torch.
+        TorchEncoder`). Without it, a text tower recorded in the recipe is restored.
+
         Raises:
             CollectionNotFoundError: no such collection (the message lists the existing ones).
             RecipeMismatchError: the given model/encoder differs from the recipe (both are named).
         """
+        if encoder is not None and text_weights is not None:
+            raise ConfigError("pass text_weights= to the encoder you build, or drop encoder= and let open() build it")
         client = connect(uri, token=token, **dict(connect_kwargs or {}))
         caps = capabilities(client)
         recipe = cls._read_recipe(client, name, uri)
@@ -242,11 +249,17 @@ class CIRCollection:
             if enc_recipe.get("backend") == "fake":
                 raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
             model_ref = enc_recipe.get("location") or enc_recipe["model"]  # an ONNX bundle is found by location
-            extra = {"text_weights": enc_recipe["text_weights"]} if enc_recipe.get("text_weights") else {}
+            tw = text_weights or enc_recipe.get("text_weights")
+            if text_weights and enc_recipe.get("backend", "torch") != "torch":
+                raise ConfigError(f"text_weights= swaps a text tower in a torch encoder, but {name!r} is served by "
+                                  f"the {enc_recipe.get('backend')} backend; export a bundle from "
+                                  "TorchEncoder(model, pretrained, text_weights=PATH) and open with encoder= instead")
+            extra = {"text_weights": tw} if tw else {}
             encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
                                      backend=enc_recipe.get("backend"), device=device, precision=precision,
                                      preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"), **extra)
-        enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
+        kwargs = {"device": device, "precision": precision, **({"text_weights": text_weights} if text_weights else {})}
+        enc = cls._build_encoder(model, pretrained, encoder, kwargs)
         return cls._open_with(client, caps, uri, name, enc, recipe)
 
     @staticmethod

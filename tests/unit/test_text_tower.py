@@ -138,3 +138,32 @@ def test_collection_served_by_a_swapped_text_tower(tmp_path: Path, hf_text_model
     with CIRCollection.open(uri, "h") as col:
         assert col.encoder.recipe.get("text_weights") == str(path)
         np.testing.assert_allclose(col.encoder.encode_texts(TEXTS), rtd.encode_texts(TEXTS), atol=1e-6)
+
+
+def test_open_with_text_weights_and_cli(tmp_path: Path, hf_text_model, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``CIRCollection.open(text_weights=)`` and ``cir-milvus search --text-weights`` swap the tower over the
+    stored recipe's model; an ONNX-served collection refuses it with a message naming the fix."""
+    pytest.importorskip("milvus_lite")
+    from PIL import Image
+
+    from cir_milvus.cli import main
+    from cir_milvus.errors import ConfigError
+    from cir_milvus.storage.collection import CIRCollection
+
+    path = tmp_path / "rtd.pt"
+    torch.save({RTD_WRAPPER_KEY: hf_text_model.state_dict()}, path)
+    uri = str(tmp_path / "cir.db")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(img)
+    Image.fromarray(np.full((64, 64, 3), 30, np.uint8)).save(tmp_path / "b.png")
+    with CIRCollection.create(uri, "g", model="cir-demo-tiny", pretrained="cir-demo") as col:
+        col.add([img, tmp_path / "b.png"])
+    with CIRCollection.open(uri, "g", text_weights=str(path)) as col:
+        assert col.encoder.recipe["text_weights"] == str(path)
+        want = col.encoder.encode_texts(["make it red"])
+    np.testing.assert_allclose(want, _hf_features(hf_text_model, col.encoder.tokenize(["make it red"])), atol=1e-4)
+    assert main(["search", "--uri", uri, "--collection", "g", "--image", str(img), "--text", "make it red",
+                 "--text-weights", str(path), "--json"]) == 0
+    assert '"id"' in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="encoder="):
+        CIRCollection.open(uri, "g", encoder=TorchEncoder("cir-demo-tiny", "cir-demo"), text_weights=str(path))
