@@ -152,13 +152,16 @@ def test_lincir_trains_resumes_ships(tmp_path: Path, base_weights: str) -> None:
     assert load_config(LinCIRConfig, ship.with_suffix(".json")).steps == 14  # the sidecar reproduces the run
 
 
-def test_pic2word_trains_and_loads(tmp_path: Path) -> None:
+def test_pic2word_trains_resumes_and_loads(tmp_path: Path) -> None:
     from cir_milvus.heads import load_head
     from cir_milvus.train.pic2word import Pic2WordConfig, Pic2WordRecipe
 
     cfg = load_config(Pic2WordConfig, None, {**TINY, "pretrained": None, "steps": 10, "lr": 1e-3, "warmup": 0})
     res = run(Pic2WordRecipe(cfg), cfg, tmp_path)
     _falls(res.losses)
+    cfg2 = load_config(Pic2WordConfig, None, {**cfg.to_dict(), "steps": 11})
+    res2 = run(Pic2WordRecipe(cfg2), cfg2, tmp_path)
+    assert (res2.start_step, res2.step) == (10, 11)
     head = load_head("pic2word", tmp_path / "head")
     assert head.placeholder == "*" and head.output_dim == 128
 
@@ -241,7 +244,8 @@ def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_trained_outputs_export_to_onnx_with_parity(tmp_path: Path, base_weights: str) -> None:
-    """A TAT-tuned backbone and a LinCIR head trained here export to one ONNX bundle whose outputs match torch."""
+    """All four recipes' outputs in one ONNX bundle: the TAT backbone with the RTD text tower (tuned on top of it)
+    and the LinCIR and Pic2Word heads trained on it; every graph matches torch."""
     pytest.importorskip("peft")
     pytest.importorskip("onnxruntime")
     from cir_milvus_export.onnx_export import export_bundle
@@ -249,20 +253,34 @@ def test_trained_outputs_export_to_onnx_with_parity(tmp_path: Path, base_weights
     from cir_milvus.encoders.ort import OrtEncoder
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.heads import load_head
+    from cir_milvus.train.pic2word import Pic2WordConfig, Pic2WordRecipe
+    from cir_milvus.train.rtd import RTDConfig, RTDRecipe
     from cir_milvus.train.tat import TATConfig, TATRecipe
 
     tat_cfg = load_config(TATConfig, None, {**TINY, "pretrained": base_weights, "steps": 2, "lr": 2e-3,
                                             "save_dtype": "fp32"})
     tat = run(TATRecipe(tat_cfg), tat_cfg, tmp_path / "tat")
-    head_cfg = load_config(LinCIRConfig, None, {**TINY, "pretrained": tat.outputs["weights"], "steps": 2})
+    backbone = tat.outputs["weights"]
+    head_cfg = load_config(LinCIRConfig, None, {**TINY, "pretrained": backbone, "steps": 2})
     run(LinCIRRecipe(head_cfg), head_cfg, tmp_path / "lincir")
-    enc = TorchEncoder("cir-demo-tiny", tat.outputs["weights"], device="cpu")
-    head = load_head("lincir", tmp_path / "lincir" / "head")
-    bundle = export_bundle(enc, tmp_path / "bundle", heads={"lincir": head}, fused=False)
+    p2w_cfg = load_config(Pic2WordConfig, None, {**TINY, "pretrained": backbone, "steps": 2})
+    run(Pic2WordRecipe(p2w_cfg), p2w_cfg, tmp_path / "p2w")
+    rtd_cfg = load_config(RTDConfig, None, {**TINY, "pretrained": backbone, "steps": 2, "lr": 1e-3,
+                                            "head": str(tmp_path / "lincir" / "head"), "save_dtype": "fp32"})
+    rtd = run(RTDRecipe(rtd_cfg), rtd_cfg, tmp_path / "rtd")
+    enc = TorchEncoder("cir-demo-tiny", backbone, device="cpu", text_weights=rtd.outputs["weights"])
+    heads = {"lincir": load_head("lincir", tmp_path / "lincir" / "head"),
+             "pic2word": load_head("pic2word", tmp_path / "p2w" / "head")}
+    bundle = export_bundle(enc, tmp_path / "bundle", heads=heads, fused=False)
     parity = json.loads((bundle / "parity.json").read_text())
     assert parity["fp32"]["min_cosine"] > 0.9999
     ort = OrtEncoder(bundle)
     assert ort.recipe["weights_sha256"] == enc.recipe["weights_sha256"]
-    tok_t = head(np.ones((1, 128), np.float32))
-    tok_o = ort.heads["lincir"](np.ones((1, 128), np.float32))
-    np.testing.assert_allclose(tok_t, tok_o, atol=1e-4)
+    assert ort.recipe["text_weights_sha256"] == enc.recipe["text_weights_sha256"]
+    texts = ["a red star", "make it green"]
+    np.testing.assert_allclose(ort.encode_texts(texts), enc.encode_texts(texts), atol=1e-4)  # the RTD tower
+    base_text = TorchEncoder("cir-demo-tiny", backbone, device="cpu").encode_texts(texts)
+    assert not np.allclose(ort.encode_texts(texts), base_text, atol=1e-4)
+    for name, head in heads.items():
+        x = np.ones((1, 128), np.float32)
+        np.testing.assert_allclose(head(x), ort.heads[name](x), atol=1e-4)
