@@ -557,8 +557,12 @@ def ship_head(head: Any, path: str | os.PathLike[str], cfg: TrainConfig, result:
 # Data readers
 
 
+SYNTHETIC_SOURCES = {"synthetic": 0.4, "synthetic-full": 1.0}
+"""Synthetic data sources and the share of their captions that name all four attributes (the rest name 1-3)."""
+
+
 def _is_synthetic(source: str | os.PathLike[str]) -> bool:
-    return str(source) == "synthetic"
+    return str(source) in SYNTHETIC_SOURCES
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -661,6 +665,7 @@ class ImageSource:
     paths: list[Path] | None
     captions: list[str | None] | None = None
     name: str = "synthetic"
+    p_full: float = 0.4
 
     def __len__(self) -> int:
         return len(self.paths) if self.paths is not None else 0
@@ -676,9 +681,9 @@ class ImageSource:
     def batch(self, n: int, seed: int, step: int) -> tuple[list[Any], list[str] | None]:
         """``(images, captions)`` of one step; images are PIL images (synthetic) or paths."""
         if self.paths is None:
-            from cir_milvus.synthetic import sample_pairs
+            from cir_milvus.synthetic import sample_labelled_pairs
 
-            images, texts = sample_pairs(n, step_rng(seed, step, 2))
+            images, texts, _ = sample_labelled_pairs(n, step_rng(seed, step, 2), p_full=self.p_full)
             return list(images), texts
         idx = epoch_indices(len(self.paths), n, seed, step)
         caps = [str(self.captions[i]) for i in idx] if self.has_captions and self.captions else None
@@ -692,14 +697,15 @@ def _iter_folder(folder: Path) -> Iterator[Path]:
 
 
 def read_images(source: str | os.PathLike[str]) -> ImageSource:
-    """Images from ``"synthetic"``, a folder (recursive), or a ``.csv``/``.jsonl`` list (column path/image/filepath,
+    """Images from ``"synthetic"`` (``"synthetic-full"``: every caption names all four attributes), a folder
+    (recursive), or a ``.csv``/``.jsonl`` list (column path/image/filepath,
     optional caption/text); relative paths are resolved against the list's folder.
 
     Raises:
         DatasetError: missing folder/file, no images.
     """
     if _is_synthetic(source):
-        return ImageSource(None)
+        return ImageSource(None, name=str(source), p_full=SYNTHETIC_SOURCES[str(source)])
     path = Path(source)
     if path.is_dir():
         paths = list(_iter_folder(path))

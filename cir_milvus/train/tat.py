@@ -45,7 +45,8 @@ class TATConfig(TrainConfig):
     one epoch).
 
     Attributes:
-        images: ``"synthetic"`` (fresh image–caption pairs) or a ``.csv``/``.jsonl`` list with path and caption columns.
+        images: ``"synthetic"`` (fresh image–caption pairs), ``"synthetic-full"`` (captions that name all four
+            attributes) or a ``.csv``/``.jsonl`` list with path and caption columns.
         steps: ``0`` = ``epochs`` passes over a file list (``len // batch_size`` steps each); the synthetic world is
             endless, so pass ``--steps`` for it.
         epochs: passes over a file list when ``steps`` is 0.

@@ -98,6 +98,15 @@ def test_readers(tmp_path: Path, make_image) -> None:  # type: ignore[no-untyped
     assert pairs.has_captions and sorted(caps or []) == ["one", "zero"] and all(Path(p).is_file() for p in images)
     imgs, caps = read_images("synthetic").batch(2, seed=0, step=0)
     assert len(imgs) == 2 and len(caps or []) == 2
+    from cir_milvus.synthetic import BACKGROUNDS, SIZES
+
+    _, full = read_images("synthetic-full").batch(32, seed=0, step=0)
+    _, mixed = read_images("synthetic").batch(32, seed=0, step=0)
+
+    def names_all(c: str) -> bool:
+        return any(s in c for s in SIZES) and any(b in c for b in BACKGROUNDS)
+
+    assert all(names_all(c) for c in full or []) and not all(names_all(c) for c in mixed or [])
 
 
 def test_epoch_indices_cover_each_epoch() -> None:
