@@ -76,11 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in RECIPES:
         cfg_cls, _ = get_recipe(name)
         module = importlib.import_module(RECIPES[name][0])
-        p = sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0])
         p.add_argument("--out", type=Path, required=True, help="output folder (checkpoint, weights, logs)")
         p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                       help="continue from OUT/checkpoint.pt when present")
+                       help="continue from OUT/checkpoint.pt when present (default: on)")
         add_config_arguments(p, cfg_cls)
     report.add_arguments(sub.add_parser("synthetic-report", help=(report.__doc__ or "").splitlines()[0]))
     return parser
