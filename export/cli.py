@@ -30,6 +30,8 @@ def add_export_parsers(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="open_clip model name (e.g. ViT-B-32) or cir-demo-tiny")
     p.add_argument("--pretrained", default=None,
                    help="open_clip tag, local checkpoint file, or cir-demo (default: random weights)")
+    p.add_argument("--text-weights", default=None,
+                   help="tuned text tower (RTD checkpoint or `cir_milvus.train rtd` output) exported in the text graphs")
     p.add_argument("--head", action="append", default=[], metavar="[NAME:]KIND=PATH",
                    help="projection head to export, e.g. searle=SEARLE_ViT-B32.pt or mine:lincir=phi.pt "
                         "(repeatable; KIND is pic2word, searle or lincir)")
@@ -86,7 +88,8 @@ def run_export(args: argparse.Namespace) -> int:
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.heads import load_head
 
-    encoder = TorchEncoder(args.model, args.pretrained, device="cpu", precision="fp32", preprocess=args.preprocess)
+    encoder = TorchEncoder(args.model, args.pretrained, device="cpu", precision="fp32", preprocess=args.preprocess,
+                           text_weights=args.text_weights)
     heads = {name: load_head(kind, path, embed_dim=encoder.dim, token_dim=encoder.token_width())
              for name, (kind, path) in parse_head_args(args.head).items()}
     out = export_bundle(encoder, args.out, heads=heads, precision=args.precision, opset=args.opset,
@@ -113,7 +116,8 @@ def run_parity(args: argparse.Namespace) -> int:
         if src.get("pretrained") is None:
             raise ConfigError(f"the bundle was exported from random weights ({src['model']}, pretrained=None); only "
                               "the stored reference can check it (drop --torch)")
-        encoder = TorchEncoder(src["model"], src["pretrained"], device="cpu", precision="fp32")
+        encoder = TorchEncoder(src["model"], src["pretrained"], device="cpu", precision="fp32",
+                               text_weights=src.get("text_weights"))
     report = check_parity(args.bundle, encoder)
     precision = report["precision"]
     threshold = args.threshold if args.threshold is not None else {"fp16": 0.999, "int8": 0.99}.get(precision, 0.9999)

@@ -355,7 +355,8 @@ def export_bundle(
         "versions": _versions(),
         "source": {"model": src["model"], "pretrained": src["pretrained"], "weights_sha256": src["weights_sha256"],
                    "kind": getattr(getattr(encoder, "spec", None), "kind", None),
-                   **({"text_weights_sha256": src["text_weights_sha256"]} if src.get("text_weights_sha256") else {})},
+                   **({"text_weights": src["text_weights"], "text_weights_sha256": src["text_weights_sha256"]}
+                      if src.get("text_weights_sha256") else {})},
         "precision": "fp32",
         "opset": int(opset),
         "dims": dims,

@@ -167,3 +167,22 @@ def test_open_with_text_weights_and_cli(tmp_path: Path, hf_text_model, capsys) -
     assert '"id"' in capsys.readouterr().out
     with pytest.raises(ConfigError, match="encoder="):
         CIRCollection.open(uri, "g", encoder=TorchEncoder("cir-demo-tiny", "cir-demo"), text_weights=str(path))
+
+
+def test_export_cli_carries_the_text_tower(tmp_path: Path, hf_text_model) -> None:  # type: ignore[no-untyped-def]
+    """``cir-milvus export --text-weights`` writes the tuned tower into the text graph, and ``parity --torch``
+    rebuilds the same encoder from the manifest."""
+    pytest.importorskip("onnxruntime")
+    from cir_milvus.cli import main
+    from cir_milvus.encoders.ort import OrtEncoder
+
+    path = tmp_path / "rtd.pt"
+    torch.save({RTD_WRAPPER_KEY: hf_text_model.state_dict()}, path)
+    out = tmp_path / "bundle"
+    assert main(["export", "--model", "cir-demo-tiny", "--pretrained", "cir-demo", "--text-weights", str(path),
+                 "--no-fused", "--out", str(out)]) == 0
+    ort = OrtEncoder(out)
+    want = _hf_features(hf_text_model, ort.tokenize(TEXTS))
+    assert (ort.encode_texts(TEXTS) * want).sum(1).min() > 0.9999
+    assert ort.manifest["source"]["text_weights"] == str(path)
+    assert main(["parity", str(out), "--torch"]) == 0
