@@ -620,6 +620,7 @@ class CaptionSource:
 
     texts: list[str] | None
     name: str = "synthetic"
+    p_full: float = 0.4
 
     def __len__(self) -> int:
         return len(self.texts) if self.texts is not None else 0
@@ -634,18 +635,18 @@ class CaptionSource:
             from cir_milvus.synthetic import caption, random_attributes
 
             rng = step_rng(seed, step, 1)
-            return [caption(random_attributes(rng), rng) for _ in range(n)]
+            return [caption(random_attributes(rng), rng, p_full=self.p_full) for _ in range(n)]
         return [self.texts[i] for i in epoch_indices(len(self.texts), n, seed, step)]
 
 
 def read_captions(source: str | os.PathLike[str]) -> CaptionSource:
-    """Captions from ``"synthetic"``, a ``.txt`` (one per line), ``.jsonl`` or ``.csv`` (column caption/text/prompt).
+    """Captions from ``"synthetic"`` / ``"synthetic-full"``, a ``.txt`` (one per line), ``.jsonl`` or ``.csv`` (column caption/text/prompt).
 
     Raises:
         DatasetError: missing file, unknown format, no captions.
     """
     if _is_synthetic(source):
-        return CaptionSource(None)
+        return CaptionSource(None, name=str(source), p_full=SYNTHETIC_SOURCES[str(source)])
     path = Path(source)
     if path.suffix == ".txt":
         if not path.is_file():

@@ -107,6 +107,7 @@ def test_readers(tmp_path: Path, make_image) -> None:  # type: ignore[no-untyped
         return any(s in c for s in SIZES) and any(b in c for b in BACKGROUNDS)
 
     assert all(names_all(c) for c in full or []) and not all(names_all(c) for c in mixed or [])
+    assert all(names_all(c) for c in read_captions("synthetic-full").batch(16, 0, 0))
 
 
 def test_epoch_indices_cover_each_epoch() -> None:
