@@ -281,8 +281,9 @@ class RTDRecipe:
 
     def text_state_dict(self) -> dict[str, Any]:
         """The tuned text tower with open_clip key names, without the CustomTextCLIP ``text.`` prefix."""
-        return {k: v for k, v in self.text.state_dict().items()
-                if k not in ("attn_mask", "logit_scale", "logit_bias") and not k.startswith("visual.")}
+        from cir_milvus.models.text_tower import text_tower_state_dict
+
+        return text_tower_state_dict(self.text)  # self.text is a TextTransformer or a CLIP copy without .visual
 
     def export(self, out: Path, result: TrainResult) -> dict[str, str]:
         """Write ``rtd.safetensors`` (the tuned text tower only, open_clip key names) and ``rtd.json``."""
