@@ -205,6 +205,26 @@ def test_tat_merges_into_a_loadable_checkpoint_that_needs_reingestion(tmp_path: 
         check_compatible("gallery", Recipe(encoder=base.recipe), enc.recipe)
 
 
+def test_grad_checkpointing_recomputes_the_same_gradients(base_weights: str) -> None:
+    pytest.importorskip("peft")
+    from cir_milvus.train.tat import TATConfig, TATRecipe
+
+    grads = []
+    for ckpt in (False, True):
+        cfg = load_config(TATConfig, None, {**TINY, "pretrained": base_weights, "steps": 1, "lora_dropout": 0.0,
+                                            "grad_checkpointing": ckpt})
+        recipe = TATRecipe(cfg)
+        assert recipe.model.visual.transformer.grad_checkpointing is ckpt
+        torch.manual_seed(0)
+        for _, p in recipe.trainable:  # LoRA B starts at zero: give it values so every adapter gets gradients
+            torch.nn.init.normal_(p, std=0.02)
+        recipe.train(True)
+        recipe.loss(recipe.batch(0)).backward()
+        grads.append(torch.cat([p.grad.flatten() for _, p in recipe.trainable]))
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
 def test_rtd_changes_only_the_text_tower(tmp_path: Path, base_weights: str) -> None:
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.storage.recipe import Recipe, check_compatible
