@@ -687,14 +687,21 @@ class ImageSource:
 
     def batch(self, n: int, seed: int, step: int) -> tuple[list[Any], list[str] | None]:
         """``(images, captions)`` of one step; images are PIL images (synthetic) or paths."""
+        images, caps, _ = self.labelled_batch(n, seed, step)
+        return images, caps
+
+    def labelled_batch(self, n: int, seed: int, step: int) -> tuple[list[Any], list[str] | None, np.ndarray | None]:
+        """``(images, captions, positives)`` of one step. ``positives[i, j] = 1`` when caption ``j`` describes image
+        ``i``: the synthetic world knows it (a partial caption such as "a blue object" describes every blue image);
+        for files it is ``None`` (only the own caption is known to match)."""
         if self.paths is None:
             from cir_milvus.synthetic import sample_labelled_pairs
 
-            images, texts, _ = sample_labelled_pairs(n, step_rng(seed, step, 2), p_full=self.p_full)
-            return list(images), texts
+            images, texts, compat = sample_labelled_pairs(n, step_rng(seed, step, 2), p_full=self.p_full)
+            return list(images), texts, compat
         idx = epoch_indices(len(self.paths), n, seed, step)
         caps = [str(self.captions[i]) for i in idx] if self.has_captions and self.captions else None
-        return [self.paths[i] for i in idx], caps
+        return [self.paths[i] for i in idx], caps, None
 
 
 def _iter_folder(folder: Path) -> Iterator[Path]:

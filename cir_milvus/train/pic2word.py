@@ -45,15 +45,28 @@ from cir_milvus.train.common import (
 __all__ = ["Pic2WordConfig", "Pic2WordRecipe", "clip_infonce"]
 
 
-def clip_infonce(a: Any, b: Any, scale: Any) -> Any:
-    """Symmetric InfoNCE of CLIP between row-aligned features (normalised here)."""
+def clip_infonce(a: Any, b: Any, scale: Any, positives: Any = None) -> Any:
+    """Symmetric InfoNCE of CLIP between row-aligned features (normalised here).
+
+    Args:
+        a, b: ``[B, D]`` features; row ``i`` of ``a`` pairs with row ``i`` of ``b``.
+        scale: the logit scale (1 / temperature).
+        positives: optional ``[B, B]`` 0/1 matrix, ``positives[i, j] = 1`` when ``b[j]`` is also a true match of
+            ``a[i]`` (its diagonal must be 1): the target of each row/column is then spread uniformly over its
+            positives instead of treating them as negatives. The identity matrix gives CLIP's loss exactly.
+    """
     import torch
     import torch.nn.functional as F
 
     a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
     logits = scale * a @ b.T  # [B, B]
-    labels = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    if positives is None:
+        labels = torch.arange(len(a), device=a.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    m = positives.to(device=logits.device, dtype=logits.dtype)
+    rows = -(m / m.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
+    cols = -(m / m.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
+    return 0.5 * (rows + cols)
 
 
 @dataclass

@@ -54,6 +54,11 @@ class TATConfig(TrainConfig):
         lora_r, lora_alpha, lora_dropout: LoRA hyper-parameters.
         target_modules: peft regex of the adapted modules (default: :data:`DEFAULT_TARGETS`).
         save_dtype: ``"fp16"`` or ``"fp32"`` for the merged checkpoint.
+        multi_positive: where the data source knows which in-batch captions describe an image (the synthetic
+            world: a partial caption such as "a blue object" describes every blue image), count all of them as its
+            positives instead of as negatives (the demo CLIP's stage-2 loss). File lists know only each image's
+            own caption, so there it is the paper's loss exactly (identical captions get identical frozen text
+            features, and CLIP's loss already treats them alike).
     """
 
     recipe: ClassVar[str] = "tat"
@@ -70,6 +75,7 @@ class TATConfig(TrainConfig):
     lora_dropout: float = 0.1
     target_modules: str = DEFAULT_TARGETS
     save_dtype: str = "fp16"
+    multi_positive: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -122,16 +128,19 @@ class TATRecipe:
         """Pixels and the frozen text tower's features of the step's pairs."""
         import torch
 
-        images, caps = self.images.batch(self.cfg.batch_size, self.cfg.seed, step)
+        images, caps, positives = self.images.labelled_batch(self.cfg.batch_size, self.cfg.seed, step)
         pixels = torch.from_numpy(np.ascontiguousarray(self.encoder.pixels(images))).to(self.precision.device)
         ids = self.encoder.tokenizer(list(caps or [])).to(self.precision.device)
         with torch.no_grad(), self.precision.autocast():
             text = self.model.encode_text(ids).float()  # [B, D]
-        return {"pixels": pixels, "text": text}
+        out = {"pixels": pixels, "text": text}
+        if self.cfg.multi_positive and positives is not None:
+            out["positives"] = torch.from_numpy(positives).to(self.precision.device)
+        return out
 
     def loss(self, batch: dict[str, Any]) -> Any:
         image = self.model.encode_image(batch["pixels"])  # [B, D] through the LoRA adapters
-        return clip_infonce(image, batch["text"], self.scale)
+        return clip_infonce(image, batch["text"], self.scale, batch.get("positives"))
 
     def state_dict(self) -> dict[str, Any]:
         return {n: p.detach() for n, p in self.trainable}

@@ -131,6 +131,25 @@ def test_nt_xent_matches_searle_formula() -> None:
     assert torch.allclose(nt_xent(v1, v2, tau), ref, rtol=1e-4)
 
 
+def test_multi_positive_infonce() -> None:
+    from cir_milvus.train.common import read_images
+    from cir_milvus.train.pic2word import clip_infonce
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    torch.testing.assert_close(clip_infonce(a, b, 10.0, torch.eye(4)), clip_infonce(a, b, 10.0))
+    pos = torch.eye(4)
+    pos[0, 1] = 1  # caption 1 also describes image 0
+    logits = 10.0 * torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+    rows, cols = logits.log_softmax(1), logits.log_softmax(0)
+    want = -0.5 * ((rows[0, 0] + rows[0, 1]) / 2 + rows[1, 1] + rows[2, 2] + rows[3, 3]) / 4 \
+        - 0.5 * (cols[0, 0] + (cols[0, 1] + cols[1, 1]) / 2 + cols[2, 2] + cols[3, 3]) / 4
+    torch.testing.assert_close(clip_infonce(a, b, 10.0, pos), want)
+    images, caps, compat = read_images("synthetic").labelled_batch(16, seed=0, step=0)
+    assert compat.shape == (16, 16) and np.all(np.diag(compat) == 1) and compat.sum() > 16
+    assert read_images("synthetic").batch(16, seed=0, step=0)[1] == caps  # same stream as before
+
+
 def test_synthetic_triplets_name_the_change() -> None:
     from cir_milvus.train.rtd import synthetic_text_triplets
 
