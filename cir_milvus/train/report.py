@@ -29,7 +29,7 @@ __all__ = ["REPORT_RECIPES", "add_arguments", "main", "synthetic_report"]
 REPORT_RECIPES: dict[str, dict[str, Any]] = {
     "lincir": {"steps": 1500, "batch_size": 128, "lr": 3e-4, "noise_scale": 4.0},
     "pic2word": {"steps": 800, "batch_size": 128, "lr": 3e-4},
-    "tat": {"steps": 300, "batch_size": 128, "lr": 1e-4},
+    "tat": {"steps": 300, "batch_size": 128, "lr": 3e-4},
     "rtd": {"steps": 300, "batch_size": 64, "lr": 1e-5},
 }
 """Per-recipe overrides used by the report (CPU-sized; the shipped heads were trained with the same values)."""
@@ -39,7 +39,7 @@ ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/synthetic-report"), help="output folder")
-    p.add_argument("--n-queries", type=int, default=400, help="queries per split")
+    p.add_argument("--n-queries", type=int, default=2000, help="queries per split")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every recipe's step count")
     p.add_argument("--use-shipped", action=argparse.BooleanOptionalAction, default=True,
                    help="evaluate the heads shipped in cir_milvus/data instead of training new ones")
@@ -65,7 +65,7 @@ def _train(name: str, out: Path, scale: float, config: Path | None, device: str 
     return {**result.summary(), "samples_per_s": result.samples_per_s}
 
 
-def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: int = 400, steps_scale: float = 1.0,
+def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: int = 2000, steps_scale: float = 1.0,
                      use_shipped: bool = True, device: str | None = None, configs: dict[str, Path | None] | None = None,
                      progress: bool = True, print_fn: Any = print) -> dict[str, Any]:
     """Train/load each recipe, evaluate everything on the synthetic test split, print one table.
@@ -107,6 +107,7 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
     test = SyntheticDataset(out / "world", split="test", n_queries=n_queries, progress=progress)
     val = SyntheticDataset(out / "world", split="val", n_queries=n_queries, progress=progress)
     rows: list[dict[str, Any]] = []
+    results: dict[tuple[str, str], Any] = {}
 
     def collection(name: str, pretrained: str) -> Any:
         enc = TorchEncoder(DEMO_MODEL, pretrained, device=device)
@@ -121,6 +122,7 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
         if tune:
             alpha, _ = sweep_alpha(val, col, ALPHAS, composer=composer, composer_params=params)
         r = evaluate(test, col, composer=composer, alpha=alpha, composer_params=params, ingest=False, progress=False)
+        results[(recipe, composer)] = r
         info = training.get(recipe, {})
         rows.append({"recipe": recipe, "backbone": backbone, "composer": composer, "alpha": alpha,
                      **{k: r.milvus[k] for k in ("R@1", "R@5", "R@10")}, "exact R@1": r.exact["R@1"],
@@ -167,19 +169,48 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
     except RecipeMismatchError:
         checks["tat_open"] = "CIRCollection.open(base, encoder=TAT) raised RecipeMismatchError (re-ingest needed)"
 
+    queries = test.queries()
+    paired = {"TAT slerp vs untuned slerp": paired_r1(queries, results[("-", "slerp")], results[("tat", "slerp")]),
+              "RTD vs its LinCIR head": paired_r1(queries, results[("lincir", "lincir")],
+                                                  results[("rtd", "lincir")])}
     table = format_rows(rows)
     print_fn("")
     print_fn(f"Synthetic world, test split: {n_queries} composed queries over {len(test.corpus())} images through "
              "Milvus Lite (HNSW, IP); hit = any image of the target combination, reference excluded; slerp alpha "
              "tuned on the val split. samples/s = training throughput of the recipe on this machine.")
     print_fn(table)
+    for name, d in paired.items():
+        print_fn(f"paired on the same queries, {name}: R@1 {d['delta_R@1']:+.2f} (standard error {d['se']:.2f}; "
+                 f"{d['gained']} queries gained, {d['lost']} lost; McNemar p = {d['p_mcnemar']:.3g})")
     for name, msg in checks.items():
         print_fn(f"recipe check {name}: {msg}")
-    report = {"rows": rows, "training": training, "checks": checks, "table": table,
+    report = {"rows": rows, "training": training, "checks": checks, "paired": paired, "table": table,
               "seconds": round(time.perf_counter() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_fn(f"figures: {out / 'report.json'} ({report['seconds']:.0f} s)")
     return report
+
+
+def paired_r1(queries: list[Any], base: Any, new: Any) -> dict[str, Any]:
+    """Paired comparison of two systems' Recall@1 on the same queries (reference excluded).
+
+    Returns the R@1 difference (points), its standard error (``sqrt(gained + lost) / n``, the paired-proportion
+    estimate), the discordant counts, and McNemar's exact two-sided p-value (binomial on the discordant queries).
+    """
+    from math import comb, sqrt
+
+    def top1(result: Any, q: Any) -> bool:
+        first = next((i for i in result.rankings[q.query_id] if i != q.reference_id), None)
+        return first in set(q.target_ids)
+
+    a = [top1(base, q) for q in queries]
+    b = [top1(new, q) for q in queries]
+    gained = sum(1 for x, y in zip(a, b) if y and not x)
+    lost = sum(1 for x, y in zip(a, b) if x and not y)
+    n, m = len(queries), gained + lost
+    tail = sum(comb(m, k) for k in range(min(gained, lost) + 1)) / 2**m if m else 1.0
+    return {"n": n, "delta_R@1": round(100 * (gained - lost) / n, 2), "se": round(100 * sqrt(m) / n, 2),
+            "gained": gained, "lost": lost, "p_mcnemar": min(1.0, 2 * tail)}
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:

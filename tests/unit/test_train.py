@@ -333,3 +333,37 @@ def test_trained_outputs_export_to_onnx_with_parity(tmp_path: Path, base_weights
     for name, head in heads.items():
         x = np.ones((1, 128), np.float32)
         np.testing.assert_allclose(head(x), ort.heads[name](x), atol=1e-4)
+
+
+def test_paired_r1_counts_discordant_queries() -> None:
+    from types import SimpleNamespace
+
+    from cir_milvus.train.report import paired_r1
+
+    qs = [SimpleNamespace(query_id=str(i), reference_id=f"r{i}", target_ids=(f"t{i}",)) for i in range(6)]
+    hit = {str(i): [f"r{i}", f"t{i}", "x"] for i in range(6)}  # the reference is skipped
+    miss = {str(i): ["x", f"t{i}"] for i in range(6)}
+    base = SimpleNamespace(rankings={**hit, "4": miss["4"], "5": miss["5"]})  # 4 hits
+    new = SimpleNamespace(rankings={**hit, "0": miss["0"]})  # 5 hits: gains 4 and 5, loses 0
+    d = paired_r1(qs, base, new)
+    assert (d["gained"], d["lost"], d["n"]) == (2, 1, 6)
+    assert d["delta_R@1"] == round(100 / 6, 2) and d["se"] == round(100 * 3**0.5 / 6, 2)
+    assert d["p_mcnemar"] == 1.0  # 2 vs 1 discordant: no evidence
+    assert paired_r1(qs, base, base)["p_mcnemar"] == 1.0
+
+
+def test_demo_clip_stage3_text_term_uses_full_captions(tmp_path: Path) -> None:
+    from cir_milvus.train import demo_clip
+
+    open_clip = pytest.importorskip("open_clip")
+    _, preprocess, tokenizer = demo_clip.build_model(0)
+    pixels, tokens, full, compat = next(demo_clip._batches(6, 0, 0.8, preprocess, tokenizer, 0, full_captions=True))
+    assert pixels.shape == (6, 3, 64, 64) and compat.shape == (6, 6) and not torch.equal(tokens, full)
+    texts = [open_clip.decode(t).replace("<start_of_text>", "").split("<end_of_text>")[0].strip() for t in full]
+    assert all(len(t.split()) >= 4 for t in texts), texts  # a full caption names all four attributes
+    out = tmp_path / "s3.safetensors"
+    summary = demo_clip.train(out, steps=2, batch_size=8, init=None, multi_positive=True, p_shape=0.8,
+                              text_weight=1.0, ramp_times_cosine=True, warmup=100)
+    assert out.is_file() and summary["text_weight"] == 1.0 and np.isfinite(summary["final_loss"])
+    with pytest.raises(ValueError, match="multi_positive"):
+        demo_clip.train(out, steps=1, batch_size=4, text_weight=1.0)
