@@ -31,8 +31,8 @@ import contextlib
 import json
 import math
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
