@@ -9,7 +9,10 @@ synthetic test split (a different query seed from the validation split, where sl
 
 Recipe outputs go to ``OUT/{lincir,pic2word,tat,rtd}``; a finished run is loaded, not retrained (resume). With
 ``--use-shipped`` (default) the heads shipped in ``cir_milvus/data`` are evaluated instead of training new ones.
-The table and every figure are written to ``OUT/report.json``.
+The TAT and RTD comparisons are also made query by query on the same test queries (:func:`paired_r1`: the R@1
+difference, its standard error, the queries gained and lost, McNemar's exact p-value), because a difference of a
+point or two is within the noise of two independent R@1 figures. The table and every figure are written to
+``OUT/report.json``.
 
 Example::
 
