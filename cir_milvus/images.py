@@ -58,12 +58,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None) -> Image.Image:
     """Decode an image input into an RGB PIL image.
 
     Args:
         image: a path, encoded bytes or a PIL image.
         max_pixels: refuse images with more pixels than this.
+        name: what error messages call the image (default: the path, or "<N bytes>").
 
     Returns:
         A fully loaded RGB image with EXIF orientation applied.
@@ -72,7 +73,7 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS) -> Image.Image:
         ImageDecodeError: the file is missing, empty, truncated, not an image, or too large.
         ConfigError: the input is not a path, bytes or PIL image.
     """
-    name = describe(image)
+    name = name or describe(image)
     if isinstance(image, Image.Image):
         img = image
     else:

@@ -33,6 +33,7 @@ from cir_milvus.storage.ingest import (
     chunk_rows_by_bytes,
     decode_batch,
     make_rows,
+    read_paths,
     resolve_ids,
     with_retries,
 )
@@ -343,17 +344,20 @@ class CIRCollection:
         seen: set[str] = set()
         for s in range(0, len(images), batch_size):
             chunk = list(images[s : s + batch_size])
-            chunk_ids = resolve_ids(chunk, ids[s : s + batch_size] if ids is not None else None, result)
-            todo = [(im, i, md) for im, i, md in zip(chunk, chunk_ids, mds[s : s + batch_size])
+            given = ids[s : s + batch_size] if ids is not None else None
+            data = read_paths(chunk) if given is None else chunk  # hash and decode the same bytes: one read
+            chunk_ids = resolve_ids(data, given, result)
+            todo = [(im, i, md, name) for im, i, md, name in zip(data, chunk_ids, mds[s : s + batch_size], chunk)
                     if i is not None and i not in seen]
-            seen.update(i for _, i, _ in todo)
+            seen.update(t[1] for t in todo)
             if skip_existing and todo:
-                present = self._existing_ids([i for _, i, _ in todo])
-                result.already_stored.extend(i for _, i, _ in todo if i in present)
-                result.extend(i for _, i, _ in todo if i in present)
+                present = self._existing_ids([t[1] for t in todo])
+                result.already_stored.extend(t[1] for t in todo if t[1] in present)
+                result.extend(t[1] for t in todo if t[1] in present)
                 todo = [t for t in todo if t[1] not in present]
             if todo:
-                batch = decode_batch([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo], result)
+                batch = decode_batch([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo], result,
+                                     names=[t[3] for t in todo])
                 if batch.images:
                     raw = self.encoder.encode_images(batch.images, batch_size=batch_size, normalize=False)
                     rows = make_rows(batch, np.asarray(raw, dtype=np.float32))

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,21 +92,41 @@ def resolve_ids(images: Sequence[ImageInput], ids: Sequence[str] | None, result:
     return out
 
 
+def read_paths(images: Sequence[ImageInput]) -> list[ImageInput]:
+    """File paths replaced by their bytes (read once, for both the content id and the decode); a file that cannot be
+    read stays a path, so the id step reports it."""
+    out: list[ImageInput] = []
+    for im in images:
+        if isinstance(im, (str, os.PathLike)):
+            try:
+                out.append(Path(im).read_bytes())
+                continue
+            except OSError:
+                pass
+        out.append(im)
+    return out
+
+
 def decode_batch(
-    images: Sequence[ImageInput], ids: Sequence[str], metadata: Sequence[dict[str, Any]], result: AddResult
+    images: Sequence[ImageInput], ids: Sequence[str], metadata: Sequence[dict[str, Any]], result: AddResult,
+    names: Sequence[ImageInput] | None = None,
 ) -> PreparedBatch:
-    """Decode images; unreadable ones are logged and recorded in ``result.skipped``."""
+    """Decode images; unreadable ones are logged and recorded in ``result.skipped``.
+
+    ``names``: the inputs as the caller gave them (paths), when ``images`` holds their bytes (:func:`read_paths`);
+    messages and the stored ``source`` use them.
+    """
     batch = PreparedBatch()
-    for im, i, md in zip(images, ids, metadata):
+    for im, i, md, name in zip(images, ids, metadata, names if names is not None else images):
         try:
-            pil = load_image(im)
+            pil = load_image(im, name=describe(name))
         except ImageDecodeError as e:
-            log.warning("skipping %s: %s", describe(im), e)
-            result.skipped.append(Skipped(describe(im), str(e)))
+            log.warning("skipping %s: %s", describe(name), e)
+            result.skipped.append(Skipped(describe(name), str(e)))
             continue
         batch.ids.append(i)
         batch.images.append(pil)
-        batch.sources.append(source_name(im))
+        batch.sources.append(source_name(name))
         batch.metadata.append(md)
     return batch
 

@@ -136,6 +136,27 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path, world_files):
     reasons = {Path(s.source).name: s.reason for s in res.skipped}
     assert set(reasons) == {"broken.png", "empty.jpg"}
     assert "empty" in reasons["empty.jpg"]
+    assert reasons["broken.png"].startswith(str(bad))  # the message names the file, not "<60 bytes>"
+    missing = col.add([tmp_path / "gone.png"])
+    assert len(missing) == 0 and "cannot read" in missing.skipped[0].reason
+
+
+def test_add_reads_each_file_once(tmp_path, world_files, monkeypatch):
+    _, paths, _ = world_files
+    reads: list[str] = []
+    real_open = Path.open
+
+    def counting_open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.suffix == ".png":
+            reads.append(self.name)
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", counting_open)  # Path.read_bytes opens through Path.open
+    col = _create(tmp_path)
+    res = col.add(paths[:5])
+    assert res.encoded == 5 and sorted(reads) == sorted(p.name for p in paths[:5])
+    assert col.add(paths[:5], ids=[f"u{i}" for i in range(5)]).encoded == 5  # with ids: no hashing at all
+    assert len(reads) == 10
 
 
 def test_create_refuses_existing_and_opens_with_exist_ok(tmp_path):
