@@ -21,7 +21,7 @@ jitter, noise) and a caption that names all attributes (40 %) or a random subset
   captions of the batch's images, multi-positive — because stage 2 left the text tower unable to tell shape words
   apart (cosine of "a star" and "a diamond" 0.999; now at most 0.76). Batches come from ``--workers`` processes
   (the data order depends on their number; the shipped run used 14). Stage 3 raised slerp Recall@1 on 2,000
-  synthetic test queries from 20.2 to 59.0 and the image tower's zero-shot shape accuracy from 42 % to 77 %.
+  synthetic test queries from 20.2 to 59.0 and the image tower's zero-shot shape accuracy from 42 % to about 76 %.
 """
 
 from __future__ import annotations
