@@ -247,6 +247,16 @@ class Precision:
         return torch.amp.GradScaler(self.device.split(":")[0], enabled=self.amp_dtype == "fp16")
 
 
+def device_label(prec: Precision) -> str:
+    """Where a run trains, for logs and sidecars: ``"cpu"`` or ``"cuda (GPU name, bf16 autocast)"``."""
+    if not prec.device.startswith("cuda"):
+        return prec.device
+    import torch
+
+    amp = f", {prec.amp_dtype} autocast" if prec.amp_dtype else ""
+    return f"{prec.device} ({torch.cuda.get_device_name(torch.device(prec.device))}{amp})"
+
+
 def select_precision(device: str = "auto", precision: str = "auto") -> Precision:
     """CUDA + autocast (bf16 where supported, else fp16) when present; CPU fp32 otherwise.
 
@@ -337,6 +347,7 @@ class TrainResult:
     seconds: float = 0.0
     samples: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
+    device: str = ""
 
     @property
     def samples_per_s(self) -> float:
@@ -348,7 +359,8 @@ class TrainResult:
                 "first_loss": float(np.mean(self.losses[:5])) if self.losses else None,
                 "final_loss": float(np.mean(tail)) if tail else None, "seconds": round(self.seconds, 2),
                 "samples": self.samples,
-                "samples_per_s": round(self.samples_per_s, 1) if self.samples else None, "outputs": self.outputs}
+                "samples_per_s": round(self.samples_per_s, 1) if self.samples else None, "device": self.device,
+                "outputs": self.outputs}
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -440,7 +452,7 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start = int(ckpt["step"])
     (out / CONFIG_NAME).write_text(json.dumps({"recipe": cfg.recipe, **cfg.to_dict()}, indent=2) + "\n")
-    result = TrainResult(cfg.recipe, out, start, start)
+    result = TrainResult(cfg.recipe, out, start, start, device=device_label(prec))
     log_path = out / LOG_NAME
     prior_seconds, prior_samples = 0.0, 0
     if start and log_path.is_file():
@@ -551,7 +563,7 @@ def ship_head(head: Any, path: str | os.PathLike[str], cfg: TrainConfig, result:
         "backbone": {k: (backbone or {}).get(k) for k in ("model", "pretrained", "weights_sha256")},
         "recipe": cfg.recipe, "config": cfg.to_dict(),
         "steps": result.step, "seconds": round(result.seconds, 1),
-        "samples_per_s": round(result.samples_per_s, 1) if result.samples else None,
+        "samples_per_s": round(result.samples_per_s, 1) if result.samples else None, "device": result.device,
         "final_loss": result.summary()["final_loss"],
         "command": f"python -m cir_milvus.train {cfg.recipe} --config {sidecar} --out OUT",
     }

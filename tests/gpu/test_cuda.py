@@ -116,6 +116,7 @@ def test_recipes_train_on_cuda_under_autocast(kind: str, tmp_path: Path) -> None
     first, last = np.mean(res.losses[:3]), np.mean(res.losses[-3:])
     assert last < first and all(np.isfinite(res.losses))
     assert res.samples_per_s > 0 and (tmp_path / "checkpoint.pt").is_file()
+    assert res.summary()["device"].startswith("cuda (") and "autocast" in res.device
 
 
 def test_ort_cuda_provider_matches_torch(tmp_path: Path, cpu_encoder: TorchEncoder, world_images) -> None:  # type: ignore[no-untyped-def]

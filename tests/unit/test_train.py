@@ -177,7 +177,7 @@ def test_lincir_trains_resumes_ships(tmp_path: Path, base_weights: str) -> None:
     assert folder.kind == shipped.kind == "lincir" and shipped.input_dim == 128
     assert torch.allclose(folder(x), shipped(x), atol=1e-6)
     side = json.loads(ship.with_suffix(".json").read_text())
-    assert side["steps"] == 14 and side["config"]["lr"] == 1e-3 and side["seconds"] > 0
+    assert side["steps"] == 14 and side["config"]["lr"] == 1e-3 and side["seconds"] > 0 and side["device"] == "cpu"
     assert load_config(LinCIRConfig, ship.with_suffix(".json")).steps == 14  # the sidecar reproduces the run
 
 
