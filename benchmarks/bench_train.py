@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "device": args.device,
                     "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
                     "torch": torch.__version__},
-        "command": "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": "python benchmarks/bench_train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "runs": [],
     }
     recipes = [r for r in args.recipes.split(",") if r]
