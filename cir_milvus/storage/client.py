@@ -171,6 +171,11 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = None,
             raise ConfigError(f"a Milvus Lite path must end in '.db' (got {uri!r}); servers need http(s)://host:port")
         Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     args: dict[str, Any] = dict(kwargs)
+    if is_file:
+        # Milvus Lite serves the file from a gRPC server in this process: keep-alive pings (pymilvus sends one every
+        # 10 s) buy nothing there, and after a few idle minutes its server answers them with GOAWAY
+        # "too_many_pings", which gRPC prints to stderr. INT_MAX turns client keep-alive off.
+        args["grpc_options"] = {"grpc.keepalive_time_ms": 2**31 - 1, **dict(args.get("grpc_options") or {})}
     if token:
         args["token"] = token
     if timeout is not None:

@@ -102,3 +102,15 @@ def test_failed_connections_redact_credentials(caplog: pytest.LogCaptureFixture)
     assert "s3cr3t" not in str(e.value) and "db.example.com" in str(e.value)
     assert "s3cr3t" not in caplog.text
     assert redact_uri("http://u:p@h:1/db") == "http://***@h:1/db"
+
+
+def test_lite_clients_send_no_keepalive_pings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Milvus Lite answers pymilvus' 10 s keep-alive pings with GOAWAY "too_many_pings" after a few idle minutes
+    # (printed by gRPC to stderr); its server runs in this process, so the client turns keep-alive off.
+    with mock.patch("pymilvus.MilvusClient") as client_cls:
+        connect(str(tmp_path / "a.db"))
+        assert client_cls.call_args.kwargs["grpc_options"] == {"grpc.keepalive_time_ms": 2**31 - 1}
+        connect(str(tmp_path / "b.db"), grpc_options={"grpc.keepalive_time_ms": 60_000, "grpc.x": 1})
+        assert client_cls.call_args.kwargs["grpc_options"] == {"grpc.keepalive_time_ms": 60_000, "grpc.x": 1}
+        connect("http://db.example.com:19530")
+        assert "grpc_options" not in client_cls.call_args.kwargs  # servers keep pymilvus' keep-alive
