@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from cir_milvus.synthetic import sample_labelled_pairs
+from cir_milvus.train.pic2word import multi_positive_infonce
 
 
 def build_model(seed: int) -> tuple[Any, Any, Any]:
@@ -52,14 +53,6 @@ def build_model(seed: int) -> tuple[Any, Any, Any]:
     model, _, preprocess = open_clip.create_model_and_transforms(DEMO_MODEL, pretrained=None)
     tokenizer = open_clip.get_tokenizer(DEMO_MODEL)
     return model, preprocess, tokenizer
-
-
-def _multi_positive(logits: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Soft-target symmetric InfoNCE: ``m[i, j] = 1`` when column ``j`` truly matches row ``i``."""
-    return 0.5 * (
-        -(m / m.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
-        - (m / m.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
-    )
 
 
 class _PairStream(torch.utils.data.IterableDataset):
@@ -195,10 +188,10 @@ def train(
         with autocast:
             img_f, txt_f, scale = model(pixels, tokens)
             if multi_positive:
-                loss = _multi_positive(scale * img_f.float() @ txt_f.float().T, compat)
+                loss = multi_positive_infonce(scale * img_f.float() @ txt_f.float().T, compat)
                 if text_weight:
                     full_f = torch.nn.functional.normalize(model.encode_text(full).float(), dim=-1)
-                    loss = loss + text_weight * _multi_positive(scale * txt_f.float() @ full_f.T, compat.T)
+                    loss = loss + text_weight * multi_positive_infonce(scale * txt_f.float() @ full_f.T, compat.T)
             else:
                 loss = loss_fn(img_f, txt_f, scale)
         opt.zero_grad(set_to_none=True)

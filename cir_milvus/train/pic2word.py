@@ -42,7 +42,7 @@ from cir_milvus.train.common import (
     setup,
 )
 
-__all__ = ["Pic2WordConfig", "Pic2WordRecipe", "clip_infonce"]
+__all__ = ["Pic2WordConfig", "Pic2WordRecipe", "clip_infonce", "multi_positive_infonce"]
 
 
 def clip_infonce(a: Any, b: Any, scale: Any, positives: Any = None) -> Any:
@@ -63,6 +63,12 @@ def clip_infonce(a: Any, b: Any, scale: Any, positives: Any = None) -> Any:
     if positives is None:
         labels = torch.arange(len(a), device=a.device)
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+    return multi_positive_infonce(logits, positives)
+
+
+def multi_positive_infonce(logits: Any, positives: Any) -> Any:
+    """Soft-target symmetric InfoNCE on ``[B, B]`` logits: each row's and column's target is spread uniformly over
+    its positives (``positives[i, j] = 1``; every row and column needs at least one)."""
     m = positives.to(device=logits.device, dtype=logits.dtype)
     rows = -(m / m.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1).mean()
     cols = -(m / m.sum(0, keepdim=True) * logits.log_softmax(0)).sum(0).mean()
