@@ -1209,6 +1209,11 @@ class VectorStore:
         return Hit(id=h["id"], score=float(h["distance"]), metadata=rec["metadata"], source=rec["source"])
 
     # -- housekeeping -----------------------------------------------------------------------------------------------
+    def drop(self) -> None:
+        """Drop the collection (all its rows) and close the store."""
+        self._call(f"drop collection {self.name!r}", lambda: self._client.drop_collection(self.name))
+        self.close()
+
     def flush(self) -> None:
         """Seal growing segments so they get indexed."""
         self._call(f"flush {self.name!r}", lambda: self._client.flush(self.name))
