@@ -485,16 +485,15 @@ class VectorStore:
     @staticmethod
     def _schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabilities, index_type: str,
                 idx_params: Mapping[str, Any]) -> tuple[Any, Any]:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import CollectionSchema, DataType, FieldSchema
 
         description = (DESCRIPTION_PREFIX + recipe.to_json()
                        if recipe is not None and not caps.collection_properties else "")
-        schema = MilvusClient.create_schema(enable_dynamic_field=f.dynamic, auto_id=False, description=description)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=f.dim)
-        schema.add_field("norm", DataType.FLOAT)
-        schema.add_field("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES)
-        schema.add_field("metadata", DataType.JSON)
+        cols = [FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES),
+                FieldSchema("vector", DataType.FLOAT_VECTOR, dim=f.dim),
+                FieldSchema("norm", DataType.FLOAT),
+                FieldSchema("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES),
+                FieldSchema("metadata", DataType.JSON)]
         types = {"bool": DataType.BOOL, "int8": DataType.INT8, "int16": DataType.INT16, "int32": DataType.INT32,
                  "int64": DataType.INT64, "float": DataType.FLOAT, "double": DataType.DOUBLE,
                  "varchar": DataType.VARCHAR}
@@ -506,7 +505,8 @@ class VectorStore:
                 kw["nullable"] = True
             if fname == f.partition_key:
                 kw["is_partition_key"] = True
-            schema.add_field(fname, types[t], **kw)
+            cols.append(FieldSchema(fname, types[t], **kw))
+        schema = CollectionSchema(cols, enable_dynamic_field=f.dynamic, auto_id=False, description=description)
         ip = client.prepare_index_params()
         ip.add_index("vector", index_type=index_type, metric_type=f.metric, params=dict(idx_params))
         return schema, ip
