@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from cir_milvus.artifacts import SearchPath
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
+from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
 from cir_milvus.storage.client import (
     Capabilities,
@@ -37,7 +39,7 @@ from cir_milvus.storage.ingest import (
     resolve_ids,
     with_retries,
 )
-from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, check_compatible
+from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, check_compatible, lite_base_dir, portable_composer
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["CIRCollection", "Hit"]
@@ -100,6 +102,7 @@ class CIRCollection:
         self.uri = uri
         self._composers: dict[str, Composer] = {}
         self._heads: dict[str, Any] = {}
+        self.search_path: SearchPath = None  # extra folders where recipe heads are looked up (see open())
 
     # ------------------------------------------------------------------------------------------------------------
     # construction
@@ -189,7 +192,8 @@ class CIRCollection:
             raise ConfigError(f"index {index!r} is not built by {backend}; choose one of {sorted(caps.index_types)}")
         idx = {"type": index, "params": dict(index_params or DEFAULT_INDEX["params"] if index == "HNSW" else
                                              index_params or {})}
-        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx, package_version=_version())
+        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx,
+                        package_version=_version()).portable(lite_base_dir(uri))
         cls._create_collection(client, name, enc.dim, recipe, properties=caps.collection_properties)
         col = cls(client, name, enc, recipe, caps, uri)
         col._composers[comp.name] = comp
@@ -229,8 +233,13 @@ class CIRCollection:
         device: str | None = None,
         precision: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        search_path: SearchPath = None,
     ) -> CIRCollection:
         """Open an existing collection; the encoder is rebuilt from the stored recipe unless one is given.
+
+        Files the recipe names (checkpoint, text tower, ONNX bundle, heads) are found by their recorded sha256
+        through hints: the collection's folder (Lite), ``search_path`` and ``$CIR_MILVUS_PATH`` (see
+        :mod:`cir_milvus.artifacts`). ``model=``/``pretrained=`` naming the same bytes at another path is accepted.
 
         ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``) torch
         encoder: queries change, the stored image vectors stay valid (see :class:`~cir_milvus.encoders.torch.
@@ -246,22 +255,14 @@ class CIRCollection:
         caps = capabilities(client)
         recipe = cls._read_recipe(client, name, uri)
         if encoder is None and model is None:
-            enc_recipe = recipe.encoder
-            if enc_recipe.get("backend") == "fake":
-                raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
-            model_ref = enc_recipe.get("location") or enc_recipe["model"]  # an ONNX bundle is found by location
-            tw = text_weights or enc_recipe.get("text_weights")
-            if text_weights and enc_recipe.get("backend", "torch") != "torch":
-                raise ConfigError(f"text_weights= swaps a text tower in a torch encoder, but {name!r} is served by "
-                                  f"the {enc_recipe.get('backend')} backend; export a bundle from "
-                                  "TorchEncoder(model, pretrained, text_weights=PATH) and open with encoder= instead")
-            extra = {"text_weights": tw} if tw else {}
-            encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
-                                     backend=enc_recipe.get("backend"), device=device, precision=precision,
-                                     preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"), **extra)
+            encoder = encoder_from_recipe(recipe.encoder, device=device, precision=precision,
+                                          text_weights=text_weights, base_dir=lite_base_dir(uri),
+                                          search_path=search_path)
         kwargs = {"device": device, "precision": precision, **({"text_weights": text_weights} if text_weights else {})}
         enc = cls._build_encoder(model, pretrained, encoder, kwargs)
-        return cls._open_with(client, caps, uri, name, enc, recipe)
+        col = cls._open_with(client, caps, uri, name, enc, recipe)
+        col.search_path = search_path
+        return col
 
     @staticmethod
     def _read_recipe(client: Any, name: str, uri: str) -> Recipe:
@@ -458,17 +459,19 @@ class CIRCollection:
         overrides = {k: v for k, v in params.items() if v is not None}
         base = self._composers.get(name)
         if base is None:
-            stored = self._restore_params(default.get("params", {})) if name == default["name"] else {}
+            stored = (self._restore_params(default.get("params", {}), locate_head="head" not in overrides)
+                      if name == default["name"] else {})
             if overrides:  # e.g. a head given per call: build with it (the stored params may be insufficient)
                 return get_composer(name, **{**stored, **overrides})
             base = get_composer(name, **stored)
             self._composers[name] = base
         return base.with_params(**overrides) if overrides else base
 
-    def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Recipe params → constructor params. A stored head config is re-loaded from its source and checked
-        against its recorded checksum by the composer; an encoder served from an ONNX bundle that carries a head
-        of the same kind uses that head instead (no torch needed)."""
+    def _restore_params(self, params: dict[str, Any], locate_head: bool = True) -> dict[str, Any]:
+        """Recipe params → constructor params. A stored head config is found by its recorded sha256 (its source
+        is a hint: see :func:`cir_milvus.heads.locate_head`), re-loaded and checked against its weights checksum
+        by the composer; an encoder served from an ONNX bundle that carries a head of the same kind uses that
+        head instead (no torch needed)."""
         out = dict(params)
         head = out.get("head")
         bundle_heads = getattr(self.encoder, "heads", None)
@@ -480,6 +483,10 @@ class CIRCollection:
                 if same_kind and (not want or not have or want == have):
                     out["head"] = bh
                     break
+        if locate_head and isinstance(head, dict) and out["head"] is head and head.get("source"):
+            from cir_milvus.heads.phi import locate_head as find_head
+
+            out["head"] = find_head(head, base_dir=lite_base_dir(self.uri), search_path=self.search_path)
         return out
 
     def _filter(self, expr: str | None, params: Mapping[str, Any] | None) -> str:
@@ -699,7 +706,7 @@ class CIRCollection:
                 f"Milvus {self.capabilities.version} cannot alter collection properties, so the recipe stored at "
                 f"creation cannot change; pass composer=/alpha= per query instead (or upgrade to Milvus >= 2.3)"
             )
-        self.recipe.composer = comp.config()
+        self.recipe.composer = portable_composer(comp.config(), lite_base_dir(self.uri))
         with milvus_errors(f"update the recipe of {self.name!r}"):
             self._client.alter_collection_properties(self.name, properties={PROPERTY_KEY: self.recipe.to_json()})
         self._composers[name] = comp

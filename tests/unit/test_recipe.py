@@ -43,7 +43,7 @@ def test_defaults_survive_round_trip() -> None:
     recipe = Recipe(encoder=_encoder())
     back = Recipe.from_json(recipe.to_json())
     assert back.composer == {"name": "slerp", "params": {"alpha": 0.8}}
-    assert back.metric == "IP" and back.index["type"] == "HNSW" and back.format == 1
+    assert back.metric == "IP" and back.index["type"] == "HNSW" and back.format == recipe.format
 
 
 @pytest.mark.parametrize("text", ["not json", "{}", '{"encoder": {}}', "[1, 2]"])
@@ -67,7 +67,6 @@ def test_mismatch_names_both_models() -> None:
 @pytest.mark.parametrize(
     "field,value",
     [
-        ("pretrained", "laion2b_s34b_b79k"),
         ("weights_sha256", "c" * 64),
         ("dim", 256),
         ("preprocess", PreprocessConfig(mode="targetpad").to_dict()),
@@ -103,3 +102,113 @@ def test_describe_mentions_model_tag_and_short_sha() -> None:
     text = Recipe(encoder=_encoder()).describe()
     assert "ViT-B-32" in text and "openai" in text and "a" * 12 in text and "a" * 13 not in text
     assert "(sha256 -," in Recipe(encoder=_encoder(weights_sha256=None)).describe()
+
+
+# -- identity by content ---------------------------------------------------------------------------------------------
+
+
+def test_pretrained_name_is_checked_when_a_checksum_is_missing() -> None:
+    stored = Recipe(encoder=_encoder(weights_sha256=None))
+    with pytest.raises(RecipeMismatchError, match="pretrained"):
+        check_compatible("c", stored, _encoder(pretrained="laion2b_s34b_b79k"))
+
+
+def test_same_bytes_under_another_name_or_path_are_the_same_weights() -> None:
+    # the shipped demo weights vs a copy of the file; a hint vs an absolute path; ./x vs /abs/x
+    stored = Recipe(encoder=_encoder(pretrained="cir-demo"))
+    check_compatible("c", stored, _encoder(pretrained="/elsewhere/copy.safetensors"))
+    stored = Recipe(encoder=_encoder(pretrained="models/x.safetensors", pretrained_kind="file"))
+    check_compatible("c", stored, _encoder(pretrained="/srv/other/x.safetensors"))
+    check_compatible("c", Recipe(encoder=_encoder(pretrained="./x.safetensors")),
+                     _encoder(pretrained="/abs/x.safetensors"))
+
+
+def test_same_file_name_without_a_checksum_on_one_side_is_accepted_by_name() -> None:
+    stored = Recipe(encoder=_encoder(pretrained="x.safetensors", weights_sha256=None))
+    check_compatible("c", stored, _encoder(pretrained="/abs/x.safetensors"))
+
+
+def test_different_weights_are_refused_naming_both_checksums() -> None:
+    a, b = "1" * 64, "2" * 64
+    stored = Recipe(encoder=_encoder(pretrained="w.safetensors", weights_sha256=a))
+    with pytest.raises(RecipeMismatchError) as info:
+        check_compatible("c", stored, _encoder(pretrained="/B/w.safetensors", weights_sha256=b))
+    assert a in str(info.value) and b in str(info.value)
+
+
+def test_model_name_still_matters_with_equal_weights() -> None:
+    # same bytes loaded into another architecture (e.g. a -quickgelu variant) give other vectors
+    with pytest.raises(RecipeMismatchError, match="model"):
+        check_compatible("c", Recipe(encoder=_encoder()), _encoder(model="ViT-B-32-quickgelu"))
+
+
+def test_local_dir_models_compare_by_folder_name() -> None:
+    stored = Recipe(encoder=_encoder(model="local-dir:clip", pretrained=None))
+    check_compatible("c", stored, _encoder(model="local-dir:/mnt/models/clip", pretrained=None))
+
+
+# -- portable recipes ------------------------------------------------------------------------------------------------
+
+
+def test_portable_recipe_keeps_no_absolute_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = tmp_path / "lite"
+    (base / "models").mkdir(parents=True)
+    inside = base / "models" / "w.safetensors"
+    inside.write_bytes(b"w")
+    outside = tmp_path / "elsewhere" / "tt.pt"
+    head = {"kind": "searle", "source": str(tmp_path / "heads" / "phi.pt"), "sha256": "f" * 64}
+    hub_head = {"kind": "lincir", "source": "hf-hub:org/repo/lincir.pt", "sha256": "e" * 64}
+    recipe = Recipe(
+        encoder=_encoder(pretrained=str(inside), text_weights=str(outside), location=f"bundle:{base / 'bundle'}"),
+        composer={"name": "combined", "params": {"head": head, "heads": [hub_head], "alpha": 0.5}},
+    ).portable(base)
+    enc, params = recipe.encoder, recipe.composer["params"]
+    assert enc["pretrained"] == "models/w.safetensors" and enc["pretrained_kind"] == "file"
+    assert enc["text_weights"] == "tt.pt"
+    assert enc["location"] == "bundle:bundle"
+    assert params["head"]["source"] == "phi.pt" and params["head"]["sha256"] == "f" * 64
+    assert params["heads"][0]["source"] == "hf-hub:org/repo/lincir.pt"
+    assert enc["weights_sha256"] == "a" * 64 and params["alpha"] == 0.5
+    assert str(tmp_path) not in recipe.to_json()
+
+
+def test_portable_keeps_tags_and_hub_ids() -> None:
+    for pre in ("openai", "cir-demo", None):
+        enc = Recipe(encoder=_encoder(pretrained=pre)).portable("/data").encoder
+        assert enc["pretrained"] == pre and "pretrained_kind" not in enc
+    enc = Recipe(encoder=_encoder(model="hf-hub:org/repo", pretrained=None)).portable(None).encoder
+    assert enc["model"] == "hf-hub:org/repo"
+
+
+def test_recipe_written_by_an_older_version_is_read_and_matches() -> None:
+    # a format-1 recipe as cir_milvus 0.x stored it: the checkpoint path as typed, the bundle by absolute path
+    old = json.dumps({
+        "format": 1,
+        "encoder": {"backend": "torch", "model": "cir-demo-tiny", "pretrained": "/home/alice/ckpt/w.safetensors",
+                    "weights_sha256": "a" * 64, "dim": 128, "preprocess": PreprocessConfig(size=64).to_dict()},
+        "composer": {"name": "searle", "params": {"head": {"kind": "searle", "source": "/home/alice/phi.pt",
+                                                           "sha256": "b" * 64}}},
+        "metric": "IP", "index": {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}},
+        "package_version": "0.1.0",
+    })
+    recipe = Recipe.from_json(old)
+    assert recipe.format == 1 and recipe.composer["params"]["head"]["source"] == "/home/alice/phi.pt"
+    current = {"backend": "torch", "model": "cir-demo-tiny", "pretrained": "/srv/bob/w.safetensors",
+               "weights_sha256": "a" * 64, "dim": 128, "preprocess": PreprocessConfig(size=64).to_dict()}
+    check_compatible("old", recipe, current)
+
+
+def test_recipe_from_a_newer_version_says_to_upgrade() -> None:
+    text = Recipe(encoder=_encoder()).to_json().replace('"format": 2', '"format": 99')
+    with pytest.raises(ConfigError, match="upgrade"):
+        Recipe.from_json(text)
+
+
+def test_lite_base_dir() -> None:
+    from pathlib import Path
+
+    from cir_milvus.storage.recipe import lite_base_dir
+
+    assert lite_base_dir("http://host:19530") is None and lite_base_dir("https://u:p@h") is None
+    assert lite_base_dir("/data/x/cir.db") == Path("/data/x")
+    assert lite_base_dir("rel/cir.db") == Path.cwd() / "rel"
