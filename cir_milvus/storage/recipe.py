@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from cir_milvus.artifacts import looks_like_path, path_hint
+from cir_milvus.artifacts import looks_like_path, path_hint, remember
 from cir_milvus.errors import ConfigError, RecipeMismatchError
 
 __all__ = ["PROPERTY_KEY", "Recipe", "check_compatible", "differences", "lite_base_dir", "portable_composer",
@@ -88,8 +88,11 @@ def lite_base_dir(uri: str) -> Path | None:
     return Path(os.path.abspath(Path(uri).expanduser())).parent
 
 
-def _file_hint(value: Any, base_dir: str | os.PathLike[str] | None) -> Any:
-    return path_hint(value, base_dir) if isinstance(value, str) and value else value
+def _hint(path: str, sha256: Any, base_dir: str | os.PathLike[str] | None) -> str:
+    """The hint of a live path; the machine's own index remembers where the content is (see artifacts)."""
+    if sha256 and Path(path).expanduser().exists():
+        remember(path, str(sha256))
+    return path_hint(path, base_dir)
 
 
 def portable_encoder(encoder: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -101,16 +104,17 @@ def portable_encoder(encoder: Mapping[str, Any], base_dir: str | os.PathLike[str
     out = dict(encoder)
     pre = out.get("pretrained")
     if isinstance(pre, str) and (out.get("pretrained_kind") == "file" or looks_like_path(pre) or Path(pre).is_file()):
-        out["pretrained"] = path_hint(pre, base_dir)
+        out["pretrained"] = _hint(pre, out.get("weights_sha256"), base_dir)
         out["pretrained_kind"] = "file"
-    if out.get("text_weights"):
-        out["text_weights"] = _file_hint(out["text_weights"], base_dir)
+    tw = out.get("text_weights")
+    if isinstance(tw, str) and tw:
+        out["text_weights"] = _hint(tw, out.get("text_weights_sha256"), base_dir)
     loc = out.get("location")
     if isinstance(loc, str) and loc.startswith("bundle:"):
-        out["location"] = "bundle:" + path_hint(loc[len("bundle:"):], base_dir)
+        out["location"] = "bundle:" + _hint(loc[len("bundle:"):], out.get("bundle_sha256"), base_dir)
     model = out.get("model")
     if isinstance(model, str) and model.startswith("local-dir:"):
-        out["model"] = "local-dir:" + path_hint(model[len("local-dir:"):], base_dir)
+        out["model"] = "local-dir:" + _hint(model[len("local-dir:"):], out.get("weights_sha256"), base_dir)
     return out
 
 
@@ -120,7 +124,7 @@ def _portable_params(value: Any, base_dir: str | os.PathLike[str] | None) -> Any
         src = out.get("source")
         # a head config ({"kind", "source", "sha256", ...}): a local file or saved folder becomes a hint
         if "kind" in out and isinstance(src, str) and src and not src.startswith("hf-hub:"):
-            out["source"] = path_hint(src, base_dir)
+            out["source"] = _hint(src, out.get("sha256"), base_dir)
         return out
     if isinstance(value, list):
         return [_portable_params(v, base_dir) for v in value]

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.artifacts import CACHE_ENV_VAR, ENV_VAR, known_paths, locate, path_hint, remember
+from cir_milvus.errors import ConfigError, ModelNotFoundError, RecipeMismatchError
 from cir_milvus.preprocess import PreprocessConfig
 from cir_milvus.storage.recipe import Recipe, check_compatible
+
+
+@pytest.fixture(autouse=True)
+def _own_index(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each test gets an empty per-user index of known files, and no $CIR_MILVUS_PATH."""
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.delenv(ENV_VAR, raising=False)
 
 
 def _encoder(**overrides: object) -> dict[str, object]:
@@ -212,3 +221,76 @@ def test_lite_base_dir() -> None:
     assert lite_base_dir("http://host:19530") is None and lite_base_dir("https://u:p@h") is None
     assert lite_base_dir("/data/x/cir.db") == Path("/data/x")
     assert lite_base_dir("rel/cir.db") == Path.cwd() / "rel"
+
+
+# -- finding files by hint and checksum ------------------------------------------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_path_hint_is_relative_inside_the_base_dir_else_the_name(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a" / "m").mkdir(parents=True)
+    assert path_hint(tmp_path / "a" / "m" / "w.pt", tmp_path / "a") == "m/w.pt"
+    assert path_hint(tmp_path / "b" / "w.pt", tmp_path / "a") == "w.pt"
+    assert path_hint(tmp_path / "b" / "w.pt", None) == "w.pt"
+    monkeypatch.chdir(tmp_path / "a")
+    assert path_hint("./m/w.pt", tmp_path / "a") == "m/w.pt"  # relative to the cwd, which is the base dir
+
+
+def test_locate_prefers_the_base_dir_then_the_search_path_and_checks_content(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    base, extra, env = tmp_path / "base", tmp_path / "extra", tmp_path / "env"
+    for d in (base / "models", extra, env):
+        d.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    good = b"the weights"
+    # a same-named file with other bytes in the base dir is skipped; the right bytes in a search folder are found
+    (base / "models" / "w.pt").write_bytes(b"other weights")
+    (extra / "w.pt").write_bytes(good)
+    found = locate("models/w.pt", what="checkpoint", sha256=_sha(good), base_dir=base, search_path=[extra])
+    assert found == extra / "w.pt"
+    # the environment variable is searched too (os.pathsep-separated)
+    (extra / "w.pt").unlink()
+    (env / "w.pt").write_bytes(good)
+    monkeypatch.setenv(ENV_VAR, f"{tmp_path / 'nowhere'}{os.pathsep}{env}")
+    assert locate("models/w.pt", what="checkpoint", sha256=_sha(good), base_dir=base) == env / "w.pt"
+
+
+def test_locate_failure_names_both_checksums_and_where_it_looked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "w.pt").write_bytes(b"other weights")
+    want = _sha(b"the weights")
+    with pytest.raises(ModelNotFoundError) as info:
+        locate("w.pt", what="checkpoint", sha256=want, base_dir=tmp_path, fix="pass pretrained=PATH")
+    msg = str(info.value)
+    assert want in msg and _sha(b"other weights") in msg
+    assert str(tmp_path / "w.pt") in msg and ENV_VAR in msg and "pretrained=PATH" in msg
+
+
+def test_the_machines_index_finds_a_file_outside_every_search_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # a server collection stores only the file name; reopening on the creating machine from another cwd works
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "cwd").mkdir()
+    f = tmp_path / "ckpt" / "w.pt"
+    f.write_bytes(b"weights")
+    recipe = Recipe(encoder=_encoder(pretrained=str(f), weights_sha256=_sha(b"weights"))).portable(None)
+    assert recipe.encoder["pretrained"] == "w.pt"
+    assert known_paths(_sha(b"weights")) == [f]
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert locate("w.pt", what="checkpoint", sha256=_sha(b"weights")) == f
+    # an empty CIR_MILVUS_CACHE turns the index off
+    monkeypatch.setenv(CACHE_ENV_VAR, "")
+    remember(f, "0" * 64)
+    assert known_paths("0" * 64) == [] and known_paths(_sha(b"weights")) == []
+    with pytest.raises(ModelNotFoundError):
+        locate("w.pt", what="checkpoint", sha256=_sha(b"weights"))
+
+
+def test_shipped_demo_heads_are_found_by_file_name() -> None:
+    from cir_milvus.models.demo import DATA_DIR
+    from cir_milvus.models.spec import file_sha256
+
+    shipped = DATA_DIR / "cir-demo-tiny.pic2word.safetensors"
+    assert locate(shipped.name, what="head", sha256=file_sha256(shipped)) == shipped
