@@ -503,6 +503,9 @@ class CIRCollection:
     def composer(self, name: str | None = None, **params: Any) -> Composer:
         """The composer for a call: the recipe's default, or ``name``, with parameter overrides."""
         default = self.recipe.composer
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"composer must be a composer name such as 'slerp' (or None for the collection's "
+                              f"default {default['name']!r}); got {name!r}")
         name = name or default["name"]
         overrides = {k: v for k, v in params.items() if v is not None}
         base = self._composers.get(name)
