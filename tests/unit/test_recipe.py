@@ -345,3 +345,10 @@ def test_rebuild_finds_a_moved_local_dir_model_and_text_tower(tmp_path, monkeypa
     (tmp_path / "hostB" / "tower.safetensors").unlink()
     with pytest.raises(ModelNotFoundError, match="text tower"):
         encoder_from_recipe(stored.encoder, device="cpu", search_path=str(tmp_path / "hostB"))
+
+
+def test_injected_clients_and_odd_uris_have_no_base_dir() -> None:
+    from cir_milvus.storage.recipe import lite_base_dir
+
+    assert lite_base_dir(object()) is None and lite_base_dir("(injected MilvusClient)") is None
+    assert lite_base_dir("unix:/tmp/milvus.sock") is None
