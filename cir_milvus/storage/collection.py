@@ -260,7 +260,7 @@ class CIRCollection:
                 comp = get_composer(composer, **dict(composer_params or {}))
                 recipe = Recipe(encoder=enc_recipe, composer=comp.config(), metric=store.fields.metric,
                                 index={"type": str(store.index_info().get("index_type", "HNSW")), "params": {}},
-                                package_version=_version())
+                                package_version=_version()).portable(lite_base_dir(uri))
                 if store.capabilities.collection_properties:
                     try:
                         store.set_recipe(recipe)

@@ -81,9 +81,12 @@ class Recipe:
         return f"{e.get('model')} / {e.get('pretrained')} (sha256 {sha}, dim {e.get('dim')}, {e.get('backend')}{text})"
 
 
-def lite_base_dir(uri: str) -> Path | None:
-    """The folder holding a Milvus Lite ``.db`` (where relative recipe hints start); ``None`` for server URIs."""
-    if "://" in uri or uri.startswith("unix:"):
+def lite_base_dir(uri: object) -> Path | None:
+    """The folder holding a Milvus Lite ``.db`` (where relative recipe hints start); ``None`` for server URIs and
+    injected clients."""
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or "://" in uri or uri.startswith("unix:") or not uri.endswith(".db"):
         return None
     return Path(os.path.abspath(Path(uri).expanduser())).parent
 
