@@ -602,7 +602,7 @@ def create_app(
                                              description="thumbnail: longest side in pixels")) -> Response:
         """The stored image of a hit (by id), from the operator's image roots only; ``size`` for a thumbnail."""
         s = pick(collection)
-        missing = RequestError(404, f"no image to serve for id {item_id[:80]!r} in {s.name!r}", "NotFound")
+        missing = RequestError(404, f"no image to serve for this id in {s.name!r}", "NotFound")
         if not s.roots or not item_id or len(item_id) > 512:
             raise missing
         source = s.sources.get(item_id)
@@ -636,17 +636,20 @@ def create_app(
             raise RequestError(403, "adding images is disabled on this server (start it with --allow-add and an "
                                     "API token)", "Forbidden")
         form = await _form(request, max_files=limits.max_add_images)
-        s = pick(_text_field(form, "collection"))
-        files = [f for f in form.getlist("images") if hasattr(f, "read")]
-        if not files:
+        try:
+            s = pick(_text_field(form, "collection"))
+            files = [f for f in form.getlist("images") if hasattr(f, "read")]
+            data = [await f.read() for f in files]
+            ids = _json_field(form, "ids", list)
+            metadata = _json_field(form, "metadata", list)
+        finally:
+            await form.close()
+        if not data:
             raise RequestError(400, "send one or more files in the multipart field 'images'", "ConfigError")
-        data = [await f.read() for f in files]
         for d in data:
             if len(d) > limits.max_upload_bytes:
                 raise RequestError(413, f"an image is {len(d):,} bytes; the cap is {limits.max_upload_bytes:,}",
                                    "PayloadTooLarge")
-        ids = _json_field(form, "ids", list)
-        metadata = _json_field(form, "metadata", list)
         if ids is not None and (len(ids) != len(data) or not all(isinstance(i, str) for i in ids)):
             raise RequestError(400, f"ids must be a JSON list of {len(data)} strings", "ConfigError")
         if metadata is not None and (len(metadata) != len(data) or not all(isinstance(m, dict) for m in metadata)):
@@ -732,6 +735,28 @@ def _json_field(form: Any, name: str, kind: type) -> Any:
     return v
 
 
+async def _search_form(form: Any) -> tuple[dict[str, Any], bytes | None]:
+    payload: dict[str, Any] = {}
+    for key in ("collection", "text", "ref_id", "composer", "alpha", "k", "filter", "group_by", "exclude_reference"):
+        v = _text_field(form, key)
+        if v not in (None, ""):
+            payload[key] = v
+    for key in ("filter_params", "where"):
+        v = _json_field(form, key, dict)
+        if v is not None:
+            payload[key] = v
+    unknown = sorted(set(form.keys()) - set(SearchQuery.model_fields) - {"image"})
+    if unknown:
+        raise RequestError(400, f"unknown form field(s) {unknown}", "ConfigError")
+    data = None
+    upload = form.get("image")
+    if upload is not None and hasattr(upload, "read"):
+        data = await upload.read()
+        if not data:
+            raise RequestError(400, "the uploaded image is empty (0 bytes)", "ConfigError")
+    return payload, data
+
+
 async def _read_search(request: Request, limits: Limits) -> tuple[SearchQuery, bytes | None]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     data: bytes | None = None
@@ -745,24 +770,10 @@ async def _read_search(request: Request, limits: Limits) -> tuple[SearchQuery, b
             raise RequestError(400, "the JSON body must be an object", "ConfigError")
     elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await _form(request, max_files=1)
-        payload = {}
-        for key in ("collection", "text", "ref_id", "composer", "alpha", "k", "filter", "group_by",
-                    "exclude_reference"):
-            v = _text_field(form, key)
-            if v not in (None, ""):
-                payload[key] = v
-        for key in ("filter_params", "where"):
-            v = _json_field(form, key, dict)
-            if v is not None:
-                payload[key] = v
-        unknown = sorted(set(form.keys()) - set(SearchQuery.model_fields) - {"image"})
-        if unknown:
-            raise RequestError(400, f"unknown form field(s) {unknown}", "ConfigError")
-        upload = form.get("image")
-        if upload is not None and hasattr(upload, "read"):
-            data = await upload.read()
-            if not data:
-                raise RequestError(400, "the uploaded image is empty (0 bytes)", "ConfigError")
+        try:
+            payload, data = await _search_form(form)
+        finally:
+            await form.close()  # uploaded parts are spooled temporary files
     else:
         raise RequestError(415, "send application/json or multipart/form-data", "UnsupportedMediaType")
     try:

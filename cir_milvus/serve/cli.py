@@ -73,6 +73,7 @@ def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
 
     names = args.collection or ["images"]
     token = args.api_token or os.environ.get(TOKEN_ENV) or None
+    filters, heads = _pairs(args.filter_template, "--filter-template"), _pairs(args.head, "--head")
     opened: list[Any] = []
     try:
         for name in dict.fromkeys(names):
@@ -80,8 +81,8 @@ def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
         app = create_app(
             {c.name: c for c in opened}, token=token, allow_add=args.allow_add,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), cors_origins=args.cors_origin,
-            image_roots=args.image_root, filters=_pairs(args.filter_template, "--filter-template"),
-            filter_fields=args.filter_field, heads=_pairs(args.head, "--head"), max_k=args.max_k,
+            image_roots=args.image_root, filters=filters,
+            filter_fields=args.filter_field, heads=heads, max_k=args.max_k,
             request_timeout_s=args.timeout, max_batch=args.max_batch, docs=not args.no_docs)
     except BaseException:
         for c in opened:

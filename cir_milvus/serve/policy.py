@@ -56,7 +56,7 @@ class FilterPolicy:
         >>> p = FilterPolicy(templates={"cheap": 'metadata["price"] < {max}'}, fields=("colour",))
         >>> expr, values = p.render("cheap", {"max": 5}, {"colour": 'red" or 1==1'})
         >>> expr
-        '(metadata["price"] < {max}) and (metadata["colour"] == {where_0})'
+        '(metadata["price"] < {max}) and (metadata["colour"] == {where_0_0})'
         >>> render_filter(expr, values)
         '(metadata["price"] < 5) and (metadata["colour"] == "red\\\\" or 1==1")'
     """
@@ -109,13 +109,16 @@ class FilterPolicy:
         for i, (name, value) in enumerate((where or {}).items()):
             self.check_field(name, "filter")
             _check_value(name, value)
-            op = "in" if isinstance(value, list) else "=="
-            slot = f"where_{i}"
-            while slot in values:
-                slot = "_" + slot
-            # the key was checked against the operator's list; the value becomes a typed literal
-            parts.append(f'metadata["{name}"] {op} {{{slot}}}')
-            values[slot] = value
+            alternatives = []
+            for j, v in enumerate(value if isinstance(value, list) else [value]):
+                slot = f"where_{i}_{j}"
+                while slot in values:
+                    slot = "_" + slot
+                # the key was checked against the operator's list; the value becomes a typed literal. A list is a
+                # chain of == (Milvus Lite has no `in` on JSON keys)
+                alternatives.append(f'metadata["{name}"] == {{{slot}}}')
+                values[slot] = v
+            parts.append(" or ".join(alternatives))
         if len(parts) <= 1:
             return (parts[0] if parts else ""), values
         return " and ".join(f"({p})" for p in parts), values
