@@ -508,11 +508,14 @@ def create_app(
         if q.group_by is not None:
             s.policy.check_field(q.group_by, "group_by")
         expr, values = s.policy.render(q.filter, q.filter_params, q.where)
-        image = await decode(image_bytes) if has_image and info.needs_image else None
+        image = await decode(image_bytes) if image_bytes is not None and info.needs_image else None
         ref_id = q.ref_id if info.needs_image else None
         exclude = None
         if q.exclude_reference:
-            exclude = ref_id if ref_id is not None else content_id(image_bytes) if image is not None else None
+            if ref_id is not None:
+                exclude = ref_id
+            elif image_bytes is not None and image is not None:
+                exclude = content_id(image_bytes)  # the same id an ingest of this file stored
         job = ComposeJob(text=q.text, composer=cname, alpha=q.alpha, image=image, ref_id=ref_id, params=info.params)
         search = {"k": q.k, "filter": expr, "filter_params": values, "exclude": exclude, "group_by": q.group_by}
         return s, job, search
@@ -681,7 +684,7 @@ def create_app(
     @app.get("/healthz", tags=["meta"])
     async def healthz() -> dict[str, Any]:
         """Liveness: the process answers and every encoder thread is alive."""
-        alive = all(s.worker._thread.is_alive() for s in served.values())
+        alive = all(s.worker.alive for s in served.values())
         if not alive:
             raise RequestError(503, "an encoder thread stopped; restart the server", "Unavailable")
         return {"status": "ok", "collections": list(served)}

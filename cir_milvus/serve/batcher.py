@@ -88,6 +88,11 @@ class EncoderWorker:
         self._q.put(c)
         return c.future
 
+    @property
+    def alive(self) -> bool:
+        """Whether the encoder thread is running."""
+        return self._thread.is_alive()
+
     def close(self, timeout: float = 10.0) -> None:
         if not self._closed:
             self._closed = True
