@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {"model": f"bundle:{bundle}"}
         col = CIRCollection.create(db, "c", device="cpu", **model)
         col.add(paths, batch_size=128)
+        col.close()
+        col = CIRCollection.open(db, "c", device="cpu")  # as the server finds it: reopened, indexed
         res["in_process"][backend] = _in_process(col, refs, n=args.requests)
         print(f"{backend:6s} in-process  {res['in_process'][backend]}", flush=True)
         col.close()

@@ -786,15 +786,12 @@ async def _read_search(request: Request, limits: Limits) -> tuple[SearchQuery, b
 
 
 def _lookup_source(collection: Any, item_id: str) -> str | None:
-    """The stored ``source`` of an id (``None`` when the id is not stored).
-
-    A filtered vector search is the one id lookup that :class:`CIRCollection`'s public API offers today; the id
-    travels as a filter *value*, rendered as a quoted literal.
-    """
-    dim = int(collection.encoder.dim)
-    probe = np.full((1, dim), 1.0 / math.sqrt(dim), dtype=np.float32)
-    hits = collection.search_vectors(probe, k=1, filter="id == {id}", filter_params={"id": item_id})[0]
-    return hits[0].source if hits and hits[0].id == item_id else None
+    """The stored ``source`` of an id (``None`` when the id is not stored or is not a valid id)."""
+    try:
+        rows = collection.store.get([item_id])
+    except ConfigError:  # not an id this collection could hold (wrong type, too long)
+        return None
+    return str(rows[0].get("source") or "") if rows else None
 
 
 def _render_image(s: Served, real: Path, etag: str, size: int | None, max_pixels: int) -> tuple[bytes | None, str]:
