@@ -48,4 +48,6 @@ def run(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str =
     from cir_milvus._optional import require
 
     uvicorn = require("uvicorn", extra="serve", purpose="cir-milvus serve")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, server_header=False)
+    # bounded: past 256 open connections uvicorn answers 503 instead of queueing without end
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, server_header=False,
+                limit_concurrency=256)
