@@ -15,7 +15,14 @@ FORMAT_VERSION = 1
 # encoder fields that must agree between the collection and the encoder serving it (backend may differ: an ONNX
 # bundle exported from the same weights serves a torch-built collection). A swapped text tower ("text_weights",
 # RTD) is not among them: it changes queries, never the stored image vectors.
-_MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess")
+_MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess", "activation")
+
+
+def _activation(encoder: dict[str, Any]) -> str:
+    """The recorded MLP activation; recipes written before it was recorded had open_clip's config default."""
+    if encoder.get("activation"):
+        return str(encoder["activation"])
+    return "quick_gelu" if "quickgelu" in str(encoder.get("model", "")).lower() else "gelu"
 
 
 @dataclass
@@ -65,6 +72,8 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
     for key in _MUST_MATCH:
         a, b = stored.get(key), current.get(key)
+        if key == "activation":
+            a, b = _activation(stored), _activation(current)
         if key == "weights_sha256" and (a is None or b is None):
             continue
         if a != b:
