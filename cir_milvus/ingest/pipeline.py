@@ -239,9 +239,9 @@ def prepare_batch(
                     data = read_bytes(src, allow_urls=allow_urls)
                 except OSError as e:
                     raise ImageDecodeError(f"download failed ({e})") from e
-            img = load_image(data, max_pixels=max_pixels)
+            img = load_image(data, max_pixels=max_pixels, mode=cfg.loading if cfg is not None else "product")
             if cfg is not None:
-                x = preprocess_image(_cap_aspect(img), cfg)  # [3, S, S]
+                x = preprocess_image(_cap_aspect(img) if cfg.loading == "product" else img, cfg)  # [3, S, S]
                 out.append(x)
             else:
                 out.append(img)

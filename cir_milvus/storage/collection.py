@@ -357,7 +357,7 @@ class CIRCollection:
                 todo = [t for t in todo if t[1] not in present]
             if todo:
                 batch = decode_batch([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo], result,
-                                     names=[t[3] for t in todo])
+                                     names=[t[3] for t in todo], loading=self._image_loading())
                 if batch.images:
                     raw = self.encoder.encode_images(batch.images, batch_size=batch_size, normalize=False)
                     rows = make_rows(batch, np.asarray(raw, dtype=np.float32))
@@ -372,6 +372,10 @@ class CIRCollection:
         for sk in result.skipped:
             log.info("skipped %s: %s", sk.source, sk.reason)
         return result
+
+    def _image_loading(self) -> str:
+        """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
+        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
 
     def _upsert(self, rows: list[dict[str, Any]], retries: int) -> None:
         for part in chunk_rows_by_bytes(rows):

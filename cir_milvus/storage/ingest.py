@@ -109,17 +109,18 @@ def read_paths(images: Sequence[ImageInput]) -> list[ImageInput]:
 
 def decode_batch(
     images: Sequence[ImageInput], ids: Sequence[str], metadata: Sequence[dict[str, Any]], result: AddResult,
-    names: Sequence[ImageInput] | None = None,
+    names: Sequence[ImageInput] | None = None, loading: str = "product",
 ) -> PreparedBatch:
     """Decode images; unreadable ones are logged and recorded in ``result.skipped``.
 
     ``names``: the inputs as the caller gave them (paths), when ``images`` holds their bytes (:func:`read_paths`);
-    messages and the stored ``source`` use them.
+    messages and the stored ``source`` use them. ``loading``: the encoder's image loading mode
+    (:func:`~cir_milvus.images.load_image`; ``"official"`` for benchmark evaluation).
     """
     batch = PreparedBatch()
     for im, i, md, name in zip(images, ids, metadata, names if names is not None else images):
         try:
-            pil = load_image(im, name=describe(name))
+            pil = load_image(im, name=describe(name), mode=loading)
         except ImageDecodeError as e:
             log.warning("skipping %s: %s", describe(name), e)
             result.skipped.append(Skipped(describe(name), str(e)))
