@@ -483,9 +483,22 @@ class OrtEncoder:
         return self.run("fused_slerp", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids, alpha=a)
 
     def compose_head(self, name: str, pixels: np.ndarray, prompts: Sequence[str]) -> Embeddings:
-        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query."""
-        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32),
-                        input_ids=self.tokenize(prompts))
+        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query.
+
+        The fused graph injects at every placeholder token, so prompts must hold exactly one (a user's own ``$``
+        would take the token too); use :meth:`encode_texts_with_pseudo_tokens` for prompts with more.
+        """
+        ids = self.tokenize(prompts)
+        head = self.heads.get(name)
+        if head is not None:
+            counts = (ids == self.placeholder_id(head.placeholder)).sum(axis=1)
+            if (counts != 1).any():
+                bad = int(np.flatnonzero(counts != 1)[0])
+                raise ConfigError(
+                    f"prompt {prompts[bad]!r} has {int(counts[bad])} placeholder tokens {head.placeholder!r}; the "
+                    "fused graph needs exactly one (use encode_texts_with_pseudo_tokens, which fills the template's)"
+                )
+        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids)
 
     def _check_ids(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)

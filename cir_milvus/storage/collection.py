@@ -37,7 +37,7 @@ from cir_milvus.storage.ingest import (
     resolve_ids,
     with_retries,
 )
-from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, check_compatible
+from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, check_compatible, recorded_activation
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["CIRCollection", "Hit"]
@@ -255,7 +255,12 @@ class CIRCollection:
                 raise ConfigError(f"text_weights= swaps a text tower in a torch encoder, but {name!r} is served by "
                                   f"the {enc_recipe.get('backend')} backend; export a bundle from "
                                   "TorchEncoder(model, pretrained, text_weights=PATH) and open with encoder= instead")
-            extra = {"text_weights": tw} if tw else {}
+            extra: dict[str, Any] = {"text_weights": tw} if tw else {}
+            loading = enc_recipe.get("preprocess", {}).get("loading")
+            if loading:  # benchmark collections decode images as the official code does
+                extra["image_loading"] = loading
+            if enc_recipe.get("backend", "torch") == "torch":  # rebuild the recorded activation (GELU before it was)
+                extra["quick_gelu"] = recorded_activation(enc_recipe) == "quick_gelu"
             encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
                                      backend=enc_recipe.get("backend"), device=device, precision=precision,
                                      preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"), **extra)

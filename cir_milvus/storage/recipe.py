@@ -8,7 +8,7 @@ from typing import Any
 
 from cir_milvus.errors import ConfigError, RecipeMismatchError
 
-__all__ = ["PROPERTY_KEY", "Recipe", "check_compatible"]
+__all__ = ["PROPERTY_KEY", "Recipe", "check_compatible", "recorded_activation"]
 
 PROPERTY_KEY = "cir_milvus.recipe"
 FORMAT_VERSION = 1
@@ -18,7 +18,7 @@ FORMAT_VERSION = 1
 _MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess", "activation")
 
 
-def _activation(encoder: dict[str, Any]) -> str:
+def recorded_activation(encoder: dict[str, Any]) -> str:
     """The recorded MLP activation; recipes written before it was recorded had open_clip's config default."""
     if encoder.get("activation"):
         return str(encoder["activation"])
@@ -73,7 +73,7 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     for key in _MUST_MATCH:
         a, b = stored.get(key), current.get(key)
         if key == "activation":
-            a, b = _activation(stored), _activation(current)
+            a, b = recorded_activation(stored), recorded_activation(current)
         if key == "weights_sha256" and (a is None or b is None):
             continue
         if a != b:
