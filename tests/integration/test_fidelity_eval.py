@@ -23,10 +23,10 @@ from cir_milvus.storage.collection import CIRCollection  # noqa: E402
 def test_eval_gallery_is_loaded_officially_and_reopens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = make_miniature("circo", tmp_path / "circo")
     first = CIRCODataset(root, "val").corpus()[0]
-    with Image.open(first.path) as im:  # make one gallery file EXIF-rotated: the two loading modes now differ
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        im.convert("RGB").crop((0, 0, im.width, im.height * 2 // 3)).save(first.path, exif=exif.tobytes(), quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # one gallery file becomes an EXIF-rotated noise image: the two loading modes now differ
+    noise = np.random.default_rng(0).integers(0, 256, size=(48, 80, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(first.path, format="JPEG", exif=exif.tobytes(), quality=95)
     db = str(tmp_path / "eval.db")
     assert main(["eval", "circo", "--root", str(root), "--uri", db, "--model", "cir-demo-tiny",
                  "--pretrained", "cir-demo"]) == 0
