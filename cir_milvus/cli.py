@@ -323,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="log more: -v our progress messages, -vv debug including third-party libraries")
     loud.add_argument("-q", "--quiet", action="store_true", help="print results and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # -v / -q also after the subcommand (`cir-milvus info -v`); SUPPRESS keeps the top-level values otherwise
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                   help="log more: -v our progress messages, -vv debug including third-party libraries")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="print results and errors only")
+    _orig_add_parser = sub.add_parser
+
+    def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return _orig_add_parser(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("demo", help="offline end-to-end demo on the synthetic world (Milvus Lite)",
                        description="Render the synthetic world, ingest it with the shipped demo model, tune and score "
@@ -438,6 +451,15 @@ def creation_model(args: argparse.Namespace) -> tuple[str, str | None]:
 def _uri_token(args: argparse.Namespace) -> None:
     if args.uri is None:
         args.uri = os.environ.get(ENV_URI) or "./cir.db"
+    env_uri = os.environ.get(ENV_URI, "")
+    if env_uri and "://" not in env_uri and "pymilvus.settings" not in sys.modules:
+        # pymilvus reads $MILVUS_URI at import as its default *server* address and refuses a Lite path later:
+        # import it with the variable hidden
+        os.environ.pop(ENV_URI)
+        try:
+            import pymilvus.settings  # noqa: F401
+        finally:
+            os.environ[ENV_URI] = env_uri
     if args.token is None:
         args.token = os.environ.get(ENV_TOKEN) or None
 
@@ -710,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet and args.verbose:
+        parser.error("-q and -v contradict each other; pass one")
     args.verbosity = -1 if args.quiet else args.verbose
     if hasattr(args, "uri") and hasattr(args, "token"):
         _uri_token(args)
