@@ -58,13 +58,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None) -> Image.Image:
+def load_image(
+    image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None, draft: tuple[int, int] | None = None,
+) -> Image.Image:
     """Decode an image input into an RGB PIL image.
 
     Args:
         image: a path, encoded bytes or a PIL image.
         max_pixels: refuse images with more pixels than this.
         name: what error messages call the image (default: the path, or "<N bytes>").
+        draft: decode JPEGs at a reduced scale (DCT-domain 1/2, 1/4, 1/8) as long as both sides stay at least this
+            ``(width, height)`` (``Image.draft``; see :func:`cir_milvus.preprocess.decode_size`). Other formats and
+            PIL inputs are unaffected.
 
     Returns:
         A fully loaded RGB image with EXIF orientation applied.
@@ -99,6 +104,8 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
                     )
                 if getattr(img, "is_animated", False):
                     img.seek(0)
+                if draft is not None and img.format == "JPEG":
+                    img.draft("RGB", draft)
                 img.load()
         except ImageDecodeError:
             raise
