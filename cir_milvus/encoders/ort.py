@@ -39,7 +39,7 @@ from cir_milvus._optional import available, require
 from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
-from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "clean_text", "load_manifest",
@@ -259,6 +259,8 @@ class OrtEncoder:
         preprocess: gallery image preprocessing (``"clip"`` or ``"targetpad"``); default the bundle's.
         verify: check the sha256 of every bundle file against the manifest on load.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        decode: ``"exact"``, ``"reduce"`` or ``"draft"`` (default: the bundle's, else ``"exact"``); see
+            :mod:`cir_milvus.preprocess`. Recorded in the recipe.
 
     Raises:
         ModelNotFoundError: no bundle at ``bundle_dir``.
@@ -280,6 +282,7 @@ class OrtEncoder:
         device: str | None = None,
         *,
         preprocess: str | None = None,
+        decode: str | None = None,
         verify: bool = True,
         threads: int | None = None,
     ) -> None:
@@ -295,7 +298,7 @@ class OrtEncoder:
         self._width = int(m["dims"]["token_width"])
         self.precision = str(m.get("precision", "fp32"))
         pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
-        self.preprocess_config = PreprocessConfig.from_dict(pre).with_mode(preprocess)
+        self.preprocess_config = PreprocessConfig.from_dict(pre).with_mode(preprocess).with_decode(decode)
         self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
@@ -385,7 +388,7 @@ class OrtEncoder:
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of ``image.onnx``)."""
         cfg = self.preprocess_config.with_mode(preprocess)
-        return preprocess_batch([load_image(im) for im in images], cfg)
+        return preprocess_batch([load_image(im, draft=decode_size(cfg)) for im in images], cfg)
 
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, batch_size: int = 64) -> Embeddings:
         """Encode preprocessed pixels ``[N, 3, S, S]``."""

@@ -16,7 +16,7 @@ from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.models.spec import ModelSpec, file_sha256, load_open_clip, resolve_model
 from cir_milvus.models.text_tower import load_text_tower
-from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
 from cir_milvus.types import ImageInput
 
 __all__ = ["TorchEncoder", "inject_pseudo_tokens"]
@@ -91,6 +91,9 @@ class TorchEncoder:
         device: ``"cuda"``, ``"cpu"`` or ``None``/``"auto"`` (CUDA when available).
         precision: ``"fp16"`` or ``"fp32"``; default fp16 on CUDA, fp32 on CPU.
         preprocess: ``"clip"`` or ``"targetpad"`` for gallery images (default ``"clip"``).
+        decode: ``"exact"`` (default), ``"reduce"`` or ``"draft"``: how much full-resolution work image decoding may
+            skip (:mod:`cir_milvus.preprocess`); recorded in the recipe, so a collection's queries decode like its
+            gallery.
         text_weights: a tuned text tower swapped in over ``pretrained``'s (an RTD checkpoint, Hugging Face
             ``CLIPTextModelWithProjection`` weights or a ``cir_milvus.train rtd`` output; see
             :func:`cir_milvus.models.text_tower.load_text_tower`). The image tower is unchanged, so this encoder
@@ -112,6 +115,7 @@ class TorchEncoder:
         device: str | None = None,
         precision: str | None = None,
         preprocess: str = "clip",
+        decode: str | None = None,
         spec: ModelSpec | None = None,
         text_weights: str | None = None,
     ) -> None:
@@ -134,7 +138,7 @@ class TorchEncoder:
             std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),  # type: ignore[arg-type]
             interpolation=pcfg.get("interpolation", "bicubic"),
             mode=preprocess,  # type: ignore[arg-type]
-        )
+        ).with_decode(decode)
         self.context_length = int(getattr(self.tokenizer, "context_length", 77))
         with self._torch.no_grad():
             probe = self.model.encode_text(self._torch.zeros(1, self.context_length, dtype=self._torch.long,
@@ -204,7 +208,7 @@ class TorchEncoder:
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of the image tower)."""
         cfg = self.preprocess_config.with_mode(preprocess)
-        return preprocess_batch([load_image(im) for im in images], cfg)
+        return preprocess_batch([load_image(im, draft=decode_size(cfg)) for im in images], cfg)
 
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, device_output: bool = False) -> Any:
         torch = self._torch

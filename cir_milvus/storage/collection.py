@@ -256,6 +256,8 @@ class CIRCollection:
                                   f"the {enc_recipe.get('backend')} backend; export a bundle from "
                                   "TorchEncoder(model, pretrained, text_weights=PATH) and open with encoder= instead")
             extra = {"text_weights": tw} if tw else {}
+            if enc_recipe.get("preprocess", {}).get("decode"):  # queries decode like the gallery did
+                extra["decode"] = enc_recipe["preprocess"]["decode"]
             encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
                                      backend=enc_recipe.get("backend"), device=device, precision=precision,
                                      preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"), **extra)

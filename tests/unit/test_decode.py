@@ -58,8 +58,8 @@ def test_exact_uint8_path_equals_the_reference_preprocessing(tmp_path: Path) -> 
 def test_draft_decodes_large_jpegs_smaller_and_stays_close(tmp_path: Path) -> None:
     path = _jpeg(tmp_path / "big.jpg", 800, 600)
     cfg = PreprocessConfig(size=64, decode="draft")
-    img = load_image(path, draft=(64, 64))
-    assert img.size == (100, 75)  # 1/8 DCT scaling: both sides still >= 64
+    img = load_image(path, draft=(128, 128))
+    assert img.size == (200, 150)  # 1/4 DCT scaling: both sides still >= 2 x 64
     assert load_image(path).size == (800, 600)
     exact = preprocess_batch([load_image(path)], PreprocessConfig(size=64))
     fast = normalize_uint8(decode_uint8(str(path), cfg)[None], cfg)
@@ -70,9 +70,9 @@ def test_draft_decodes_large_jpegs_smaller_and_stays_close(tmp_path: Path) -> No
     # PNGs and small JPEGs are untouched by draft
     png = tmp_path / "big.png"
     _photo(800, 600).save(png)
-    assert load_image(png, draft=(64, 64)).size == (800, 600)
-    small = _jpeg(tmp_path / "small.jpg", 100, 70)
-    assert load_image(small, draft=(64, 64)).size == (100, 70)
+    assert load_image(png, draft=(128, 128)).size == (800, 600)
+    small = _jpeg(tmp_path / "small.jpg", 250, 200)
+    assert load_image(small, draft=(128, 128)).size == (250, 200)
 
 
 def test_box_resize_matches_resize_then_crop_within_one_level() -> None:
