@@ -202,8 +202,12 @@ def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | Non
     return ["CPUExecutionProvider"], "cpu"
 
 
-def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None) -> Any:
-    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level)."""
+def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None, spin: bool = True) -> Any:
+    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level).
+
+    ``spin=False`` stops idle intra-op threads from busy-waiting, which only costs when the cores are shared (decode
+    workers beside the encoder during ingestion).
+    """
     opts = ort.SessionOptions()
     level = manifest.get("runtime", {}).get("graph_optimization_level")
     if level is not None:
@@ -215,6 +219,8 @@ def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = No
         }[level]
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -303,6 +309,7 @@ class OrtEncoder:
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
         self._threads = threads
+        self._spin = True
         self._sessions: dict[str, Any] = {}
 
     # -- metadata -------------------------------------------------------------------------------------------------
@@ -350,6 +357,18 @@ class OrtEncoder:
         return int(nz[1])
 
     # -- sessions -------------------------------------------------------------------------------------------------
+    def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+        """Change the intra-op threads (``None``: onnxruntime's choice) and spinning; returns the previous pair.
+
+        Sessions are re-created on next use when anything changed. :func:`cir_milvus.ingest.ingest` calls this so
+        that the encoder and the decode workers together use the machine's cores once, without busy-waiting.
+        """
+        prev = (self._threads, self._spin)
+        if (threads, spin) != prev:
+            self._threads, self._spin = threads, spin
+            self._sessions.clear()
+        return prev
+
     def session(self, name: str) -> Any:
         """The onnxruntime ``InferenceSession`` of graph ``name`` (created on first use)."""
         if name in self._sessions:
@@ -357,7 +376,7 @@ class OrtEncoder:
         graphs = self.manifest["graphs"]
         if name not in graphs:
             raise ConfigError(f"bundle {self.bundle_dir} has no graph {name!r}; it has {', '.join(sorted(graphs))}")
-        opts = session_options(self._ort, self.manifest, self._threads)
+        opts = session_options(self._ort, self.manifest, self._threads, self._spin)
         sess = self._ort.InferenceSession(str(self.bundle_dir / graphs[name]["file"]), sess_options=opts,
                                           providers=self.providers)
         used = sess.get_providers()

@@ -287,6 +287,19 @@ class TorchEncoder:
         x = torch.cat(outs) if outs else torch.zeros(0, self.dim)
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
+    def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+        """Set torch's intra-op threads on CPU (process-wide; ``None`` leaves them); returns the previous setting.
+
+        :func:`cir_milvus.ingest.ingest` gives the encoder the cores its decode workers leave free: on a shared CPU,
+        more torch threads than free cores make every parallel region wait for a descheduled thread (measured on the
+        2-core dev machine under load: a demo-model text query took 828 ms with 2 threads, 17 ms with 1). ``spin`` is
+        accepted for interface parity with the onnxruntime backend.
+        """
+        prev = int(self._torch.get_num_threads())
+        if threads is not None and not self.device.startswith("cuda") and threads != prev:
+            self._torch.set_num_threads(int(threads))
+        return prev, True
+
     def to_device(self, x: np.ndarray) -> Any:
         return self._torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
 

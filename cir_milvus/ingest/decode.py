@@ -46,7 +46,7 @@ from cir_milvus.images import MAX_PIXELS, describe, load_image
 from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_image_uint8
 
 __all__ = ["MAX_ASPECT", "MAX_JOB_ATTEMPTS", "DecodePool", "DecodedBatch", "cap_aspect", "decode_batch_uint8",
-           "decode_uint8", "default_workers"]
+           "decode_uint8", "default_workers", "encoder_threads", "usable_cpus"]
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,23 @@ MAX_JOB_ATTEMPTS = 2
 _POLL_S = 0.2
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+
+
+def encoder_threads(workers: int, cpus: int | None = None) -> int:
+    """Intra-op threads for the encoder beside ``workers`` decode processes: the cores they leave (at least 1)."""
+    return max(1, (cpus if cpus is not None else usable_cpus()) - workers)
+
+
 def default_workers(cpus: int | None = None) -> int:
     """Decode processes for this machine: one core stays with the encoder (``cpus − 1``, 1 to 8).
 
     Measured on a 2-core CPU (``benchmarks/bench_peers.py``): one worker beside the encoder thread beats in-process
     decoding; more workers than cores only add contention.
     """
-    n = cpus if cpus is not None else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                       else os.cpu_count() or 2)
-    return max(1, min(8, n - 1))
+    return max(1, min(8, (cpus if cpus is not None else usable_cpus()) - 1))
 
 
 def cap_aspect(img: Any) -> Any:

@@ -66,7 +66,14 @@ from cir_milvus.errors import (
     StorageError,
 )
 from cir_milvus.images import MAX_PIXELS, content_id
-from cir_milvus.ingest.decode import MAX_ASPECT, DecodedBatch, DecodePool, decode_batch_uint8, default_workers
+from cir_milvus.ingest.decode import (
+    MAX_ASPECT,
+    DecodedBatch,
+    DecodePool,
+    decode_batch_uint8,
+    default_workers,
+    encoder_threads,
+)
 from cir_milvus.ingest.decode import _strip_name as _strip_name
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source
 from cir_milvus.preprocess import normalize_uint8
@@ -558,6 +565,9 @@ def ingest(
             errors.append(e)
             stop.set()
 
+    # the encoder gets the cores the decode workers leave, and does not busy-wait on them
+    threads_before = (encoder.set_threads(encoder_threads(n_workers), spin=False)
+                      if pool is not None and hasattr(encoder, "set_threads") else None)
     start = time.perf_counter()
     reader = threading.Thread(target=read, name="cir-ingest-reader", daemon=True)
     writer = threading.Thread(target=write, name="cir-ingest-writer", daemon=True)
@@ -601,6 +611,8 @@ def ingest(
         writer.join(timeout=30)
         if pool is not None:
             pool.close()
+        if threads_before is not None:
+            encoder.set_threads(threads_before[0], spin=threads_before[1])
         postfix()
         bar.close()
         skips.close()

@@ -341,3 +341,27 @@ def test_shards_end_to_end_with_progress_bar(tmp_path: Path, capsys: pytest.Capt
     assert col.rows["000000002"]["source"] == "00000.tar#000000002"
     err = capsys.readouterr().err
     assert "img/s" in err and "skipped=1" in err
+
+
+def test_the_encoder_gets_the_cores_the_decode_workers_leave_and_they_are_restored(tmp_path: Path) -> None:
+    from cir_milvus.ingest.decode import encoder_threads
+
+    class Threaded(PixelFakeEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.setting: tuple[int | None, bool] = (7, True)
+            self.during: list[tuple[int | None, bool]] = []
+
+        def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+            prev, self.setting = self.setting, (threads, spin)
+            return prev
+
+        def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+            self.during.append(self.setting)
+            return super().encode_pixels(pixels, normalize=normalize)
+
+    enc = Threaded()
+    rep = ingest(MemoryCollection(enc), _images(tmp_path, 6), batch_size=3, workers=1, progress=False)
+    assert rep.stored == 6
+    assert set(enc.during) == {(encoder_threads(1), False)}  # no busy-waiting beside the decode worker
+    assert enc.setting == (7, True)
