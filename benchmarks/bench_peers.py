@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -102,6 +101,17 @@ def _flops_per_image(model: Any, size: int) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model.encode_image(x)
     return float(fc.get_total_flops())
+
+
+def _hwm_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
 
 
 def _rate(fn: Any, n: int, rounds: int = 3) -> float:
@@ -234,17 +244,21 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
         cfg = enc.preprocess_config
         workers = default_workers()
 
+        worker_hwm: list[float] = []
+
         def decode_all() -> None:
             with DecodePool(workers, cfg, batch_size=64, slots=3) as pool:
                 futs = [pool.submit(list(enumerate(paths[s:s + 64]))) for s in range(0, min(len(paths), 256), 64)]
                 for f in futs:
                     if f is not None:
                         f.result().release()
+                worker_hwm.extend(_hwm_mb(pid) for pid in pool.pids)
 
         res["decode_alone_per_s"] = _rate(decode_all, min(len(paths), 256), rounds=2)
         res["decode_workers"] = workers
-        pix = np.random.default_rng(0).standard_normal((64, 3, cfg.size, cfg.size)).astype(np.float32)
-        res["encode_alone_per_s"] = _rate(lambda: enc.encode_pixels(pix), 64)
+        res["peak_rss_children_mb"] = round(workers * max(worker_hwm, default=0.0), 1)
+        pix = np.random.default_rng(0).standard_normal((a.encode_batch, 3, cfg.size, cfg.size)).astype(np.float32)
+        res["encode_alone_per_s"] = _rate(lambda: enc.encode_pixels(pix), a.encode_batch, rounds=2)
         size = cfg.size
         enc_model = getattr(enc, "model", None)
         if stack == "cir-torch":
@@ -252,13 +266,13 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
     if "encode_alone_per_s" not in res:
         size = size or int(enc_model.visual.image_size[0] if isinstance(enc_model.visual.image_size, tuple)
                            else enc_model.visual.image_size)
-        x = torch.randn(64, 3, size, size)
+        x = torch.randn(a.encode_batch, 3, size, size)
 
         def enc_fn() -> None:
             with torch.no_grad():
                 enc_model.encode_image(x)
 
-        res["encode_alone_per_s"] = _rate(enc_fn, 64)
+        res["encode_alone_per_s"] = _rate(enc_fn, a.encode_batch, rounds=2)
     res["ingest_per_s"] = round(len(paths) / res["ingest_s"], 1)
     for r, t in zip(refs[:3], texts[:3]):  # warm-up
         query(r, t)
@@ -272,8 +286,8 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
     ids, vecs = stored()
     qs = np.stack([qvec(r, t) for r, t in zip(refs, texts)])  # [Q, D]
     res["recall@10_vs_exact"] = _recall(got, _exact_top(vecs, ids, qs))
-    res["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    res["peak_rss_children_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    res["peak_rss_mb"] = _hwm_mb()
+    res.setdefault("peak_rss_children_mb", 0.0)  # the peers decode in threads of this process
     return res
 
 
@@ -300,20 +314,23 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
 
     spec = resolve_model(model, pretrained)
     checkpoint = str(spec.checkpoint) if spec.kind in ("demo", "file") else (pretrained or "")
-    n = a.images if model == "cir-demo-tiny" else a.vit_images
+    demo = model == "cir-demo-tiny"
+    n = a.images if demo else a.vit_images
+    rounds = a.rounds if demo else a.vit_rounds
     bundles = tmp / f"bundles-{model}"
     t = time.perf_counter()
     export_bundles(model, pretrained, bundles)
     print(f"[{model}] bundles exported in {time.perf_counter() - t:.0f}s", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in a.stacks}
     gemm: list[dict[str, float]] = []
-    for r in range(a.rounds):
+    for r in range(rounds):
         gemm.append(_gemm_gflops())
         order = list(a.stacks[r % len(a.stacks):]) + list(a.stacks[: r % len(a.stacks)])
         for stack in order:
             cmd = [sys.executable, __file__, "--child", stack, "--model", model, "--pretrained", pretrained or "",
                    "--checkpoint", checkpoint, "--photos", str(photos), "--images", str(n), "--queries",
-                   str(a.queries), "--bundles", str(bundles), "--tmp", str(tmp)]
+                   str(a.queries), "--bundles", str(bundles), "--tmp", str(tmp),
+                   "--encode-batch", str(64 if demo else 16)]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             line = [x for x in p.stdout.splitlines() if x.startswith("{")]
             if p.returncode or not line:
@@ -327,7 +344,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
                   f"{row['peak_rss_mb']:.0f}+{row['peak_rss_children_mb']:.0f} MB", flush=True)
     gflop = next((x["gflop_per_image"] for x in runs.get("cir-torch", []) if "gflop_per_image" in x), None)
     best_gemm = max(max(g.values()) for g in gemm)
-    out: dict[str, Any] = {"model": model, "pretrained": pretrained, "images": n, "rounds": a.rounds,
+    out: dict[str, Any] = {"model": model, "pretrained": pretrained, "images": n, "rounds": rounds,
                            "gemm_gflops": {k: _summary([g[k] for g in gemm]) for k in ("numpy", "torch")},
                            "gflop_per_image": gflop, "stacks": {}, "ratios": {}}
     for stack, rows in runs.items():
@@ -356,9 +373,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="cir-demo-tiny:cir-demo,ViT-B-32")
     p.add_argument("--images", type=int, default=1000, help="images for the demo model")
-    p.add_argument("--vit-images", type=int, default=192, help="images for other (slower) models")
-    p.add_argument("--queries", type=int, default=60)
+    p.add_argument("--vit-images", type=int, default=96, help="images for other (slower) models")
+    p.add_argument("--queries", type=int, default=40)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--vit-rounds", type=int, default=2, help="rounds for other (slower) models")
+    p.add_argument("--encode-batch", type=int, default=64, help=argparse.SUPPRESS)
     p.add_argument("--stacks", default=",".join(STACKS))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--data", type=Path, default=None, help="keep the generated JPEGs here (default: a temp dir)")
@@ -372,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(run_stack(a.child, a)), flush=True)
         return {}
     if a.quick:
-        a.images, a.vit_images, a.queries, a.rounds = 200, 48, 30, 2
+        a.images, a.vit_images, a.queries, a.rounds, a.vit_rounds = 200, 48, 30, 2, 1
     a.stacks = [s for s in a.stacks.split(",") if s]
     import torch
 
