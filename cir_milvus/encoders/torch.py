@@ -217,6 +217,58 @@ class TorchEncoder:
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, dtype=dtype)
             return self._out(self.model.encode_image(x), normalize, device_output)
 
+    def normalize_on_device(self, pixels: Any) -> Any:
+        """uint8 ``[N, S, S, 3]`` (numpy or tensor) → normalised ``[N, 3, S, S]`` on this encoder's device and dtype.
+
+        On CUDA the uint8 pixels (a quarter of the float32 bytes) are copied from pinned memory without blocking, and
+        the scaling runs on the GPU; on CPU it is the same arithmetic as :func:`~cir_milvus.preprocess.normalize_uint8`
+        in torch's threads.
+        """
+        torch = self._torch
+        cfg = self.preprocess_config
+        x = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.startswith("cuda") and x.device.type == "cpu":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device).permute(0, 3, 1, 2)  # [N, S, S, 3] -> [N, 3, S, S]
+        std = torch.tensor(cfg.std, dtype=torch.float64)
+        scale = (1.0 / (255.0 * std)).to(device=x.device, dtype=torch.float32)[None, :, None, None]  # [1, 3, 1, 1]
+        bias = (-torch.tensor(cfg.mean, dtype=torch.float64) / std).to(device=x.device, dtype=torch.float32)
+        x = x.float() * scale + bias[None, :, None, None]  # [N, 3, S, S]
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        return x.to(dtype).contiguous()
+
+    def encode_uint8(self, pixels: Any, *, normalize: bool = True, device_output: bool = False) -> Any:
+        """Encode uint8 pixels ``[N, S, S, 3]`` (what the decode workers produce), normalising on the device."""
+        with self._torch.no_grad():
+            return self._out(self.model.encode_image(self.normalize_on_device(pixels)), normalize, device_output)
+
+    def decode_jpegs(self, data: Sequence[bytes]) -> Any:
+        """JPEG bytes → uint8 ``[N, S, S, 3]`` on this encoder's device with ``torchvision.io.decode_jpeg``.
+
+        On CUDA this decodes with nvJPEG on the GPU (batched), then resizes (bicubic, antialiased) and centre-crops
+        there; on CPU the same code runs on libjpeg. The pixels differ slightly from Pillow's (another IDCT and resize
+        kernel; ``benchmarks/bench_gpu.py`` reports the embedding cosine against the exact path), so this path is for
+        GPU ingestion benchmarks and callers that accept that difference; it is not a recipe decode mode.
+
+        Raises:
+            BackendUnavailableError: torchvision is missing.
+        """
+        torch = self._torch
+        tvio = require("torchvision.io", extra="torch", purpose="decoding JPEGs with torchvision")
+        s = self.preprocess_config.size
+        raw = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
+        imgs = tvio.decode_jpeg(raw, mode=tvio.ImageReadMode.RGB, device=self.device)
+        out = torch.empty((len(imgs), s, s, 3), dtype=torch.uint8, device=self.device)  # [N, S, S, 3]
+        for k, img in enumerate(imgs):  # [3, H, W] uint8
+            _, h, w = img.shape
+            new_h, new_w = (int(s * h / w), s) if w <= h else (s, int(s * w / h))
+            x = torch.nn.functional.interpolate(img[None].float(), size=(new_h, new_w), mode="bicubic",
+                                                antialias=True, align_corners=False)  # [1, 3, h', w']
+            top, left = int(round((new_h - s) / 2.0)), int(round((new_w - s) / 2.0))
+            x = x[0, :, top:top + s, left:left + s].round().clamp(0, 255)  # [3, S, S]
+            out[k] = x.to(torch.uint8).permute(1, 2, 0)
+        return out
+
     def encode_images(
         self,
         images: Sequence[ImageInput],
