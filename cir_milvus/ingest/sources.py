@@ -482,5 +482,10 @@ def read_bytes(source: str | bytes, *, allow_urls: bool = False, timeout: float 
         if len(data) > max_bytes:
             raise OSError(f"download larger than {max_bytes} bytes")
         return bytes(data)
-    with open(source, "rb") as f:
-        return f.read()
+    from cir_milvus.errors import ImageDecodeError
+    from cir_milvus.images import read_image_file
+
+    try:
+        return read_image_file(source)  # regular files only: a FIFO never blocks the reader
+    except ImageDecodeError as e:
+        raise OSError(str(e)) from e

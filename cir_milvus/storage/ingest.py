@@ -8,13 +8,12 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import content_id, describe, load_image
+from cir_milvus.images import content_id, describe, load_image, path_text, read_image_file
 from cir_milvus.types import ImageInput
 
 __all__ = ["AddResult", "Skipped", "chunk_rows_by_bytes"]
@@ -70,7 +69,7 @@ class PreparedBatch:
 
 
 def source_name(image: ImageInput) -> str:
-    return os.fspath(image) if isinstance(image, (str, os.PathLike)) else ""
+    return path_text(image) if isinstance(image, (str, os.PathLike)) else ""  # valid UTF-8, lossless
 
 
 def resolve_ids(images: Sequence[ImageInput], ids: Sequence[str] | None, result: AddResult) -> list[str | None]:
@@ -99,9 +98,9 @@ def read_paths(images: Sequence[ImageInput]) -> list[ImageInput]:
     for im in images:
         if isinstance(im, (str, os.PathLike)):
             try:
-                out.append(Path(im).read_bytes())
+                out.append(read_image_file(im))  # never blocks on a FIFO
                 continue
-            except OSError:
+            except ImageDecodeError:
                 pass
         out.append(im)
     return out
