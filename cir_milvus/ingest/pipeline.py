@@ -64,7 +64,7 @@ from cir_milvus.errors import (
     ImageDecodeError,
     StorageError,
 )
-from cir_milvus.images import MAX_PIXELS, content_id
+from cir_milvus.images import MAX_PIXELS, content_id, path_text
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source, read_bytes
 from cir_milvus.storage.client import milvus_errors
 from cir_milvus.storage.ingest import PreparedBatch, Skipped, chunk_rows_by_bytes, make_rows
@@ -87,6 +87,10 @@ def skip_kind(reason: str) -> str:
     """A short category for a skip reason (for the summary and the skip report)."""
     r = reason.lower()
     for needle, kind in (
+        ("broken symlink", "broken_symlink"),
+        ("symlink loop", "symlink_loop"),
+        ("not a regular file", "not_a_file"),
+        ("unsupported format", "unsupported_format"),
         ("empty file", "empty"),
         ("zero width", "empty"),
         ("pixel cap", "too_large"),
@@ -501,7 +505,7 @@ def ingest(
                         continue
                     seen_ids.add(rid)
                     todo.ids.append(rid)
-                    todo.sources.append(rec.source if isinstance(rec.source, str) else rec.origin)
+                    todo.sources.append(path_text(rec.source) if isinstance(rec.source, str) else rec.origin)
                     todo.metadata.append(md)
                     todo.names.append(rec.name)
                     raw.append(rec.source)
