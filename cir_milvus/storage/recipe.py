@@ -15,7 +15,10 @@ FORMAT_VERSION = 1
 # encoder fields that must agree between the collection and the encoder serving it (backend may differ: an ONNX
 # bundle exported from the same weights serves a torch-built collection). A swapped text tower ("text_weights",
 # RTD) is not among them: it changes queries, never the stored image vectors.
-_MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess")
+_MUST_MATCH = ("model", "pretrained", "weights_sha256", "bundle_sha256", "dim", "preprocess")
+# compared only when both sides record them: a torch encoder has no bundle_sha256 (content of an ONNX bundle's files,
+# computed on load by encoders/ort.py, so an edited bundle manifest cannot claim other weights' identity)
+_IF_BOTH = ("weights_sha256", "bundle_sha256")
 
 
 @dataclass
@@ -65,7 +68,7 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
     for key in _MUST_MATCH:
         a, b = stored.get(key), current.get(key)
-        if key == "weights_sha256" and (a is None or b is None):
+        if key in _IF_BOTH and (a is None or b is None):
             continue
         if a != b:
             out.append(f"{key}: collection has {a!r}, encoder has {b!r}")
