@@ -27,7 +27,7 @@ def image_dir(tmp_path: Path) -> Path:
         folder = root / "sub" if i % 2 else root
         it.render().save(folder / f"{it.id}.png")
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (root / "notes.txt").write_text("ignored: not an image suffix")
+    (root / "notes.txt").write_text("reported: not an image suffix")
     return root
 
 
@@ -37,11 +37,11 @@ def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.Capt
     report = tmp_path / "skipped.jsonl"
     assert main(["ingest", str(image_dir), *common, "--skip-report", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "21 images in" in out
-    assert "skipped 1" in out and "corrupt.jpg" in out
+    assert "22 images in" in out  # every entry of the folder is either stored or reported
+    assert "skipped 2" in out and "corrupt.jpg" in out
     assert "holds 20 images" in out
     skipped = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [Path(s["source"]).name for s in skipped] == ["corrupt.jpg"]
+    assert sorted(Path(s["source"]).name for s in skipped) == ["corrupt.jpg", "notes.txt"]
 
     # re-ingesting the same folder leaves the count unchanged and encodes nothing
     assert main(["ingest", str(image_dir), *common]) == 0
