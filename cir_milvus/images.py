@@ -268,6 +268,9 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
             raise ImageDecodeError(f"{name}: empty file (0 bytes)")
         try:
             with warnings.catch_warnings():
+                # Pillow's UserWarnings describe quirks of one file ("Corrupt EXIF data"...): the decode either
+                # succeeds or raises, and one warning per file would flood an ingest log
+                warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(data))
                 if img.size[0] * img.size[1] > max_pixels:
@@ -290,7 +293,8 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
                     f"{name}: unsupported format: this Pillow build has no {codec} decoder "
                     f"(PIL.features.check reports it missing); install a Pillow with {codec} support"
                 ) from e
-            raise ImageDecodeError(f"{name}: not a readable image ({e})") from e
+            raise ImageDecodeError(f"{name}: not a readable image (no image format recognises its content; it "
+                                   f"starts with {data[:12]!r})") from e
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})") from e
     if img.size[0] * img.size[1] > max_pixels:
@@ -298,7 +302,9 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
     if img.size[0] == 0 or img.size[1] == 0:
         raise ImageDecodeError(f"{name}: image has zero width or height")
     try:
-        img = ImageOps.exif_transpose(img) or img
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            img = ImageOps.exif_transpose(img) or img
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
     return to_rgb(img)
