@@ -224,7 +224,7 @@ def _stored_image(col: Any, ref_id: str) -> Any:
 
     from cir_milvus.images import load_image
 
-    with_source = col._client.get(col.name, ids=[ref_id], output_fields=["source"])
+    with_source = col.get([ref_id], output_fields=["source"])
     src = with_source[0].get("source") if with_source else ""
     return load_image(src) if src and Path(src).is_file() else Image.new("RGB", (8, 8))
 

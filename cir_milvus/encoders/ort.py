@@ -42,7 +42,7 @@ from cir_milvus.images import load_image
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_content_sha256", "clean_text",
+__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_sha256", "clean_text",
            "load_manifest", "session_options", "verify_bundle"]
 
 log = logging.getLogger(__name__)
@@ -96,15 +96,16 @@ def _content_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
     return sorted(names)
 
 
-def bundle_content_sha256(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None, *,
-                          file_hashes: dict[str, str] | None = None) -> str:
-    """The content identity of a bundle, computed from its files (never taken from the manifest).
+def bundle_sha256(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None, *,
+                  file_hashes: dict[str, str] | None = None) -> str | None:
+    """The content id of a bundle, computed from its files (never taken from the manifest); ``None`` when the
+    folder holds no bundle manifest. Collections record it to refuse other weights and to find a moved bundle.
 
     sha256 over ``name\0sha256(file)\n`` for every ONNX graph, every external-data file (``*.bin``, ``*.data``)
     and the tokenizer and preprocessing files, sorted by name. Any change of weights, graphs, tokenizer or
     preprocessing changes it; the manifest, reports (``parity.json``, ``reference.npz``) and other files do not.
-    The encoder recipe records it as ``bundle_sha256`` so that a collection built from a bundle refuses a bundle
-    whose manifest was edited to match other weights.
+    The encoder recipe records it as ``bundle_sha256``: a collection built from a bundle refuses a bundle whose
+    manifest was edited to match other weights (the manifest's own checksums agree with such files by construction).
 
     Args:
         bundle_dir: the bundle folder.
@@ -115,7 +116,10 @@ def bundle_content_sha256(bundle_dir: str | os.PathLike[str], manifest: dict[str
         ConfigError: a content file named by the manifest is missing.
     """
     folder = Path(bundle_dir)
-    manifest = manifest if manifest is not None else load_manifest(folder)
+    if manifest is None:
+        if not (folder / MANIFEST).is_file():
+            return None
+        manifest = load_manifest(folder)
     h = hashlib.sha256()
     for name in _content_files(folder, manifest):
         path = folder / name
@@ -131,7 +135,7 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] |
     folder is listed (an unlisted ``.onnx`` / ``.bin`` cannot slip in beside an edited manifest).
 
     This catches files altered after export. A manifest rewritten to match other weights passes this check by
-    construction: that case is caught by the collection's recipe, which records :func:`bundle_content_sha256`.
+    construction: that case is caught by the collection's recipe, which records :func:`bundle_sha256`.
 
     Returns:
         sha256 by file name, computed from the files.
@@ -319,8 +323,8 @@ class OrtEncoder:
         device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (an error if onnxruntime has no CUDA provider) or ``None``/``"auto"``.
         preprocess: gallery image preprocessing (``"clip"`` or ``"targetpad"``); default the bundle's.
         verify: check the sha256 of every bundle file against the manifest on load. Either way the bundle's content
-            sha256 is computed from the files (:func:`bundle_content_sha256`) and recorded in the recipe, so a
-            collection built from this bundle refuses other weights even behind an edited manifest.
+            id is computed from the files (:func:`bundle_sha256`) and recorded in the recipe, so a collection built
+            from this bundle refuses other weights even behind an edited manifest.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
 
     Raises:
@@ -351,8 +355,8 @@ class OrtEncoder:
         self.bundle_dir = Path(folder[len("bundle:"):] if folder.startswith("bundle:") else folder)
         self.manifest = load_manifest(self.bundle_dir)
         hashes = verify_bundle(self.bundle_dir, self.manifest) if verify else None
-        # computed from the files as loaded, never read from the manifest: the recipe's ``bundle_sha256``
-        self.content_sha256 = bundle_content_sha256(self.bundle_dir, self.manifest, file_hashes=hashes)
+        # computed from the files as loaded, never read from the manifest (see bundle_sha256)
+        self._bundle_sha256 = bundle_sha256(self.bundle_dir, self.manifest, file_hashes=hashes)
         m = self.manifest
         self.dim = int(m["dims"]["embed"])
         self.context_length = int(m["dims"]["context_length"])
@@ -372,11 +376,11 @@ class OrtEncoder:
         src = self.manifest["source"]
         out = {
             "backend": "onnx",
-            "location": f"bundle:{self.bundle_dir.resolve()}",
+            "location": f"bundle:{self.bundle_dir.resolve()}",  # a hint: collections store it portably
+            "bundle_sha256": self._bundle_sha256,  # the bundle's content id
             "model": src["model"],
             "pretrained": src.get("pretrained"),
             "weights_sha256": src.get("weights_sha256"),
-            "bundle_sha256": self.content_sha256,
             "dim": self.dim,
             "preprocess": self.preprocess_config.to_dict(),
         }

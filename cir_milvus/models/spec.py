@@ -26,7 +26,7 @@ from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ModelNotFoundError
 from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, demo_weights_path
 
-__all__ = ["ModelSpec", "file_sha256", "list_models", "load_open_clip", "register_model_config", "resolve_model"]
+__all__ = ["ModelSpec", "file_sha256", "list_models", "local_dir_weights", "load_open_clip", "register_model_config", "resolve_model"]
 
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 
@@ -46,6 +46,22 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime)
 
 
+_LOCAL_DIR_WEIGHTS = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+)
+
+
+def local_dir_weights(folder: str | os.PathLike[str]) -> Path | None:
+    """The weights file of a ``local-dir:`` model folder (open_clip's preferred names first), if any."""
+    d = Path(folder)
+    for name in _LOCAL_DIR_WEIGHTS:
+        if (d / name).is_file():
+            return d / name
+    found = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in d.glob(ext))
+    return found[0] if found else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A resolved backbone.
@@ -53,7 +69,8 @@ class ModelSpec:
     Attributes:
         model: open_clip model name (or ``hf-hub:``/``local-dir:`` id).
         pretrained: the tag or checkpoint path as the user gave it (``None`` = random weights).
-        checkpoint: local weights file when known (``None`` for tags until downloaded, hub ids and random).
+        checkpoint: local weights file when known (``None`` for tags until downloaded, hub ids and random); for
+            ``local-dir:`` the folder's weights file, so that its sha256 identifies the weights.
         kind: ``"tag"``, ``"file"``, ``"hf-hub"``, ``"local-dir"``, ``"demo"`` or ``"random"``.
     """
 
@@ -105,7 +122,7 @@ def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
         folder = Path(model.split(":", 1)[1])
         if not folder.is_dir():
             raise ModelNotFoundError(f"local-dir model folder not found: {folder}")
-        return ModelSpec(model, None, None, "local-dir")
+        return ModelSpec(model, None, local_dir_weights(folder), "local-dir")  # the file gives its sha256
     names = open_clip.list_models()
     if model not in names:
         close = difflib.get_close_matches(model, names, n=5)

@@ -24,7 +24,7 @@ pytest.importorskip("milvus_lite")
 from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
 
 from cir_milvus import CIRCollection  # noqa: E402
-from cir_milvus.encoders.ort import OrtEncoder, bundle_content_sha256  # noqa: E402
+from cir_milvus.encoders.ort import OrtEncoder, bundle_sha256  # noqa: E402
 from cir_milvus.errors import ConfigError, RecipeMismatchError  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def _swap_weights_and_rewrite_manifest(folder: Path) -> None:
 def test_edited_manifest_with_other_weights_is_refused_by_the_collection(bundle: Path, tmp_path: Path,
                                                                           make_image) -> None:  # type: ignore[no-untyped-def]
     original = OrtEncoder(bundle)
-    assert original.recipe["bundle_sha256"] == bundle_content_sha256(bundle)
+    assert original.recipe["bundle_sha256"] == bundle_sha256(bundle)
     uri = str(tmp_path / "cir.db")
     col = CIRCollection.create(uri, "items", encoder=original)
     col.add([make_image(16, 16, seed=1)], ids=["a"])
@@ -66,7 +66,7 @@ def test_edited_manifest_with_other_weights_is_refused_by_the_collection(bundle:
     assert other.recipe["weights_sha256"] == original.recipe["weights_sha256"]  # the manifest's claim is unchanged
     with pytest.raises(RecipeMismatchError, match="bundle_sha256") as info:
         CIRCollection.open(uri, "items", encoder=other)
-    assert original.content_sha256 in str(info.value) and other.content_sha256 in str(info.value)
+    assert original.recipe["bundle_sha256"] in str(info.value) and other.recipe["bundle_sha256"] in str(info.value)
 
     # the same bytes at another path are the same bundle
     moved = Path(shutil.copytree(bundle, tmp_path / "moved"))
@@ -77,13 +77,13 @@ def test_edited_manifest_with_other_weights_is_refused_by_the_collection(bundle:
 
 def test_content_hash_ignores_reports_and_is_computed_without_verify(bundle: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(bundle, tmp_path / "b"))
-    want = bundle_content_sha256(bundle)
+    want = bundle_sha256(bundle)
     (copy / "parity.json").write_text("{}")  # a report, not content
-    assert bundle_content_sha256(copy) == want
-    assert OrtEncoder(copy, verify=False).content_sha256 == want
+    assert bundle_sha256(copy) == want
+    assert OrtEncoder(copy, verify=False).recipe["bundle_sha256"] == want
     tok = json.loads((copy / "tokenizer.json").read_text())
     (copy / "tokenizer.json").write_text(json.dumps(tok, indent=1))  # same tokens, other bytes: content changed
-    assert bundle_content_sha256(copy) != want
+    assert bundle_sha256(copy) != want
 
 
 def test_unlisted_graph_beside_the_manifest_is_refused(bundle: Path, tmp_path: Path) -> None:
