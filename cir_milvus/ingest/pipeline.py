@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import MAX_PIXELS, content_id
+from cir_milvus.images import MAX_PIXELS, content_id, path_text
 from cir_milvus.ingest.decode import (
     MAX_ASPECT,
     DecodedBatch,
@@ -89,6 +89,10 @@ def skip_kind(reason: str) -> str:
     """A short category for a skip reason (for the summary and the skip report)."""
     r = reason.lower()
     for needle, kind in (
+        ("broken symlink", "broken_symlink"),
+        ("symlink loop", "symlink_loop"),
+        ("not a regular file", "not_a_file"),
+        ("unsupported format", "unsupported_format"),
         ("empty file", "empty"),
         ("zero width", "empty"),
         ("pixel cap", "too_large"),
@@ -455,7 +459,7 @@ def ingest(
                         continue
                     seen_ids.add(rid)
                     todo.ids.append(rid)
-                    todo.sources.append(rec.source if isinstance(rec.source, str) else rec.origin)
+                    todo.sources.append(path_text(rec.source) if isinstance(rec.source, str) else rec.origin)
                     todo.metadata.append(md)
                     todo.names.append(rec.name)
                     raw.append(rec.source)

@@ -182,6 +182,11 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
             a, b = _name(a), _name(b)
         if a != b:
             out.append(f"{key}: collection has {a!r}, encoder has {b!r}")
+    bun_a, bun_b = stored.get("bundle_sha256"), current.get("bundle_sha256")
+    if bun_a and bun_b and bun_a != bun_b:  # both served by ONNX bundles: their files' content decides
+        out.append(f"bundle_sha256: the collection was built from an ONNX bundle whose files have sha256 {bun_a} but "
+                   f"this bundle's files have sha256 {bun_b} (other weights, graphs, tokenizer or preprocessing, "
+                   "whatever its manifest claims)")
     return out
 
 

@@ -49,7 +49,7 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = root / "sub" if i % 2 else root
         it.render().save(folder / f"{it.id}.png")
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (root / "notes.txt").write_text("ignored: not an image suffix")
+    (root / "notes.txt").write_text("reported: not an image suffix")
     return root
 
 
@@ -71,11 +71,11 @@ def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.Capt
     code, out, err = run(capsys, "ingest", str(image_dir), *common, "--model", "cir-demo-tiny", "--skip-report",
                          str(report), "--no-progress", "--summary-json", str(tmp_path / "sum.json"))
     assert code == 0, err
-    assert "25 images in" in out
-    assert "skipped 1" in out and "corrupt.jpg" in out
+    assert "26 images in" in out  # every entry of the folder is either stored or reported
+    assert "skipped 2" in out and "corrupt.jpg" in out
     assert "holds 24 images" in out
     skipped = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [Path(s["source"]).name for s in skipped] == ["corrupt.jpg"]
+    assert sorted(Path(s["source"]).name for s in skipped) == ["corrupt.jpg", "notes.txt"]
     assert "object at 0x" not in out + report.read_text()
     assert json.loads((tmp_path / "sum.json").read_text())["stored"] == 24
 
