@@ -270,6 +270,10 @@ def test_oversize_uploads_and_bombs(env: Any, image_bytes: Any) -> None:
 
         r = c.post("/search", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
         _error(r, 413)
+        for path in ("/search", "/search/batch"):  # JSON bodies too, also when FastAPI parses them
+            body = b'{"queries": [{"text": "' + b"x" * 200_000 + b'"}]}'
+            r = c.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+            _error(r, 413)
         # within the body cap but over the image cap (base64 in JSON)
         _error(c.post("/search", json={"text": "x", "image_b64": base64.b64encode(big).decode()}), 413)
         # a small file that decodes to many pixels: the decompression-bomb guard
