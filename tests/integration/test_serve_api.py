@@ -410,3 +410,13 @@ def test_cli_builds_the_app(env: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         build_app_from_args(bad)
     assert os.environ.get("CIR_SERVE_TOKEN") is None
+
+
+def test_storage_errors_say_nothing_inside() -> None:
+    from cir_milvus.errors import StorageError
+    from cir_milvus.serve.app import _status_of
+
+    status, message = _status_of(StorageError("Milvus failed to search 'demo' at http://user:pw@10.0.0.5:19530"))
+    assert status == 503 and "10.0.0.5" not in message and "pw" not in message and "server log" in message
+    status, message = _status_of(ConfigError("k must be between 1 and 16384, got 0"))
+    assert (status, message) == (400, "k must be between 1 and 16384, got 0")  # the library's message, as it is
