@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--backends", default="torch,bundle")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads, in-process and in the server (onnxruntime keeps its default) (default 1: on a small shared "
-                        "machine more threads contend with the server's own threads and other processes)")
+                   help="torch intra-op threads, in-process and in the server (default 1: on a small shared machine "
+                        "more threads contend with the server's own threads; onnxruntime keeps its default)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.json")
     args = p.parse_args(argv)
 
