@@ -21,7 +21,6 @@ from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 pytestmark = pytest.mark.server
 
 
-@pytest.mark.server
 def test_ingest_on_host_a_serve_from_host_b(server_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
     monkeypatch.delenv(ENV_VAR, raising=False)
