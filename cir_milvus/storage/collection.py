@@ -539,7 +539,7 @@ class CIRCollection:
                     out["head"] = bh
                     break
         if locate_head and isinstance(head, dict) and out["head"] is head and head.get("source"):
-            from cir_milvus.heads.phi import locate_head as find_head
+            from cir_milvus.heads import locate_head as find_head
 
             out["head"] = find_head(head, base_dir=lite_base_dir(self.uri), search_path=self.search_path)
         return out

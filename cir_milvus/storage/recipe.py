@@ -6,10 +6,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
-from cir_milvus.artifacts import looks_like_path, path_hint, remember
+from cir_milvus.artifacts import hint_name, looks_like_path, path_hint, remember
 from cir_milvus.errors import ConfigError, RecipeMismatchError
 from cir_milvus.models.spec import recorded_activation
 
@@ -147,7 +147,7 @@ def _name(value: Any) -> Any:
     if value.startswith("local-dir:"):
         return "local-dir:" + _name(value[len("local-dir:"):])
     if looks_like_path(value):
-        return PureWindowsPath(value).name if "\\" in value else PurePosixPath(value).name
+        return hint_name(value)
     return value
 
 
