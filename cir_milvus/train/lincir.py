@@ -269,6 +269,7 @@ class LinCIRConfig(TrainConfig):
     """
 
     recipe: ClassVar[str] = "lincir"
+    legacy: ClassVar[dict[str, Any]] = {"keyword_tagger": "rule"}
 
     steps: int = 20000
     batch_size: int = 256

@@ -102,6 +102,7 @@ class Pic2WordConfig(TrainConfig):
     """
 
     recipe: ClassVar[str] = "pic2word"
+    legacy: ClassVar[dict[str, Any]] = {"augment": "none"}
 
     steps: int = 30000
     batch_size: int = 128
