@@ -178,8 +178,15 @@ def read_triplets(source: str) -> TripletSource:
         try:
             data = json.loads(text)
         except ValueError:  # JSON lines in a .json file
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        rows = data if isinstance(data, list) else list(data.values())
+            data = None
+        if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
+            data = list(data.values())  # {id: row, ...}
+        if not isinstance(data, list):  # JSON lines (one line is also one JSON object)
+            try:
+                data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except ValueError as e:
+                raise DatasetError(f"{path} is neither a JSON list of rows nor JSON lines: {e}") from e
+        rows = data
     else:
         rows = _read_rows(path)
     out = [(str(_pick(r, REF_KEYS, path)), str(_pick(r, COND_KEYS, path)), str(_pick(r, TARGET_KEYS, path)))
