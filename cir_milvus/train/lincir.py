@@ -34,10 +34,10 @@ line says so).
 
 The shipped demo head ``cir_milvus/data/cir-demo-tiny.lincir.safetensors`` is reproduced by ONE command (2-core
 CPU: ~660 samples/s, 5 minutes; the sidecar ``cir-demo-tiny.lincir.json`` records the config, seconds and
-samples/s)::
+samples/s, and the settings it was trained with before the defaults followed ``train_phi.py``: decay filter
+``skip-1d``, ``keyword_tagger rule``, last step kept; ``--config`` applies them)::
 
-    nice -n 10 python -m cir_milvus.train lincir --out runs/lincir-demo --steps 1500 --batch-size 128 --lr 3e-4 \\
-        --noise-scale 4.0 --ship cir_milvus/data/cir-demo-tiny.lincir.safetensors
+    nice -n 10 python -m cir_milvus.train lincir --config cir_milvus/data/cir-demo-tiny.lincir.json --out runs/lincir-demo
 
 ``--noise-scale 4.0`` instead of the paper's 1.0: the tiny demo CLIP has a wide modality gap (paired image–text
 cosine ≈ 0.6), and φ must accept image embeddings it never saw. Synthetic val R@1 (400 queries, 1,500 steps) by
