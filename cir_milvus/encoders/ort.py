@@ -43,8 +43,8 @@ from cir_milvus.images import load_image
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "clean_text", "load_manifest",
-           "session_options", "verify_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_sha256", "clean_text",
+           "load_manifest", "session_options", "verify_bundle"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,13 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bundle_sha256(bundle_dir: str | os.PathLike[str]) -> str | None:
+    """Content id of a bundle: the sha256 of its ``manifest.json``, which records every file's sha256
+    (``None`` when there is no manifest). Collections store it to find a moved bundle again."""
+    path = Path(bundle_dir) / MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def load_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -291,6 +298,7 @@ class OrtEncoder:
         folder = os.fspath(bundle_dir)
         self.bundle_dir = Path(folder[len("bundle:"):] if folder.startswith("bundle:") else folder)
         self.manifest = load_manifest(self.bundle_dir)
+        self._bundle_sha256 = bundle_sha256(self.bundle_dir)
         if verify:
             verify_bundle(self.bundle_dir, self.manifest)
         m = self.manifest
@@ -312,7 +320,8 @@ class OrtEncoder:
         src = self.manifest["source"]
         out = {
             "backend": "onnx",
-            "location": f"bundle:{self.bundle_dir.resolve()}",
+            "location": f"bundle:{self.bundle_dir.resolve()}",  # a hint: collections store it portably
+            "bundle_sha256": self._bundle_sha256,  # the bundle's content id
             "model": src["model"],
             "pretrained": src.get("pretrained"),
             "weights_sha256": src.get("weights_sha256"),

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cir_milvus._optional import require
+from cir_milvus.artifacts import SearchPath, locate
 from cir_milvus.checkpoints import read_checkpoint, strip_prefix
 from cir_milvus.errors import CheckpointError, ConfigError, ModelNotFoundError
 
@@ -50,7 +51,9 @@ __all__ = [
     "Pic2WordMapper",
     "SearlePhi",
     "list_heads",
+    "head_file_sha256",
     "load_head",
+    "locate_head",
     "state_dict_sha256",
 ]
 
@@ -425,6 +428,52 @@ def load_head(
                 placeholder=defaults.placeholder, preprocess=defaults.preprocess, fiq_join=defaults.fiq_join)
     _check_dims(head, embed_dim, token_dim, where)
     return head
+
+
+def head_file_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The checksum :class:`Head` records as ``sha256``: of the file, or of a saved folder's weights file."""
+    from cir_milvus.models.spec import file_sha256
+
+    p = Path(path)
+    if p.is_file():
+        return file_sha256(p)
+    return file_sha256(p / WEIGHTS_NAME) if (p / WEIGHTS_NAME).is_file() else None
+
+
+def locate_head(
+    config: Mapping[str, Any],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    search_path: SearchPath = None,
+) -> dict[str, Any]:
+    """Find the file (or saved folder) of a head recorded in a collection recipe, by its sha256.
+
+    A recipe stores a head's ``source`` as a hint (see :mod:`cir_milvus.artifacts`): it is looked up in the
+    collection's folder, ``search_path`` and ``$CIR_MILVUS_PATH``, and accepted only with the recorded checksum.
+
+    Args:
+        config: the head config (``Head.config()``: ``kind``, ``source``, ``sha256``, ...).
+        base_dir: the collection's folder (Milvus Lite).
+        search_path: extra folders.
+
+    Returns:
+        A copy of ``config`` whose ``source`` is the located path (unchanged for ``hf-hub:`` ids and heads
+        without a source).
+
+    Raises:
+        ModelNotFoundError: no file with the recorded checksum (the message names where it looked).
+    """
+    out = dict(config)
+    src = out.get("source")
+    if not src or str(src).startswith("hf-hub:"):
+        return out
+    kind = out.get("kind", "projection")
+    found = locate(str(src), what=f"{kind} head", sha256=out.get("sha256"), checksum=head_file_sha256,
+                   want_dir=None, base_dir=base_dir, search_path=search_path,
+                   fix=f"pass it again: search(..., head='/path/to/{Path(str(src)).name}') or "
+                       f"CIRCollection.open(..., search_path='/folder/with/it')")
+    out["source"] = str(found)
+    return out
 
 
 def _check_dims(head: Head, embed_dim: int | None, token_dim: int | None, where: str) -> None:

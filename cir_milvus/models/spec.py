@@ -37,6 +37,7 @@ __all__ = [
     "file_sha256",
     "list_models",
     "load_open_clip",
+    "local_dir_weights",
     "model_activation",
     "normalize_tag",
     "pretrained_config",
@@ -62,6 +63,22 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime)
 
 
+_LOCAL_DIR_WEIGHTS = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+)
+
+
+def local_dir_weights(folder: str | os.PathLike[str]) -> Path | None:
+    """The weights file of a ``local-dir:`` model folder (open_clip's preferred names first), if any."""
+    d = Path(folder)
+    for name in _LOCAL_DIR_WEIGHTS:
+        if (d / name).is_file():
+            return d / name
+    found = sorted(p for ext in ("*.safetensors", "*.bin", "*.pth") for p in d.glob(ext))
+    return found[0] if found else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A resolved backbone.
@@ -69,7 +86,8 @@ class ModelSpec:
     Attributes:
         model: open_clip model name (or ``hf-hub:``/``local-dir:`` id).
         pretrained: the tag or checkpoint path as the user gave it (``None`` = random weights).
-        checkpoint: local weights file when known (``None`` for tags until downloaded, hub ids and random).
+        checkpoint: local weights file when known (``None`` for tags until downloaded, hub ids and random); for
+            ``local-dir:`` the folder's weights file, so that its sha256 identifies the weights.
         kind: ``"tag"``, ``"file"``, ``"hf-hub"``, ``"local-dir"``, ``"demo"`` or ``"random"``.
     """
 
@@ -141,7 +159,7 @@ def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
         folder = Path(model.split(":", 1)[1])
         if not folder.is_dir():
             raise ModelNotFoundError(f"local-dir model folder not found: {folder}")
-        return ModelSpec(model, None, None, "local-dir")
+        return ModelSpec(model, None, local_dir_weights(folder), "local-dir")  # the file gives its sha256
     names = open_clip.list_models()
     if model not in names and model.replace("/", "-") in names:
         model = model.replace("/", "-")  # open_clip accepts "ViT-B/32" for "ViT-B-32"
