@@ -18,6 +18,7 @@ from cir_milvus.artifacts import SearchPath, locate, looks_like_path
 from cir_milvus.encoders.base import Encoder, create_encoder
 from cir_milvus.encoders.ort import MANIFEST, bundle_sha256
 from cir_milvus.errors import ConfigError
+from cir_milvus.models.spec import recorded_activation
 
 __all__ = ["encoder_from_recipe", "local_dir_sha256"]
 
@@ -89,8 +90,8 @@ def encoder_from_recipe(
     r = dict(enc_recipe)
     backend = str(r.get("backend") or "torch")
     mode = (r.get("preprocess") or {}).get("mode", "clip")
-    loading = (r.get("preprocess") or {}).get("loading")  # benchmark galleries: "official" image decoding
-    loading_kw: dict[str, Any] = {"image_loading": loading} if loading else {}
+    loading = (r.get("preprocess") or {}).get("loading")  # benchmark collections decode as the official code does
+    load_kw: dict[str, Any] = {"image_loading": loading} if loading else {}
     if backend == "fake":
         raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(dim=..., seed=...)")
     if backend == "onnx":
@@ -101,7 +102,7 @@ def encoder_from_recipe(
                 "model='bundle:PATH' (or encoder=) instead"
             )
         folder = _locate_bundle(r, base_dir, search_path)
-        return create_encoder(f"bundle:{folder}", backend="onnx", device=device, preprocess=mode, **loading_kw)
+        return create_encoder(f"bundle:{folder}", backend="onnx", device=device, preprocess=mode, **load_kw)
     if backend != "torch":  # a plugin backend: its recipe is its own business
         return create_encoder(str(r["model"]), r.get("pretrained"), backend=backend, device=device,
                               precision=precision, preprocess=mode)
@@ -124,10 +125,8 @@ def encoder_from_recipe(
         tw = str(locate(recorded, what="text tower", sha256=r.get("text_weights_sha256"), base_dir=base_dir,
                         search_path=search_path,
                         fix=f"open with text_weights='/path/to/{Path(recorded).name}'"))
-    from cir_milvus.storage.recipe import recorded_activation
-
     extra: dict[str, Any] = {"text_weights": tw} if tw else {}
-    # the recorded activation (collections built before it was recorded got open_clip's GELU for OpenAI tags)
+    # rebuild the recorded activation (recipes from before it was recorded had open_clip's config default)
     extra["quick_gelu"] = recorded_activation(r) == "quick_gelu"
     return create_encoder(model, pretrained, backend="torch", device=device, precision=precision, preprocess=mode,
-                          **extra, **loading_kw)
+                          **extra, **load_kw)

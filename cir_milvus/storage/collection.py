@@ -444,6 +444,10 @@ class CIRCollection:
         result.seconds = time.perf_counter() - start
         return result
 
+    def _image_loading(self) -> str:
+        """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
+        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
+
     def add_vectors(self, ids: Sequence[Id], raw_embeddings: np.ndarray,
                     metadata: Sequence[Mapping[str, Any]] | None = None,
                     sources: Sequence[str] | None = None) -> list[Id]:
@@ -500,10 +504,6 @@ class CIRCollection:
 
     # ------------------------------------------------------------------------------------------------------------
     # querying
-    def _image_loading(self) -> str:
-        """The encoder's image loading mode (``"official"`` for benchmark galleries, else ``"product"``)."""
-        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
-
     def composer(self, name: str | None = None, **params: Any) -> Composer:
         """The composer for a call: the recipe's default, or ``name``, with parameter overrides."""
         default = self.recipe.composer

@@ -11,6 +11,7 @@ from typing import Any
 
 from cir_milvus.artifacts import looks_like_path, path_hint, remember
 from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.models.spec import recorded_activation
 
 __all__ = ["PROPERTY_KEY", "Recipe", "check_compatible", "differences", "lite_base_dir", "portable_composer",
            "portable_encoder", "recorded_activation"]
@@ -23,13 +24,6 @@ sha256 content ids (see :mod:`cir_milvus.artifacts`). Both are read."""
 # bundle exported from the same weights serves a torch-built collection). A swapped text tower ("text_weights",
 # RTD) is not among them: it changes queries, never the stored image vectors.
 _MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess", "activation")
-
-
-def recorded_activation(encoder: Mapping[str, Any]) -> str:
-    """The recorded MLP activation; recipes written before it was recorded had open_clip's config default."""
-    if encoder.get("activation"):
-        return str(encoder["activation"])
-    return "quick_gelu" if "quickgelu" in str(encoder.get("model", "")).lower() else "gelu"
 
 
 @dataclass
