@@ -39,30 +39,34 @@ def openai_b32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def serve_hub(monkeypatch: pytest.MonkeyPatch, openai_b32_file: Path) -> list[str]:
-    """Answer open_clip's Hugging Face download of any tag with the local file; records the repo ids asked for."""
-    import open_clip.pretrained as pretrained
+def serve_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, openai_b32_file: Path) -> Path:
+    """A local Hugging Face cache holding the ``openai`` tag's repo with the random-weights file, used offline:
+    open_clip's own tag download resolves to it (the network is never asked)."""
+    import huggingface_hub.constants as hf_constants
 
-    asked: list[str] = []
-
-    def fake_download(model_id: str, filename: str = "open_clip_pytorch_model.bin", **_: object) -> str:
-        asked.append(model_id)
-        return str(openai_b32_file)
-
-    monkeypatch.setattr(pretrained, "download_pretrained_from_hf", fake_download)
-    monkeypatch.setattr(pretrained, "has_hf_hub", lambda necessary=False: True)
-    return asked
+    repo = open_clip.get_pretrained_cfg("ViT-B-32", "openai")["hf_hub"].strip("/")  # timm/vit_base_patch32_clip_224...
+    folder = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
+    revision = "0" * 40
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    (folder / "snapshots" / revision / "open_clip_pytorch_model.bin").symlink_to(openai_b32_file)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return folder
 
 
 def test_openai_tag_builds_quickgelu_and_matches_an_independent_quickgelu_model(
-    serve_hub: list[str], openai_b32_file: Path
+    serve_hub: Path, openai_b32_file: Path
 ) -> None:
     from open_clip.transformer import QuickGELU
 
     from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.models.spec import file_sha256
 
     enc = TorchEncoder("ViT-B-32", "openai", device="cpu")  # filterwarnings=error: no "QuickGELU mismatch" either
-    assert serve_hub, "the weights must come through open_clip's tag download"
+    assert enc.recipe["weights_sha256"] == file_sha256(openai_b32_file)  # came through the tag's download
     acts = {type(b.mlp.gelu) for b in enc.model.visual.transformer.resblocks}
     acts |= {type(b.mlp.gelu) for b in enc.model.transformer.resblocks}
     assert acts == {QuickGELU}
