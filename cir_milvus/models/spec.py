@@ -304,20 +304,20 @@ def check_download_possible(spec: ModelSpec) -> None:
         return
     if repo is None and url is None:
         return
-    what = f"{spec.model}" + (f" / {spec.pretrained}" if spec.kind == "tag" else "")
+    what = f"{spec.model}" + (f" / tag {spec.pretrained!r}" if spec.kind == "tag" else "")
     if spec.kind == "hf-hub":
         fix = ("Download the repo (open_clip_config.json + weights) where the hub is reachable and pass "
                "model='local-dir:/path/to/folder' (--model local-dir:/path/to/folder on the CLI).")
     else:
         fix = (f"Download the checkpoint where the hub is reachable and pass it as a local file: "
-               f"pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} --pretrained "
-               "/path/to/file` on the CLI).")
+               f"model={spec.model!r}, pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} "
+               "--pretrained /path/to/file` on the CLI).")
     if repo is not None:
         if _hf_cached(repo):
             return
         if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
             raise ModelNotFoundError(
-                f"the weights of {what} (Hugging Face repo {repo!r}) are not in the local cache "
+                f"the weights of {what} (Hugging Face hub repo {repo!r}) are not in the local cache "
                 f"{_hf_cache_dir()} and HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} forbids downloading them. "
                 f"Unset HF_HUB_OFFLINE where the hub is reachable, or: {fix}")
         endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
