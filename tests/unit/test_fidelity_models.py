@@ -39,26 +39,43 @@ def openai_b32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def serve_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, openai_b32_file: Path) -> Path:
-    """A local Hugging Face cache holding the ``openai`` tag's repo with the random-weights file, used offline:
-    open_clip's own tag download resolves to it (the network is never asked)."""
-    import huggingface_hub.constants as hf_constants
+def serve_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, openai_b32_file: Path) -> list[str]:
+    """Serve open_clip's Hugging Face download of a tag from a local hub cache holding the random-weights file.
 
-    repo = open_clip.get_pretrained_cfg("ViT-B-32", "openai")["hf_hub"].strip("/")  # timm/vit_base_patch32_clip_224...
-    folder = tmp_path / "hub" / f"models--{repo.replace('/', '--')}"
-    revision = "0" * 40
-    (folder / "snapshots" / revision).mkdir(parents=True)
-    (folder / "snapshots" / revision / "open_clip_pytorch_model.bin").symlink_to(openai_b32_file)
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(revision)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    The file goes where ``huggingface_hub`` keeps a downloaded repo (``models--ORG--NAME/snapshots/REV/FILE`` with
+    ``refs/main``) and the hub is offline, so the real download path runs end to end without a network. Records the
+    repo ids open_clip asked for.
+    """
+    import huggingface_hub
+    import huggingface_hub.constants as hf_constants
+    import open_clip.pretrained as pretrained
+
+    cache = tmp_path / "hub"
+    for tag_model in ("ViT-B-32",):
+        repo = str(open_clip.get_pretrained_cfg(tag_model, "openai")["hf_hub"]).strip("/")
+        root = cache / f"models--{repo.replace('/', '--')}"
+        rev = "0" * 40
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text(rev)
+        snap = root / "snapshots" / rev
+        snap.mkdir(parents=True)
+        (snap / "open_clip_pytorch_model.bin").write_bytes(openai_b32_file.read_bytes())
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return folder
+    asked: list[str] = []
+    real = huggingface_hub.hf_hub_download
+
+    def recording_download(repo_id: str, filename: str, **kw: object) -> str:
+        asked.append(repo_id)
+        return str(real(repo_id=repo_id, filename=filename, **kw))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pretrained, "hf_hub_download", recording_download)
+    return asked
 
 
 def test_openai_tag_builds_quickgelu_and_matches_an_independent_quickgelu_model(
-    serve_hub: Path, openai_b32_file: Path
+    serve_hub: list[str], openai_b32_file: Path
 ) -> None:
     from open_clip.transformer import QuickGELU
 
@@ -66,7 +83,8 @@ def test_openai_tag_builds_quickgelu_and_matches_an_independent_quickgelu_model(
     from cir_milvus.models.spec import file_sha256
 
     enc = TorchEncoder("ViT-B-32", "openai", device="cpu")  # filterwarnings=error: no "QuickGELU mismatch" either
-    assert enc.recipe["weights_sha256"] == file_sha256(openai_b32_file)  # came through the tag's download
+    assert serve_hub, "the weights must come through open_clip's tag download"
+    assert enc.recipe["weights_sha256"] == file_sha256(openai_b32_file)  # the served file's content
     acts = {type(b.mlp.gelu) for b in enc.model.visual.transformer.resblocks}
     acts |= {type(b.mlp.gelu) for b in enc.model.transformer.resblocks}
     assert acts == {QuickGELU}
