@@ -35,6 +35,7 @@ from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, d
 
 __all__ = [
     "ModelSpec",
+    "checkpoint_activation",
     "file_sha256",
     "list_models",
     "local_dir_weights",
@@ -144,6 +145,21 @@ def model_activation(model: Any) -> str:
     from open_clip.transformer import QuickGELU
 
     return "quick_gelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
+
+
+def checkpoint_activation(path: str | os.PathLike[str]) -> bool | None:
+    """Whether a ``.safetensors`` checkpoint says its towers ran QuickGELU (metadata ``"activation"``, written by
+    ``cir_milvus.train``); ``None`` when the file does not say (other formats, other producers)."""
+    if not str(path).endswith(".safetensors"):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - unreadable metadata: open_clip reports the file itself
+        return None
+    return {"quick_gelu": True, "gelu": False}.get(str(meta.get("activation")))
 
 
 def recorded_activation(encoder: Mapping[str, Any]) -> str:
@@ -288,20 +304,20 @@ def check_download_possible(spec: ModelSpec) -> None:
         return
     if repo is None and url is None:
         return
-    what = f"{spec.model}" + (f" / {spec.pretrained}" if spec.kind == "tag" else "")
+    what = f"{spec.model}" + (f" / tag {spec.pretrained!r}" if spec.kind == "tag" else "")
     if spec.kind == "hf-hub":
         fix = ("Download the repo (open_clip_config.json + weights) where the hub is reachable and pass "
                "model='local-dir:/path/to/folder' (--model local-dir:/path/to/folder on the CLI).")
     else:
         fix = (f"Download the checkpoint where the hub is reachable and pass it as a local file: "
-               f"pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} --pretrained "
-               "/path/to/file` on the CLI).")
+               f"model={spec.model!r}, pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} "
+               "--pretrained /path/to/file` on the CLI).")
     if repo is not None:
         if _hf_cached(repo):
             return
         if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
             raise ModelNotFoundError(
-                f"the weights of {what} (Hugging Face repo {repo!r}) are not in the local cache "
+                f"the weights of {what} (Hugging Face hub repo {repo!r}) are not in the local cache "
                 f"{_hf_cache_dir()} and HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} forbids downloading them. "
                 f"Unset HF_HUB_OFFLINE where the hub is reachable, or: {fix}")
         endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
@@ -328,8 +344,9 @@ def load_open_clip(
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         quick_gelu: the activation of the transformer MLPs: ``None`` follows open_clip's pretrained config of the
             tag (QuickGELU for OpenAI weights, as OpenAI CLIP and every official method run them) or the model
-            config (``hf-hub:``, ``local-dir:``, ``*-quickgelu`` names); ``True``/``False`` force it (a local
-            checkpoint of OpenAI weights needs ``True``).
+            config (``hf-hub:``, ``local-dir:``, ``*-quickgelu`` names), or for a local ``.safetensors`` file the
+            ``activation`` its metadata records (``cir_milvus.train`` writes it); ``True``/``False`` force it (a
+            local file of OpenAI weights from elsewhere needs ``True``).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on ``device``.
@@ -345,6 +362,8 @@ def load_open_clip(
     check_download_possible(spec)  # offline: fail in seconds, not after the hub client's retries
     if quick_gelu is None:
         quick_gelu = True if pretrained_config(spec).get("quick_gelu") else None
+    if quick_gelu is None and spec.kind == "file" and spec.checkpoint is not None:
+        quick_gelu = checkpoint_activation(spec.checkpoint)  # our trainers record it in the file's metadata
     kwargs: dict[str, Any] = {}
     if quick_gelu:
         kwargs["force_quick_gelu"] = True
