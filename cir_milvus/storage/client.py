@@ -120,7 +120,9 @@ def milvus_errors(action: str) -> Iterator[None]:
 
 def _lock_holder(e: BaseException) -> bool:
     seen: BaseException | None = e
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # gRPC errors can chain into a cycle
+        visited.add(id(seen))
         if type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
