@@ -196,7 +196,8 @@ def _collection_exists(uri: str, name: str, token: str | None, timeout: float | 
 
 
 def _random_weights(encoder_recipe: dict[str, Any]) -> bool:
-    return encoder_recipe.get("backend") == "torch" and encoder_recipe.get("pretrained") is None
+    return bool(encoder_recipe.get("random_weights")) or (
+        encoder_recipe.get("backend") == "torch" and encoder_recipe.get("pretrained") is None)
 
 
 def _describe_weights(e: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -105,8 +106,9 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             # Pillow refuses before our own check can run (its limit: MAX_IMAGE_PIXELS, an error at twice that)
             raise ImageDecodeError(f"{name}: exceeds the pixel cap, possible decompression bomb ({e})") from e
-        except UnidentifiedImageError as e:
-            raise ImageDecodeError(f"{name}: not a readable image ({e})") from e
+        except UnidentifiedImageError as e:  # Pillow names the stream by its repr (<_io.BytesIO object at 0x...>)
+            why = re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", str(e)).strip() or "unknown format"
+            raise ImageDecodeError(f"{name}: not a readable image ({why})") from e
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})") from e
     if img.size[0] * img.size[1] > max_pixels:
