@@ -600,10 +600,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"interrupted: collection {args.collection!r} at {_redact(args.uri)} {held}; run the same "
                   "command again to resume (stored images are skipped, not re-encoded)", file=sys.stderr)
             return 130
-        _out(args, report.summary())
-        for sk in report.skipped[:20]:
-            _out(args, f"  skipped {sk.source}: {sk.reason}")
-        if len(report.skipped) > 20:
+        if args.verbosity < 1:  # with -v the ingest logs its skips and summary itself: once is enough
+            _out(args, report.summary())
+            for sk in report.skipped[:20]:
+                _out(args, f"  skipped {sk.source}: {sk.reason}")
+        if len(report.skipped) > 20 and args.verbosity < 1:
             _out(args, f"  ... and {len(report.skipped) - 20} more" + (f" (see {args.skip_report})"
                                                                           if args.skip_report else ""))
         if args.summary_json:

@@ -191,6 +191,13 @@ def test_zero_hits_and_quiet(demo_db: str, image_dir: Path, capsys: pytest.Captu
     code, out, _ = run(capsys, "search", "--uri", demo_db, "--collection", "imgs", "--image", str(ref), "--text",
                        "make it blue", "--filter", 'metadata["path"] == {p}', "--param", "p=nothing.png", "-q")
     assert code == 0 and out.startswith("no hits") and "filter" in out
+    # -v: our progress messages, each once; no third-party lines
+    code, out, err = run(capsys, "ingest", str(image_dir), "--uri", demo_db, "--collection", "imgs", "-v",
+                         "--no-progress")
+    assert code == 0, err
+    assert (out + err).count("already stored 24") == 1
+    assert (out + err).count("corrupt.jpg") == 1
+    assert all(line.startswith(("INFO cir_milvus", "WARNING cir_milvus")) for line in err.splitlines() if line)
 
 
 def test_help_on_every_flag_and_version(capsys: pytest.CaptureFixture[str]) -> None:
