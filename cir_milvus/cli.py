@@ -1,6 +1,6 @@
 """``cir-milvus``: a thin command line over the library.
 
-Subcommands: ``demo``, ``ingest``, ``search``, ``info``, ``set-default``, ``eval``, ``export``, ``parity``
+Subcommands: ``demo``, ``ingest``, ``search``, ``info``, ``set-default``, ``eval``, ``serve``, ``export``, ``parity``
 (the last two when the export extra is installed). Every failure we can explain ends as one ``error: ...`` line on
 stderr with exit code 2 (130 after Ctrl-C), never a traceback.
 
@@ -143,45 +143,14 @@ def read_collection_info(uri: str, name: str, token: str | None = None, timeout:
         ConfigError: the collection was not created by cir_milvus.
         StorageError: Milvus cannot be reached.
     """
-    from cir_milvus.errors import CollectionNotFoundError
-    from cir_milvus.storage.client import capabilities, connect, disconnect, milvus_errors, redact_uri
-    from cir_milvus.storage.collection import DESCRIPTION_PREFIX
-    from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe
+    from cir_milvus.storage.store import VectorStore
 
-    client = connect(uri, token=token, timeout=timeout)
-    try:
-        caps = capabilities(client)
-        with milvus_errors(f"describe collection {name!r}"):
-            if not client.has_collection(name):
-                existing = client.list_collections()
-                raise CollectionNotFoundError(
-                    f"no collection {name!r} at {redact_uri(uri)}; existing: {', '.join(existing) or 'none'}. "
-                    "Create it with `cir-milvus ingest DIR --model ... --collection NAME`.")
-            desc = client.describe_collection(name)
-            props = desc.get("properties", {}) or {}
-            text = str(desc.get("description") or "")
-            if PROPERTY_KEY in props:
-                recipe = Recipe.from_json(props[PROPERTY_KEY])
-            elif text.startswith(DESCRIPTION_PREFIX):
-                recipe = Recipe.from_json(text[len(DESCRIPTION_PREFIX):])
-            else:
-                raise ConfigError(f"collection {name!r} at {redact_uri(uri)} was not created by cir_milvus "
-                                  "(no recipe property)")
-            client.load_collection(name)
-            count = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-            index = dict(client.describe_index(name, "vector"))
-    finally:
-        disconnect(client, uri)
-    return {
-        "name": name,
-        "uri": redact_uri(uri),
-        "backend": "Milvus Lite" if caps.is_lite else "Milvus server",
-        "server_version": caps.version,
-        "count": int(count[0]["count(*)"]),
-        "index": index,
-        "recipe": {"encoder": recipe.encoder, "composer": recipe.composer, "metric": recipe.metric,
-                   "index": recipe.index, "package_version": recipe.package_version},
-    }
+    with VectorStore.open(uri, name, token=token, timeout=timeout) as store:
+        info = store.info()
+    if info.get("recipe") is None:
+        raise ConfigError(f"collection {name!r} at {info['uri']} was not created by cir_milvus (it has no recipe); "
+                          "attach it from Python with VectorStore.open(..., schema=..., recipe=...)")
+    return info
 
 
 def _collection_exists(uri: str, name: str, token: str | None, timeout: float | None = None) -> bool:
@@ -410,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cir_milvus.eval.cli import add_eval_parser
 
     add_eval_parser(sub, _add_collection_args, _add_model_args)
+
+    from cir_milvus.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
 
     try:
         from cir_milvus_export.cli import add_export_parsers

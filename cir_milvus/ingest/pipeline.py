@@ -11,13 +11,16 @@
   hash unless the source names one), drops repeats of an id within the input, asks Milvus once per
   ``lookup_batches`` batches which ids are already stored (those are never decoded or encoded again: resume after a
   crash is a plain re-run), then hands the rest to the decode workers in batches of ``batch_size``.
-- **Decode workers** (``workers`` processes, ``spawn`` start method): read and decode each image with
-  :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame) and preprocess it with the encoder's
-  ``preprocess_config`` (:func:`cir_milvus.preprocess.preprocess_image`, the function behind ``preprocess_batch``),
-  returning float32 pixels ``[N, 3, S, S]``. Unreadable files come back as reasons, never as exceptions. Encoders
-  without ``encode_pixels`` (e.g. :class:`~cir_milvus.encoders.fake.FakeEncoder`) decode in the reader thread.
-- **Main thread**: encodes each batch (``encode_pixels``) while the next batches decode (``prefetch`` batches in
-  flight) and the previous one is written.
+- **Decode workers** (:class:`cir_milvus.ingest.decode.DecodePool`: ``workers`` processes, ``spawn`` start method):
+  read and decode each image with :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame; JPEG
+  DCT scaling when the encoder's ``preprocess_config.decode`` is ``"draft"``) and pad/resize/crop it to uint8
+  ``[S, S, 3]`` (:func:`cir_milvus.preprocess.preprocess_image_uint8`), written into shared memory. Unreadable files
+  come back as reasons, never as exceptions. A killed worker is restarted and its batch decoded again; workers exit
+  with their parent. Encoders without ``encode_pixels`` (e.g. :class:`~cir_milvus.encoders.fake.FakeEncoder`)
+  decode in the reader thread.
+- **Main thread**: normalises each batch to float32 ``[N, 3, S, S]`` (:func:`cir_milvus.preprocess.normalize_uint8`)
+  and encodes it (``encode_pixels``) while the next batches decode (``prefetch`` batches in flight) and the
+  previous one is written.
 - **Writer thread**: upserts rows in chunks of at most 16 MB (Milvus refuses RPCs over 64 MB), retrying with
   exponential backoff (capped at 10 s) for up to ``retry_timeout`` seconds when the server drops, so a server
   restart mid-job ends with the exact count. Upserts by id are idempotent: a retried batch never duplicates.
@@ -39,44 +42,43 @@ Example:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
-import math
-import multiprocessing
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cir_milvus.errors import (
-    CollectionLockedError,
-    CollectionNotFoundError,
-    ConfigError,
-    ImageDecodeError,
-    StorageError,
-)
+from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, content_id
-from cir_milvus.ingest.sources import Record, batched, is_url, open_source, read_bytes
-from cir_milvus.storage.client import milvus_errors
-from cir_milvus.storage.ingest import PreparedBatch, Skipped, chunk_rows_by_bytes, make_rows
+from cir_milvus.ingest.decode import (
+    MAX_ASPECT,
+    DecodedBatch,
+    DecodePool,
+    decode_batch_uint8,
+    default_workers,
+    encoder_threads,
+)
+from cir_milvus.ingest.decode import _strip_name as _strip_name
+from cir_milvus.ingest.sources import Record, batched, is_url, open_source
+from cir_milvus.preprocess import normalize_uint8
+from cir_milvus.storage.policy import MetadataError, safe_text
+from cir_milvus.storage.retry import retry_storage
+from cir_milvus.storage.store import Skipped
 
-__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
+__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "retry_storage", "skip_kind"]
 
 log = logging.getLogger(__name__)
 
-MAX_ASPECT = 32.0
-"""Aspect ratios beyond this are centre-cropped to it before preprocessing (bounds resize memory)."""
-MAX_METADATA_BYTES = 65_536
-"""Milvus's default limit for one JSON field value."""
 _DONE = object()
 
 
@@ -175,7 +177,9 @@ class _SkipLog:
             self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
             report.skip_report = str(path)
 
-    def add(self, name: str, reason: str, rid: str | None = None) -> None:
+    def add(self, name: str, reason: str, rid: Any = None) -> None:
+        name, reason = safe_text(str(name)), safe_text(str(reason))
+        rid = safe_text(rid) if isinstance(rid, str) else rid
         with self._lock:
             self.report.skipped.append(Skipped(name, reason))
             if self._f is not None:
@@ -192,42 +196,31 @@ class _SkipLog:
 # -- decoding (runs in worker processes) ----------------------------------------------------------------------------
 
 
-def _cap_aspect(img: Any) -> Any:
-    w, h = img.size
-    if max(w, h) <= MAX_ASPECT * min(w, h):
-        return img
-    if w > h:
-        keep = max(1, int(MAX_ASPECT * h))
-        left = (w - keep) // 2
-        return img.crop((left, 0, left + keep, h))
-    keep = max(1, int(MAX_ASPECT * w))
-    top = (h - keep) // 2
-    return img.crop((0, top, w, top + keep))
-
-
-def _strip_name(msg: str, name: str) -> str:
-    return msg[len(name) + 2:] if msg.startswith(name + ": ") else msg
-
-
 def prepare_batch(
     items: list[tuple[int, str | bytes]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
-    allow_urls: bool = False,
+    allow_urls: bool = False, loading: str | None = None,
 ) -> tuple[list[int], Any, list[tuple[int, str]]]:
-    """Decode (and, with a preprocess config, preprocess) one batch. Runs in a worker process.
+    """Decode (and, with a preprocess config, preprocess) one batch in this process.
 
     Args:
         items: ``(index, path or bytes)`` pairs.
         preprocess: ``PreprocessConfig.to_dict()`` of the encoder, or ``None`` to return RGB PIL images.
         max_pixels: decompression-bomb cap.
         allow_urls: fetch ``http(s)://`` sources.
+        loading: the image loading mode (:func:`~cir_milvus.images.load_image`) when there is no preprocess config
+            (default ``"product"``); with one, the config's ``loading`` decides.
 
     Returns:
         ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
     """
     from cir_milvus.images import describe, load_image
-    from cir_milvus.preprocess import PreprocessConfig, preprocess_image
+    from cir_milvus.ingest.sources import read_bytes
+    from cir_milvus.preprocess import PreprocessConfig, normalize_uint8
 
-    cfg = PreprocessConfig.from_dict(preprocess) if preprocess is not None else None
+    if preprocess is not None:
+        cfg = PreprocessConfig.from_dict(preprocess)
+        decoded = _decode_here(items, cfg, max_pixels, allow_urls)
+        return decoded.ok, normalize_uint8(decoded.pixels, cfg), decoded.bad  # [N, 3, S, S]
     ok: list[int] = []
     out: list[Any] = []
     bad: list[tuple[int, str]] = []
@@ -239,100 +232,52 @@ def prepare_batch(
                     data = read_bytes(src, allow_urls=allow_urls)
                 except OSError as e:
                     raise ImageDecodeError(f"download failed ({e})") from e
-            img = load_image(data, max_pixels=max_pixels)
-            if cfg is not None:
-                x = preprocess_image(_cap_aspect(img), cfg)  # [3, S, S]
-                out.append(x)
-            else:
-                out.append(img)
+            out.append(load_image(data, max_pixels=max_pixels, mode=loading or "product"))
             ok.append(idx)
         except ImageDecodeError as e:
             bad.append((idx, _strip_name(str(e), describe(data))))
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
             bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
-    if cfg is not None:
-        pixels = np.stack(out) if out else np.zeros((0, 3, cfg.size, cfg.size), dtype=np.float32)  # [N, 3, S, S]
-        return ok, pixels, bad
     return ok, out, bad
+
+
+def _decode_here(items: list[tuple[int, Any]], cfg: Any, max_pixels: int, allow_urls: bool) -> DecodedBatch:
+    """Decode a batch to uint8 in this process (no workers, or the FakeEncoder path)."""
+    buf = np.empty((len(items), cfg.size, cfg.size, 3), dtype=np.uint8)  # [N, S, S, 3]
+    ok, bad = decode_batch_uint8(items, cfg, buf, max_pixels, allow_urls)
+    return DecodedBatch(ok, buf[: len(ok)], bad)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 
-_PERMANENT = (CollectionNotFoundError, CollectionLockedError)
-
-
-def _permanent(e: StorageError) -> bool:
-    if isinstance(e, _PERMANENT):
-        return True
-    cause = e.__cause__
-    return type(cause).__name__ in ("ParamError", "DataNotMatchException", "PrimaryKeyException",
-                                    "DataTypeNotMatchException")
-
-
-def retry_storage(fn: Callable[[], Any], what: str, *, timeout: float, on_retry: Callable[[], None] | None = None,
-                  reload: Callable[[], None] | None = None) -> Any:
-    """Call ``fn`` until it succeeds, retrying :class:`StorageError` with backoff (0.5 s doubling to 10 s) for up to
-    ``timeout`` seconds. Permanent errors (bad data, missing collection) are raised at once.
+def record_id(rec: Record, store: Any) -> str:
+    """The id of a record: the one it names (checked by the store's id policy) or its content hash.
 
     Raises:
-        StorageError: still failing after ``timeout`` seconds (the last error is chained).
+        ImageDecodeError: an invalid id, or a file that cannot be read (the message is the skip reason).
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except StorageError as e:
-            if _permanent(e):
-                raise
-            attempt += 1
-            if time.monotonic() + delay > deadline:
-                raise StorageError(f"{what} still failing after {attempt} attempts over {timeout:.0f}s: {e}") from e
-            if on_retry is not None:
-                on_retry()
-            log.warning("%s failed (%s); retry %d in %.1fs", what, str(e)[:200], attempt, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            if reload is not None and "not loaded" in str(e).lower():
-                try:
-                    reload()
-                except Exception:  # noqa: BLE001 - best effort; the next attempt reports the real error
-                    pass
-
-
-def _jsonable(md: dict[str, Any]) -> dict[str, Any]:
-    """Metadata that Milvus accepts as JSON: non-finite floats become null, unknown types their str()."""
-
-    def fix(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): fix(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [fix(x) for x in v]
-        if isinstance(v, (str, int, bool)) or v is None:
-            return v
-        if isinstance(v, float):
-            return v
-        if isinstance(v, (np.integer, np.floating, np.bool_)):
-            return fix(v.item())
-        return str(v)
-
-    return fix(md)  # type: ignore[no-any-return]
-
-
-def _record_id(rec: Record) -> str:
     if rec.id is not None:
-        rid = rec.id
-        if not isinstance(rid, str) or not rid or len(rid) > 512:
-            raise ImageDecodeError(f"invalid id {rid!r}: ids must be non-empty strings of at most 512 characters")
-        return rid
+        reason = store.check_id(rec.id)
+        if reason is not None:
+            raise ImageDecodeError(reason)
+        return rec.id  # type: ignore[no-any-return]
     src = rec.source
     if isinstance(src, str) and is_url(src):
         return hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
     assert src is not None
     return content_id(src)
+
+
+def record_metadata(rec: Record, store: Any) -> dict[str, Any]:
+    """The record's metadata as the store will keep it.
+
+    Raises:
+        ImageDecodeError: metadata the store's policy refuses (a cycle, over 64 KB...), as a skip reason.
+    """
+    try:
+        return store.prepare_metadata(dict(rec.metadata))  # type: ignore[no-any-return]
+    except (MetadataError, ValueError) as e:
+        raise ImageDecodeError(f"bad metadata: {e}") from e
 
 
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
@@ -365,8 +310,16 @@ class _Job:
     items: list[tuple[int, str | bytes]] = field(default_factory=list)
 
 
+def _encode_uint8(encoder: Any, pixels: np.ndarray, cfg: Any) -> Any:
+    """Encode uint8 ``[N, S, S, 3]``: on the encoder's device when it can normalise there (torch: pinned-memory copy
+    of a quarter of the bytes, scaling on the GPU), else normalised here to float32 ``[N, 3, S, S]``."""
+    if hasattr(encoder, "encode_uint8"):
+        return encoder.encode_uint8(pixels, normalize=False)
+    return encoder.encode_pixels(normalize_uint8(pixels, cfg), normalize=False)
+
+
 def _default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return default_workers()
 
 
 # -- the pipeline ---------------------------------------------------------------------------------------------------
@@ -398,7 +351,8 @@ def ingest(
             glob), a source object from :mod:`cir_milvus.ingest.sources`, or an iterable of paths / bytes /
             ``(id, source, metadata)`` tuples.
         batch_size: images per encoder batch.
-        workers: decode processes (default: CPU count − 1, at most 8); ``0`` decodes in a thread of this process.
+        workers: decode processes (default: usable CPUs − 1, 1 to 8); ``0`` decodes in a thread of this process.
+            A worker killed mid-job is restarted and its batch decoded again (the count stays exact).
         prefetch: batches decoded ahead of the encoder (default ``2 × workers``, at least 2).
         skip_existing: do not decode or encode ids already stored (resume). ``False`` re-encodes and overwrites.
         skip_report: write skipped inputs and reasons here as JSON Lines (``{"source", "id", "kind", "reason"}``).
@@ -424,9 +378,15 @@ def ingest(
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    store = col.store
+    policy = dataclasses.replace(store.retry, timeout=float(retry_timeout))
     if ray_address is not None:
         from cir_milvus.ingest.ray_pipeline import ingest_ray
 
+        if workers is not None or prefetch is not None:
+            raise ConfigError("workers= and prefetch= size the local pipeline; with ray_address= Ray schedules the "
+                              "decode tasks itself: drop them, or call ingest_ray() with num_encoders=, "
+                              "num_cpus_per_decoder=...")
         return ingest_ray(col, source, ray_address=ray_address, batch_size=batch_size, skip_existing=skip_existing,
                           skip_report=skip_report, progress=progress, retry_timeout=retry_timeout,
                           allow_urls=allow_urls, max_pixels=max_pixels, root=root)
@@ -441,7 +401,7 @@ def ingest(
         n_workers = 0
     depth = prefetch if prefetch is not None else max(2, 2 * n_workers)
     lookup_size = batch_size * max(1, lookup_batches)
-    cfg = encoder.preprocess_config.to_dict() if pixel_mode else None
+    pcfg = encoder.preprocess_config if pixel_mode else None
 
     report = IngestReport()
     skips = _SkipLog(report, skip_report)
@@ -454,18 +414,14 @@ def ingest(
     except TypeError:
         total = None
     bar = tqdm(total=total, desc=f"ingest → {col.name}", unit="img", disable=not progress, smoothing=0.1)
-    pool = (ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context(mp_context))
-            if n_workers else None)
+    pool = (DecodePool(n_workers, pcfg, batch_size=batch_size, slots=depth + 1, max_pixels=max_pixels,
+                       allow_urls=allow_urls, mp_context=mp_context) if n_workers and pcfg is not None else None)
     seen_ids: set[str] = set()
     lock = threading.Lock()
-    pool_broken = threading.Event()
 
     def on_retry() -> None:
         with lock:
             report.retries += 1
-
-    def reload() -> None:
-        col._client.load_collection(col.name)
 
     def postfix() -> None:
         bar.set_postfix(stored=report.stored, existing=report.already_stored, dup=report.duplicates,
@@ -488,10 +444,8 @@ def ingest(
                         skips.add(rec.name, rec.error or "no image", rec.id)
                         continue
                     try:
-                        rid = _record_id(rec)
-                        md = _jsonable(dict(rec.metadata))
-                        if len(json.dumps(md)) > MAX_METADATA_BYTES:
-                            raise ImageDecodeError(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
+                        rid = record_id(rec, store)
+                        md = record_metadata(rec, store)
                     except ImageDecodeError as e:
                         skips.add(rec.name, _strip_name(str(e), str(rec.source)), rec.id)
                         continue
@@ -507,8 +461,7 @@ def ingest(
                     raw.append(rec.source)
                 if skip_existing and todo.ids:
                     lookup = list(todo.ids)
-                    present = retry_storage(lambda: col._existing_ids(lookup), f"look up ids in {col.name!r}",  # noqa: B023
-                                            timeout=retry_timeout, on_retry=on_retry, reload=reload)
+                    present = store.existing_ids(lookup, on_retry=on_retry, retry=policy)
                     if present:
                         keep = [i for i, rid in enumerate(todo.ids) if rid not in present]
                         with lock:
@@ -528,18 +481,25 @@ def ingest(
                         job.records += len(chunk) - len(todo.ids)
                     if job.ids:
                         job.items = list(enumerate(raw[lo:hi]))
-                        if pool is not None and not pool_broken.is_set():
-                            job.future = pool.submit(prepare_batch, job.items, cfg, max_pixels, allow_urls)
-                        else:
-                            fut: Future[Any] = Future()
-                            fut.set_result(prepare_batch(job.items, cfg, max_pixels, allow_urls))
-                            job.future = fut
+                        job.future = _submit_decode(job.items)
+                        if job.future is None:  # stopped while waiting for a free slot
+                            return
                     if not _put(decoded, job, stop):
                         return
             _put(decoded, _DONE, stop)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
             stop.set()
+
+    def _submit_decode(items: list[tuple[int, str | bytes]]) -> Future[Any] | None:
+        if pool is not None:
+            return pool.submit(items, stop)
+        fut: Future[Any] = Future()
+        if pcfg is not None:
+            fut.set_result(_decode_here(items, pcfg, max_pixels, allow_urls))
+        else:
+            fut.set_result(prepare_batch(items, None, max_pixels, allow_urls))
+        return fut
 
     def write() -> None:
         try:
@@ -548,21 +508,24 @@ def ingest(
                 if item is _DONE:
                     return
                 n, rows = item
-                for part in chunk_rows_by_bytes(rows):
-                    def call(part: list[dict[str, Any]] = part) -> None:
-                        with milvus_errors(f"upsert {len(part)} rows into {col.name!r}"):
-                            col._client.upsert(col.name, part)
-
-                    retry_storage(call, f"upsert {len(part)} rows into {col.name!r}", timeout=retry_timeout,
-                                  on_retry=on_retry, reload=reload)
+                written = 0
+                if rows is not None:
+                    ids, raw_vecs, sources, mds, names = rows
+                    wr = store.upsert(ids, raw_vecs, sources=sources, metadata=mds, on_retry=on_retry, retry=policy)
+                    written = len(wr.written)
+                    for i, sk in wr.skipped:
+                        skips.add(names[i], sk.reason, ids[i])
                 with lock:
-                    report.stored += len(rows)
+                    report.stored += written
                 bar.update(n)
                 postfix()
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
             stop.set()
 
+    # the encoder gets the cores the decode workers leave, and does not busy-wait on them
+    threads_before = (encoder.set_threads(encoder_threads(n_workers), spin=False)
+                      if pool is not None and hasattr(encoder, "set_threads") else None)
     start = time.perf_counter()
     reader = threading.Thread(target=read, name="cir-ingest-reader", daemon=True)
     writer = threading.Thread(target=write, name="cir-ingest-writer", daemon=True)
@@ -573,26 +536,26 @@ def ingest(
             job = _get(decoded, stop)
             if job is _DONE:
                 break
-            rows: list[dict[str, Any]] = []
+            rows: tuple[Any, ...] | None = None
             if job.future is not None:
-                try:
+                got: DecodedBatch | None = None
+                if pcfg is not None:
+                    got = job.future.result()
+                    ok, bad, data = got.ok, got.bad, got.pixels  # uint8 [N, S, S, 3]
+                else:
                     ok, data, bad = job.future.result()
-                except BrokenProcessPool:  # a worker died (the OOM killer, a crashing codec): carry on in-process
-                    if not pool_broken.is_set():
-                        log.warning("a decode worker died; decoding in this process from now on")
-                        pool_broken.set()
-                    ok, data, bad = prepare_batch(job.items, cfg, max_pixels, allow_urls)
                 for idx, reason in bad:
                     skips.add(job.names[idx], reason, job.ids[idx])
                 if ok:
-                    raw_vecs = (encoder.encode_pixels(data, normalize=False) if pixel_mode
+                    raw_vecs = (_encode_uint8(encoder, data, pcfg) if pcfg is not None
                                 else encoder.encode_images(data, batch_size=batch_size, normalize=False))
                     raw_vecs = np.asarray(raw_vecs, dtype=np.float32)  # [N, D]
-                    batch = PreparedBatch(ids=[job.ids[i] for i in ok], sources=[job.sources[i] for i in ok],
-                                          metadata=[job.metadata[i] for i in ok])
-                    rows = make_rows(batch, raw_vecs)
+                    rows = ([job.ids[i] for i in ok], raw_vecs, [job.sources[i] for i in ok],
+                            [job.metadata[i] for i in ok], [job.names[i] for i in ok])
                     with lock:
-                        report.encoded += len(rows)
+                        report.encoded += len(ok)
+                if got is not None:
+                    got.release()  # the shared-memory slot is free once the pixels are encoded
             if not _put(to_write, (job.records, rows), stop):
                 break
         _put(to_write, _DONE, stop)
@@ -605,7 +568,9 @@ def ingest(
         reader.join(timeout=30)
         writer.join(timeout=30)
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
+        if threads_before is not None:
+            encoder.set_threads(threads_before[0], spin=threads_before[1])
         postfix()
         bar.close()
         skips.close()
