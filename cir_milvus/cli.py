@@ -468,7 +468,7 @@ def _open(args: argparse.Namespace, encoder_recipe: dict[str, Any]) -> Any:
     pretrained = DEMO_WEIGHTS if args.model == DEMO_MODEL and args.pretrained is None else args.pretrained
     return CIRCollection.open(args.uri, args.collection, model=args.model, pretrained=pretrained,
                               token=args.token, device=args.device, text_weights=args.text_weights,
-                              connect_kwargs={"timeout": args.timeout})
+                              timeout=args.timeout)
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -559,7 +559,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                                  **({"text_weights": args.text_weights} if args.text_weights else {}))
         col = CIRCollection.create(args.uri, args.collection, encoder=encoder, token=args.token,
                                    composer=composer or "slerp", composer_params=params,
-                                   connect_kwargs={"timeout": args.timeout})
+                                   timeout=args.timeout)
     try:
         try:
             report = ingest(col, source, batch_size=args.batch_size, workers=args.workers,
