@@ -261,6 +261,17 @@ def _hf_cached(repo_id: str) -> bool:
     return snapshots.is_dir() and any(p.is_file() for p in snapshots.glob("*/*"))
 
 
+def _hf_offline() -> bool:
+    if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    except ImportError:
+        return False
+
+
 def _reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT) -> bool:
     """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
     import socket
@@ -304,33 +315,35 @@ def check_download_possible(spec: ModelSpec) -> None:
         return
     if repo is None and url is None:
         return
-    what = f"{spec.model}" + (f" / tag {spec.pretrained!r}" if spec.kind == "tag" else "")
+    what = f"{spec.model}" + (f" (pretrained tag {spec.pretrained!r})" if spec.kind == "tag" else "")
     if spec.kind == "hf-hub":
         fix = ("Download the repo (open_clip_config.json + weights) where the hub is reachable and pass "
                "model='local-dir:/path/to/folder' (--model local-dir:/path/to/folder on the CLI).")
     else:
         fix = (f"Download the checkpoint where the hub is reachable and pass it as a local file: "
-               f"model={spec.model!r}, pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} "
-               "--pretrained /path/to/file` on the CLI).")
+               f"CIRCollection.create(..., model={spec.model!r}, pretrained='/path/to/open_clip_pytorch_model.bin') "
+               f"or `--model {spec.model} --pretrained /path/to/file` on the CLI.")
     if repo is not None:
         if _hf_cached(repo):
             return
-        if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
+        where = f"the Hugging Face hub repo {repo!r} (local cache {_hf_cache_dir()})"
+        if _hf_offline():
             raise ModelNotFoundError(
-                f"the weights of {what} (Hugging Face hub repo {repo!r}) are not in the local cache "
-                f"{_hf_cache_dir()} and HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} forbids downloading them. "
-                f"Unset HF_HUB_OFFLINE where the hub is reachable, or: {fix}")
+                f"the weights of {what} are not in the local copy of {where} and HF_HUB_OFFLINE="
+                f"{os.environ.get('HF_HUB_OFFLINE', '1')} forbids downloading them. Unset HF_HUB_OFFLINE where the "
+                f"hub is reachable, or: {fix}")
         endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     else:
         assert url is not None
         cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         if cached.is_file():
             return
-        endpoint = url
+        endpoint, where = url, f"{url} (local copy {cached})"
     if not _reachable(endpoint):
         raise ModelNotFoundError(
-            f"the weights of {what} are not cached locally and {endpoint} cannot be reached (no connection within "
-            f"{HUB_PROBE_TIMEOUT:.0f} s; offline?). Set HF_ENDPOINT if you use a hub mirror, or: {fix}")
+            f"the weights of {what} are not cached locally ({where}) and {endpoint} cannot be reached (no "
+            f"connection within {HUB_PROBE_TIMEOUT:.0f} s; offline?). Set HF_ENDPOINT if you use a hub mirror, "
+            f"or: {fix}")
 
 
 def load_open_clip(
