@@ -60,6 +60,7 @@ import numpy as np
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, content_id
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source, read_bytes
+from cir_milvus.storage.ingest import regular_file_reason as _regular_file_reason
 from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.retry import retry_storage
 from cir_milvus.storage.store import Skipped
@@ -253,6 +254,11 @@ def prepare_batch(
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 
+def read_check(path: str) -> tuple[str, str | None]:
+    """``(path, why it cannot be read)``: only regular files are read."""
+    return path, _regular_file_reason(path)
+
+
 def record_id(rec: Record, store: Any) -> str:
     """The id of a record: the one it names (checked by the store's id policy) or its content hash.
 
@@ -268,6 +274,10 @@ def record_id(rec: Record, store: Any) -> str:
     if isinstance(src, str) and is_url(src):
         return hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
     assert src is not None
+    if isinstance(src, str):
+        _, reason = read_check(src)
+        if reason is not None:  # a FIFO / socket / directory: refused, never opened (a FIFO would block)
+            raise ImageDecodeError(reason)
     return content_id(src)
 
 

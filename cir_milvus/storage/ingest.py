@@ -16,7 +16,7 @@ from cir_milvus.storage.policy import safe_text
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
-__all__ = ["AddResult", "Skipped", "read_input", "source_name"]
+__all__ = ["AddResult", "Skipped", "read_input", "regular_file_reason", "source_name"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,17 @@ def source_name(image: ImageInput) -> str:
     return safe_text(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else ""
 
 
+def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it."""
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return "cannot read: " + ("a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    return None
+
+
 def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:
     """A path replaced by its bytes (read once, for both the content id and the decode), or why it cannot be read.
 
@@ -75,15 +86,10 @@ def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:
     """
     if not isinstance(image, (str, os.PathLike)):
         return image, None
-    p = Path(image)
+    reason = regular_file_reason(image)
+    if reason is not None:
+        return image, reason
     try:
-        st = p.stat()
-    except OSError as e:
-        return image, f"cannot read ({e.strerror or e})"
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        return image, f"cannot read: {kind}"
-    try:
-        return p.read_bytes(), None
+        return Path(image).read_bytes(), None
     except OSError as e:
         return image, f"cannot read ({e.strerror or e})"
