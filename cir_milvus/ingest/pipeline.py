@@ -272,13 +272,18 @@ def record_id(rec: Record, store: Any) -> str:
         return rec.id  # type: ignore[no-any-return]
     src = rec.source
     if isinstance(src, str) and is_url(src):
-        return hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
-    assert src is not None
-    if isinstance(src, str):
-        _, reason = read_check(src)
-        if reason is not None:  # a FIFO / socket / directory: refused, never opened (a FIFO would block)
-            raise ImageDecodeError(reason)
-    return content_id(src)
+        rid = hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
+    else:
+        assert src is not None
+        if isinstance(src, str):
+            _, reason = read_check(src)
+            if reason is not None:  # a FIFO / socket / directory: refused, never opened (a FIFO would block)
+                raise ImageDecodeError(reason)
+        rid = content_id(src)
+    reason = store.check_id(rid)  # e.g. an attached collection with INT64 ids: content hashes do not fit
+    if reason is not None:
+        raise ImageDecodeError(f"{reason}; give every record an id")
+    return rid
 
 
 def record_metadata(rec: Record, store: Any) -> dict[str, Any]:

@@ -364,6 +364,7 @@ class CIRCollection:
                     if reason is None:
                         try:
                             rid = content_id(data)
+                            reason = store.check_id(rid)  # e.g. an attached collection with INT64 ids
                         except ImageDecodeError as e:
                             reason = str(e)
                 if reason is None:

@@ -776,8 +776,8 @@ class VectorStore:
             typed[k] = val
         missing = [k for k in self.fields.scalars if k not in typed and k not in self.fields.nullable]
         if missing:
-            raise ValueError(f"typed field(s) {missing} have no value (this backend has no nullable fields; give "
-                             "every record a value)")
+            raise ValueError(f"typed field(s) {missing} have no value and are not nullable; give every record a "
+                             "value")
         return typed, rest
 
     def _row(self, rid: Id, vec: np.ndarray, norm: float, source: str, md: dict[str, Any]) -> dict[str, Any]:
@@ -1188,7 +1188,7 @@ class VectorStore:
                 row = Hits()
                 groups: set[Any] = set()
                 for h in hits:
-                    if h["id"] in ex:
+                    if self._hit_id(h) in ex:
                         continue
                     hit = self._hit(h)
                     if group_by is not None:
@@ -1202,11 +1202,24 @@ class VectorStore:
                 out.append(row)
         return out
 
+    def _hit_id(self, h: Mapping[str, Any]) -> Any:
+        """A search hit's primary key (pymilvus names it by the primary field: ``id``, ``pk``...)."""
+        ent = h.get("entity", {}) or {}
+        for key in (self.fields.id_field, "id"):
+            if key in ent:
+                return ent[key]
+            try:
+                return h[key]
+            except KeyError:
+                continue
+        raise StorageError(f"a search hit of {self.name!r} has no primary key {self.fields.id_field!r}: {h!r}")
+
     def _hit(self, h: Mapping[str, Any]) -> Hit:
         ent = dict(h.get("entity", {}) or {})
-        ent.setdefault(self.fields.id_field, h["id"])
+        hid = self._hit_id(h)
+        ent.setdefault(self.fields.id_field, hid)
         rec = self._record(ent)
-        return Hit(id=h["id"], score=float(h["distance"]), metadata=rec["metadata"], source=rec["source"])
+        return Hit(id=hid, score=float(h["distance"]), metadata=rec["metadata"], source=rec["source"])
 
     # -- housekeeping -----------------------------------------------------------------------------------------------
     def drop(self) -> None:
