@@ -1,6 +1,6 @@
 """``cir-milvus``: a thin command line over the library.
 
-Subcommands: ``demo``, ``ingest DIR``, ``search``, ``info``, ``eval``, ``export``, ``parity``.
+Subcommands: ``demo``, ``ingest DIR``, ``search``, ``info``, ``eval``, ``serve``, ``export``, ``parity``.
 """
 
 from __future__ import annotations
@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, default=None, help="write results JSON here")
     p.add_argument("--submission", type=Path, default=None, help="write test-server submission file(s) here")
     p.set_defaults(func=cmd_eval)
+
+    from cir_milvus.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
 
     try:
         from cir_milvus_export.cli import add_export_parsers

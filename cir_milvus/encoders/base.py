@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,7 +17,6 @@ __all__ = [
     "Encoder",
     "check_text_lengths",
     "create_encoder",
-    "encoder_from_recipe",
     "l2_normalize",
     "list_encoders",
     "register_encoder",
@@ -92,7 +91,10 @@ class Encoder(Protocol):
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:0"``...).
         context_length: token sequence length of the text tower.
         recipe: a JSON-able description of the backbone (model, weights, checksum, preprocessing, dim) that the
-            collection stores and compares on open.
+            collection stores and compares on open. Weights are identified by ``weights_sha256`` plus a tag,
+            ``hf-hub:`` id or file; local paths in it are only hints (a collection stores them portably, see
+            :meth:`cir_milvus.storage.recipe.Recipe.portable`), and
+            :func:`~cir_milvus.encoders.rebuild.encoder_from_recipe` rebuilds the encoder from it.
     """
 
     dim: int
@@ -194,32 +196,3 @@ def create_encoder(model: str, pretrained: str | None = None, *, backend: str | 
     if backend not in _ENCODERS:
         raise ConfigError(f"unknown encoder backend {backend!r}; available: {', '.join(sorted(_ENCODERS))}")
     return _ENCODERS[backend](model=model, pretrained=pretrained, **kwargs)
-
-
-def encoder_from_recipe(enc_recipe: Mapping[str, Any], *, device: str | None = None, precision: str | None = None,
-                        text_weights: str | None = None, base_dir: str | None = None) -> Encoder:
-    """Rebuild the encoder a collection's recipe describes (the one recipe → encoder path: ``open``, Ray actors).
-
-    Args:
-        enc_recipe: the recipe's ``encoder`` dict.
-        device, precision: encoder options.
-        text_weights: a tuned text tower to swap in (torch only); default: the one the recipe records.
-        base_dir: folder that relative paths in the recipe are resolved against (reserved for portable recipes).
-
-    Raises:
-        ConfigError: a FakeEncoder recipe (pass the encoder itself), or text weights for a non-torch backend.
-    """
-    # Shim with the final signature until portable, content-identified recipes land (branch ``recipes``).
-    backend = enc_recipe.get("backend")
-    if backend == "fake":
-        raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
-    if text_weights and backend not in (None, "torch"):
-        raise ConfigError(f"text_weights= swaps a text tower in a torch encoder, but the collection is served by the "
-                          f"{backend} backend; export a bundle from TorchEncoder(model, pretrained, "
-                          "text_weights=PATH) and open with encoder= instead")
-    model_ref = enc_recipe.get("location") or enc_recipe["model"]  # an ONNX bundle is found by location
-    tw = text_weights or enc_recipe.get("text_weights")
-    extra: dict[str, Any] = {"text_weights": tw} if tw else {}
-    return create_encoder(model_ref, enc_recipe.get("pretrained"), backend=backend, device=device,
-                          precision=precision, preprocess=(enc_recipe.get("preprocess") or {}).get("mode", "clip"),
-                          **extra)

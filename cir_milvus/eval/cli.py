@@ -109,10 +109,12 @@ def _composer_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def gallery_preprocess(composer: str, composer_params: dict[str, Any]) -> str:
-    """The gallery preprocessing a composer's protocol uses: SEARLE's ``targetpad``, else ``clip``.
+    """The gallery preprocessing a composer's protocol uses: SEARLE's ``targetpad``, LinCIR's ``hf_clip``, else
+    ``clip``.
 
     SEARLE encodes gallery and reference images with targetpad (its README: plain CLIP preprocessing does not
-    reproduce the paper); Pic2Word, LinCIR and Slerp use CLIP's resize + centre crop.
+    reproduce the paper); LinCIR (and RTD, evaluated with LinCIR's code) uses Hugging Face's
+    ``CLIPImageProcessor`` (floored crop offset); Pic2Word and Slerp use CLIP's resize + centre crop.
     """
     from cir_milvus.composers.base import get_composer
 
@@ -132,7 +134,8 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     client = connect(args.uri, token=args.token)
     exists = client.has_collection(name)
     client.close()
-    enc_kwargs: dict[str, Any] = {"device": args.device}
+    # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing)
+    enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official"}
     if preprocess != "clip":
         enc_kwargs["preprocess"] = preprocess
     text_weights = getattr(args, "text_weights", None)

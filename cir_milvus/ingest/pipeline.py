@@ -207,7 +207,7 @@ def _strip_name(msg: str, name: str) -> str:
 
 def prepare_batch(
     items: list[tuple[int, str | bytes]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
-    allow_urls: bool = False,
+    allow_urls: bool = False, loading: str | None = None,
 ) -> tuple[list[int], Any, list[tuple[int, str]]]:
     """Decode (and, with a preprocess config, preprocess) one batch. Runs in a worker process.
 
@@ -216,6 +216,8 @@ def prepare_batch(
         preprocess: ``PreprocessConfig.to_dict()`` of the encoder, or ``None`` to return RGB PIL images.
         max_pixels: decompression-bomb cap.
         allow_urls: fetch ``http(s)://`` sources.
+        loading: the image loading mode (:func:`~cir_milvus.images.load_image`) when there is no preprocess config
+            (default ``"product"``); with one, the config's ``loading`` decides.
 
     Returns:
         ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
@@ -235,9 +237,9 @@ def prepare_batch(
                     data = read_bytes(src, allow_urls=allow_urls)
                 except OSError as e:
                     raise ImageDecodeError(f"download failed ({e})") from e
-            img = load_image(data, max_pixels=max_pixels)
+            img = load_image(data, max_pixels=max_pixels, mode=cfg.loading if cfg is not None else loading or "product")
             if cfg is not None:
-                x = preprocess_image(_cap_aspect(img), cfg)  # [3, S, S]
+                x = preprocess_image(_cap_aspect(img) if cfg.loading == "product" else img, cfg)  # [3, S, S]
                 out.append(x)
             else:
                 out.append(img)

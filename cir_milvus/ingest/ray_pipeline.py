@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,17 +53,22 @@ class RecipeEncoderFactory:
         device: ``"cuda"``/``"cpu"``/``None`` (CUDA when the actor got a GPU).
     """
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | None = None) -> None:
+    def __init__(self, recipe: Mapping[str, Any], device: str | None = None, *, base_dir: str | None = None,
+                 search_path: Sequence[str] | None = None) -> None:
         if recipe.get("backend") == "fake":
             raise ConfigError("this collection uses a FakeEncoder; pass encoder_factory=functools.partial("
                               "FakeEncoder, dim=..., seed=...)")
-        self.recipe = dict(recipe)
+        # ingestion encodes images only: a swapped text tower is not needed (nor looked up) in the actors
+        self.recipe = {k: v for k, v in recipe.items() if k not in ("text_weights", "text_weights_sha256")}
         self.device = device
+        self.base_dir = base_dir
+        self.search_path = list(search_path or [])
 
     def __call__(self) -> Any:
-        from cir_milvus.encoders.base import encoder_from_recipe
+        from cir_milvus.encoders.rebuild import encoder_from_recipe
 
-        return encoder_from_recipe(self.recipe, device=self.device)
+        return encoder_from_recipe(self.recipe, device=self.device, base_dir=self.base_dir,
+                                   search_path=self.search_path)
 
 
 class _Shipped:
@@ -312,8 +317,14 @@ def ingest_ray(
     ctx.enable_progress_bars = progress
     if encoder_factory is not None:
         factory: Callable[[], Any] = encoder_factory
-    elif col.recipe.encoder.get("backend") in ("torch", "onnx"):
-        factory = RecipeEncoderFactory(col.recipe.encoder)  # weights load in the actor, on its GPU
+    elif col.encoder.recipe.get("backend") in ("torch", "onnx"):
+        # weights load in the actor, on its GPU, found by checksum: the driver's paths, then its folders
+        from cir_milvus.artifacts import search_dirs
+        from cir_milvus.storage.recipe import lite_base_dir
+
+        base = lite_base_dir(col.uri)
+        dirs = [str(d) for d in search_dirs(col.search_path)] + [os.getcwd()]
+        factory = RecipeEncoderFactory(col.encoder.recipe, base_dir=str(base) if base else None, search_path=dirs)
     else:
         factory = _Shipped(col.encoder)  # small test / plugin encoders travel pickled
     encoder = col.encoder

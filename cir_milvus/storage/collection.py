@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from cir_milvus.artifacts import SearchPath
 from cir_milvus.composers.base import Composer, get_composer
-from cir_milvus.encoders.base import Encoder, create_encoder, encoder_from_recipe, text_truncation
+from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
+from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.ingest import AddResult, read_input, source_name
 from cir_milvus.storage.policy import MetadataError, safe_text
-from cir_milvus.storage.recipe import Recipe, check_compatible
+from cir_milvus.storage.recipe import Recipe, check_compatible, lite_base_dir, portable_composer
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.store import Consistency, Hit, Hits, Id, Skipped, VectorStore
 from cir_milvus.types import Embeddings, ImageInput
@@ -76,6 +78,7 @@ class CIRCollection:
         self.encoder = encoder
         self._composers: dict[str, Composer] = {}
         self._heads: dict[str, Any] = {}
+        self.search_path: SearchPath = None  # extra folders where recipe heads are looked up (see open())
 
     @property
     def name(self) -> str:
@@ -178,7 +181,8 @@ class CIRCollection:
         index = index.upper()
         idx = {"type": index, "params": dict(index_params if index_params is not None else
                                              DEFAULT_INDEX["params"] if index == "HNSW" else {})}
-        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx, package_version=_version())
+        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx,
+                        package_version=_version()).portable(lite_base_dir(uri))
         store = VectorStore.create(uri, name, dim=enc.dim, recipe=recipe, fields=fields, partition_key=partition_key,
                                    overwrite=overwrite, exist_ok=exist_ok, token=token, timeout=timeout,
                                    connect_kwargs=connect_kwargs, consistency=consistency, retry=retry)
@@ -214,8 +218,13 @@ class CIRCollection:
         timeout: float | None = 10.0,
         consistency: Consistency = "Session",
         retry: RetryPolicy | None = None,
+        search_path: SearchPath = None,
     ) -> CIRCollection:
         """Open an existing collection; the encoder is rebuilt from the stored recipe unless one is given.
+
+        Files the recipe names (checkpoint, text tower, ONNX bundle, heads) are found by their recorded sha256
+        through hints: the collection's folder (Lite), ``search_path`` and ``$CIR_MILVUS_PATH`` (see
+        :mod:`cir_milvus.artifacts`). ``model=``/``pretrained=`` naming the same bytes at another path is accepted.
 
         ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``) torch
         encoder: queries change, the stored image vectors stay valid (see :class:`~cir_milvus.encoders.torch.
@@ -251,7 +260,7 @@ class CIRCollection:
                 comp = get_composer(composer, **dict(composer_params or {}))
                 recipe = Recipe(encoder=enc_recipe, composer=comp.config(), metric=store.fields.metric,
                                 index={"type": str(store.index_info().get("index_type", "HNSW")), "params": {}},
-                                package_version=_version())
+                                package_version=_version()).portable(lite_base_dir(uri))
                 if store.capabilities.collection_properties:
                     try:
                         store.set_recipe(recipe)
@@ -264,14 +273,17 @@ class CIRCollection:
                 recipe = store.recipe
                 if encoder is None and model is None:
                     encoder = encoder_from_recipe(recipe.encoder, device=device, precision=precision,
-                                                  text_weights=text_weights)
+                                                  text_weights=text_weights, base_dir=lite_base_dir(uri),
+                                                  search_path=search_path)
                 enc = cls._build_encoder(model, pretrained, encoder, kwargs)
                 check_compatible(name, recipe, enc.recipe)
             if store.fields.norm_field is None and store.fields.default_norm is None:
                 norm = recipe.encoder.get("mean_image_norm")
                 if norm:
                     store.fields = dataclasses.replace(store.fields, default_norm=float(norm))
-            return cls(store, enc)
+            col = cls(store, enc)
+            col.search_path = search_path
+            return col
         except BaseException:
             store.close()
             raise
@@ -399,7 +411,7 @@ class CIRCollection:
                         items.append((j, data))
                     else:
                         items.append((j, t[1]))
-                ok, pils, bad = prepare_batch(items, None)
+                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
                 for j, reason in bad:
                     n = todo[j][0]
                     if isinstance(images[n], (str, os.PathLike)):
@@ -432,6 +444,10 @@ class CIRCollection:
                 result[n] = None
         result.seconds = time.perf_counter() - start
         return result
+
+    def _image_loading(self) -> str:
+        """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
+        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
 
     def add_vectors(self, ids: Sequence[Id], raw_embeddings: np.ndarray,
                     metadata: Sequence[Mapping[str, Any]] | None = None,
@@ -499,17 +515,19 @@ class CIRCollection:
         overrides = {k: v for k, v in params.items() if v is not None}
         base = self._composers.get(name)
         if base is None:
-            stored = self._restore_params(default.get("params", {})) if name == default["name"] else {}
+            stored = (self._restore_params(default.get("params", {}), locate_head="head" not in overrides)
+                      if name == default["name"] else {})
             if overrides:  # e.g. a head given per call: build with it (the stored params may be insufficient)
                 return get_composer(name, **{**stored, **overrides})
             base = get_composer(name, **stored)
             self._composers[name] = base
         return base.with_params(**overrides) if overrides else base
 
-    def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Recipe params → constructor params. A stored head config is re-loaded from its source and checked
-        against its recorded checksum by the composer; an encoder served from an ONNX bundle that carries a head
-        of the same kind uses that head instead (no torch needed)."""
+    def _restore_params(self, params: dict[str, Any], locate_head: bool = True) -> dict[str, Any]:
+        """Recipe params → constructor params. A stored head config is found by its recorded sha256 (its source
+        is a hint: see :func:`cir_milvus.heads.locate_head`), re-loaded and checked against its weights checksum
+        by the composer; an encoder served from an ONNX bundle that carries a head of the same kind uses that
+        head instead (no torch needed)."""
         out = dict(params)
         head = out.get("head")
         bundle_heads = getattr(self.encoder, "heads", None)
@@ -521,6 +539,10 @@ class CIRCollection:
                 if same_kind and (not want or not have or want == have):
                     out["head"] = bh
                     break
+        if locate_head and isinstance(head, dict) and out["head"] is head and head.get("source"):
+            from cir_milvus.heads.phi import locate_head as find_head
+
+            out["head"] = find_head(head, base_dir=lite_base_dir(self.uri), search_path=self.search_path)
         return out
 
     def _query_image_embeddings(self, comp: Composer, images: Sequence[ImageInput] | None,
@@ -692,6 +714,6 @@ class CIRCollection:
     def set_default_composer(self, name: str, **params: Any) -> None:
         """Change the composer stored in the recipe (e.g. the best alpha from a sweep). Gallery unchanged."""
         comp = get_composer(name, **params)
-        recipe = dataclasses.replace(self.recipe, composer=comp.config())
+        recipe = dataclasses.replace(self.recipe, composer=portable_composer(comp.config(), lite_base_dir(self.uri)))
         self.store.set_recipe(recipe)
         self._composers[name] = comp
