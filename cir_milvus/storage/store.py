@@ -364,6 +364,18 @@ class VectorStore:
                 log.debug("closing after a failed open", exc_info=True)
 
     @classmethod
+    def exists(cls, uri: Any, name: str, *, token: str | None = None, timeout: float | None = 10.0,
+               connect_kwargs: Mapping[str, Any] | None = None) -> bool:
+        """Whether the collection exists (the connection is released afterwards: a Lite file stays free)."""
+        client, where, owns = cls._connect(uri, token, timeout, connect_kwargs)
+        try:
+            with milvus_errors(f"check collection {name!r}"):
+                return bool(client.has_collection(name))
+        finally:
+            if owns:
+                disconnect(client, where)
+
+    @classmethod
     def create(
         cls,
         uri: Any,
