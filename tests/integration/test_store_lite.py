@@ -282,3 +282,43 @@ def test_unreachable_server_fails_fast() -> None:
     with pytest.raises(StorageError, match="could not connect"):
         CIRCollection.open("http://127.0.0.1:9", "c", encoder=FakeEncoder(dim=8), timeout=3)
     assert time.monotonic() - t0 < 15
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_typed_fields_from_csv_and_parquet_filter_numerically(tmp_path: Path, images: list[Path], fmt: str) -> None:
+    rows = [{"path": str(p), "id": f"00{i}", "price": [5, 12.5, 30, 19.99, 50, 7][i], "year": 2020 + i,
+             "brand": ["acme", "zeta"][i % 2]} for i, p in enumerate(images[:6])]
+    lst = tmp_path / f"items.{fmt}"
+    if fmt == "csv":
+        import csv
+
+        with lst.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), lst)
+    from cir_milvus.ingest import ListSource
+
+    fields = ListSource(lst).field_types()
+    assert fields == {"price": "double", "year": "int64", "brand": "varchar"}
+    col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8), fields=fields)
+    rep = ingest(col, str(lst), workers=0, progress=False)
+    assert rep.stored == 6
+    assert sorted(r["id"] for r in col.query("price < {p}", {"p": 20}, limit=10)) == ["000", "001", "003", "005"]
+    assert sorted(r["id"] for r in col.query("year >= 2024", limit=10)) == ["004", "005"]  # ids stay strings
+
+
+def test_partition_key_and_ray_refuses_local_options(tmp_path: Path) -> None:
+    store = _store(tmp_path, fields={"tenant": ("varchar", 32)}, partition_key="tenant")
+    store.upsert([f"r{i}" for i in range(6)], _vecs(6), metadata=[{"tenant": f"t{i % 2}"} for i in range(6)])
+    hits = store.search_vectors(_vecs(1, seed=9), k=6, filter="tenant == {t}", filter_params={"t": "t1"})[0]
+    assert sorted(h.id for h in hits) == ["r1", "r3", "r5"]
+    with pytest.raises(ConfigError, match="partition_key"):
+        _store(tmp_path / "x", fields={"n": "double"}, partition_key="n")
+    col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8))
+    with pytest.raises(ConfigError, match="workers="):
+        ingest(col, [], ray_address="local", workers=4)
