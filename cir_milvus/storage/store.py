@@ -71,6 +71,9 @@ LOOKUP_CHUNK = 1000
 """Ids per ``id in [...]`` lookup / delete call."""
 DESCRIPTION_PREFIX = "cir_milvus.recipe="
 """Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
+STORE_KEY = "cir_milvus.store"
+"""Collection property marking a collection the store created (its own field layout), with or without a recipe."""
+STORE_DESCRIPTION = "cir_milvus.store"
 DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {"HNSW": {"M": 16, "efConstruction": 200}}
 DEFAULT_SEARCH_PARAMS: dict[str, dict[str, Any]] = {"HNSW": {"ef": 128}, "HNSW_SQ": {"ef": 128},
                                                     "IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}}
@@ -480,8 +483,8 @@ class VectorStore:
                 with milvus_errors(f"drop collection {name!r}"):
                     client.drop_collection(name)
             with milvus_errors(f"create collection {name!r}"):
-                extra = ({"properties": {PROPERTY_KEY: recipe.to_json()}}
-                         if recipe is not None and caps.collection_properties else {})
+                props = {STORE_KEY: "1", **({PROPERTY_KEY: recipe.to_json()} if recipe is not None else {})}
+                extra = {"properties": props} if caps.collection_properties else {}
                 client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong", **extra)
                 client.load_collection(name)
         except BaseException:
@@ -499,8 +502,8 @@ class VectorStore:
                 idx_params: Mapping[str, Any]) -> tuple[Any, Any]:
         from pymilvus import CollectionSchema, DataType, FieldSchema
 
-        description = (DESCRIPTION_PREFIX + recipe.to_json()
-                       if recipe is not None and not caps.collection_properties else "")
+        description = "" if caps.collection_properties else (
+            DESCRIPTION_PREFIX + recipe.to_json() if recipe is not None else STORE_DESCRIPTION)
         cols = [FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES),
                 FieldSchema("vector", DataType.FLOAT_VECTOR, dim=f.dim),
                 FieldSchema("norm", DataType.FLOAT),
@@ -594,7 +597,8 @@ class VectorStore:
                 )
             desc = client.describe_collection(name)
         stored = cls._read_recipe(desc)
-        if stored is None and schema is None:
+        own = STORE_KEY in (desc.get("properties") or {}) or str(desc.get("description") or "") == STORE_DESCRIPTION
+        if stored is None and schema is None and not own:
             raise ConfigError(
                 f"collection {name!r} at {redact_uri(where)} was not created by cir_milvus (no recipe property). "
                 "To attach it, name its fields: schema={'vector_field': ..., 'id_field': ..., 'metric': 'COSINE'} "
@@ -873,6 +877,7 @@ class VectorStore:
             src = sources[i] if sources is not None else ""
             rid = ids[i]
             reason = self.check_id(rid)
+            known = rid if reason is None else None  # an invalid id is not reported as an id
             if reason is None and not np.all(np.isfinite(vecs[i])):
                 reason = "the embedding contains NaN or inf"
             if reason is None:
@@ -883,8 +888,7 @@ class VectorStore:
                     continue
                 except (MetadataError, ValueError) as e:
                     reason = f"bad metadata: {e}"
-            result.skipped.append((i, Skipped(source_text(src) or "<row>", reason, rid if reason[:10] != "invalid id"
-                                                                                   else None)))
+            result.skipped.append((i, Skipped(source_text(src) or "<row>", reason, known)))
         counter = [0]
 
         def retried() -> None:

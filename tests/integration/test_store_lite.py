@@ -109,14 +109,18 @@ def test_refused_chunk_is_bisected_to_the_bad_row(tmp_path: Path) -> None:
                 raise ParamError(message="value of field 'id' is invalid")
             return self.real.upsert(name, rows)
 
-    store = _store(tmp_path)
-    picky = Picky(store._client)
-    store._client = picky  # the test's fault injection into its own store
+    from cir_milvus.storage.client import connect, disconnect
+
+    _store(tmp_path).close()
+    real = connect(str(tmp_path / "s.db"))
+    picky = Picky(real)
+    store = VectorStore.open(picky, "s")  # an injected client: the store writes through the fault injector
     ids = [f"g{i}" for i in range(7)] + ["poison"] + [f"h{i}" for i in range(8)]
     wr = store.upsert(ids, _vecs(len(ids)))
     assert [i for i, _ in wr.skipped] == [7] and "refused by Milvus" in wr.skipped[0][1].reason
     assert sorted(wr.written) == sorted(set(ids) - {"poison"}) and len(store) == 15
     assert picky.calls <= 1 + 2 * math.ceil(math.log2(16)), "bisection, not one call per row"
+    disconnect(real, str(tmp_path / "s.db"))
 
 
 def test_add_three_times_the_same_image_reports_truthfully(tmp_path: Path, images: list[Path]) -> None:
