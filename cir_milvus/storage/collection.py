@@ -593,7 +593,7 @@ class CIRCollection:
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
         **composer_params: Any,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
 
         Args:
@@ -671,7 +671,7 @@ class CIRCollection:
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
         **composer_params: Any,
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")

@@ -280,7 +280,7 @@ def _coerce_scalar(name: str, t: str, v: Any) -> Any:
             f = float(v) if isinstance(v, str) else v
             if not isinstance(f, numbers.Real) or not float(f).is_integer():
                 raise TypeError
-            return int(f)
+            return int(float(f))
         except (TypeError, ValueError, OverflowError):
             raise ValueError(f"typed field {name!r} needs an integer, got {v!r}") from None
     try:
@@ -686,7 +686,7 @@ class VectorStore:
         id_params = by_name[id_field].get("params", {}) or {}
         src_params = (by_name[source_field].get("params", {}) or {}) if source_field else {}
         default_norm = s.get("default_norm")
-        if default_norm is not None and (not isinstance(default_norm, numbers.Real) or not default_norm > 0):
+        if default_norm is not None and (not isinstance(default_norm, numbers.Real) or not float(default_norm) > 0):
             raise ConfigError(f"default_norm must be a positive number, got {default_norm!r}")
         return FieldMap(id_field=id_field, id_type=id_type, id_max_bytes=int(id_params.get("max_length", 0) or 0),
                         vector_field=vector_field, dim=dim, metric=metric, norm_field=norm_field,
