@@ -326,3 +326,23 @@ def test_partition_key_and_ray_refuses_local_options(tmp_path: Path) -> None:
     col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8))
     with pytest.raises(ConfigError, match="workers="):
         ingest(col, [], ray_address="local", workers=4)
+
+
+def test_non_utf8_file_names_are_stored_and_reported_in_valid_utf8(tmp_path: Path, images: list[Path]) -> None:
+    import json
+    import os
+
+    good = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png"))
+    good.write_bytes(images[0].read_bytes())
+    broken = Path(os.fsdecode(bytes(tmp_path) + b"/br\xffoken.png"))
+    broken.write_bytes(b"not an image")
+    col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8))
+    res = col.add([good, broken])
+    assert res.stored == 1 and col.get([res[0]])[0]["source"].endswith("caf\\xe9.png")
+    assert res.skipped[0].source.endswith("br\\xffoken.png")
+    report = tmp_path / "skips.jsonl"
+    col2 = CIRCollection.create(str(tmp_path / "d.db"), "c", encoder=FakeEncoder(dim=8))
+    rep = ingest(col2, [str(good), str(broken)], workers=0, progress=False, skip_report=report)
+    assert rep.stored == 1 and len(rep.skipped) == 1
+    line = json.loads(report.read_text(encoding="utf-8"))
+    assert line["source"].endswith("br\\xffoken.png") and line["kind"] == "not_an_image"
