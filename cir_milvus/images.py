@@ -69,7 +69,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(
-    image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None, mode: str = "product"
+    image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None, mode: str = "product",
+    draft: tuple[int, int] | None = None,
 ) -> Image.Image:
     """Decode an image input into a PIL image.
 
@@ -79,6 +80,9 @@ def load_image(
         name: what error messages call the image (default: the path, or "<N bytes>").
         mode: ``"product"`` (EXIF rotation, any mode to RGB with transparency on white) or ``"official"`` (the
             research code's ``Image.open``: no EXIF rotation, the PIL mode kept for the preprocessing to convert).
+        draft: decode JPEGs at a reduced scale (DCT-domain 1/2, 1/4, 1/8) as long as both sides stay at least this
+            ``(width, height)`` (``Image.draft``; see :func:`cir_milvus.preprocess.decode_size`). Other formats and
+            PIL inputs are unaffected.
 
     Returns:
         A fully loaded image: RGB with EXIF orientation applied (``"product"``), or as decoded (``"official"``).
@@ -115,6 +119,8 @@ def load_image(
                     )
                 if getattr(img, "is_animated", False):
                     img.seek(0)
+                if draft is not None and img.format == "JPEG":
+                    img.draft(img.mode, draft)  # DCT-domain scaling; the mode is kept
                 img.load()
         except ImageDecodeError:
             raise

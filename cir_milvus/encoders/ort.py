@@ -40,7 +40,7 @@ from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
-from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_sha256", "clean_text",
@@ -210,8 +210,12 @@ def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | Non
     return ["CPUExecutionProvider"], "cpu"
 
 
-def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None) -> Any:
-    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level)."""
+def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None, spin: bool = True) -> Any:
+    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level).
+
+    ``spin=False`` stops idle intra-op threads from busy-waiting, which only costs when the cores are shared (decode
+    workers beside the encoder during ingestion).
+    """
     opts = ort.SessionOptions()
     level = manifest.get("runtime", {}).get("graph_optimization_level")
     if level is not None:
@@ -223,6 +227,8 @@ def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = No
         }[level]
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -269,6 +275,8 @@ class OrtEncoder:
             bundle's.
         verify: check the sha256 of every bundle file against the manifest on load.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        decode: ``"exact"``, ``"reduce"`` or ``"draft"`` (default: the bundle's, else ``"exact"``); see
+            :mod:`cir_milvus.preprocess`. Recorded in the recipe.
 
     Raises:
         ModelNotFoundError: no bundle at ``bundle_dir``.
@@ -290,6 +298,7 @@ class OrtEncoder:
         device: str | None = None,
         *,
         preprocess: str | None = None,
+        decode: str | None = None,
         verify: bool = True,
         threads: int | None = None,
         image_loading: str | None = None,
@@ -307,11 +316,13 @@ class OrtEncoder:
         self._width = int(m["dims"]["token_width"])
         self.precision = str(m.get("precision", "fp32"))
         pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
-        self.preprocess_config = PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
+        self.preprocess_config = (PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
+                                  .with_decode(decode))
         self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
         self._threads = threads
+        self._spin = True
         self._sessions: dict[str, Any] = {}
 
     # -- metadata -------------------------------------------------------------------------------------------------
@@ -362,6 +373,18 @@ class OrtEncoder:
         return int(nz[1])
 
     # -- sessions -------------------------------------------------------------------------------------------------
+    def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+        """Change the intra-op threads (``None``: onnxruntime's choice) and spinning; returns the previous pair.
+
+        Sessions are re-created on next use when anything changed. :func:`cir_milvus.ingest.ingest` calls this so
+        that the encoder and the decode workers together use the machine's cores once, without busy-waiting.
+        """
+        prev = (self._threads, self._spin)
+        if (threads, spin) != prev:
+            self._threads, self._spin = threads, spin
+            self._sessions.clear()
+        return prev
+
     def session(self, name: str) -> Any:
         """The onnxruntime ``InferenceSession`` of graph ``name`` (created on first use)."""
         if name in self._sessions:
@@ -369,7 +392,7 @@ class OrtEncoder:
         graphs = self.manifest["graphs"]
         if name not in graphs:
             raise ConfigError(f"bundle {self.bundle_dir} has no graph {name!r}; it has {', '.join(sorted(graphs))}")
-        opts = session_options(self._ort, self.manifest, self._threads)
+        opts = session_options(self._ort, self.manifest, self._threads, self._spin)
         sess = self._ort.InferenceSession(str(self.bundle_dir / graphs[name]["file"]), sess_options=opts,
                                           providers=self.providers)
         used = sess.get_providers()
@@ -400,7 +423,7 @@ class OrtEncoder:
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of ``image.onnx``)."""
         cfg = self.preprocess_config.with_mode(preprocess)
-        return preprocess_batch([load_image(im, mode=cfg.loading) for im in images], cfg)
+        return preprocess_batch([load_image(im, mode=cfg.loading, draft=decode_size(cfg)) for im in images], cfg)
 
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, batch_size: int = 64) -> Embeddings:
         """Encode preprocessed pixels ``[N, 3, S, S]``."""

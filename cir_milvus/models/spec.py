@@ -209,6 +209,114 @@ def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
     return ModelSpec(model, tag, None, "tag")
 
 
+# -- failing fast offline -------------------------------------------------------------------------------------------
+HUB_PROBE_TIMEOUT = 3.0
+"""Seconds the connectivity probe waits for the download host before declaring it unreachable."""
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def _download_source(spec: ModelSpec) -> tuple[str | None, str | None]:
+    """``(hf repo id, url)`` that open_clip would download ``spec``'s weights from (``None`` when nothing is)."""
+    if spec.kind == "hf-hub":
+        return spec.model[len("hf-hub:"):], None
+    if spec.kind != "tag":
+        return None, None
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec.model, spec.pretrained or "") or {}
+    hub = str(cfg.get("hf_hub") or "").strip("/")
+    if hub:
+        return "/".join(hub.split("/")[:2]), None
+    return None, str(cfg.get("url") or "") or None
+
+
+def _hf_cache_dir() -> Path:
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+
+
+def _hf_cached(repo_id: str) -> bool:
+    snapshots = _hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(p.is_file() for p in snapshots.glob("*/*"))
+
+
+def _reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    if not host:
+        return False
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok)
+
+
+def check_download_possible(spec: ModelSpec) -> None:
+    """Fail within seconds when ``spec``'s weights must be downloaded and cannot be.
+
+    Nothing happens for local files, the demo model, random weights, or weights already in the Hugging Face cache.
+    Otherwise ``HF_HUB_OFFLINE`` set (to 1/true/on/yes), or no TCP connection to the hub (``HF_ENDPOINT``, default
+    huggingface.co) within :data:`HUB_PROBE_TIMEOUT` seconds, raises at once instead of waiting for the hub client's
+    retries (tens of seconds).
+
+    Raises:
+        ModelNotFoundError: the weights are not cached and cannot be fetched; the message names the cache, the
+            variable, and how to pass a local file.
+    """
+    try:
+        repo, url = _download_source(spec)
+    except ImportError:
+        return
+    if repo is None and url is None:
+        return
+    what = f"{spec.model}" + (f" / {spec.pretrained}" if spec.kind == "tag" else "")
+    if spec.kind == "hf-hub":
+        fix = ("Download the repo (open_clip_config.json + weights) where the hub is reachable and pass "
+               "model='local-dir:/path/to/folder' (--model local-dir:/path/to/folder on the CLI).")
+    else:
+        fix = (f"Download the checkpoint where the hub is reachable and pass it as a local file: "
+               f"pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} --pretrained "
+               "/path/to/file` on the CLI).")
+    if repo is not None:
+        if _hf_cached(repo):
+            return
+        if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
+            raise ModelNotFoundError(
+                f"the weights of {what} (Hugging Face repo {repo!r}) are not in the local cache "
+                f"{_hf_cache_dir()} and HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} forbids downloading them. "
+                f"Unset HF_HUB_OFFLINE where the hub is reachable, or: {fix}")
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    else:
+        assert url is not None
+        cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if cached.is_file():
+            return
+        endpoint = url
+    if not _reachable(endpoint):
+        raise ModelNotFoundError(
+            f"the weights of {what} are not cached locally and {endpoint} cannot be reached (no connection within "
+            f"{HUB_PROBE_TIMEOUT:.0f} s; offline?). Set HF_ENDPOINT if you use a hub mirror, or: {fix}")
+
+
 def load_open_clip(
     spec: ModelSpec, device: str = "cpu", precision: str = "fp32", *, quick_gelu: bool | None = None
 ) -> tuple[Any, Any]:
@@ -234,6 +342,7 @@ def load_open_clip(
     open_clip = require("open_clip", purpose="building open_clip models")
     _ensure_demo_config()
     pretrained = str(spec.checkpoint) if spec.kind in ("demo", "file") else spec.pretrained
+    check_download_possible(spec)  # offline: fail in seconds, not after the hub client's retries
     if quick_gelu is None:
         quick_gelu = True if pretrained_config(spec).get("quick_gelu") else None
     kwargs: dict[str, Any] = {}

@@ -40,7 +40,7 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
                    help="encoder instead of the recipe's, e.g. bundle:DIR (an ONNX bundle: no torch needed)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--api-token", default=None,
                    help=f"require 'Authorization: Bearer TOKEN' on every API call (or set ${TOKEN_ENV})")
     p.add_argument("--allow-add", action="store_true", help="enable POST /add (needs an API token)")

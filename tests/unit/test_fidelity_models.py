@@ -39,18 +39,38 @@ def openai_b32_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def serve_hub(monkeypatch: pytest.MonkeyPatch, openai_b32_file: Path) -> list[str]:
-    """Answer open_clip's Hugging Face download of any tag with the local file; records the repo ids asked for."""
+def serve_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, openai_b32_file: Path) -> list[str]:
+    """Serve open_clip's Hugging Face download of a tag from a local hub cache holding the random-weights file.
+
+    The file goes where ``huggingface_hub`` keeps a downloaded repo (``models--ORG--NAME/snapshots/REV/FILE`` with
+    ``refs/main``) and the hub is offline, so the real download path runs end to end without a network. Records the
+    repo ids open_clip asked for.
+    """
+    import huggingface_hub
+    import huggingface_hub.constants as hf_constants
     import open_clip.pretrained as pretrained
 
+    cache = tmp_path / "hub"
+    for tag_model in ("ViT-B-32",):
+        repo = str(open_clip.get_pretrained_cfg(tag_model, "openai")["hf_hub"]).strip("/")
+        root = cache / f"models--{repo.replace('/', '--')}"
+        rev = "0" * 40
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text(rev)
+        snap = root / "snapshots" / rev
+        snap.mkdir(parents=True)
+        (snap / "open_clip_pytorch_model.bin").write_bytes(openai_b32_file.read_bytes())
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     asked: list[str] = []
+    real = huggingface_hub.hf_hub_download
 
-    def fake_download(model_id: str, filename: str = "open_clip_pytorch_model.bin", **_: object) -> str:
-        asked.append(model_id)
-        return str(openai_b32_file)
+    def recording_download(repo_id: str, filename: str, **kw: object) -> str:
+        asked.append(repo_id)
+        return str(real(repo_id=repo_id, filename=filename, **kw))  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pretrained, "download_pretrained_from_hf", fake_download)
-    monkeypatch.setattr(pretrained, "has_hf_hub", lambda necessary=False: True)
+    monkeypatch.setattr(pretrained, "hf_hub_download", recording_download)
     return asked
 
 
