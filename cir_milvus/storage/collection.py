@@ -410,7 +410,7 @@ class CIRCollection:
                             skip(t[0], reason, t[2])
                             continue
                     items.append((j, data))
-                ok, pils, bad = prepare_batch(items, None)
+                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
                 for j, reason in bad:
                     skip(todo[j][0], reason, todo[j][2])
                 if ok:
