@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cir_milvus.errors import ImageDecodeError
@@ -15,7 +17,7 @@ from cir_milvus.images import path_text, read_image_file
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
-__all__ = ["AddResult", "Skipped", "read_input", "source_name"]
+__all__ = ["AddResult", "Skipped", "read_input", "regular_file_reason", "source_name"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,17 @@ class AddResult(list[Any]):
 def source_name(image: ImageInput) -> str:
     """The stored ``source`` of an input: its path (valid UTF-8), or "" for bytes and PIL images."""
     return path_text(image) if isinstance(image, (str, os.PathLike)) else ""  # lossless, see images.path_text
+
+
+def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it."""
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return "cannot read: " + ("a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    return None
 
 
 def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:
