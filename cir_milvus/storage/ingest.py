@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cir_milvus.errors import ImageDecodeError
-from cir_milvus.images import path_text, read_image_file
+from cir_milvus.images import path_text, read_image_file, unreadable_reason
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
@@ -70,14 +68,9 @@ def source_name(image: ImageInput) -> str:
 
 
 def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it."""
-    try:
-        st = Path(path).stat()
-    except OSError as e:
-        return f"cannot read ({e.strerror or e})"
-    if not stat.S_ISREG(st.st_mode):
-        return "cannot read: " + ("a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
-    return None
+    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it. The same words as
+    :func:`read_input` uses, so ``add`` and ``ingest`` report the same reason for the same entry."""
+    return unreadable_reason(path)
 
 
 def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:

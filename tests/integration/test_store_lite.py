@@ -164,8 +164,8 @@ def test_add_and_ingest_agree_on_ids_counts_metadata_and_skips(tmp_path: Path, i
         return sorted((Path(s.source.split(" (")[0]).name, skip_kind(s.reason)) for s in skipped)
 
     assert kinds(res.skipped) == kinds(rep.skipped)
-    assert dict(kinds(res.skipped)) == {"broken.png": "corrupt", "missing.png": "missing", "fifo.png": "missing",
-                                        "dir.png": "missing", images[2].name: "bad_metadata"}
+    assert dict(kinds(res.skipped)) == {"broken.png": "corrupt", "missing.png": "missing", "fifo.png": "not_a_file",
+                                        "dir.png": "not_a_file", images[2].name: "bad_metadata"}
     assert [i is None for i in res] == [False, False, True, False, True, True, True, True, False]
 
 
