@@ -600,13 +600,13 @@ def ingest(
                     raw_vecs = (_encode_uint8(encoder, data, pcfg) if pcfg is not None
                                 else encoder.encode_images(data, batch_size=batch_size, normalize=False))
                     raw_vecs = np.asarray(raw_vecs, dtype=np.float32)  # [N, D]
-                if got is not None:
-                    got.release()  # the shared-memory slot is free once the pixels are encoded
                     batch = PreparedBatch(ids=[job.ids[i] for i in ok], sources=[job.sources[i] for i in ok],
                                           metadata=[job.metadata[i] for i in ok])
                     rows = make_rows(batch, raw_vecs)
                     with lock:
                         report.encoded += len(rows)
+                if got is not None:
+                    got.release()  # the shared-memory slot is free once the pixels are encoded
             if not _put(to_write, (job.records, rows), stop):
                 break
         _put(to_write, _DONE, stop)
