@@ -116,7 +116,7 @@ def bench_backend(label: str, uri: str, enc: Any, folder: Path, paths: list[Path
     added = simple.add(paths[:n_simple], batch_size=args.batch_size)
     out["add_simple_path_images_per_s"] = round(added.encoded / (time.perf_counter() - t), 1)
     out["add_simple_path"] = added.summary()
-    simple._client.drop_collection("bench_add")
+    simple.store.drop()
     simple.close()
     print(f"[{label}] CIRCollection.add (simple path): {out['add_simple_path_images_per_s']} images/s")
 

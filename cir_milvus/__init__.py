@@ -5,6 +5,10 @@ Example:
     >>> col = CIRCollection.create("./cir.db", "demo", model="cir-demo-tiny", pretrained="cir-demo")  # doctest: +SKIP
     >>> col.add(["a.png", "b.png"])  # doctest: +SKIP
     >>> col.search("a.png", "make it blue", k=5)  # doctest: +SKIP
+
+The Milvus side without an encoder is :class:`VectorStore` (``col.store``): typed fields, ``get``/``query``,
+``search_vectors`` with ``group_by``, ``delete`` (true counts), ``update_metadata`` and ``info()``; it also attaches
+collections that cir_milvus did not create.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from cir_milvus.errors import (
     RecipeMismatchError,
     StorageError,
 )
-from cir_milvus.storage import AddResult, CIRCollection, Hit, Recipe, Skipped
+from cir_milvus.storage import AddResult, CIRCollection, Hit, Hits, Recipe, RetryPolicy, Skipped, VectorStore
 
 __version__ = "0.1.0"
 
@@ -44,12 +48,15 @@ __all__ = [
     "ExportError",
     "FakeEncoder",
     "Hit",
+    "Hits",
     "ImageDecodeError",
     "ModelNotFoundError",
     "Recipe",
     "RecipeMismatchError",
+    "RetryPolicy",
     "Skipped",
     "StorageError",
+    "VectorStore",
     "__version__",
     "create_encoder",
     "get_composer",

@@ -37,13 +37,14 @@ import numpy as np
 
 from cir_milvus._optional import available, require
 from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
+from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
 from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "clean_text", "load_manifest",
-           "session_options", "verify_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_sha256", "clean_text",
+           "load_manifest", "session_options", "verify_bundle"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bundle_sha256(bundle_dir: str | os.PathLike[str]) -> str | None:
+    """Content id of a bundle: the sha256 of its ``manifest.json``, which records every file's sha256
+    (``None`` when there is no manifest). Collections store it to find a moved bundle again."""
+    path = Path(bundle_dir) / MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def load_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -262,7 +270,9 @@ class OrtEncoder:
         bundle_dir: the folder written by :func:`cir_milvus_export.export_bundle` (or ``"bundle:PATH"``).
         providers: onnxruntime execution providers; default CUDA (when onnxruntime-gpu sees a GPU) then CPU.
         device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (an error if onnxruntime has no CUDA provider) or ``None``/``"auto"``.
-        preprocess: gallery image preprocessing (``"clip"`` or ``"targetpad"``); default the bundle's.
+        preprocess: gallery image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``); default the bundle's.
+        image_loading: ``"product"`` or ``"official"`` (see :func:`cir_milvus.images.load_image`); default the
+            bundle's.
         verify: check the sha256 of every bundle file against the manifest on load.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         decode: ``"exact"``, ``"reduce"`` or ``"draft"`` (default: the bundle's, else ``"exact"``); see
@@ -291,11 +301,13 @@ class OrtEncoder:
         decode: str | None = None,
         verify: bool = True,
         threads: int | None = None,
+        image_loading: str | None = None,
     ) -> None:
         self._ort = require("onnxruntime", purpose="the onnxruntime encoder backend")
         folder = os.fspath(bundle_dir)
         self.bundle_dir = Path(folder[len("bundle:"):] if folder.startswith("bundle:") else folder)
         self.manifest = load_manifest(self.bundle_dir)
+        self._bundle_sha256 = bundle_sha256(self.bundle_dir)
         if verify:
             verify_bundle(self.bundle_dir, self.manifest)
         m = self.manifest
@@ -304,7 +316,8 @@ class OrtEncoder:
         self._width = int(m["dims"]["token_width"])
         self.precision = str(m.get("precision", "fp32"))
         pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
-        self.preprocess_config = PreprocessConfig.from_dict(pre).with_mode(preprocess).with_decode(decode)
+        self.preprocess_config = (PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
+                                  .with_decode(decode))
         self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
@@ -318,13 +331,16 @@ class OrtEncoder:
         src = self.manifest["source"]
         out = {
             "backend": "onnx",
-            "location": f"bundle:{self.bundle_dir.resolve()}",
+            "location": f"bundle:{self.bundle_dir.resolve()}",  # a hint: collections store it portably
+            "bundle_sha256": self._bundle_sha256,  # the bundle's content id
             "model": src["model"],
             "pretrained": src.get("pretrained"),
             "weights_sha256": src.get("weights_sha256"),
             "dim": self.dim,
             "preprocess": self.preprocess_config.to_dict(),
         }
+        if src.get("activation"):  # QuickGELU or GELU in the exported towers (bundles before it: GELU)
+            out["activation"] = src["activation"]
         if src.get("text_weights_sha256"):  # exported with a swapped (RTD) text tower; the text graphs hold it
             out["text_weights_sha256"] = src["text_weights_sha256"]
         return out
@@ -407,7 +423,7 @@ class OrtEncoder:
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of ``image.onnx``)."""
         cfg = self.preprocess_config.with_mode(preprocess)
-        return preprocess_batch([load_image(im, draft=decode_size(cfg)) for im in images], cfg)
+        return preprocess_batch([load_image(im, mode=cfg.loading, draft=decode_size(cfg)) for im in images], cfg)
 
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, batch_size: int = 64) -> Embeddings:
         """Encode preprocessed pixels ``[N, 3, S, S]``."""
@@ -454,7 +470,11 @@ class OrtEncoder:
         placeholder: str = "$",
         batch_size: int = 256,
         normalize: bool = True,
+        slot: int | None = 0,
     ) -> Embeddings:
+        """As :meth:`TorchEncoder.encode_texts_with_pseudo_tokens`: ``slot`` picks the placeholder token that
+        gets the pseudo token (``0`` first, negative from the end, ``None`` all); the graph injects at the id
+        :func:`~cir_milvus.encoders.slots.mark_slot` marks, so bundles exported before slots existed agree too."""
         check_text_lengths(texts, self.token_counts(texts), self.context_length)
         pid = self.placeholder_id(placeholder)
         ids = self.tokenize(texts)
@@ -467,9 +487,13 @@ class OrtEncoder:
         tok = np.ascontiguousarray(pseudo_tokens, dtype=np.float32)
         if tok.shape != (len(texts), self._width):
             raise ConfigError(f"pseudo_tokens must have shape [{len(texts)}, {self._width}], got {list(tok.shape)}")
-        pid_arr = np.asarray([pid], dtype=np.int64)
-        out = self._batched("text_pseudo", len(ids), batch_size,
-                            lambda a, b: {"input_ids": ids[a:b], "pseudo_token": tok[a:b], "placeholder_id": pid_arr})
+
+        def feed(a: int, b: int) -> dict[str, np.ndarray]:
+            marked, inject_id = mark_slot(ids[a:b], pid, slot)
+            return {"input_ids": marked, "pseudo_token": tok[a:b],
+                    "placeholder_id": np.asarray([inject_id], dtype=np.int64)}
+
+        out = self._batched("text_pseudo", len(ids), batch_size, feed)
         return self._out(out, normalize)
 
     def run_head(self, name: str, image_embeddings: np.ndarray) -> np.ndarray:
@@ -491,9 +515,22 @@ class OrtEncoder:
         return self.run("fused_slerp", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids, alpha=a)
 
     def compose_head(self, name: str, pixels: np.ndarray, prompts: Sequence[str]) -> Embeddings:
-        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query."""
-        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32),
-                        input_ids=self.tokenize(prompts))
+        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query.
+
+        The fused graph injects at every placeholder token, so prompts must hold exactly one (a user's own ``$``
+        would take the token too); use :meth:`encode_texts_with_pseudo_tokens` for prompts with more.
+        """
+        ids = self.tokenize(prompts)
+        head = self.heads.get(name)
+        if head is not None:
+            counts = (ids == self.placeholder_id(head.placeholder)).sum(axis=1)
+            if (counts != 1).any():
+                bad = int(np.flatnonzero(counts != 1)[0])
+                raise ConfigError(
+                    f"prompt {prompts[bad]!r} has {int(counts[bad])} placeholder tokens {head.placeholder!r}; the "
+                    "fused graph needs exactly one (use encode_texts_with_pseudo_tokens, which fills the template's)"
+                )
+        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids)
 
     def _check_ids(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)

@@ -10,7 +10,7 @@ that overwrites the placeholder's token-embedding row (methods.md §0, §9):
   4d) → GELU → Dropout → Linear(4d, W)``. Checkpoint ``{"epoch", "Phi": state_dict}``. B/32: 512 → 2048 → 2048 → 512;
   SEARLE-XL L/14: 768 → 3072 → 3072 → 768. Placeholder ``$`` (id 259), targetpad preprocessing.
 - **LinCIR** (Gu et al., CVPR'24; navervision/lincir): SEARLE's class and checkpoint format, trained on text only.
-  L/14: 768 → 3072 → 3072 → 768. Placeholder ``$``, plain CLIP preprocessing.
+  L/14: 768 → 3072 → 3072 → 768. Placeholder ``$``, Hugging Face ``CLIPImageProcessor`` preprocessing (``hf_clip``).
 
 The nn.Module classes :class:`Pic2WordMapper` and :class:`SearlePhi` are built on first access, so importing this
 module does not import torch. :class:`Head` wraps a loaded module with its provenance (source, sha256) and the
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cir_milvus._optional import require
+from cir_milvus.artifacts import SearchPath, locate
 from cir_milvus.checkpoints import read_checkpoint, strip_prefix
 from cir_milvus.errors import CheckpointError, ConfigError, ModelNotFoundError
 
@@ -50,7 +51,9 @@ __all__ = [
     "Pic2WordMapper",
     "SearlePhi",
     "list_heads",
+    "head_file_sha256",
     "load_head",
+    "locate_head",
     "state_dict_sha256",
 ]
 
@@ -66,7 +69,7 @@ class HeadDefaults:
     Attributes:
         template: prompt with the placeholder and one ``{}`` for the modification text.
         placeholder: the single-BPE-token word whose embedding row is overwritten.
-        preprocess: query/gallery image preprocessing (``"clip"`` or ``"targetpad"``).
+        preprocess: query/gallery image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``).
         fiq_join: how two captions are joined (see :func:`cir_milvus.composers.pseudo.join_captions`).
         wrapper_key: the checkpoint dict key holding the head's state dict.
     """
@@ -81,7 +84,7 @@ class HeadDefaults:
 HEAD_DEFAULTS: dict[str, HeadDefaults] = {
     "pic2word": HeadDefaults("a photo of * , {}", "*", "clip", "reversed", "state_dict_img2text"),
     "searle": HeadDefaults("a photo of $ that {}", "$", "targetpad", "both", "Phi"),
-    "lincir": HeadDefaults("a photo of $ that {}", "$", "clip", "both", "Phi"),
+    "lincir": HeadDefaults("a photo of $ that {}", "$", "hf_clip", "both", "Phi"),  # HF CLIPImageProcessor
 }
 """Per-method defaults (methods.md §2-4)."""
 
@@ -425,6 +428,52 @@ def load_head(
                 placeholder=defaults.placeholder, preprocess=defaults.preprocess, fiq_join=defaults.fiq_join)
     _check_dims(head, embed_dim, token_dim, where)
     return head
+
+
+def head_file_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The checksum :class:`Head` records as ``sha256``: of the file, or of a saved folder's weights file."""
+    from cir_milvus.models.spec import file_sha256
+
+    p = Path(path)
+    if p.is_file():
+        return file_sha256(p)
+    return file_sha256(p / WEIGHTS_NAME) if (p / WEIGHTS_NAME).is_file() else None
+
+
+def locate_head(
+    config: Mapping[str, Any],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    search_path: SearchPath = None,
+) -> dict[str, Any]:
+    """Find the file (or saved folder) of a head recorded in a collection recipe, by its sha256.
+
+    A recipe stores a head's ``source`` as a hint (see :mod:`cir_milvus.artifacts`): it is looked up in the
+    collection's folder, ``search_path`` and ``$CIR_MILVUS_PATH``, and accepted only with the recorded checksum.
+
+    Args:
+        config: the head config (``Head.config()``: ``kind``, ``source``, ``sha256``, ...).
+        base_dir: the collection's folder (Milvus Lite).
+        search_path: extra folders.
+
+    Returns:
+        A copy of ``config`` whose ``source`` is the located path (unchanged for ``hf-hub:`` ids and heads
+        without a source).
+
+    Raises:
+        ModelNotFoundError: no file with the recorded checksum (the message names where it looked).
+    """
+    out = dict(config)
+    src = out.get("source")
+    if not src or str(src).startswith("hf-hub:"):
+        return out
+    kind = out.get("kind", "projection")
+    found = locate(str(src), what=f"{kind} head", sha256=out.get("sha256"), checksum=head_file_sha256,
+                   want_dir=None, base_dir=base_dir, search_path=search_path,
+                   fix=f"pass it again: search(..., head='/path/to/{Path(str(src)).name}') or "
+                       f"CIRCollection.open(..., search_path='/folder/with/it')")
+    out["source"] = str(found)
+    return out
 
 
 def _check_dims(head: Head, embed_dim: int | None, token_dim: int | None, where: str) -> None:

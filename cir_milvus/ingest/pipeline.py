@@ -42,15 +42,15 @@ Example:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,13 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.errors import (
-    CollectionLockedError,
-    CollectionNotFoundError,
-    ConfigError,
-    ImageDecodeError,
-    StorageError,
-)
+from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, content_id
 from cir_milvus.ingest.decode import (
     MAX_ASPECT,
@@ -77,15 +71,14 @@ from cir_milvus.ingest.decode import (
 from cir_milvus.ingest.decode import _strip_name as _strip_name
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source
 from cir_milvus.preprocess import normalize_uint8
-from cir_milvus.storage.client import milvus_errors
-from cir_milvus.storage.ingest import PreparedBatch, Skipped, chunk_rows_by_bytes, make_rows
+from cir_milvus.storage.policy import MetadataError, safe_text
+from cir_milvus.storage.retry import retry_storage
+from cir_milvus.storage.store import Skipped
 
-__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
+__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "retry_storage", "skip_kind"]
 
 log = logging.getLogger(__name__)
 
-MAX_METADATA_BYTES = 65_536
-"""Milvus's default limit for one JSON field value."""
 _DONE = object()
 
 
@@ -184,7 +177,9 @@ class _SkipLog:
             self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
             report.skip_report = str(path)
 
-    def add(self, name: str, reason: str, rid: str | None = None) -> None:
+    def add(self, name: str, reason: str, rid: Any = None) -> None:
+        name, reason = safe_text(str(name)), safe_text(str(reason))
+        rid = safe_text(rid) if isinstance(rid, str) else rid
         with self._lock:
             self.report.skipped.append(Skipped(name, reason))
             if self._f is not None:
@@ -203,7 +198,7 @@ class _SkipLog:
 
 def prepare_batch(
     items: list[tuple[int, str | bytes]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
-    allow_urls: bool = False,
+    allow_urls: bool = False, loading: str | None = None,
 ) -> tuple[list[int], Any, list[tuple[int, str]]]:
     """Decode (and, with a preprocess config, preprocess) one batch in this process.
 
@@ -212,6 +207,8 @@ def prepare_batch(
         preprocess: ``PreprocessConfig.to_dict()`` of the encoder, or ``None`` to return RGB PIL images.
         max_pixels: decompression-bomb cap.
         allow_urls: fetch ``http(s)://`` sources.
+        loading: the image loading mode (:func:`~cir_milvus.images.load_image`) when there is no preprocess config
+            (default ``"product"``); with one, the config's ``loading`` decides.
 
     Returns:
         ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
@@ -235,7 +232,7 @@ def prepare_batch(
                     data = read_bytes(src, allow_urls=allow_urls)
                 except OSError as e:
                     raise ImageDecodeError(f"download failed ({e})") from e
-            out.append(load_image(data, max_pixels=max_pixels))
+            out.append(load_image(data, max_pixels=max_pixels, mode=loading or "product"))
             ok.append(idx)
         except ImageDecodeError as e:
             bad.append((idx, _strip_name(str(e), describe(data))))
@@ -253,81 +250,34 @@ def _decode_here(items: list[tuple[int, Any]], cfg: Any, max_pixels: int, allow_
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 
-_PERMANENT = (CollectionNotFoundError, CollectionLockedError)
-
-
-def _permanent(e: StorageError) -> bool:
-    if isinstance(e, _PERMANENT):
-        return True
-    cause = e.__cause__
-    return type(cause).__name__ in ("ParamError", "DataNotMatchException", "PrimaryKeyException",
-                                    "DataTypeNotMatchException")
-
-
-def retry_storage(fn: Callable[[], Any], what: str, *, timeout: float, on_retry: Callable[[], None] | None = None,
-                  reload: Callable[[], None] | None = None) -> Any:
-    """Call ``fn`` until it succeeds, retrying :class:`StorageError` with backoff (0.5 s doubling to 10 s) for up to
-    ``timeout`` seconds. Permanent errors (bad data, missing collection) are raised at once.
+def record_id(rec: Record, store: Any) -> str:
+    """The id of a record: the one it names (checked by the store's id policy) or its content hash.
 
     Raises:
-        StorageError: still failing after ``timeout`` seconds (the last error is chained).
+        ImageDecodeError: an invalid id, or a file that cannot be read (the message is the skip reason).
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.5
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except StorageError as e:
-            if _permanent(e):
-                raise
-            attempt += 1
-            if time.monotonic() + delay > deadline:
-                raise StorageError(f"{what} still failing after {attempt} attempts over {timeout:.0f}s: {e}") from e
-            if on_retry is not None:
-                on_retry()
-            log.warning("%s failed (%s); retry %d in %.1fs", what, str(e)[:200], attempt, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
-            if reload is not None and "not loaded" in str(e).lower():
-                try:
-                    reload()
-                except Exception:  # noqa: BLE001 - best effort; the next attempt reports the real error
-                    pass
-
-
-def _jsonable(md: dict[str, Any]) -> dict[str, Any]:
-    """Metadata that Milvus accepts as JSON: non-finite floats become null, unknown types their str()."""
-
-    def fix(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {str(k): fix(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [fix(x) for x in v]
-        if isinstance(v, (str, int, bool)) or v is None:
-            return v
-        if isinstance(v, float):
-            return v
-        if isinstance(v, (np.integer, np.floating, np.bool_)):
-            return fix(v.item())
-        return str(v)
-
-    return fix(md)  # type: ignore[no-any-return]
-
-
-def _record_id(rec: Record) -> str:
     if rec.id is not None:
-        rid = rec.id
-        if not isinstance(rid, str) or not rid or len(rid) > 512:
-            raise ImageDecodeError(f"invalid id {rid!r}: ids must be non-empty strings of at most 512 characters")
-        return rid
+        reason = store.check_id(rec.id)
+        if reason is not None:
+            raise ImageDecodeError(reason)
+        return rec.id  # type: ignore[no-any-return]
     src = rec.source
     if isinstance(src, str) and is_url(src):
         return hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
     assert src is not None
     return content_id(src)
+
+
+def record_metadata(rec: Record, store: Any) -> dict[str, Any]:
+    """The record's metadata as the store will keep it.
+
+    Raises:
+        ImageDecodeError: metadata the store's policy refuses (a cycle, over 64 KB...), as a skip reason.
+    """
+    try:
+        return store.prepare_metadata(dict(rec.metadata))  # type: ignore[no-any-return]
+    except (MetadataError, ValueError) as e:
+        raise ImageDecodeError(f"bad metadata: {e}") from e
 
 
 def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
@@ -428,9 +378,15 @@ def ingest(
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    store = col.store
+    policy = dataclasses.replace(store.retry, timeout=float(retry_timeout))
     if ray_address is not None:
         from cir_milvus.ingest.ray_pipeline import ingest_ray
 
+        if workers is not None or prefetch is not None:
+            raise ConfigError("workers= and prefetch= size the local pipeline; with ray_address= Ray schedules the "
+                              "decode tasks itself: drop them, or call ingest_ray() with num_encoders=, "
+                              "num_cpus_per_decoder=...")
         return ingest_ray(col, source, ray_address=ray_address, batch_size=batch_size, skip_existing=skip_existing,
                           skip_report=skip_report, progress=progress, retry_timeout=retry_timeout,
                           allow_urls=allow_urls, max_pixels=max_pixels, root=root)
@@ -467,9 +423,6 @@ def ingest(
         with lock:
             report.retries += 1
 
-    def reload() -> None:
-        col._client.load_collection(col.name)
-
     def postfix() -> None:
         bar.set_postfix(stored=report.stored, existing=report.already_stored, dup=report.duplicates,
                         skipped=len(report.skipped), refresh=False)
@@ -491,10 +444,8 @@ def ingest(
                         skips.add(rec.name, rec.error or "no image", rec.id)
                         continue
                     try:
-                        rid = _record_id(rec)
-                        md = _jsonable(dict(rec.metadata))
-                        if len(json.dumps(md)) > MAX_METADATA_BYTES:
-                            raise ImageDecodeError(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
+                        rid = record_id(rec, store)
+                        md = record_metadata(rec, store)
                     except ImageDecodeError as e:
                         skips.add(rec.name, _strip_name(str(e), str(rec.source)), rec.id)
                         continue
@@ -510,8 +461,7 @@ def ingest(
                     raw.append(rec.source)
                 if skip_existing and todo.ids:
                     lookup = list(todo.ids)
-                    present = retry_storage(lambda: col._existing_ids(lookup), f"look up ids in {col.name!r}",  # noqa: B023
-                                            timeout=retry_timeout, on_retry=on_retry, reload=reload)
+                    present = store.existing_ids(lookup, on_retry=on_retry, retry=policy)
                     if present:
                         keep = [i for i, rid in enumerate(todo.ids) if rid not in present]
                         with lock:
@@ -558,15 +508,15 @@ def ingest(
                 if item is _DONE:
                     return
                 n, rows = item
-                for part in chunk_rows_by_bytes(rows):
-                    def call(part: list[dict[str, Any]] = part) -> None:
-                        with milvus_errors(f"upsert {len(part)} rows into {col.name!r}"):
-                            col._client.upsert(col.name, part)
-
-                    retry_storage(call, f"upsert {len(part)} rows into {col.name!r}", timeout=retry_timeout,
-                                  on_retry=on_retry, reload=reload)
+                written = 0
+                if rows is not None:
+                    ids, raw_vecs, sources, mds, names = rows
+                    wr = store.upsert(ids, raw_vecs, sources=sources, metadata=mds, on_retry=on_retry, retry=policy)
+                    written = len(wr.written)
+                    for i, sk in wr.skipped:
+                        skips.add(names[i], sk.reason, ids[i])
                 with lock:
-                    report.stored += len(rows)
+                    report.stored += written
                 bar.update(n)
                 postfix()
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -586,7 +536,7 @@ def ingest(
             job = _get(decoded, stop)
             if job is _DONE:
                 break
-            rows: list[dict[str, Any]] = []
+            rows: tuple[Any, ...] | None = None
             if job.future is not None:
                 got: DecodedBatch | None = None
                 if pcfg is not None:
@@ -600,11 +550,10 @@ def ingest(
                     raw_vecs = (_encode_uint8(encoder, data, pcfg) if pcfg is not None
                                 else encoder.encode_images(data, batch_size=batch_size, normalize=False))
                     raw_vecs = np.asarray(raw_vecs, dtype=np.float32)  # [N, D]
-                    batch = PreparedBatch(ids=[job.ids[i] for i in ok], sources=[job.sources[i] for i in ok],
-                                          metadata=[job.metadata[i] for i in ok])
-                    rows = make_rows(batch, raw_vecs)
+                    rows = ([job.ids[i] for i in ok], raw_vecs, [job.sources[i] for i in ok],
+                            [job.metadata[i] for i in ok], [job.names[i] for i in ok])
                     with lock:
-                        report.encoded += len(rows)
+                        report.encoded += len(ok)
                 if got is not None:
                     got.release()  # the shared-memory slot is free once the pixels are encoded
             if not _put(to_write, (job.records, rows), stop):

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,18 +35,10 @@ import numpy as np
 from cir_milvus._optional import require
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS
-from cir_milvus.ingest.pipeline import (
-    MAX_METADATA_BYTES,
-    IngestReport,
-    _jsonable,
-    _record_id,
-    _SkipLog,
-    _strip_name,
-    prepare_batch,
-    retry_storage,
-)
+from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, _strip_name, prepare_batch, record_id
 from cir_milvus.ingest.sources import Record, ShardSource, open_source
-from cir_milvus.storage.ingest import PreparedBatch, chunk_rows_by_bytes, make_rows
+from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
+from cir_milvus.storage.retry import RetryPolicy
 
 __all__ = ["RecipeEncoderFactory", "ingest_ray"]
 
@@ -61,19 +53,22 @@ class RecipeEncoderFactory:
         device: ``"cuda"``/``"cpu"``/``None`` (CUDA when the actor got a GPU).
     """
 
-    def __init__(self, recipe: Mapping[str, Any], device: str | None = None) -> None:
+    def __init__(self, recipe: Mapping[str, Any], device: str | None = None, *, base_dir: str | None = None,
+                 search_path: Sequence[str] | None = None) -> None:
         if recipe.get("backend") == "fake":
             raise ConfigError("this collection uses a FakeEncoder; pass encoder_factory=functools.partial("
                               "FakeEncoder, dim=..., seed=...)")
-        self.recipe = dict(recipe)
+        # ingestion encodes images only: a swapped text tower is not needed (nor looked up) in the actors
+        self.recipe = {k: v for k, v in recipe.items() if k not in ("text_weights", "text_weights_sha256")}
         self.device = device
+        self.base_dir = base_dir
+        self.search_path = list(search_path or [])
 
     def __call__(self) -> Any:
-        from cir_milvus.encoders.base import create_encoder
+        from cir_milvus.encoders.rebuild import encoder_from_recipe
 
-        r = self.recipe
-        return create_encoder(r["model"], r.get("pretrained"), backend=r.get("backend"), device=self.device,
-                              preprocess=(r.get("preprocess") or {}).get("mode", "clip"))
+        return encoder_from_recipe(self.recipe, device=self.device, base_dir=self.base_dir,
+                                   search_path=self.search_path)
 
 
 class _Shipped:
@@ -117,7 +112,7 @@ def _report_skips(tally: Any, items: list[tuple[str, str, str | None]]) -> None:
         ray.get(tally.skip.remote(items))
 
 
-def _resolve_ids(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarray]:
+def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy) -> dict[str, np.ndarray]:
     """Content-hash ids for rows without one; invalid ids and unreadable files are tallied as skipped."""
     keep, bad = [], []
     ids = batch["id"].astype(object)
@@ -125,7 +120,7 @@ def _resolve_ids(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarr
         data = batch["data"][i]
         rec = Record(ids[i] or None, bytes(data) if data else str(batch["path"][i]), {}, str(batch["origin"][i]))
         try:
-            ids[i] = _record_id(rec)
+            ids[i] = record_id(rec, ids_policy)
             keep.append(i)
         except ImageDecodeError as e:
             bad.append((rec.name, _strip_name(str(e), str(rec.source)), rec.id))
@@ -143,11 +138,13 @@ def _shard_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _row(rec: Record) -> dict[str, Any]:
-    md = json.dumps(_jsonable(dict(rec.metadata)))
+    try:
+        md, err = json.dumps(jsonable(dict(rec.metadata))), ""
+    except MetadataError as e:  # the store's metadata policy: the same reason as the local pipeline
+        md, err = "{}", f"bad metadata: {e}"
     return {"id": rec.id or "", "path": rec.source if isinstance(rec.source, str) else "",
             "data": rec.source if isinstance(rec.source, bytes) else b"", "metadata": md, "origin": rec.name,
-            "error": rec.error or ("" if len(md) <= MAX_METADATA_BYTES else
-                                   f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")}
+            "error": rec.error or err}
 
 
 def _drop_errors(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarray]:
@@ -162,30 +159,21 @@ def _drop_errors(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarr
 
 
 class _FilterExisting:
-    """Drops ids already stored (one Milvus client per actor)."""
+    """Drops ids already stored (one store, i.e. one Milvus client, per actor; the store's lookup and retries)."""
 
     def __init__(self, uri: str, name: str, token: str | None, connect_kwargs: dict[str, Any], tally: Any,
                  retry_timeout: float) -> None:
-        from cir_milvus.storage.client import connect
+        from cir_milvus.storage.store import VectorStore
 
-        self.client = connect(uri, token=token, **connect_kwargs)
-        self.name = name
+        self.store = VectorStore.open(uri, name, token=token, connect_kwargs=connect_kwargs,
+                                      retry=RetryPolicy(timeout=retry_timeout))
         self.tally = tally
-        self.retry_timeout = retry_timeout
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import ray
 
-        from cir_milvus.storage.client import milvus_errors
-
         ids = [str(i) for i in batch["id"]]
-
-        def lookup() -> set[str]:
-            with milvus_errors(f"look up ids in {self.name!r}"):
-                got = self.client.get(self.name, ids=ids, output_fields=["id"], consistency_level="Session")
-                return {r["id"] for r in got}
-
-        present = retry_storage(lookup, "look up ids", timeout=self.retry_timeout) if ids else set()
+        present = self.store.existing_ids(ids) if ids else set()
         if present:
             ray.get(self.tally.add_already.remote(len(present)))
         return _select(batch, [i for i, rid in enumerate(ids) if rid not in present])
@@ -234,38 +222,35 @@ class _Encode:
         return batch
 
 
-def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Encoder output → Milvus rows (the same layout as the local pipeline's ``make_rows``)."""
-    vecs = np.asarray(batch["vector"], dtype=np.float32)
-    norms = np.asarray(batch["norm"], dtype=np.float32)
-    pb = PreparedBatch(ids=[str(i) for i in batch["id"]],
-                       sources=[str(p) or str(o) for p, o in zip(batch["path"], batch["origin"])],
-                       metadata=[json.loads(m) for m in batch["metadata"]])
-    return make_rows(pb, vecs * norms[:, None])
+def _write(store: Any, batch: dict[str, np.ndarray], policy: RetryPolicy | None = None) -> tuple[list[str], list[Any]]:
+    """Encoder output → the store's one write path. Returns (ids written, [(index, Skipped)] refused)."""
+    vecs = np.asarray(batch["vector"], dtype=np.float32)  # [N, D] normalised
+    norms = np.asarray(batch["norm"], dtype=np.float32)  # [N]
+    ids = [str(i) for i in batch["id"]]
+    wr = store.upsert(ids, vecs * norms[:, None], sources=[str(p) or str(o) for p, o in zip(batch["path"],
+                                                                                           batch["origin"])],
+                      metadata=[json.loads(m) for m in batch["metadata"]], retry=policy)
+    return [str(i) for i in wr.written], wr.skipped
 
 
 class _Write:
-    """Upserts into the Milvus server by URI (one client per actor), with retries; returns the ids written."""
+    """Writes through a :class:`~cir_milvus.storage.store.VectorStore` opened by URI (one per actor); returns the
+    ids written and the refusals."""
 
     def __init__(self, uri: str, name: str, token: str | None, connect_kwargs: dict[str, Any],
-                 retry_timeout: float) -> None:
-        from cir_milvus.storage.client import connect
+                 retry_timeout: float, tally: Any = None) -> None:
+        from cir_milvus.storage.store import VectorStore
 
-        self.client = connect(uri, token=token, **connect_kwargs)
-        self.name = name
-        self.retry_timeout = retry_timeout
+        self.store = VectorStore.open(uri, name, token=token, connect_kwargs=connect_kwargs,
+                                      retry=RetryPolicy(timeout=retry_timeout))
+        self.tally = tally
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cir_milvus.storage.client import milvus_errors
-
-        rows = _rows(batch)
-        for part in chunk_rows_by_bytes(rows):
-            def call(part: list[dict[str, Any]] = part) -> None:
-                with milvus_errors(f"upsert {len(part)} rows into {self.name!r}"):
-                    self.client.upsert(self.name, part)
-
-            retry_storage(call, f"upsert into {self.name!r}", timeout=self.retry_timeout)
-        return {"id": np.asarray([r["id"] for r in rows], dtype=object)}
+        written, refused = _write(self.store, batch)
+        if refused and self.tally is not None:
+            _report_skips(self.tally, [(str(batch["origin"][i]), sk.reason, str(batch["id"][i]))
+                                       for i, sk in refused])
+        return {"id": np.asarray(written, dtype=object)}
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------
@@ -332,8 +317,14 @@ def ingest_ray(
     ctx.enable_progress_bars = progress
     if encoder_factory is not None:
         factory: Callable[[], Any] = encoder_factory
-    elif col.recipe.encoder.get("backend") in ("torch", "onnx"):
-        factory = RecipeEncoderFactory(col.recipe.encoder)  # weights load in the actor, on its GPU
+    elif col.encoder.recipe.get("backend") in ("torch", "onnx"):
+        # weights load in the actor, on its GPU, found by checksum: the driver's paths, then its folders
+        from cir_milvus.artifacts import search_dirs
+        from cir_milvus.storage.recipe import lite_base_dir
+
+        base = lite_base_dir(col.uri)
+        dirs = [str(d) for d in search_dirs(col.search_path)] + [os.getcwd()]
+        factory = RecipeEncoderFactory(col.encoder.recipe, base_dir=str(base) if base else None, search_path=dirs)
     else:
         factory = _Shipped(col.encoder)  # small test / plugin encoders travel pickled
     encoder = col.encoder
@@ -367,7 +358,8 @@ def ingest_ray(
                                 num_cpus=task_cpus)
             if write == "workers":
                 ds = ds.map_batches(_resolve_ids, batch_size=batch_size, batch_format="numpy",
-                                    fn_kwargs={"tally": tally}, num_cpus=task_cpus)
+                                    fn_kwargs={"tally": tally, "ids_policy": col.store.id_policy},
+                                    num_cpus=task_cpus)
                 if skip_existing:
                     ds = ds.map_batches(_FilterExisting, batch_size=batch_size, batch_format="numpy",
                                         concurrency=num_writers, num_cpus=0.25,
@@ -387,8 +379,9 @@ def ingest_ray(
                 ds = ds.map_batches(_Write, batch_size=batch_size, batch_format="numpy", concurrency=num_writers,
                                     num_cpus=0.25,
                                     fn_constructor_kwargs={"uri": col.uri, "name": col.name, "token": token,
-                                                           "connect_kwargs": conn, "retry_timeout": retry_timeout})
-            _consume(ds, col, write, report, retry_timeout)
+                                                           "connect_kwargs": conn, "retry_timeout": retry_timeout,
+                                                           "tally": tally})
+            _consume(ds, col, write, report, retry_timeout, skips)
         skipped, already = ray.get(tally.snapshot.remote())
         for name, reason, rid in skipped:
             skips.add(name, reason, rid)
@@ -413,7 +406,7 @@ def _driver_prefilter(col: Any, rows: list[dict[str, Any]], report: IngestReport
             continue
         rec = Record(row["id"] or None, row["data"] or row["path"], {}, row["origin"])
         try:
-            rid = _record_id(rec)
+            rid = record_id(rec, col.store)
         except ImageDecodeError as e:
             skips.add(rec.name, _strip_name(str(e), str(rec.source)), rec.id)
             continue
@@ -427,31 +420,24 @@ def _driver_prefilter(col: Any, rows: list[dict[str, Any]], report: IngestReport
         present: set[str] = set()
         for s in range(0, len(todo), 1000):
             ids = [r["id"] for r in todo[s : s + 1000]]
-
-            def lookup(ids: list[str] = ids) -> set[str]:
-                return set(col._existing_ids(ids))
-
-            present |= retry_storage(lookup, "look up ids", timeout=retry_timeout)
+            present |= col.store.existing_ids(ids, retry=RetryPolicy(timeout=retry_timeout))
         report.already_stored += len(present)
         out = [r for r in out if r["error"] or r["id"] not in present]
     return out
 
 
-def _consume(ds: Any, col: Any, write: str, report: IngestReport, retry_timeout: float) -> None:
-    from cir_milvus.storage.client import milvus_errors
-
+def _consume(ds: Any, col: Any, write: str, report: IngestReport, retry_timeout: float, skips: _SkipLog) -> None:
     written: set[str] = set()
+    policy = RetryPolicy(timeout=retry_timeout)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ids = [str(i) for i in batch["id"]]
         if write == "driver" and ids:
-            rows = _rows(batch)
-            for part in chunk_rows_by_bytes(rows):
-                def call(part: list[dict[str, Any]] = part) -> None:
-                    with milvus_errors(f"upsert {len(part)} rows into {col.name!r}"):
-                        col._client.upsert(col.name, part)
-
-                retry_storage(call, f"upsert into {col.name!r}", timeout=retry_timeout)
-        report.encoded += len(ids)
+            report.encoded += len(ids)
+            ids, refused = _write(col.store, batch, policy)
+            for i, sk in refused:
+                skips.add(str(batch["origin"][i]), sk.reason, str(batch["id"][i]))
+        else:
+            report.encoded += len(ids)
         for rid in ids:
             if rid in written:
                 report.duplicates += 1

@@ -38,6 +38,8 @@ class Capabilities:
         collection_properties: collections take key/value properties at creation and through
             ``alter_collection_properties`` (Lite, Milvus ≥ 2.3). Without them the recipe is kept in the collection
             description (see ``CIRCollection``).
+        group_by: searches take ``group_by_field`` (Lite, Milvus ≥ 2.4); otherwise the store emulates it.
+        nullable: scalar fields can be nullable (Lite, Milvus ≥ 2.5).
     """
 
     is_lite: bool
@@ -45,6 +47,8 @@ class Capabilities:
     index_types: frozenset[str]
     filter_templates: bool
     collection_properties: bool = True
+    group_by: bool = True
+    nullable: bool = True
 
 
 class _LiteUnimplementedFilter(logging.Filter):
@@ -86,6 +90,8 @@ def capabilities(client: Any) -> Capabilities:
         index_types=LITE_INDEXES if is_lite else SERVER_INDEXES,
         filter_templates=(not is_lite) and major_minor >= (2, 5),
         collection_properties=is_lite or major_minor >= (2, 3) or major_minor == (0, 0),
+        group_by=is_lite or major_minor >= (2, 4),
+        nullable=is_lite or major_minor >= (2, 5),
     )
 
 
@@ -119,12 +125,10 @@ def milvus_errors(action: str) -> Iterator[None]:
 
 
 def _lock_holder(e: BaseException) -> bool:
-    seen: BaseException | None = e
-    while seen is not None:
-        if type(seen).__name__ == "DataDirLockedError" or "holds the lock" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    """Whether ``e`` (or an exception in its chain, each visited once: chains can loop) is Lite's lock error."""
+    from cir_milvus.storage.retry import _chain
+
+    return any(type(x).__name__ == "DataDirLockedError" or "holds the lock" in str(x) for x in _chain(e))
 
 
 def _lite_file_locked(uri: str) -> bool:
@@ -148,13 +152,19 @@ def _lite_file_locked(uri: str) -> bool:
         os.close(fd)
 
 
-def connect(uri: str, *, token: str | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds :func:`connect` waits for a server before failing (pymilvus's default)."""
+
+
+def connect(uri: str, *, token: str | None = None, timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+            **kwargs: Any) -> Any:
     """Open a ``MilvusClient``.
 
     Args:
         uri: a Milvus Lite file (``./cir.db``) or a server URI (``http://host:19530``, ``https://...``).
         token: ``"user:password"`` or an API key (servers only); never logged.
-        timeout: connection timeout in seconds.
+        timeout: seconds to wait for the server before failing with :class:`StorageError` (``None``: pymilvus's
+            default).
         **kwargs: passed to ``MilvusClient`` (``secure``, ``server_pem_path``, ``server_name``, ``ca_pem_path``,
             ``client_pem_path``, ``client_key_path``, ``db_name``...).
 

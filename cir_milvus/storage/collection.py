@@ -1,76 +1,42 @@
-"""``CIRCollection``: the quick path — a Milvus collection of image vectors plus the recipe to query it.
+"""``CIRCollection``: the thin facade — an encoder, a composer and a :class:`~cir_milvus.storage.store.VectorStore`.
 
-Schema: ``id`` VARCHAR primary key (content hash unless given), ``vector`` FLOAT_VECTOR (L2-normalised image
-embedding), ``norm`` FLOAT (the raw embedding's norm, so pseudo-token heads can reuse stored vectors), ``source``
-VARCHAR (file path when known), ``metadata`` JSON. Index HNSW with metric IP (= cosine on normalised vectors).
+Everything Milvus-side (schema, ids, the one upsert path, reads, deletes, search) is the store's; this class turns
+images into vectors (the encoder) and (image, text) queries into query vectors (the composer). See
+:mod:`cir_milvus.storage.store` for the schema.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from cir_milvus.artifacts import SearchPath
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
-from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
-from cir_milvus.storage.client import (
-    Capabilities,
-    capabilities,
-    connect,
-    disconnect,
-    milvus_errors,
-    redact_uri,
-)
-from cir_milvus.storage.filters import render_filter
-from cir_milvus.storage.ingest import (
-    AddResult,
-    chunk_rows_by_bytes,
-    decode_batch,
-    make_rows,
-    read_paths,
-    resolve_ids,
-    with_retries,
-)
-from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, check_compatible
+from cir_milvus.encoders.rebuild import encoder_from_recipe
+from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.storage.client import Capabilities, redact_uri
+from cir_milvus.storage.ingest import AddResult, read_input, source_name
+from cir_milvus.storage.policy import MetadataError, safe_text
+from cir_milvus.storage.recipe import Recipe, check_compatible, lite_base_dir, portable_composer
+from cir_milvus.storage.retry import RetryPolicy
+from cir_milvus.storage.store import Consistency, Hit, Hits, Id, Skipped, VectorStore
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["CIRCollection", "Hit"]
+__all__ = ["CIRCollection", "Hit", "Hits"]
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FIELDS = ["id", "source", "metadata"]
-READ_CONSISTENCY = "Session"
-"""Consistency of searches and lookups: read-your-own-writes for this client without waiting for the server's time
-tick. The collection's default (Strong) made every search on a Milvus 2.3.5 server wait ~200 ms (p50 200 ms vs
-2 ms with Session, measured); ``len()`` still counts with Strong."""
-DESCRIPTION_PREFIX = "cir_milvus.recipe="
-"""Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
 DEFAULT_INDEX: dict[str, Any] = {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
-DEFAULT_SEARCH_PARAMS: dict[str, Any] = {"HNSW": {"ef": 128}, "HNSW_SQ": {"ef": 128}, "IVF_FLAT": {"nprobe": 32},
-                                         "IVF_SQ8": {"nprobe": 32}}
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result.
-
-    Attributes:
-        id: the stored id.
-        score: inner product with the query (cosine similarity; higher is better).
-        metadata: the stored metadata dict.
-        source: the file path the image came from ("" when added as bytes/PIL).
-    """
-
-    id: str
-    score: float
-    metadata: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
+NORM_SAMPLE = 16
+"""Synthetic images encoded to estimate the mean raw image-embedding norm for attached collections without a norm
+field (pseudo-token heads need raw embeddings)."""
 
 
 def _version() -> str:
@@ -79,10 +45,25 @@ def _version() -> str:
     return __version__
 
 
+def mean_image_norm(encoder: Encoder, n: int = NORM_SAMPLE) -> float:
+    """The mean raw image-embedding norm of ``encoder`` over ``n`` images of the synthetic world: the documented
+    default norm of attached collections that store only normalised vectors."""
+    from cir_milvus.synthetic import SyntheticWorld
+
+    items = SyntheticWorld(seed=0, instances=1).gallery()[:n]
+    raw = np.asarray(encoder.encode_images([it.render() for it in items], normalize=False), dtype=np.float32)
+    return float(np.linalg.norm(raw, axis=1).mean())
+
+
 class CIRCollection:
-    """A composed-image-retrieval collection in Milvus.
+    """A composed-image-retrieval collection in Milvus: encoder + composer + :class:`VectorStore`.
 
     Build with :meth:`create` or :meth:`open`, not the constructor.
+
+    Attributes:
+        store: the :class:`~cir_milvus.storage.store.VectorStore` (reads, writes, deletes; no encoder).
+        encoder: the image / text encoder.
+        name, uri, recipe, capabilities: the store's.
 
     Example:
         >>> col = CIRCollection.create("./cir.db", "products", model="ViT-B-32", pretrained="openai")  # doctest: +SKIP
@@ -90,16 +71,31 @@ class CIRCollection:
         >>> col.search("shoe.jpg", "in red", k=5)  # doctest: +SKIP
     """
 
-    def __init__(self, client: Any, name: str, encoder: Encoder, recipe: Recipe, caps: Capabilities,
-                 uri: str = "") -> None:
-        self._client = client
-        self.name = name
+    def __init__(self, store: VectorStore, encoder: Encoder) -> None:
+        if store.recipe is None:
+            raise ConfigError("a CIRCollection needs a store with a recipe")
+        self.store = store
         self.encoder = encoder
-        self.recipe = recipe
-        self.capabilities = caps
-        self.uri = uri
         self._composers: dict[str, Composer] = {}
         self._heads: dict[str, Any] = {}
+        self.search_path: SearchPath = None  # extra folders where recipe heads are looked up (see open())
+
+    @property
+    def name(self) -> str:
+        return self.store.name
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    @property
+    def recipe(self) -> Recipe:
+        assert self.store.recipe is not None
+        return self.store.recipe
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.store.capabilities
 
     # ------------------------------------------------------------------------------------------------------------
     # construction
@@ -115,7 +111,7 @@ class CIRCollection:
     @classmethod
     def create(
         cls,
-        uri: str,
+        uri: Any,
         name: str,
         *,
         model: str | None = None,
@@ -127,17 +123,25 @@ class CIRCollection:
         head: Any = None,
         index: str = "HNSW",
         index_params: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any] | None = None,
+        partition_key: str | None = None,
         exist_ok: bool = False,
         overwrite: bool = False,
         token: str | None = None,
         device: str | None = None,
         precision: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        timeout: float | None = 10.0,
+        consistency: Consistency = "Session",
+        retry: RetryPolicy | None = None,
     ) -> CIRCollection:
         """Create a collection (or open it when ``exist_ok`` and the recipe matches).
 
+        The encoder, composer, index type and fields are all validated before anything is dropped (``overwrite``)
+        or created.
+
         Args:
-            uri: Milvus Lite file (``"./cir.db"``) or server URI (``"http://host:19530"``).
+            uri: Milvus Lite file (``"./cir.db"``), server URI (``"http://host:19530"``) or a ``MilvusClient``.
             name: collection name.
             model: backbone (open_clip name, ``hf-hub:`` id, ``bundle:PATH``, ``"cir-demo-tiny"``).
             pretrained: open_clip tag, checkpoint path, or ``"cir-demo"``.
@@ -151,32 +155,23 @@ class CIRCollection:
                 on the query side only: switching heads later needs no re-ingestion.
             index: ``HNSW`` (default), ``IVF_FLAT``, ``FLAT``... validated against the backend.
             index_params: build parameters (HNSW: ``M``, ``efConstruction``).
+            fields: typed scalar fields, e.g. ``{"price": "double", "product": ("varchar", 64)}``: metadata keys
+                of these names are stored in them (numeric filters such as ``price < 20``, ``group_by``).
+            partition_key: one of ``fields`` to partition by (multi-tenant catalogues).
             exist_ok: open the collection if it exists (the recipe must match).
-            overwrite: drop an existing collection of this name first.
+            overwrite: drop an existing collection of this name first (after validating everything).
             token: ``"user:password"`` or API key for servers.
             device, precision: encoder options (default: CUDA + fp16 when available, else CPU fp32).
             connect_kwargs: extra ``MilvusClient`` arguments (TLS: ``secure``, ``server_pem_path``, ...).
+            timeout: seconds to wait for the server when connecting.
+            consistency: consistency level of searches and lookups.
+            retry: the retry policy of every storage call (default: 300 s of backoff).
 
         Raises:
             ConfigError: the collection exists (and neither ``exist_ok`` nor ``overwrite``), bad index type.
             RecipeMismatchError: ``exist_ok`` but the stored recipe differs.
         """
-        client = connect(uri, token=token, **dict(connect_kwargs or {}))
-        caps = capabilities(client)
-        with milvus_errors(f"check collection {name!r}"):
-            exists = client.has_collection(name)
-        if exists and overwrite:
-            with milvus_errors(f"drop collection {name!r}"):
-                client.drop_collection(name)
-            exists = False
         enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
-        if exists:
-            if not exist_ok:
-                raise ConfigError(
-                    f"collection {name!r} already exists at {redact_uri(uri)}; use CIRCollection.open(), exist_ok=True, or "
-                    "overwrite=True to drop it"
-                )
-            return cls._open_with(client, caps, uri, name, enc)
         params = dict(composer_params or {})
         if alpha is not None:
             params["alpha"] = alpha
@@ -184,57 +179,64 @@ class CIRCollection:
             params["head"] = head
         comp = get_composer(composer, **params)
         index = index.upper()
-        if index not in caps.index_types:
-            backend = "Milvus Lite" if caps.is_lite else f"Milvus {caps.version}"
-            raise ConfigError(f"index {index!r} is not built by {backend}; choose one of {sorted(caps.index_types)}")
-        idx = {"type": index, "params": dict(index_params or DEFAULT_INDEX["params"] if index == "HNSW" else
-                                             index_params or {})}
-        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx, package_version=_version())
-        cls._create_collection(client, name, enc.dim, recipe, properties=caps.collection_properties)
-        col = cls(client, name, enc, recipe, caps, uri)
-        col._composers[comp.name] = comp
-        return col
-
-    @staticmethod
-    def _create_collection(client: Any, name: str, dim: int, recipe: Recipe, properties: bool = True) -> None:
-        from pymilvus import DataType, MilvusClient
-
-        # Milvus < 2.3 takes no collection properties: the recipe then goes into the description (see _read_recipe)
-        description = "" if properties else DESCRIPTION_PREFIX + recipe.to_json()
-        schema = MilvusClient.create_schema(enable_dynamic_field=False, auto_id=False, description=description)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("norm", DataType.FLOAT)
-        schema.add_field("source", DataType.VARCHAR, max_length=2048)
-        schema.add_field("metadata", DataType.JSON)
-        ip = client.prepare_index_params()
-        ip.add_index("vector", index_type=recipe.index["type"], metric_type=recipe.metric,
-                     params=recipe.index["params"])
-        with milvus_errors(f"create collection {name!r}"):
-            extra = {"properties": {PROPERTY_KEY: recipe.to_json()}} if properties else {}
-            client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong", **extra)
-            client.load_collection(name)
+        idx = {"type": index, "params": dict(index_params if index_params is not None else
+                                             DEFAULT_INDEX["params"] if index == "HNSW" else {})}
+        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx,
+                        package_version=_version()).portable(lite_base_dir(uri))
+        store = VectorStore.create(uri, name, dim=enc.dim, recipe=recipe, fields=fields, partition_key=partition_key,
+                                   overwrite=overwrite, exist_ok=exist_ok, token=token, timeout=timeout,
+                                   connect_kwargs=connect_kwargs, consistency=consistency, retry=retry)
+        try:
+            if store.recipe is not recipe:  # exist_ok: opened an existing one
+                assert store.recipe is not None
+                check_compatible(name, store.recipe, enc.recipe)
+                return cls(store, enc)
+            col = cls(store, enc)
+            col._composers[comp.name] = comp
+            return col
+        except BaseException:
+            store.close()
+            raise
 
     @classmethod
     def open(
         cls,
-        uri: str,
+        uri: Any,
         name: str,
         *,
         model: str | None = None,
         pretrained: str | None = None,
         encoder: Encoder | None = None,
         text_weights: str | None = None,
+        schema: Mapping[str, Any] | None = None,
+        composer: str = "slerp",
+        composer_params: Mapping[str, Any] | None = None,
         token: str | None = None,
         device: str | None = None,
         precision: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        timeout: float | None = 10.0,
+        consistency: Consistency = "Session",
+        retry: RetryPolicy | None = None,
+        search_path: SearchPath = None,
     ) -> CIRCollection:
         """Open an existing collection; the encoder is rebuilt from the stored recipe unless one is given.
+
+        Files the recipe names (checkpoint, text tower, ONNX bundle, heads) are found by their recorded sha256
+        through hints: the collection's folder (Lite), ``search_path`` and ``$CIR_MILVUS_PATH`` (see
+        :mod:`cir_milvus.artifacts`). ``model=``/``pretrained=`` naming the same bytes at another path is accepted.
 
         ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``) torch
         encoder: queries change, the stored image vectors stay valid (see :class:`~cir_milvus.encoders.torch.
         TorchEncoder`). Without it, a text tower recorded in the recipe is restored.
+
+        **Attaching a collection cir_milvus did not create** (someone else's schema): name its fields with
+        ``schema={"vector_field": "emb", "id_field": "pk", "metric": "COSINE"}`` (optionally ``norm_field``,
+        ``source_field``, ``metadata_field``, ``default_norm``) and say which encoder made its vectors
+        (``model=``/``pretrained=`` or ``encoder=``). The recipe is then stored in the collection's properties
+        (when the server allows it), so later opens need only ``schema=``. Without a norm field, pseudo-token
+        composers get raw embeddings rebuilt with ``default_norm``: by default the encoder's mean image-embedding
+        norm on a synthetic sample (:func:`mean_image_norm`; recorded in the recipe as ``mean_image_norm``).
 
         Raises:
             CollectionNotFoundError: no such collection (the message lists the existing ones).
@@ -242,61 +244,53 @@ class CIRCollection:
         """
         if encoder is not None and text_weights is not None:
             raise ConfigError("pass text_weights= to the encoder you build, or drop encoder= and let open() build it")
-        client = connect(uri, token=token, **dict(connect_kwargs or {}))
-        caps = capabilities(client)
-        recipe = cls._read_recipe(client, name, uri)
-        if encoder is None and model is None:
-            enc_recipe = recipe.encoder
-            if enc_recipe.get("backend") == "fake":
-                raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(...)")
-            model_ref = enc_recipe.get("location") or enc_recipe["model"]  # an ONNX bundle is found by location
-            tw = text_weights or enc_recipe.get("text_weights")
-            if text_weights and enc_recipe.get("backend", "torch") != "torch":
-                raise ConfigError(f"text_weights= swaps a text tower in a torch encoder, but {name!r} is served by "
-                                  f"the {enc_recipe.get('backend')} backend; export a bundle from "
-                                  "TorchEncoder(model, pretrained, text_weights=PATH) and open with encoder= instead")
-            extra = {"text_weights": tw} if tw else {}
-            if enc_recipe.get("preprocess", {}).get("decode"):  # queries decode like the gallery did
-                extra["decode"] = enc_recipe["preprocess"]["decode"]
-            encoder = create_encoder(model_ref, enc_recipe.get("pretrained"),
-                                     backend=enc_recipe.get("backend"), device=device, precision=precision,
-                                     preprocess=enc_recipe.get("preprocess", {}).get("mode", "clip"), **extra)
-        kwargs = {"device": device, "precision": precision, **({"text_weights": text_weights} if text_weights else {})}
-        enc = cls._build_encoder(model, pretrained, encoder, kwargs)
-        return cls._open_with(client, caps, uri, name, enc, recipe)
-
-    @staticmethod
-    def _read_recipe(client: Any, name: str, uri: str) -> Recipe:
-        with milvus_errors(f"check collection {name!r}"):
-            if not client.has_collection(name):
-                existing = client.list_collections()
-                raise CollectionNotFoundError(
-                    f"no collection {name!r} at {redact_uri(uri)}; existing: {', '.join(existing) or 'none'}. "
-                    "Create it with CIRCollection.create()."
-                )
-            desc = client.describe_collection(name)
-        props = desc.get("properties", {}) or {}
-        if PROPERTY_KEY in props:
-            return Recipe.from_json(props[PROPERTY_KEY])
-        text = str(desc.get("description") or "")
-        if text.startswith(DESCRIPTION_PREFIX):  # created on a server without collection properties
-            return Recipe.from_json(text[len(DESCRIPTION_PREFIX):])
-        raise ConfigError(f"collection {name!r} at {redact_uri(uri)} was not created by cir_milvus (no recipe "
-                          "property)")
-
-    @classmethod
-    def _open_with(cls, client: Any, caps: Capabilities, uri: str, name: str, enc: Encoder,
-                   recipe: Recipe | None = None) -> CIRCollection:
-        recipe = recipe or cls._read_recipe(client, name, uri)
-        check_compatible(name, recipe, enc.recipe)
-        with milvus_errors(f"load collection {name!r}"):
-            client.load_collection(name)  # Lite and servers return reopened collections released
-        return cls(client, name, enc, recipe, caps, uri)
+        store = VectorStore.open(uri, name, schema=schema, token=token, timeout=timeout, connect_kwargs=connect_kwargs,
+                                 consistency=consistency, retry=retry)
+        try:
+            kwargs = {"device": device, "precision": precision,
+                      **({"text_weights": text_weights} if text_weights else {})}
+            if store.recipe is None:  # attaching: the recipe comes from the encoder we are given
+                enc = cls._build_encoder(model, pretrained, encoder, kwargs)
+                if enc.dim != store.dim:
+                    raise ConfigError(f"the encoder makes {enc.dim}-d vectors but {store.fields.vector_field!r} of "
+                                      f"{name!r} has dim {store.dim}")
+                enc_recipe = dict(enc.recipe)
+                if store.fields.norm_field is None and store.fields.default_norm is None:
+                    enc_recipe["mean_image_norm"] = mean_image_norm(enc)
+                comp = get_composer(composer, **dict(composer_params or {}))
+                recipe = Recipe(encoder=enc_recipe, composer=comp.config(), metric=store.fields.metric,
+                                index={"type": str(store.index_info().get("index_type", "HNSW")), "params": {}},
+                                package_version=_version()).portable(lite_base_dir(uri))
+                if store.capabilities.collection_properties:
+                    try:
+                        store.set_recipe(recipe)
+                    except Exception as e:  # noqa: BLE001 - read-only users: keep the recipe in memory
+                        log.warning("could not store the recipe in %r (%s); pass model= on every open", name, e)
+                        store.recipe = recipe
+                else:
+                    store.recipe = recipe
+            else:
+                recipe = store.recipe
+                if encoder is None and model is None:
+                    encoder = encoder_from_recipe(recipe.encoder, device=device, precision=precision,
+                                                  text_weights=text_weights, base_dir=lite_base_dir(uri),
+                                                  search_path=search_path)
+                enc = cls._build_encoder(model, pretrained, encoder, kwargs)
+                check_compatible(name, recipe, enc.recipe)
+            if store.fields.norm_field is None and store.fields.default_norm is None:
+                norm = recipe.encoder.get("mean_image_norm")
+                if norm:
+                    store.fields = dataclasses.replace(store.fields, default_norm=float(norm))
+            col = cls(store, enc)
+            col.search_path = search_path
+            return col
+        except BaseException:
+            store.close()
+            raise
 
     def close(self) -> None:
         """Release the connection (a Lite file can then be opened by another process)."""
-        with milvus_errors("close"):
-            disconnect(self._client, self.uri)
+        self.store.close()
 
     def __enter__(self) -> CIRCollection:
         return self
@@ -312,165 +306,227 @@ class CIRCollection:
     def add(
         self,
         images: Sequence[ImageInput],
-        ids: Sequence[str] | None = None,
+        ids: Sequence[Id] | None = None,
         metadata: Sequence[Mapping[str, Any]] | None = None,
         batch_size: int = 64,
         *,
         skip_existing: bool = True,
         progress: bool = False,
-        retries: int = 5,
     ) -> AddResult:
-        """Encode and upsert images. Re-adding the same images stores no duplicates.
+        """Encode and upsert images through the store's one write path. Re-adding the same images stores no
+        duplicates.
 
         Args:
             images: paths, encoded bytes or PIL images.
             ids: primary keys; default: sha256 of the file bytes / pixels (so re-adding is idempotent).
-            metadata: one JSON-able dict per image (filterable as ``metadata["key"]``).
+            metadata: one JSON-able dict per image (filterable as ``metadata["key"]``; keys of typed fields go to
+                those fields). NaN/inf become null, numpy scalars numbers; a cycle skips the record.
             batch_size: images per encoder batch.
             skip_existing: do not re-encode ids already stored (resume after an interruption).
             progress: show a progress bar with images/s.
-            retries: retries with backoff when Milvus fails transiently.
 
         Returns:
-            The stored ids (a list) with ``.skipped`` (unreadable inputs and reasons), ``.already_stored``,
-            ``.encoded`` and ``.summary()``.
+            An :class:`AddResult`: one id per input in input order (``None`` for skipped inputs), with
+            ``.stored``, ``.already_stored``, ``.duplicates``, ``.skipped`` (reasons), ``.encoded`` and
+            ``.summary()``. The same inputs give the same ids, counts and skip reasons as :func:`~cir_milvus.ingest.
+            ingest`.
+
+        Raises:
+            ConfigError: ``ids`` / ``metadata`` of the wrong length.
+            StorageError: Milvus stayed unavailable for longer than the store's retry policy allows.
         """
         from tqdm.auto import tqdm
 
+        from cir_milvus.images import content_id, describe
+        from cir_milvus.ingest.pipeline import prepare_batch
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         start = time.perf_counter()
-        result = AddResult()
+        images = list(images)
+        result = AddResult([None] * len(images))
+        if ids is not None and len(ids) != len(images):
+            raise ConfigError(f"ids has {len(ids)} entries but there are {len(images)} images")
         if metadata is not None and len(metadata) != len(images):
             raise ConfigError(f"metadata has {len(metadata)} entries but there are {len(images)} images")
-        mds = [dict(m) for m in metadata] if metadata is not None else [{} for _ in images]
+        store = self.store
         bar = tqdm(total=len(images), desc=f"add → {self.name}", unit="img", disable=not progress)
-        seen: set[str] = set()
+        seen: set[Any] = set()
+
+        def skip(n: int, reason: str, rid: Any = None) -> None:
+            name = safe_text(describe(images[n]))
+            result.skipped.append(Skipped(name, reason, rid))
+            log.info("skipped %s: %s", name, reason)
+
+        def retried() -> None:
+            result.retries += 1
+
         for s in range(0, len(images), batch_size):
-            chunk = list(images[s : s + batch_size])
-            given = ids[s : s + batch_size] if ids is not None else None
-            data = read_paths(chunk) if given is None else chunk  # hash and decode the same bytes: one read
-            chunk_ids = resolve_ids(data, given, result)
-            todo = [(im, i, md, name) for im, i, md, name in zip(data, chunk_ids, mds[s : s + batch_size], chunk)
-                    if i is not None and i not in seen]
-            seen.update(t[1] for t in todo)
+            todo: list[tuple[int, Any, Any, dict[str, Any]]] = []  # (input index, data, id, metadata)
+            for n in range(s, min(s + batch_size, len(images))):
+                im = images[n]
+                if ids is not None:
+                    rid: Any = ids[n]
+                    reason = store.check_id(rid)
+                    data, read_reason = im, None  # decoded (and read) below
+                else:
+                    data, read_reason = read_input(im)
+                    reason = read_reason
+                    rid = None
+                    if reason is None:
+                        try:
+                            rid = content_id(data)
+                        except ImageDecodeError as e:
+                            reason = str(e)
+                if reason is None:
+                    try:
+                        md = store.prepare_metadata(metadata[n] if metadata is not None else None)
+                    except (MetadataError, ValueError) as e:
+                        reason = f"bad metadata: {e}"
+                if reason is not None:
+                    skip(n, reason, rid if ids is None or store.check_id(rid) is None else None)
+                    continue
+                if rid in seen:
+                    result.duplicates += 1
+                    result[n] = rid
+                    continue
+                seen.add(rid)
+                todo.append((n, data, rid, md))
             if skip_existing and todo:
-                present = self._existing_ids([t[1] for t in todo])
-                result.already_stored.extend(t[1] for t in todo if t[1] in present)
-                result.extend(t[1] for t in todo if t[1] in present)
-                todo = [t for t in todo if t[1] not in present]
+                present = store.existing_ids([t[2] for t in todo], on_retry=retried)
+                for t in todo:
+                    if t[2] in present:
+                        result.already_stored.append(t[2])
+                        result[t[0]] = t[2]
+                todo = [t for t in todo if t[2] not in present]
             if todo:
-                batch = decode_batch([t[0] for t in todo], [t[1] for t in todo], [t[2] for t in todo], result,
-                                     names=[t[3] for t in todo])
-                if batch.images:
-                    raw = self.encoder.encode_images(batch.images, batch_size=batch_size, normalize=False)
-                    rows = make_rows(batch, np.asarray(raw, dtype=np.float32))
-                    self._upsert(rows, retries)
-                    result.encoded += len(rows)
-                    result.extend(batch.ids)
-            bar.update(len(chunk))
+                items = []
+                for j, t in enumerate(todo):
+                    if isinstance(t[1], (str, os.PathLike)):
+                        data, reason = read_input(t[1])
+                        if reason is not None:
+                            items.append((j, b""))  # reported below with the read error
+                            continue
+                        items.append((j, data))
+                    else:
+                        items.append((j, t[1]))
+                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
+                for j, reason in bad:
+                    n = todo[j][0]
+                    if isinstance(images[n], (str, os.PathLike)):
+                        _, read_reason = read_input(images[n])
+                        reason = read_reason or reason
+                    skip(n, reason, todo[j][2])
+                if ok:
+                    raw = np.asarray(self.encoder.encode_images(pils, batch_size=batch_size, normalize=False),
+                                     dtype=np.float32)  # [N, D]
+                    result.encoded += len(ok)
+                    rows = [todo[j] for j in ok]
+                    wr = store.upsert([t[2] for t in rows], raw, sources=[source_name(images[t[0]]) for t in rows],
+                                      metadata=[t[3] for t in rows], on_retry=retried)
+                    refused = {i for i, _ in wr.skipped}
+                    for i, sk in wr.skipped:
+                        skip(rows[i][0], sk.reason, rows[i][2])
+                    for i, t in enumerate(rows):
+                        if i not in refused:
+                            result[t[0]] = t[2]
+                            result.stored += 1
+            bar.update(min(batch_size, len(images) - s))
             elapsed = time.perf_counter() - start
             bar.set_postfix(img_s=f"{result.encoded / max(elapsed, 1e-9):.1f}", skipped=len(result.skipped))
         bar.close()
+        # a duplicate of a skipped input is not stored either
+        skipped_ids = {sk.id for sk in result.skipped if sk.id is not None}
+        stored_ids = {i for i in result if i is not None} - skipped_ids
+        for n, i in enumerate(result):
+            if i is not None and i not in stored_ids:
+                result[n] = None
         result.seconds = time.perf_counter() - start
-        for sk in result.skipped:
-            log.info("skipped %s: %s", sk.source, sk.reason)
         return result
 
-    def _upsert(self, rows: list[dict[str, Any]], retries: int) -> None:
-        for part in chunk_rows_by_bytes(rows):
-            def call(part: list[dict[str, Any]] = part) -> None:
-                with milvus_errors(f"upsert {len(part)} rows into {self.name!r}"):
-                    self._client.upsert(self.name, part)
+    def _image_loading(self) -> str:
+        """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
+        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
 
-            with_retries(call, f"upsert into {self.name!r}", retries=retries)
-
-    def _existing_ids(self, ids: list[str]) -> set[str]:
-        with milvus_errors(f"look up ids in {self.name!r}"):
-            got = self._client.get(self.name, ids=ids, output_fields=["id"], consistency_level=READ_CONSISTENCY)
-        return {r["id"] for r in got}
-
-    def add_vectors(self, ids: Sequence[str], raw_embeddings: np.ndarray,
-                    metadata: Sequence[Mapping[str, Any]] | None = None, sources: Sequence[str] | None = None) -> None:
+    def add_vectors(self, ids: Sequence[Id], raw_embeddings: np.ndarray,
+                    metadata: Sequence[Mapping[str, Any]] | None = None,
+                    sources: Sequence[str] | None = None) -> list[Id]:
         """Upsert precomputed raw (un-normalised) image embeddings from this collection's encoder.
+
+        Returns:
+            The ids written (rows refused by the id / metadata policy are logged and left out).
 
         Raises:
             ConfigError: wrong dimension or lengths.
         """
-        raw = np.asarray(raw_embeddings, dtype=np.float32)
-        if raw.ndim != 2 or raw.shape[1] != self.encoder.dim:
-            raise ConfigError(f"embeddings must be [N, {self.encoder.dim}] for this collection; got {raw.shape}")
-        if len(ids) != raw.shape[0]:
-            raise ConfigError(f"{len(ids)} ids for {raw.shape[0]} embeddings")
-        from cir_milvus.storage.ingest import PreparedBatch
+        wr = self.store.upsert(list(ids), np.asarray(raw_embeddings, dtype=np.float32), sources=sources,
+                               metadata=metadata)
+        for _, sk in wr.skipped:
+            log.warning("not stored: %s (%s)", sk.source, sk.reason)
+        return wr.written
 
-        batch = PreparedBatch(ids=list(ids), sources=list(sources or [""] * len(ids)),
-                              metadata=[dict(m) for m in metadata] if metadata else [{} for _ in ids])
-        self._upsert(make_rows(batch, raw), retries=5)
-
-    def delete(self, ids: Sequence[str] | None = None, *, filter: str | None = None,
+    def delete(self, ids: Sequence[Id] | None = None, *, filter: str | None = None,
                filter_params: Mapping[str, Any] | None = None) -> int:
-        """Delete by ids or by filter; returns the number deleted (as reported by Milvus)."""
-        if ids is None and filter is None:
-            raise ConfigError("delete needs ids= or filter=")
-        with milvus_errors(f"delete from {self.name!r}"):
-            if ids is not None:
-                res = self._client.delete(self.name, ids=list(ids))
-            else:
-                res = self._client.delete(self.name, filter=self._filter(filter, filter_params))
-        return int(res.get("delete_count", 0)) if isinstance(res, dict) else 0
+        """Delete by ids or by a filter template; returns the number of rows deleted."""
+        return self.store.delete(ids, filter=filter, filter_params=filter_params)
+
+    def update_metadata(self, ids: Sequence[Id], metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
+                        replace: bool = False) -> int:
+        """Change stored metadata without re-encoding (merged; ``replace=True`` replaces). Returns rows updated."""
+        return len(self.store.update_metadata(ids, metadata, replace=replace).written)
+
+    def get(self, ids: Sequence[Id], *, output_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Stored rows by id (``{"id", "source", "metadata"}``), in the order of ``ids``; missing ids left out."""
+        return self.store.get(ids, output_fields=output_fields)
+
+    def query(self, filter: str, filter_params: Mapping[str, Any] | None = None, *,
+              output_fields: Sequence[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Stored rows matching a filter template."""
+        return self.store.query(filter, filter_params, output_fields=output_fields, limit=limit)
 
     def flush(self) -> None:
         """Seal growing segments so they get indexed."""
-        with milvus_errors(f"flush {self.name!r}"):
-            self._client.flush(self.name)
+        self.store.flush()
 
     def wait_for_index(self, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
         """Flush, then wait until ``indexed_rows == total_rows`` (search is slow until then)."""
-        self.flush()
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.index_info()
-            if info.get("indexed_rows", 0) >= info.get("total_rows", 0) or info.get("state") == "Finished":
-                return info
-            if time.monotonic() > deadline:
-                raise StorageError(f"index of {self.name!r} not finished after {timeout}s: {info}")
-            time.sleep(poll)
+        return self.store.wait_for_index(timeout, poll)
 
     def index_info(self) -> dict[str, Any]:
-        with milvus_errors(f"describe the index of {self.name!r}"):
-            return dict(self._client.describe_index(self.name, "vector"))
+        return self.store.index_info()
 
     def __len__(self) -> int:
-        with milvus_errors(f"count {self.name!r}"):
-            res = self._client.query(self.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-        return int(res[0]["count(*)"])
+        return self.store.count()
 
-    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_vectors(self, ids: Sequence[Id]) -> dict[Id, np.ndarray]:
         """Stored RAW embeddings (normalised vector × stored norm) by id."""
-        with milvus_errors(f"get vectors from {self.name!r}"):
-            rows = self._client.get(self.name, ids=list(ids), output_fields=["id", "vector", "norm"],
-                                    consistency_level=READ_CONSISTENCY)
-        return {r["id"]: np.asarray(r["vector"], dtype=np.float32) * np.float32(r["norm"]) for r in rows}
+        return self.store.vectors(ids)
 
     # ------------------------------------------------------------------------------------------------------------
     # querying
     def composer(self, name: str | None = None, **params: Any) -> Composer:
         """The composer for a call: the recipe's default, or ``name``, with parameter overrides."""
         default = self.recipe.composer
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"composer must be a composer name such as 'slerp' (or None for the collection's "
+                              f"default {default['name']!r}); got {name!r}")
         name = name or default["name"]
         overrides = {k: v for k, v in params.items() if v is not None}
         base = self._composers.get(name)
         if base is None:
-            stored = self._restore_params(default.get("params", {})) if name == default["name"] else {}
+            stored = (self._restore_params(default.get("params", {}), locate_head="head" not in overrides)
+                      if name == default["name"] else {})
             if overrides:  # e.g. a head given per call: build with it (the stored params may be insufficient)
                 return get_composer(name, **{**stored, **overrides})
             base = get_composer(name, **stored)
             self._composers[name] = base
         return base.with_params(**overrides) if overrides else base
 
-    def _restore_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Recipe params → constructor params. A stored head config is re-loaded from its source and checked
-        against its recorded checksum by the composer; an encoder served from an ONNX bundle that carries a head
-        of the same kind uses that head instead (no torch needed)."""
+    def _restore_params(self, params: dict[str, Any], locate_head: bool = True) -> dict[str, Any]:
+        """Recipe params → constructor params. A stored head config is found by its recorded sha256 (its source
+        is a hint: see :func:`cir_milvus.heads.locate_head`), re-loaded and checked against its weights checksum
+        by the composer; an encoder served from an ONNX bundle that carries a head of the same kind uses that
+        head instead (no torch needed)."""
         out = dict(params)
         head = out.get("head")
         bundle_heads = getattr(self.encoder, "heads", None)
@@ -482,14 +538,11 @@ class CIRCollection:
                 if same_kind and (not want or not have or want == have):
                     out["head"] = bh
                     break
-        return out
+        if locate_head and isinstance(head, dict) and out["head"] is head and head.get("source"):
+            from cir_milvus.heads.phi import locate_head as find_head
 
-    def _filter(self, expr: str | None, params: Mapping[str, Any] | None) -> str:
-        if not expr:
-            if params:
-                raise ConfigError("filter_params given without a filter expression")
-            return ""
-        return render_filter(expr, params)
+            out["head"] = find_head(head, base_dir=lite_base_dir(self.uri), search_path=self.search_path)
+        return out
 
     def _query_image_embeddings(self, comp: Composer, images: Sequence[ImageInput] | None,
                                 ref_ids: Sequence[str] | None, n: int) -> Embeddings | None:
@@ -572,10 +625,10 @@ class CIRCollection:
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
                                    exclude_ids=exclude, search_params=search_params)[0]
 
-    @staticmethod
-    def _reference_ids(images: Sequence[ImageInput] | None, ref_ids: Sequence[str] | None, n: int,
-                       exclude: bool) -> list[str | None]:
-        """Ids to drop from each query's hits: the stored reference (ref_id, or the content id of a file/bytes)."""
+    def _reference_ids(self, images: Sequence[ImageInput] | None, ref_ids: Sequence[Id] | None, n: int,
+                       exclude: bool) -> list[Any]:
+        """Stored ids to drop from each query's hits: ``ref_id``; for an image given by path or bytes, the rows
+        stored from it whatever the id scheme (its content id, and the rows whose ``source`` is its path)."""
         if not exclude:
             return [None] * n
         if ref_ids is not None:
@@ -584,12 +637,26 @@ class CIRCollection:
             return [None] * n
         from cir_milvus.images import content_id
 
-        out: list[str | None] = []
+        out: list[Any] = []
+        by_source: dict[str, list[Any]] = {}
+        paths = [source_name(im) for im in images if isinstance(im, (str, os.PathLike))]
+        if paths and self.store.fields.source_field:
+            f = self.store.fields.source_field
+            for r in self.store.query(f"{f} in {{paths}}", {"paths": list(dict.fromkeys(paths))},
+                                      output_fields=[f], limit=min(16384, 16 * len(paths))):
+                by_source.setdefault(r["source"], []).append(r["id"])
         for im in images:
-            try:
-                out.append(content_id(im) if isinstance(im, (str, bytes, os.PathLike)) else None)
-            except Exception:  # noqa: BLE001 - an unreadable reference fails later with a clear error
-                out.append(None)
+            ex: list[Any] = []
+            if isinstance(im, (str, bytes, os.PathLike)):
+                try:
+                    cid = content_id(im)
+                    if self.store.check_id(cid) is None:
+                        ex.append(cid)
+                except Exception:  # noqa: BLE001 - an unreadable reference fails later with a clear error
+                    pass
+            if isinstance(im, (str, os.PathLike)):
+                ex.extend(by_source.get(source_name(im), []))
+            out.append(ex or None)
         return out
 
     def search_batch(
@@ -626,83 +693,26 @@ class CIRCollection:
         filter: str | None = None,
         filter_params: Mapping[str, Any] | None = None,
         output_fields: Sequence[str] | None = None,
-        exclude_ids: Sequence[str | None] | None = None,
+        exclude_ids: Sequence[Any] | None = None,
         search_params: Mapping[str, Any] | None = None,
-    ) -> list[list[Hit]]:
-        """ANN search with ready query vectors ``[N, D]`` (normalised)."""
-        q = np.asarray(vectors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        if q.ndim != 2 or q.shape[1] != self.encoder.dim:
-            raise ConfigError(f"query vectors must be [N, {self.encoder.dim}] for this collection; got {q.shape}")
-        if not 1 <= k <= 16384:
-            raise ConfigError(f"k must be between 1 and 16384, got {k}")
-        exclude = list(exclude_ids) if exclude_ids is not None else [None] * len(q)
-        extra = 1 if any(e is not None for e in exclude) else 0
-        fields = ["id", *[f for f in (output_fields or OUTPUT_FIELDS[1:]) if f not in ("id", "vector")]]
-        expr = self._filter(filter, filter_params)
-        idx_type = self.recipe.index.get("type", "HNSW")
-        params = dict(search_params or DEFAULT_SEARCH_PARAMS.get(idx_type, {}))
-        if "ef" in params:
-            params["ef"] = max(int(params["ef"]), k + extra)
-        out: list[list[Hit]] = []
-        for s in range(0, len(q), 1024):
-            with milvus_errors(f"search {self.name!r}"):
-                res = self._client.search(
-                    self.name, data=q[s : s + 1024].tolist(), limit=min(k + extra, 16384), filter=expr,
-                    output_fields=fields, search_params={"metric_type": self.recipe.metric, "params": params},
-                    anns_field="vector", consistency_level=READ_CONSISTENCY,
-                )
-            for j, hits in enumerate(res):
-                ex = exclude[s + j]
-                row = [self._hit(h) for h in hits if h["id"] != ex]
-                out.append(row[:k])
-        return out
+        group_by: str | None = None,
+    ) -> list[Hits]:
+        """ANN search with ready query vectors ``[N, D]`` (normalised); see :meth:`VectorStore.search_vectors`."""
+        return self.store.search_vectors(vectors, k, filter=filter, filter_params=filter_params, group_by=group_by,
+                                         exclude_ids=exclude_ids, output_fields=output_fields,
+                                         search_params=search_params)
 
-    @staticmethod
-    def _hit(h: Mapping[str, Any]) -> Hit:
-        ent = h.get("entity", {}) or {}
-        md = ent.get("metadata") or {}
-        extra = {key: v for key, v in ent.items() if key not in ("id", "metadata", "source")}
-        return Hit(id=h["id"], score=float(h["distance"]), metadata={**md, **extra}, source=ent.get("source") or "")
-
-    def iter_ids(self, batch_size: int = 1000) -> Iterator[str]:
+    def iter_ids(self, batch_size: int = 1000) -> Iterator[Id]:
         """Every stored id (query iterator)."""
-        with milvus_errors(f"iterate {self.name!r}"):
-            it = self._client.query_iterator(self.name, batch_size=batch_size, filter="", output_fields=["id"])
-            try:
-                while True:
-                    page = it.next()
-                    if not page:
-                        return
-                    for r in page:
-                        yield r["id"]
-            finally:
-                it.close()
+        return self.store.iter_ids(batch_size)
 
     def info(self) -> dict[str, Any]:
-        """Recipe, count, index state and backend, for ``cir-milvus info``."""
-        return {
-            "name": self.name,
-            "uri": redact_uri(self.uri),
-            "backend": "Milvus Lite" if self.capabilities.is_lite else "Milvus server",
-            "server_version": self.capabilities.version,
-            "count": len(self),
-            "index": self.index_info(),
-            "recipe": {"encoder": self.recipe.encoder, "composer": self.recipe.composer, "metric": self.recipe.metric,
-                       "index": self.recipe.index, "package_version": self.recipe.package_version},
-        }
+        """Recipe, count, index state and backend, for ``cir-milvus info`` (the store's; no encoder needed)."""
+        return self.store.info()
 
     def set_default_composer(self, name: str, **params: Any) -> None:
         """Change the composer stored in the recipe (e.g. the best alpha from a sweep). Gallery unchanged."""
         comp = get_composer(name, **params)
-        if not self.capabilities.collection_properties:
-            raise ConfigError(
-                f"Milvus {self.capabilities.version} cannot alter collection properties, so the recipe stored at "
-                f"creation cannot change; pass composer=/alpha= per query instead (or upgrade to Milvus >= 2.3)"
-            )
-        self.recipe.composer = comp.config()
-        with milvus_errors(f"update the recipe of {self.name!r}"):
-            self._client.alter_collection_properties(self.name, properties={PROPERTY_KEY: self.recipe.to_json()})
+        recipe = dataclasses.replace(self.recipe, composer=portable_composer(comp.config(), lite_base_dir(self.uri)))
+        self.store.set_recipe(recipe)
         self._composers[name] = comp
-

@@ -132,13 +132,14 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path, world_files):
     empty.write_bytes(b"")
     col = _create(tmp_path)
     res = col.add([paths[1], bad, paths[2], empty])
-    assert len(res) == 2 and len(col) == 2
+    assert res.stored == 2 and len(col) == 2
+    assert [i is None for i in res] == [False, True, False, True]  # one entry per input, None where skipped
     reasons = {Path(s.source).name: s.reason for s in res.skipped}
     assert set(reasons) == {"broken.png", "empty.jpg"}
     assert "empty" in reasons["empty.jpg"]
-    assert reasons["broken.png"].startswith(str(bad))  # the message names the file, not "<60 bytes>"
+    assert [s.source for s in res.skipped] == [str(bad), str(empty)]  # the report names the file, not "<60 bytes>"
     missing = col.add([tmp_path / "gone.png"])
-    assert len(missing) == 0 and "cannot read" in missing.skipped[0].reason
+    assert missing == [None] and missing.stored == 0 and "cannot read" in missing.skipped[0].reason
 
 
 def test_add_reads_each_file_once(tmp_path, world_files, monkeypatch):

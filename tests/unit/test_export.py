@@ -274,12 +274,25 @@ def test_ort_pseudo_tokens_match_torch(ort_encoder: OrtEncoder, tiny_torch_encod
         ort_encoder.encode_texts_with_pseudo_tokens(prompts, tok[:, :64])
 
 
+def test_ort_and_torch_inject_the_same_placeholder_slots(ort_encoder: OrtEncoder, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
+    """A user's "$" besides the template's: both backends fill the same slot (first, last, or all)."""
+    prompts = ["a photo of $ that is under $50", "a photo of $ that costs $ 5 , not $ 6", "a photo of $ that is red"]
+    tok = np.random.default_rng(1).standard_normal((3, 128)).astype(np.float32) * 0.5
+    outs = {}
+    for slot in (0, -1, None):
+        a = ort_encoder.encode_texts_with_pseudo_tokens(prompts, tok, slot=slot, batch_size=2)
+        b = tiny_torch_encoder.encode_texts_with_pseudo_tokens(prompts, tok, slot=slot)
+        assert cosine_rows(a, b).min() > 0.9999
+        outs[slot] = a
+    assert cosine_rows(outs[0][:2], outs[None][:2]).max() < 0.9999  # the slot rules really differ there
+
+
 def test_ort_recipe_matches_torch_keys(ort_encoder: OrtEncoder, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
     a, b = ort_encoder.recipe, tiny_torch_encoder.recipe
     # the bundle's recipe also says where the bundle is, so CIRCollection.open() can rebuild it
     assert a["backend"] == "onnx" and a["location"] == f"bundle:{ort_encoder.bundle_dir.resolve()}"
-    assert set(a) - {"location"} == set(b)
-    assert {k: v for k, v in a.items() if k not in ("backend", "location")} == {
+    assert set(a) - {"location", "bundle_sha256"} == set(b)
+    assert {k: v for k, v in a.items() if k not in ("backend", "location", "bundle_sha256")} == {
         k: v for k, v in b.items() if k != "backend"}
 
 

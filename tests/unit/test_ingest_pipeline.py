@@ -21,9 +21,13 @@ from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
 
 
 class MemoryCollection:
-    """What :func:`ingest` uses of a CIRCollection, in memory; ``fail_upserts`` makes the next N upserts fail."""
+    """What :func:`ingest` uses of a CIRCollection: an encoder and a real :class:`VectorStore` whose injected client
+    is this in-memory fake; ``fail_upserts`` / ``fail_lookups`` make the next N calls fail transiently."""
 
     def __init__(self, encoder: Any, fail_upserts: int = 0, fail_lookups: int = 0) -> None:
+        from cir_milvus.storage.client import Capabilities
+        from cir_milvus.storage.store import FieldMap, VectorStore
+
         self.name = "mem"
         self.encoder = encoder
         self.rows: dict[str, dict[str, Any]] = {}
@@ -31,9 +35,20 @@ class MemoryCollection:
         self.fail_upserts = fail_upserts
         self.fail_lookups = fail_lookups
         self.lookups = 0
-        self._client = self
+        caps = Capabilities(is_lite=True, version="memory", index_types=frozenset({"FLAT"}), filter_templates=False)
+        self.store = VectorStore(self, "mem", uri="memory", caps=caps, fields=FieldMap(dim=encoder.dim),
+                                 recipe=None, owns_client=False)
 
-    # the client API used by the pipeline
+    # the MilvusClient API used by the store
+    def query(self, name: str, filter: str, output_fields: list[str], **kw: Any) -> list[dict[str, Any]]:
+        assert filter.startswith("id in [")  # the store's "already stored?" lookup: escaped literals
+        self.lookups += 1
+        if self.fail_lookups:
+            self.fail_lookups -= 1
+            raise StorageError("Milvus failed to look up ids: connection refused")
+        ids = json.loads(filter[len("id in "):], strict=False)
+        return [{"id": i} for i in ids if i in self.rows]
+
     def upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         if self.fail_upserts:
             self.fail_upserts -= 1
@@ -44,13 +59,6 @@ class MemoryCollection:
 
     def load_collection(self, name: str) -> None:
         pass
-
-    def _existing_ids(self, ids: list[str]) -> set[str]:
-        self.lookups += 1
-        if self.fail_lookups:
-            self.fail_lookups -= 1
-            raise StorageError("Milvus failed to look up ids: connection refused")
-        return {i for i in ids if i in self.rows}
 
 
 class PixelFakeEncoder(FakeEncoder):

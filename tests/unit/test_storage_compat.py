@@ -33,7 +33,8 @@ class OldServer:
     def create_collection(self, name: str, *, schema: Any, properties: Any = None, **kw: Any) -> None:
         if properties is not None:
             raise AssertionError("Milvus 2.2 takes no collection properties")
-        self.collections[name] = {"description": schema.description, "properties": {}}
+        self.collections[name] = {"description": schema.description, "properties": {},
+                                  "fields": schema.to_dict()["fields"]}
 
     def load_collection(self, name: str) -> None:
         pass
@@ -61,10 +62,10 @@ def test_capabilities_by_version() -> None:
 
 def test_recipe_lives_in_the_description_without_properties() -> None:
     server = OldServer()
-    with mock.patch("cir_milvus.storage.collection.connect", return_value=server):
+    with mock.patch("cir_milvus.storage.store.connect", return_value=server):
         col = CIRCollection.create("http://old:19530", "c", encoder=FakeEncoder(dim=8), alpha=0.6)
         assert server.collections["c"]["description"].startswith("cir_milvus.recipe=")
-        reopened = CIRCollection.open("http://old:19530", "c", encoder=FakeEncoder(dim=8))
+        reopened = CIRCollection.open(server, "c", encoder=FakeEncoder(dim=8))  # an injected MilvusClient
         assert reopened.recipe.composer["params"]["alpha"] == 0.6
         assert reopened.recipe.encoder == col.recipe.encoder
         with pytest.raises(ConfigError, match="cannot alter collection properties"):
@@ -83,7 +84,7 @@ def test_token_and_tls_kwargs_reach_the_client_and_never_the_logs(caplog: pytest
 
     client = OldServer("v2.6.3")
     client.create_collection = lambda name, schema, properties=None, **kw: client.collections.__setitem__(  # type: ignore[method-assign]
-        name, {"description": "", "properties": properties or {}})
+        name, {"description": "", "properties": properties or {}, "fields": schema.to_dict()["fields"]})
     with mock.patch("pymilvus.MilvusClient", return_value=client) as client_cls:
         col = CIRCollection.create("https://db.example.com:19530", "c", encoder=FakeEncoder(dim=8), token=SECRET,
                                    connect_kwargs={"secure": True, "ca_pem_path": "/certs/ca.pem"})
