@@ -88,12 +88,13 @@ def _load(base: str, refs: list[bytes], clients: int, per_client: int) -> dict[s
     return {"clients": clients, "qps": round(len(lat) / wall, 1), **_percentiles(lat)}
 
 
-def _serve(db: str, port: int, max_batch: int) -> subprocess.Popen[bytes]:
+def _serve(db: str, port: int, max_batch: int, threads: int) -> subprocess.Popen[bytes]:
     import httpx
 
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch; onnxruntime keeps its own default
     cmd = [sys.executable, "-m", "cir_milvus.cli", "serve", "--uri", db, "--collection", "c", "--port", str(port),
            "--max-batch", str(max_batch), "--timeout", "120"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--requests", type=int, default=96, help="requests per load level (split over the clients)")
     p.add_argument("--clients", default="1,4,16")
     p.add_argument("--backends", default="torch,bundle")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads, in-process and in the server (default 1: on a small shared machine "
+                        "more threads contend with the server's own threads; onnxruntime keeps its default)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "serve.json")
     args = p.parse_args(argv)
 
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from cir_milvus.synthetic import SyntheticWorld
 
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="cir-bench-serve-"))
     items = SyntheticWorld(seed=11, instances=args.instances).gallery()
     print(f"rendering {len(items)} synthetic images to {tmp} ...", flush=True)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     clients = [int(c) for c in args.clients.split(",")]
     res: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch_threads": torch.get_num_threads()},
+                    "threads": args.threads, "load_average_at_start": [round(x, 1) for x in os.getloadavg()]},
         "setup": {"gallery": len(paths), "composer": "slerp", "k": 10, "requests_per_level": args.requests,
                   "reference": "uploaded PNG (multipart)", "uri": "Milvus Lite file"},
         "command": "python benchmarks/bench_serve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -152,18 +158,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         col.add(paths, batch_size=128)
         col.close()
         col = CIRCollection.open(db, "c", device="cpu")  # as the server finds it: reopened, indexed
-        res["in_process"][backend] = _in_process(col, refs, n=args.requests)
+        res["in_process"][backend] = {**_in_process(col, refs, n=args.requests),
+                                      "load_average_1m": round(os.getloadavg()[0], 1)}
         print(f"{backend:6s} in-process  {res['in_process'][backend]}", flush=True)
         col.close()
         for max_batch in (1, 32):
             port = _free_port()
-            proc = _serve(db, port, max_batch)
+            proc = _serve(db, port, max_batch, args.threads)
             try:
                 base = f"http://127.0.0.1:{port}"
                 _load(base, refs, 2, 4)  # warm-up
                 rows = []
                 for c in clients:
-                    row = _load(base, refs, c, max(1, args.requests // c))
+                    row = {**_load(base, refs, c, max(1, args.requests // c)),
+                           "load_average_1m": round(os.getloadavg()[0], 1)}
                     rows.append(row)
                     print(f"{backend:6s} max_batch={max_batch:<3d} {row}", flush=True)
                 res["http"][f"{backend}/max_batch={max_batch}"] = rows

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="cir-bench-train-") as tmp:
                 for name in recipes:
                     over: dict[str, Any] = {"model": model, "pretrained": "cir-demo" if demo else None,
-                                            "device": args.device, "repeat_batch": mode == "compute", "warmup": 0}
+                                            "device": args.device, "repeat_batch": mode == "compute", "warmup": 0,
+                                            "val": "none"}  # throughput only: no validation passes
                     if args.batch_size:
                         over["batch_size"] = args.batch_size
                     if name == "rtd":

@@ -41,6 +41,7 @@ __all__ = [
     "ENV_VAR",
     "SearchPath",
     "candidates",
+    "hint_name",
     "known_paths",
     "locate",
     "looks_like_path",
@@ -172,7 +173,8 @@ def remember(path: str | os.PathLike[str], sha256: str | None) -> None:
 # -- lookup ---------------------------------------------------------------------------------------------------------
 
 
-def _hint_name(hint: str) -> str:
+def hint_name(hint: str) -> str:
+    """The file name a hint ends with (POSIX or Windows separators)."""
     # a hint written on Windows may use backslashes; PurePosixPath would keep them in the name
     return PureWindowsPath(hint).name if "\\" in hint else PurePosixPath(hint).name
 
@@ -181,7 +183,7 @@ def candidates(hint: str, *, sha256: str | None = None, base_dir: str | os.PathL
                search_path: SearchPath = None) -> list[Path]:
     """Where :func:`locate` looks for ``hint`` (with checksum ``sha256``), in order (existing or not)."""
     h = Path(os.path.expanduser(hint))
-    name = _hint_name(hint)
+    name = hint_name(hint)
     out: list[Path] = []
     if h.is_absolute():
         out.append(h)

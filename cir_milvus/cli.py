@@ -131,7 +131,8 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
 # -- reading a collection without a model ------------------------------------------------------------------------
 
 
-def read_collection_info(uri: str, name: str, token: str | None = None) -> dict[str, Any]:
+def read_collection_info(uri: str, name: str, token: str | None = None, timeout: float | None = None
+                         ) -> dict[str, Any]:
     """Recipe, count and index of a collection, read without building an encoder (no torch, no model files).
 
     Returns:
@@ -144,14 +145,18 @@ def read_collection_info(uri: str, name: str, token: str | None = None) -> dict[
     """
     from cir_milvus.storage.store import VectorStore
 
-    with VectorStore.open(uri, name, token=token) as store:
-        return store.info()
+    with VectorStore.open(uri, name, token=token, timeout=timeout) as store:
+        info = store.info()
+    if info.get("recipe") is None:
+        raise ConfigError(f"collection {name!r} at {info['uri']} was not created by cir_milvus (it has no recipe); "
+                          "attach it from Python with VectorStore.open(..., schema=..., recipe=...)")
+    return info
 
 
-def _collection_exists(uri: str, name: str, token: str | None) -> bool:
+def _collection_exists(uri: str, name: str, token: str | None, timeout: float | None = None) -> bool:
     from cir_milvus.storage.client import connect, disconnect, milvus_errors
 
-    client = connect(uri, token=token)
+    client = connect(uri, token=token, timeout=timeout)
     try:
         with milvus_errors(f"check collection {name!r}"):
             return bool(client.has_collection(name))
@@ -160,7 +165,8 @@ def _collection_exists(uri: str, name: str, token: str | None) -> bool:
 
 
 def _random_weights(encoder_recipe: dict[str, Any]) -> bool:
-    return encoder_recipe.get("backend") == "torch" and encoder_recipe.get("pretrained") is None
+    return bool(encoder_recipe.get("random_weights")) or (
+        encoder_recipe.get("backend") == "torch" and encoder_recipe.get("pretrained") is None)
 
 
 def _describe_weights(e: dict[str, Any]) -> str:
@@ -220,6 +226,8 @@ def _add_collection_args(p: argparse.ArgumentParser, collection_help: str = "col
     p.add_argument("--collection", default=collection_default, help=collection_help)
     p.add_argument("--token", default=None,
                    help=f"user:password or API key for a Milvus server (default: ${ENV_TOKEN})")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for a Milvus server to accept the connection (default 10)")
     if device:
         p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
 
@@ -459,7 +467,8 @@ def _open(args: argparse.Namespace, encoder_recipe: dict[str, Any]) -> Any:
     _check_backend(encoder_recipe, args.model, args.collection)
     pretrained = DEMO_WEIGHTS if args.model == DEMO_MODEL and args.pretrained is None else args.pretrained
     return CIRCollection.open(args.uri, args.collection, model=args.model, pretrained=pretrained,
-                              token=args.token, device=args.device, text_weights=args.text_weights)
+                              token=args.token, device=args.device, text_weights=args.text_weights,
+                              timeout=args.timeout)
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -518,11 +527,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     root = args.root.resolve() if args.root is not None else None
     if args.list_file is not None and root is None:
         root = args.list_file.resolve().parent
-    exists = _collection_exists(args.uri, args.collection, args.token)
+    exists = _collection_exists(args.uri, args.collection, args.token, args.timeout)
     if exists:
         if args.random_weights:
             raise ConfigError(f"--random-weights is for creating a collection; {args.collection!r} exists already")
-        stored = read_collection_info(args.uri, args.collection, args.token)["recipe"]
+        stored = read_collection_info(args.uri, args.collection, args.token, args.timeout)["recipe"]
         if (composer is not None or params) and not _same_default(stored["composer"], composer, params):
             raise ConfigError(
                 f"collection {args.collection!r} exists with default composer {_describe_composer(stored['composer'])}"
@@ -549,7 +558,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         encoder = create_encoder(model, pretrained, device=args.device,
                                  **({"text_weights": args.text_weights} if args.text_weights else {}))
         col = CIRCollection.create(args.uri, args.collection, encoder=encoder, token=args.token,
-                                   composer=composer or "slerp", composer_params=params)
+                                   composer=composer or "slerp", composer_params=params,
+                                   timeout=args.timeout)
     try:
         try:
             report = ingest(col, source, batch_size=args.batch_size, workers=args.workers,
@@ -563,10 +573,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"interrupted: collection {args.collection!r} at {_redact(args.uri)} {held}; run the same "
                   "command again to resume (stored images are skipped, not re-encoded)", file=sys.stderr)
             return 130
-        _out(args, report.summary())
-        for sk in report.skipped[:20]:
-            _out(args, f"  skipped {sk.source}: {sk.reason}")
-        if len(report.skipped) > 20:
+        if args.verbosity < 1:  # with -v the ingest logs its skips and summary itself: once is enough
+            _out(args, report.summary())
+            for sk in report.skipped[:20]:
+                _out(args, f"  skipped {sk.source}: {sk.reason}")
+        if len(report.skipped) > 20 and args.verbosity < 1:
             _out(args, f"  ... and {len(report.skipped) - 20} more" + (f" (see {args.skip_report})"
                                                                           if args.skip_report else ""))
         if args.summary_json:
@@ -604,7 +615,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     _search_inputs(args)
     composer, params = _composer_request(args)
     filter_params = _parse_params(args.param) or None
-    info = read_collection_info(args.uri, args.collection, args.token)
+    info = read_collection_info(args.uri, args.collection, args.token, args.timeout)
     col = _open(args, info["recipe"]["encoder"])
     try:
         _resolve_bundle_head(col.encoder, composer, params)
@@ -654,7 +665,7 @@ def _write_grid(args: argparse.Namespace, col: Any, hits: Sequence[Any]) -> Path
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = read_collection_info(args.uri, args.collection, args.token)
+    info = read_collection_info(args.uri, args.collection, args.token, args.timeout)
     if args.json:
         print(json.dumps(_round(info), indent=2, default=str))
     else:
@@ -666,7 +677,7 @@ def cmd_set_default(args: argparse.Namespace) -> int:
     composer, params = _composer_request(args)
     if composer is None:
         raise ConfigError("set-default needs --composer NAME (with --alpha / --head / --template as it takes)")
-    info = read_collection_info(args.uri, args.collection, args.token)
+    info = read_collection_info(args.uri, args.collection, args.token, args.timeout)
     before = _describe_composer(info["recipe"]["composer"])
     col = _open(args, info["recipe"]["encoder"])
     try:

@@ -122,6 +122,7 @@ def run_demo(
         print_fn(f"recall against alpha (validation split): {plot}")
     out_json = write_json(workdir / "demo_results.json", results,
                           {"tuned_alpha": tuned, "slerp_margin_pass": ok, "pseudo_beats_baselines": pseudo_ok,
+                           "validation_sweeps": {k: {str(a): m for a, m in v.items()} for k, v in sweeps.items()},
                            "seconds": round(time.perf_counter() - t0, 1)})
     print_fn(f"figures: {out_json}  ({time.perf_counter() - t0:.0f} s)")
     col.close()
@@ -141,8 +142,8 @@ def _alpha_plot(sweeps: dict[str, dict[float, dict[str, float]]], results: list[
     others = {r.config["composer"]["name"]: r.milvus for r in results
               if r.config["composer"]["name"] not in sweeps}
     return plot_recall_vs_alpha(sweeps, path, metrics=("R@1", "R@10"), baselines=others,
-                                title="Synthetic world: Milvus recall against alpha (validation split); "
-                                      "horizontal lines: composers without alpha (test split, R@1)")
+                                title="Synthetic world, Milvus recall against alpha on the validation split "
+                                      "(dashed lines: composers without alpha, test split)")
 
 
 def _contact_sheet(ds: SyntheticDataset, col: Any, alpha: float | None, path: Path, n: int) -> Path:

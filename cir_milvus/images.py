@@ -14,22 +14,37 @@ Rules of the ``"product"`` mode:
 
 - EXIF orientation is applied (``ImageOps.exif_transpose``).
 - Any mode becomes RGB: palette and LA/RGBA images with transparency are composited on white, CMYK is
-  converted, 16-bit greyscale (``I;16``/``I``) is scaled to 8 bits.
+  converted, 16-bit greyscale (``I;16``) is scaled to 8 bits (``v / 257``). 32-bit integer (``I``) and float
+  (``F``) greyscale are scaled by the data's range (:func:`to_rgb`): values within [0, 1] (floats) are the
+  normalised convention (``v * 255``), values within [0, 255] are kept, values within [0, 65535] are 16-bit
+  (``v / 257``), anything else is stretched linearly from its minimum to its maximum; NaN becomes black.
+- AVIF and JPEG 2000 decode when this Pillow build has the codec (:func:`format_support`); when it lacks one the
+  error says which codec is missing.
 - Animated images (GIF, WebP, APNG) use their first frame.
 - Images with more than :data:`MAX_PIXELS` pixels are refused (decompression-bomb guard).
 - Zero-byte, truncated and non-image files raise :class:`~cir_milvus.errors.ImageDecodeError` naming the file.
+- Only regular files are read: a FIFO, socket or device named ``x.jpg`` is refused at once, never read (the file
+  is opened non-blocking and checked with ``fstat`` before any read, so a FIFO cannot block the caller).
+- File names that are not valid UTF-8 (POSIX allows any bytes) are accepted; messages and stored paths use
+  :func:`path_text`, a lossless, valid-UTF-8 spelling of the name (:func:`text_path` reverses it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import os
+import re
+import stat
 import warnings
-from pathlib import Path
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import features as _pil_features
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.types import ImageInput
@@ -37,13 +52,159 @@ from cir_milvus.types import ImageInput
 MAX_PIXELS = 89_478_485
 """Pixel cap per image (Pillow's own default bomb threshold); larger images are refused."""
 
-__all__ = ["MAX_PIXELS", "content_id", "describe", "load_image", "to_rgb"]
+__all__ = ["MAX_PIXELS", "content_id", "describe", "format_support", "load_image", "path_text", "read_image_file",
+           "text_path", "to_rgb"]
+
+# suffix → (Pillow feature that decodes it, format name); formats Pillow may be built without
+_OPTIONAL_CODECS = {".avif": ("avif", "AVIF"), ".jp2": ("jpg_2000", "JPEG 2000"), ".j2k": ("jpg_2000", "JPEG 2000"),
+                    ".jpx": ("jpg_2000", "JPEG 2000"), ".jpf": ("jpg_2000", "JPEG 2000"),
+                    ".j2c": ("jpg_2000", "JPEG 2000"), ".webp": ("webp", "WebP")}
+_MAGIC = ((b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpg_2000", "JPEG 2000"), (b"\xff\x4f\xff\x51", "jpg_2000", "JPEG 2000"))
+
+
+def format_support(suffix: str) -> tuple[bool, str]:
+    """Whether this Pillow build decodes files with ``suffix`` (``".avif"``, ``".jp2"``...), and the format name.
+
+    Formats Pillow always decodes (JPEG, PNG, GIF, BMP, TIFF) return ``(True, name)``; AVIF, JPEG 2000 and WebP
+    depend on how Pillow was built (``PIL.features``).
+
+    Example:
+        >>> format_support(".png")
+        (True, 'PNG')
+    """
+    s = suffix.lower()
+    if s in _OPTIONAL_CODECS:
+        feature, name = _OPTIONAL_CODECS[s]
+        return bool(_pil_features.check(feature)), name
+    return True, s.lstrip(".").upper() or "?"
+
+
+def _missing_codec(data: bytes) -> str | None:
+    """The format name when ``data`` is an AVIF / JPEG 2000 / WebP file this Pillow cannot decode."""
+    head = data[:32]
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return None if _pil_features.check("avif") else "AVIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return None if _pil_features.check("webp") else "WebP"
+    for magic, feature, name in _MAGIC:
+        if head.startswith(magic):
+            return None if _pil_features.check(feature) else name
+    return None
+
+
+# -- file names -----------------------------------------------------------------------------------------------------
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2})")
+
+
+def path_text(path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> str:
+    r"""A file name as valid UTF-8 text, losslessly: the stored and printed spelling of paths.
+
+    The name's bytes (``os.fsencode``) are decoded as UTF-8; each byte that is not part of valid UTF-8 becomes
+    ``\xNN`` (lower-case hex) and a literal backslash becomes ``\\``. Names that are valid UTF-8 and contain no
+    backslash (nearly all) are unchanged. :func:`text_path` gives the original name back.
+
+    Example:
+        >>> path_text(b"caf\xe9.jpg"), path_text("plain.jpg"), path_text("a\\b")
+        ('caf\\xe9.jpg', 'plain.jpg', 'a\\\\b')
+    """
+    raw = os.fsencode(path)
+    if b"\\" not in raw:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        try:
+            text = raw[i:].decode("utf-8")
+            out.append(text.replace("\\", "\\\\"))
+            break
+        except UnicodeDecodeError as e:
+            out.append(raw[i : i + e.start].decode("utf-8").replace("\\", "\\\\"))
+            out.extend(f"\\x{b:02x}" for b in raw[i + e.start : i + e.end])
+            i += e.end
+    return "".join(out)
+
+
+def text_path(text: str) -> str:
+    r"""The file name that :func:`path_text` spelled as ``text`` (a ``str`` for ``open()``, surrogate-escaped).
+
+    Example:
+        >>> text_path(path_text(b"caf\xe9.jpg")) == os.fsdecode(b"caf\xe9.jpg")
+        True
+    """
+    if "\\" not in text:
+        return text
+    raw = _ESCAPE.sub(lambda m: "\\" if m.group(1) == "\\" else chr(0xDC00 + int(m.group(1)[1:], 16)), text)
+    return os.fsdecode(raw.encode("utf-8", "surrogateescape"))
+
+
+@contextlib.contextmanager
+def _open_regular(path: str | os.PathLike[str], name: str) -> Iterator[BinaryIO]:
+    """Open ``path`` for reading if it is a regular file; never blocks (see :func:`read_image_file`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ImageDecodeError(f"{name}: {_open_failure(path, e)}") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(f"{name}: not a regular file ({_file_kind(mode)}); only regular files are read")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+def _open_failure(path: str | os.PathLike[str], e: OSError) -> str:
+    """Why ``open`` failed, in words: missing, broken symlink, symlink loop, a folder or socket, permissions."""
+    if e.errno == errno.ELOOP:
+        return "symlink loop (the link resolves to itself)"
+    if isinstance(e, FileNotFoundError):
+        return "broken symlink (its target does not exist)" if os.path.islink(path) else "image file not found"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    if mode and not stat.S_ISREG(mode):
+        return f"not a regular file ({_file_kind(mode)}); only regular files are read"
+    return f"cannot read ({e.strerror or e})"
+
+
+def read_image_file(path: str | os.PathLike[str], *, name: str | None = None) -> bytes:
+    """The bytes of a regular file; anything else (FIFO, socket, device, folder) is refused without blocking.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` before the first read, so a FIFO named
+    ``x.jpg`` (or a file swapped for one after a ``stat``) is refused at once instead of waiting for a writer.
+
+    Raises:
+        ImageDecodeError: missing, a broken symlink or loop, not a regular file, or unreadable (the message names
+            the file and the reason).
+    """
+    name = name or path_text(path)
+    with _open_regular(path, name) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})") from e
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def describe(image: ImageInput) -> str:
-    """A short name for an image input, for messages."""
+    """A short name for an image input, for messages (valid UTF-8 even for non-UTF-8 file names)."""
     if isinstance(image, (str, os.PathLike)):
-        return str(image)
+        return path_text(image)
     if isinstance(image, bytes):
         return f"<{len(image)} bytes>"
     if isinstance(image, Image.Image):
@@ -51,16 +212,36 @@ def describe(image: ImageInput) -> str:
     return f"<{type(image).__name__}>"
 
 
+def _to_8bit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """High-bit-depth greyscale → uint8 by the data's range (the rules in the module docstring)."""
+    arr = arr.astype(np.float64)  # [H, W]
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    arr = np.clip(np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo), lo, hi)  # NaN → black, ±inf → the extremes
+    if mode.startswith("I;16"):
+        scaled = arr / 257.0
+    elif mode == "F" and lo >= 0.0 and hi <= 1.0:
+        scaled = arr * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scaled = arr
+    elif lo >= 0.0 and hi <= 65535.0:
+        scaled = arr / 257.0
+    else:
+        scaled = (arr - lo) / (hi - lo) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB (transparency composited on white, 16-bit scaled to 8-bit)."""
+    """Convert any PIL mode to RGB (transparency composited on white, 16/32-bit and float scaled to 8-bit).
+
+    Scaling of ``I;16``, ``I`` and ``F`` images: see the module docstring.
+    """
     if img.mode == "RGB":
         return img
     if img.mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = Image.fromarray(_to_8bit(np.asarray(img), img.mode), mode="L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -98,10 +279,7 @@ def load_image(
         img = image
     else:
         if isinstance(image, (str, os.PathLike)):
-            path = Path(image)
-            if not path.is_file():
-                raise ImageDecodeError(f"image file not found: {path}")
-            data = path.read_bytes()
+            data = read_image_file(image, name=name)
         elif isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
         else:
@@ -110,6 +288,9 @@ def load_image(
             raise ImageDecodeError(f"{name}: empty file (0 bytes)")
         try:
             with warnings.catch_warnings():
+                # Pillow's UserWarnings describe quirks of one file ("Corrupt EXIF data"...): the decode either
+                # succeeds or raises, and one warning per file would flood an ingest log
+                warnings.simplefilter("ignore", UserWarning)
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(io.BytesIO(data))
                 if img.size[0] * img.size[1] > max_pixels:
@@ -128,7 +309,14 @@ def load_image(
             # Pillow refuses before our own check can run (its limit: MAX_IMAGE_PIXELS, an error at twice that)
             raise ImageDecodeError(f"{name}: exceeds the pixel cap, possible decompression bomb ({e})") from e
         except UnidentifiedImageError as e:
-            raise ImageDecodeError(f"{name}: not a readable image ({e})") from e
+            codec = _missing_codec(data)
+            if codec is not None:
+                raise ImageDecodeError(
+                    f"{name}: unsupported format: this Pillow build has no {codec} decoder "
+                    f"(PIL.features.check reports it missing); install a Pillow with {codec} support"
+                ) from e
+            raise ImageDecodeError(f"{name}: not a readable image (no image format recognises its content; it "
+                                   f"starts with {data[:12]!r})") from e
         except (OSError, SyntaxError, ValueError) as e:
             raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})") from e
     if img.size[0] * img.size[1] > max_pixels:
@@ -138,7 +326,9 @@ def load_image(
     if mode == "official":
         return img
     try:
-        img = ImageOps.exif_transpose(img) or img
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            img = ImageOps.exif_transpose(img) or img
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
         pass
     return to_rgb(img)
@@ -151,13 +341,13 @@ def content_id(image: ImageInput) -> str:
     """
     h = hashlib.sha256()
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        try:
-            with path.open("rb") as f:
+        name = path_text(image)
+        with _open_regular(image, name) as f:
+            try:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
-        except OSError as e:
-            raise ImageDecodeError(f"cannot read {path}: {e}") from e
+            except OSError as e:
+                raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})") from e
     elif isinstance(image, (bytes, bytearray, memoryview)):
         h.update(bytes(image))
     elif isinstance(image, Image.Image):

@@ -233,7 +233,9 @@ def plot_recall_vs_alpha(
         ax.set_ylabel("recall (%)")
         ax.grid(alpha=0.3)
         if title:
-            ax.set_title(title, fontsize=10)
+            import textwrap
+
+            ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.tight_layout()
         path = Path(path)

@@ -29,7 +29,9 @@ def add_export_parsers(subparsers: Any) -> None:
     )
     p.add_argument("--model", required=True, help="open_clip model name (e.g. ViT-B-32) or cir-demo-tiny")
     p.add_argument("--pretrained", default=None,
-                   help="open_clip tag, local checkpoint file, or cir-demo (default: random weights)")
+                   help="open_clip tag, local checkpoint file, or cir-demo (default for --model cir-demo-tiny)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export untrained weights on purpose (an open_clip --model without --pretrained)")
     p.add_argument("--text-weights", default=None,
                    help="tuned text tower (RTD checkpoint or `cir_milvus.train rtd` output) exported in the text graphs")
     p.add_argument("--head", action="append", default=[], metavar="[NAME:]KIND=PATH",
@@ -88,6 +90,11 @@ def run_export(args: argparse.Namespace) -> int:
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.heads import load_head
 
+    if args.pretrained is None and args.model == "cir-demo-tiny" and not args.random_weights:
+        args.pretrained = "cir-demo"
+    if args.pretrained is None and not args.random_weights and not args.model.startswith(("hf-hub:", "local-dir:")):
+        raise ConfigError(f"--model {args.model} needs --pretrained (an open_clip tag such as openai, or a checkpoint "
+                          "file); pass --random-weights to export untrained weights on purpose")
     encoder = TorchEncoder(args.model, args.pretrained, device="cpu", precision="fp32", preprocess=args.preprocess,
                            text_weights=args.text_weights)
     heads = {name: load_head(kind, path, embed_dim=encoder.dim, token_dim=encoder.token_width())

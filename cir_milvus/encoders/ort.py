@@ -62,13 +62,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def bundle_sha256(bundle_dir: str | os.PathLike[str]) -> str | None:
-    """Content id of a bundle: the sha256 of its ``manifest.json``, which records every file's sha256
-    (``None`` when there is no manifest). Collections store it to find a moved bundle again."""
-    path = Path(bundle_dir) / MANIFEST
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
 def load_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Read ``manifest.json`` of a bundle.
 
@@ -92,15 +85,78 @@ def load_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> None:
-    """Check every file listed in the manifest against its sha256.
+_CONTENT_SUFFIXES = (".onnx", ".bin", ".data")
+"""Files whose bytes compute the embeddings: graphs and their external weights (plus the tokenizer and
+preprocessing files the manifest names)."""
+
+
+def _content_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    names = {p.name for p in folder.iterdir() if p.is_file() and p.suffix in _CONTENT_SUFFIXES}
+    names.update(str(manifest.get(key, default)) for key, default in (("tokenizer", "tokenizer.json"),
+                                                                       ("preprocess", "preprocess.json")))
+    return sorted(names)
+
+
+def bundle_sha256(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None, *,
+                  file_hashes: dict[str, str] | None = None) -> str | None:
+    """The content id of a bundle, computed from its files (never taken from the manifest); ``None`` when the
+    folder holds no bundle manifest. Collections record it to refuse other weights and to find a moved bundle.
+
+    sha256 over ``name\0sha256(file)\n`` for every ONNX graph, every external-data file (``*.bin``, ``*.data``)
+    and the tokenizer and preprocessing files, sorted by name. Any change of weights, graphs, tokenizer or
+    preprocessing changes it; the manifest, reports (``parity.json``, ``reference.npz``) and other files do not.
+    The encoder recipe records it as ``bundle_sha256``: a collection built from a bundle refuses a bundle whose
+    manifest was edited to match other weights (the manifest's own checksums agree with such files by construction).
+
+    Args:
+        bundle_dir: the bundle folder.
+        manifest: its manifest (read when omitted).
+        file_hashes: sha256 by file name already computed from the files (by :func:`verify_bundle`).
 
     Raises:
-        ConfigError: a file is missing or was altered after export (the message names it).
+        ConfigError: a content file named by the manifest is missing.
+    """
+    folder = Path(bundle_dir)
+    if manifest is None:
+        if not (folder / MANIFEST).is_file():
+            return None
+        manifest = load_manifest(folder)
+    h = hashlib.sha256()
+    for name in _content_files(folder, manifest):
+        path = folder / name
+        if not path.is_file():
+            raise ConfigError(f"bundle {folder} is incomplete: {name} is missing")
+        digest = (file_hashes or {}).get(name) or _sha256(path)
+        h.update(f"{name}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> dict[str, str]:
+    """Check every file listed in the manifest against its sha256, and that every graph and weights file in the
+    folder is listed (an unlisted ``.onnx`` / ``.bin`` cannot slip in beside an edited manifest).
+
+    This catches files altered after export. A manifest rewritten to match other weights passes this check by
+    construction: that case is caught by the collection's recipe, which records :func:`bundle_sha256`.
+
+    Returns:
+        sha256 by file name, computed from the files.
+
+    Raises:
+        ConfigError: a file is missing, unlisted, or was altered after export (the message names it).
     """
     folder = Path(bundle_dir)
     manifest = manifest if manifest is not None else load_manifest(folder)
-    for name, want in sorted(manifest.get("files", {}).items()):
+    listed = manifest.get("files", {})
+    if not isinstance(listed, dict) or not listed:
+        raise ConfigError(f"{folder / MANIFEST} lists no files with checksums; re-export the bundle")
+    unlisted = sorted(n for n in _content_files(folder, manifest) if n not in listed)
+    if unlisted:
+        raise ConfigError(
+            f"bundle {folder} holds {', '.join(unlisted)} which {MANIFEST} does not list with a checksum; remove "
+            "them or re-export the bundle (or pass verify=False if you changed it on purpose)"
+        )
+    hashes: dict[str, str] = {}
+    for name, want in sorted(listed.items()):
         path = folder / name
         if not path.is_file():
             raise ConfigError(f"bundle {folder} is incomplete: {name} is listed in {MANIFEST} but missing")
@@ -110,6 +166,8 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] |
                 f"bundle file {path} was altered after export: sha256 {got[:16]}… != {want[:16]}… in {MANIFEST}; "
                 "re-export the bundle (or pass verify=False if you changed it on purpose)"
             )
+        hashes[name] = got
+    return hashes
 
 
 # -- text ------------------------------------------------------------------------------------------------------------
@@ -273,7 +331,9 @@ class OrtEncoder:
         preprocess: gallery image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``); default the bundle's.
         image_loading: ``"product"`` or ``"official"`` (see :func:`cir_milvus.images.load_image`); default the
             bundle's.
-        verify: check the sha256 of every bundle file against the manifest on load.
+        verify: check the sha256 of every bundle file against the manifest on load. Either way the bundle's content
+            id is computed from the files (:func:`bundle_sha256`) and recorded in the recipe, so a collection built
+            from this bundle refuses other weights even behind an edited manifest.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         decode: ``"exact"``, ``"reduce"`` or ``"draft"`` (default: the bundle's, else ``"exact"``); see
             :mod:`cir_milvus.preprocess`. Recorded in the recipe.
@@ -307,9 +367,9 @@ class OrtEncoder:
         folder = os.fspath(bundle_dir)
         self.bundle_dir = Path(folder[len("bundle:"):] if folder.startswith("bundle:") else folder)
         self.manifest = load_manifest(self.bundle_dir)
-        self._bundle_sha256 = bundle_sha256(self.bundle_dir)
-        if verify:
-            verify_bundle(self.bundle_dir, self.manifest)
+        hashes = verify_bundle(self.bundle_dir, self.manifest) if verify else None
+        # computed from the files as loaded, never read from the manifest (see bundle_sha256)
+        self._bundle_sha256 = bundle_sha256(self.bundle_dir, self.manifest, file_hashes=hashes)
         m = self.manifest
         self.dim = int(m["dims"]["embed"])
         self.context_length = int(m["dims"]["context_length"])

@@ -180,6 +180,8 @@ class TorchEncoder:
             "preprocess": self.preprocess_config.to_dict(),
             "activation": self.activation,
         }
+        if self.spec.kind == "random":  # loud on purpose: a collection of untrained vectors is never an accident
+            out["random_weights"] = True
         if self.text_weights is not None:  # query side only: not among the fields a gallery must match
             out["text_weights"] = self.text_weights
             out["text_weights_sha256"] = file_sha256(self.text_weights)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.errors import BackendUnavailableError, ConfigError, RecipeMismatchError
 from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRRDataset, FashionIQDataset, fashioniq_datasets
 from cir_milvus.eval.runner import EvalResult, evaluate, evaluate_fashioniq, format_table, sweep_alpha, write_json
 from cir_milvus.eval.submission import (
@@ -74,7 +74,7 @@ def add_eval_parser(sub: Any, add_collection_args: Any, add_model_args: Any) -> 
     p.add_argument("--template", default=None, help="prompt template override for pseudo-token composers")
     p.add_argument("--sweep", default=None, help="comma-separated alphas to sweep (reports the best)")
     p.add_argument("--plot", type=Path, default=None,
-                   help="with --sweep: PNG of R@K against alpha (default: next to --output, else sweep_DATASET.png; "
+                   help="with --sweep: write a PNG of R@K against alpha here (default: next to --output, as .png; "
                         "needs matplotlib: pip install 'cir_milvus[plot]')")
     p.add_argument("--write-default", action="store_true", help="store the best swept alpha in the recipe")
     p.add_argument("--output", type=Path, default=None, help="write results JSON here")
@@ -166,12 +166,10 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     collection opened without ``--model`` keeps the encoder of its recipe.
     """
     from cir_milvus.encoders.base import create_encoder
-    from cir_milvus.storage.client import connect
     from cir_milvus.storage.collection import CIRCollection
+    from cir_milvus.storage.store import VectorStore
 
-    client = connect(args.uri, token=args.token)
-    exists = client.has_collection(name)
-    client.close()
+    exists = VectorStore.exists(args.uri, name, token=args.token)  # releases the Lite file
     # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing)
     enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official"}
     if preprocess != "clip":
@@ -287,9 +285,14 @@ def run_eval_command(args: argparse.Namespace) -> int:
             print(f"best alpha {best:.2f} by Milvus {SWEEP_METRICS[args.dataset]}")
             if args.write_default:
                 print(f"stored composer {args.composer} alpha={best:.2f} as the default of collection {name!r}")
-            plot = args.plot or (args.output.with_suffix(".png") if args.output is not None
-                                 else Path(f"sweep_{args.dataset}_{split}_{args.composer}.png"))
-            print(f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}')}")
+            plot = args.plot or (args.output.with_suffix(".png") if args.output is not None else None)
+            if plot is None:
+                print("pass --plot FILE.png (or --output) for a plot of recall against alpha")
+            else:
+                try:
+                    print(f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}')}")
+                except BackendUnavailableError as e:
+                    print(f"no plot: {e}")
         else:
             kw: dict[str, Any] = {"composer": args.composer, "alpha": args.alpha, "composer_params": params,
                                   "progress": progress}

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cir_milvus.heads.phi import HEAD_DEFAULTS, Head, HeadDefaults, list_heads, load_head, state_dict_sha256
+from cir_milvus.heads.phi import (
+    HEAD_DEFAULTS,
+    Head,
+    HeadDefaults,
+    list_heads,
+    load_head,
+    locate_head,
+    state_dict_sha256,
+)
 
 __all__ = [
     "HEAD_DEFAULTS",
@@ -17,6 +25,7 @@ __all__ = [
     "SearlePhi",
     "list_heads",
     "load_head",
+    "locate_head",
     "state_dict_sha256",
 ]
 

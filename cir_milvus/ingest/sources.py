@@ -24,17 +24,20 @@ Example:
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import itertools
 import json
 import os
 import re
+import stat
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from cir_milvus.errors import ConfigError, DatasetError
+from cir_milvus.images import format_support, path_text
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -47,7 +50,9 @@ __all__ = [
     "open_source",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".jp2", ".j2k", ".jpx",
+                  ".jpf")
+"""File name endings that folders are searched for; AVIF and JPEG 2000 need a Pillow built with them."""
 PATH_COLUMNS = ("path", "image", "image_path", "filepath", "file", "url")
 ID_COLUMNS = ("id", "key")
 
@@ -86,11 +91,23 @@ def _refuse_url(path: str, where: str) -> None:
 
 
 class FolderSource:
-    """Every image file under a folder (sorted, recursive), with ``{"path": relative path}`` as metadata.
+    """Every image file under a folder (sorted, recursive), with ``{"path": relative path}`` as metadata; every
+    other entry is yielded as a :class:`Record` with ``error`` set, so an ingest reports it instead of dropping it.
+
+    Reported entries (each with its reason): files whose suffix is not an image suffix, image formats this Pillow
+    build cannot decode (AVIF, JPEG 2000: see :func:`cir_milvus.images.format_support`), broken symlinks, symlink
+    loops (a link to itself, or to a folder above it), folders named like an image (``x.jpg/``; their contents are
+    still walked), FIFOs, sockets and devices (never opened), and folders that cannot be listed. Symlinked folders
+    are followed once per path, never into a folder above them.
+
+    File names that are not valid UTF-8 are kept: ``source`` is the name as the OS gives it (a surrogate-escaped
+    ``str`` that ``open()`` accepts), while ``origin`` and ``metadata["path"]`` use
+    :func:`cir_milvus.images.path_text`, a lossless valid-UTF-8 spelling (undecodable bytes as ``\\xNN``, a
+    backslash as ``\\\\``; :func:`cir_milvus.images.text_path` reverses it).
 
     Args:
         root: the folder.
-        suffixes: file name endings to include (case-insensitive).
+        suffixes: file name endings of images (case-insensitive); other files are reported as not images.
         recursive: descend into sub-folders.
     """
 
@@ -101,23 +118,96 @@ class FolderSource:
             raise ConfigError(f"{self.root} is not a folder")
         self.suffixes = tuple(s.lower() for s in suffixes)
         self.recursive = recursive
-        self._files: list[Path] | None = None
+        self._records: list[Record] | None = None
+
+    def records(self) -> list[Record]:
+        """All entries, sorted by path: images to store and reported entries (``error`` set)."""
+        if self._records is None:
+            out: list[Record] = []
+            root_st = os.stat(self.root)
+            self._walk(os.fspath(self.root), "", {(root_st.st_dev, root_st.st_ino)}, out)
+            self._records = out
+        return self._records
 
     def files(self) -> list[Path]:
-        if self._files is None:
-            it = self.root.rglob("*") if self.recursive else self.root.glob("*")
-            self._files = sorted(p for p in it if p.suffix.lower() in self.suffixes and p.is_file())
-        return self._files
+        """The image files that will be decoded (reported entries excluded)."""
+        return [Path(r.source) for r in self.records() if r.error is None and isinstance(r.source, str)]
+
+    def _walk(self, folder: str, rel: str, ancestors: set[tuple[int, int]], out: list[Record]) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: os.fsencode(e.name))
+        except OSError as e:
+            out.append(self._report(folder, rel or ".", f"cannot list this folder ({e.strerror or e})"))
+            return
+        for entry in entries:
+            path, relpath = entry.path, f"{rel}{entry.name}"
+            suffix = os.path.splitext(entry.name)[1].lower()
+            try:
+                st = os.stat(path)  # follows symlinks: the kind of what the name points at
+            except OSError as e:
+                out.append(self._report(path, relpath, _stat_failure(path, e)))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    out.append(self._report(path, relpath, "symlink loop (links to a folder above it; not followed)"))
+                    continue
+                if suffix in self.suffixes:
+                    out.append(self._report(path, relpath, "not a regular file (a folder named like an image)"
+                                            + ("; its contents are walked" if self.recursive else "")))
+                if self.recursive:
+                    self._walk(path, relpath + "/", ancestors | {key}, out)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                out.append(self._report(path, relpath, f"not a regular file ({_file_kind(st.st_mode)}); never opened"))
+                continue
+            if suffix not in self.suffixes:
+                shown = f"suffix {suffix!r}" if suffix else "no suffix"
+                out.append(self._report(path, relpath, f"unsupported format: not an image file name ({shown}; "
+                                                       f"images end in {', '.join(self.suffixes)})"))
+                continue
+            ok, fmt = format_support(suffix)
+            if not ok:
+                out.append(self._report(path, relpath, f"unsupported format: this Pillow build has no {fmt} decoder "
+                                                       f"(PIL.features); install a Pillow with {fmt} support"))
+                continue
+            out.append(Record(None, path, {"path": path_text(relpath)}, path_text(path)))
+
+    @staticmethod
+    def _report(path: str, relpath: str, reason: str) -> Record:
+        return Record(None, None, {"path": path_text(relpath)}, path_text(path), reason)
 
     def __len__(self) -> int:
-        return len(self.files())
+        return len(self.records())
 
     def __iter__(self) -> Iterator[Record]:
-        for p in self.files():
-            yield Record(None, str(p), {"path": p.relative_to(self.root).as_posix()}, str(p))
+        yield from self.records()
 
     def __repr__(self) -> str:
         return f"FolderSource({str(self.root)!r})"
+
+
+def _stat_failure(path: str, e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "symlink loop (the link resolves to itself)"
+    if isinstance(e, FileNotFoundError) and os.path.islink(path):
+        try:
+            target = path_text(os.readlink(path))
+        except OSError:
+            target = "?"
+        return f"broken symlink (its target {target} does not exist)"
+    if e.errno == errno.ENAMETOOLONG:
+        return f"path too long for the operating system ({len(os.fsencode(path))} bytes)"
+    return f"cannot read ({e.strerror or e})"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 # -- lists ----------------------------------------------------------------------------------------------------------
@@ -546,5 +636,10 @@ def read_bytes(source: str | bytes, *, allow_urls: bool = False, timeout: float 
         if len(data) > max_bytes:
             raise OSError(f"download larger than {max_bytes} bytes")
         return bytes(data)
-    with open(source, "rb") as f:
-        return f.read()
+    from cir_milvus.errors import ImageDecodeError
+    from cir_milvus.images import read_image_file
+
+    try:
+        return read_image_file(source)  # regular files only: a FIFO never blocks the reader
+    except ImageDecodeError as e:
+        raise OSError(str(e)) from e

@@ -35,6 +35,7 @@ from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, d
 
 __all__ = [
     "ModelSpec",
+    "checkpoint_activation",
     "file_sha256",
     "list_models",
     "local_dir_weights",
@@ -146,6 +147,21 @@ def model_activation(model: Any) -> str:
     return "quick_gelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
 
 
+def checkpoint_activation(path: str | os.PathLike[str]) -> bool | None:
+    """Whether a ``.safetensors`` checkpoint says its towers ran QuickGELU (metadata ``"activation"``, written by
+    ``cir_milvus.train``); ``None`` when the file does not say (other formats, other producers)."""
+    if not str(path).endswith(".safetensors"):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - unreadable metadata: open_clip reports the file itself
+        return None
+    return {"quick_gelu": True, "gelu": False}.get(str(meta.get("activation")))
+
+
 def recorded_activation(encoder: Mapping[str, Any]) -> str:
     """The recorded MLP activation; recipes written before it was recorded had open_clip's config default."""
     if encoder.get("activation"):
@@ -245,6 +261,17 @@ def _hf_cached(repo_id: str) -> bool:
     return snapshots.is_dir() and any(p.is_file() for p in snapshots.glob("*/*"))
 
 
+def _hf_offline() -> bool:
+    if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    except ImportError:
+        return False
+
+
 def _reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT) -> bool:
     """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
     import socket
@@ -288,33 +315,35 @@ def check_download_possible(spec: ModelSpec) -> None:
         return
     if repo is None and url is None:
         return
-    what = f"{spec.model}" + (f" / {spec.pretrained}" if spec.kind == "tag" else "")
+    what = f"{spec.model}" + (f" (pretrained tag {spec.pretrained!r})" if spec.kind == "tag" else "")
     if spec.kind == "hf-hub":
         fix = ("Download the repo (open_clip_config.json + weights) where the hub is reachable and pass "
                "model='local-dir:/path/to/folder' (--model local-dir:/path/to/folder on the CLI).")
     else:
         fix = (f"Download the checkpoint where the hub is reachable and pass it as a local file: "
-               f"pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} --pretrained "
-               "/path/to/file` on the CLI).")
+               f"CIRCollection.create(..., model={spec.model!r}, pretrained='/path/to/open_clip_pytorch_model.bin') "
+               f"or `--model {spec.model} --pretrained /path/to/file` on the CLI.")
     if repo is not None:
         if _hf_cached(repo):
             return
-        if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
+        where = f"the Hugging Face hub repo {repo!r} (local cache {_hf_cache_dir()})"
+        if _hf_offline():
             raise ModelNotFoundError(
-                f"the weights of {what} (Hugging Face repo {repo!r}) are not in the local cache "
-                f"{_hf_cache_dir()} and HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} forbids downloading them. "
-                f"Unset HF_HUB_OFFLINE where the hub is reachable, or: {fix}")
+                f"the weights of {what} are not in the local copy of {where} and HF_HUB_OFFLINE="
+                f"{os.environ.get('HF_HUB_OFFLINE', '1')} forbids downloading them. Unset HF_HUB_OFFLINE where the "
+                f"hub is reachable, or: {fix}")
         endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     else:
         assert url is not None
         cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
         if cached.is_file():
             return
-        endpoint = url
+        endpoint, where = url, f"{url} (local copy {cached})"
     if not _reachable(endpoint):
         raise ModelNotFoundError(
-            f"the weights of {what} are not cached locally and {endpoint} cannot be reached (no connection within "
-            f"{HUB_PROBE_TIMEOUT:.0f} s; offline?). Set HF_ENDPOINT if you use a hub mirror, or: {fix}")
+            f"the weights of {what} are not cached locally ({where}) and {endpoint} cannot be reached (no "
+            f"connection within {HUB_PROBE_TIMEOUT:.0f} s; offline?). Set HF_ENDPOINT if you use a hub mirror, "
+            f"or: {fix}")
 
 
 def load_open_clip(
@@ -328,8 +357,9 @@ def load_open_clip(
         precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
         quick_gelu: the activation of the transformer MLPs: ``None`` follows open_clip's pretrained config of the
             tag (QuickGELU for OpenAI weights, as OpenAI CLIP and every official method run them) or the model
-            config (``hf-hub:``, ``local-dir:``, ``*-quickgelu`` names); ``True``/``False`` force it (a local
-            checkpoint of OpenAI weights needs ``True``).
+            config (``hf-hub:``, ``local-dir:``, ``*-quickgelu`` names), or for a local ``.safetensors`` file the
+            ``activation`` its metadata records (``cir_milvus.train`` writes it); ``True``/``False`` force it (a
+            local file of OpenAI weights from elsewhere needs ``True``).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on ``device``.
@@ -345,6 +375,8 @@ def load_open_clip(
     check_download_possible(spec)  # offline: fail in seconds, not after the hub client's retries
     if quick_gelu is None:
         quick_gelu = True if pretrained_config(spec).get("quick_gelu") else None
+    if quick_gelu is None and spec.kind == "file" and spec.checkpoint is not None:
+        quick_gelu = checkpoint_activation(spec.checkpoint)  # our trainers record it in the file's metadata
     kwargs: dict[str, Any] = {}
     if quick_gelu:
         kwargs["force_quick_gelu"] = True

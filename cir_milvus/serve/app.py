@@ -150,8 +150,12 @@ def _status_of(e: CIRError) -> tuple[int, str]:
 
 # ------------------------------------------------------------------------------------------------------------------
 # ASGI middleware: auth, body cap, deadline
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTPException so that FastAPI's own body parsing passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds {limit:,} bytes; send a smaller image (the server's upload "
+                              "cap)")
 
 
 class LimitsMiddleware:
@@ -200,7 +204,7 @@ class LimitsMiddleware:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(self.max_body)
             return msg
 
         started = False
@@ -224,8 +228,7 @@ class LimitsMiddleware:
                                      "again or ask for fewer hits")(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await error_response(413, "PayloadTooLarge", f"the request body exceeds {self.max_body:,} bytes; send a "
-                             "smaller image (the server's upload cap)")(scope, receive, send)
+        await error_response(413, "PayloadTooLarge", str(_BodyTooLarge(self.max_body).detail))(scope, receive, send)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -443,7 +446,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error_response(e.status_code, "HTTPError", str(e.detail), getattr(e, "headers", None))
+        kind = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(
+            e.status_code, "HTTPError")
+        return error_response(e.status_code, kind, str(e.detail), getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -710,10 +715,10 @@ def _describe_validation(errors: Sequence[Mapping[str, Any]]) -> str:
 async def _form(request: Request, max_files: int) -> Any:
     try:
         return await request.form(max_files=max_files, max_fields=64)
-    except StarletteHTTPException as e:  # python-multipart refusals (too many files/fields, malformed)
-        raise RequestError(400, f"malformed multipart form: {e.detail}", "ConfigError") from None
     except _BodyTooLarge:
         raise
+    except StarletteHTTPException as e:  # python-multipart refusals (too many files/fields, malformed)
+        raise RequestError(400, f"malformed multipart form: {e.detail}", "ConfigError") from None
     except Exception as e:  # noqa: BLE001 - any parser failure is the client's malformed body
         raise RequestError(400, f"malformed multipart form ({type(e).__name__})", "ConfigError") from None
 

@@ -14,6 +14,7 @@ __all__ = ["add_serve_parser", "build_app_from_args", "cmd_serve"]
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "CIR_SERVE_TOKEN"
+MILVUS_TOKEN_ENV = "MILVUS_TOKEN"
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
@@ -35,7 +36,8 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--uri", default="./cir.db", help="Milvus Lite file (default ./cir.db) or http(s)://host:19530")
     p.add_argument("--collection", action="append", default=None, metavar="NAME",
                    help="collection to serve (repeatable; default: images). The first is the default one")
-    p.add_argument("--token", default=None, help="user:password or API key for a Milvus server")
+    p.add_argument("--token", default=None,
+                   help=f"user:password or API key for a Milvus server (default: ${MILVUS_TOKEN_ENV})")
     p.add_argument("--model", default=None,
                    help="encoder instead of the recipe's, e.g. bundle:DIR (an ONNX bundle: no torch needed)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -77,7 +79,8 @@ def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     opened: list[Any] = []
     try:
         for name in dict.fromkeys(names):
-            opened.append(CIRCollection.open(args.uri, name, model=args.model, token=args.token, device=args.device))
+            opened.append(CIRCollection.open(args.uri, name, model=args.model, device=args.device,
+                                             token=args.token or os.environ.get(MILVUS_TOKEN_ENV) or None))
         app = create_app(
             {c.name: c for c in opened}, token=token, allow_add=args.allow_add,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), cors_origins=args.cors_origin,

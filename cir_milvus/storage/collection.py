@@ -376,6 +376,7 @@ class CIRCollection:
                     if reason is None:
                         try:
                             rid = content_id(data)
+                            reason = store.check_id(rid)  # e.g. an attached collection with INT64 ids
                         except ImageDecodeError as e:
                             reason = str(e)
                 if reason is None:
@@ -400,23 +401,18 @@ class CIRCollection:
                         result[t[0]] = t[2]
                 todo = [t for t in todo if t[2] not in present]
             if todo:
-                items = []
+                items: list[tuple[int, Any]] = []
                 for j, t in enumerate(todo):
-                    if isinstance(t[1], (str, os.PathLike)):
-                        data, reason = read_input(t[1])
+                    data = t[1]
+                    if isinstance(data, (str, os.PathLike)):  # ids were given: the file is read only now
+                        data, reason = read_input(data)
                         if reason is not None:
-                            items.append((j, b""))  # reported below with the read error
+                            skip(t[0], reason, t[2])
                             continue
-                        items.append((j, data))
-                    else:
-                        items.append((j, t[1]))
+                    items.append((j, data))
                 ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
                 for j, reason in bad:
-                    n = todo[j][0]
-                    if isinstance(images[n], (str, os.PathLike)):
-                        _, read_reason = read_input(images[n])
-                        reason = read_reason or reason
-                    skip(n, reason, todo[j][2])
+                    skip(todo[j][0], reason, todo[j][2])
                 if ok:
                     raw = np.asarray(self.encoder.encode_images(pils, batch_size=batch_size, normalize=False),
                                      dtype=np.float32)  # [N, D]
@@ -539,7 +535,7 @@ class CIRCollection:
                     out["head"] = bh
                     break
         if locate_head and isinstance(head, dict) and out["head"] is head and head.get("source"):
-            from cir_milvus.heads.phi import locate_head as find_head
+            from cir_milvus.heads import locate_head as find_head
 
             out["head"] = find_head(head, base_dir=lite_base_dir(self.uri), search_path=self.search_path)
         return out
@@ -596,8 +592,9 @@ class CIRCollection:
         exclude_reference: bool = True,
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
+        group_by: str | None = None,
         **composer_params: Any,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
 
         Args:
@@ -613,6 +610,7 @@ class CIRCollection:
             exclude_reference: drop the reference (by id) from the hits.
             search_params: index search parameters (HNSW ``ef``, IVF ``nprobe``).
             truncate: cut texts longer than the encoder's context length (with a warning) instead of raising.
+            group_by: a typed field (declared with ``fields=``): at most one hit per value, e.g. per product.
             **composer_params: other composer overrides (``template``, ``head``...).
         """
         if image is None and ref_id is None and (composer or self.recipe.composer["name"]) != "text":
@@ -623,7 +621,7 @@ class CIRCollection:
                          alpha=alpha, truncate=truncate, **composer_params)
         exclude = self._reference_ids(images, [ref_id] if ref_id is not None else None, 1, exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
-                                   exclude_ids=exclude, search_params=search_params)[0]
+                                   exclude_ids=exclude, search_params=search_params, group_by=group_by)[0]
 
     def _reference_ids(self, images: Sequence[ImageInput] | None, ref_ids: Sequence[Id] | None, n: int,
                        exclude: bool) -> list[Any]:
@@ -674,8 +672,9 @@ class CIRCollection:
         exclude_reference: bool = True,
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
+        group_by: str | None = None,
         **composer_params: Any,
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")
@@ -683,7 +682,7 @@ class CIRCollection:
                          **composer_params)
         exclude = self._reference_ids(images, ref_ids, len(q), exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
-                                   exclude_ids=exclude, search_params=search_params)
+                                   exclude_ids=exclude, search_params=search_params, group_by=group_by)
 
     def search_vectors(
         self,

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cir_milvus.storage.policy import safe_text
+from cir_milvus.errors import ImageDecodeError
+from cir_milvus.images import path_text, read_image_file
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
-__all__ = ["AddResult", "Skipped", "read_input", "source_name"]
+__all__ = ["AddResult", "Skipped", "read_input", "regular_file_reason", "source_name"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,18 @@ class AddResult(list[Any]):
 
 def source_name(image: ImageInput) -> str:
     """The stored ``source`` of an input: its path (valid UTF-8), or "" for bytes and PIL images."""
-    return safe_text(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else ""
+    return path_text(image) if isinstance(image, (str, os.PathLike)) else ""  # lossless, see images.path_text
+
+
+def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it."""
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        return "cannot read: " + ("a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+    return None
 
 
 def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:
@@ -75,15 +87,11 @@ def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:
     """
     if not isinstance(image, (str, os.PathLike)):
         return image, None
-    p = Path(image)
     try:
-        st = p.stat()
-    except OSError as e:
-        return image, f"cannot read ({e.strerror or e})"
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        return image, f"cannot read: {kind}"
-    try:
-        return p.read_bytes(), None
-    except OSError as e:
-        return image, f"cannot read ({e.strerror or e})"
+        return read_image_file(image), None  # opened non-blocking, fstat-checked: a FIFO never blocks
+    except ImageDecodeError as e:
+        return image, _reason(str(e), path_text(image))
+
+
+def _reason(message: str, name: str) -> str:
+    return message[len(name) + 2:] if message.startswith(name + ": ") else message

@@ -20,8 +20,9 @@ __all__ = ["IdPolicy", "MAX_ID_BYTES", "MAX_METADATA_BYTES", "MAX_SOURCE_BYTES",
 
 MAX_ID_BYTES = 512
 """``max_length`` of the ``id`` field of collections the store creates (UTF-8 bytes)."""
-MAX_SOURCE_BYTES = 2048
-"""``max_length`` of the ``source`` field (UTF-8 bytes); longer sources are cut on a character boundary."""
+MAX_SOURCE_BYTES = 65_535
+"""``max_length`` of the ``source`` field (UTF-8 bytes; Milvus's VARCHAR maximum, so any real path is stored whole
+and the service can find the image again); longer sources are cut on a character boundary."""
 MAX_METADATA_BYTES = 65_536
 """Milvus's default limit for one JSON field value (bytes of its JSON text)."""
 
@@ -90,7 +91,7 @@ def check_id(value: Any, *, id_type: str = "varchar", max_bytes: int = MAX_ID_BY
 def jsonable(md: Mapping[str, Any], *, max_bytes: int = MAX_METADATA_BYTES) -> dict[str, Any]:
     """Metadata as Milvus accepts it in a JSON field.
 
-    Non-finite floats become ``null``; numpy scalars and arrays become Python numbers and lists; keys become
+    Non-finite floats become ``null``; integers outside int64 become their decimal string; numpy scalars and arrays become Python numbers and lists; keys become
     strings; lone surrogates in strings are replaced (:func:`safe_text`); other objects become their ``str()``.
 
     Raises:
@@ -104,7 +105,8 @@ def jsonable(md: Mapping[str, Any], *, max_bytes: int = MAX_METADATA_BYTES) -> d
         if isinstance(v, str):
             return safe_text(v)
         if isinstance(v, numbers.Integral):
-            return int(v)
+            i = int(v)
+            return i if -(2**63) <= i < 2**63 else str(i)  # Milvus JSON integers are int64: keep the digits
         if isinstance(v, numbers.Real):
             f = float(v)
             return f if math.isfinite(f) else None

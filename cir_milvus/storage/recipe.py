@@ -6,10 +6,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
-from cir_milvus.artifacts import looks_like_path, path_hint, remember
+from cir_milvus.artifacts import hint_name, looks_like_path, path_hint, remember
 from cir_milvus.errors import ConfigError, RecipeMismatchError
 from cir_milvus.models.spec import recorded_activation
 
@@ -147,7 +147,7 @@ def _name(value: Any) -> Any:
     if value.startswith("local-dir:"):
         return "local-dir:" + _name(value[len("local-dir:"):])
     if looks_like_path(value):
-        return PureWindowsPath(value).name if "\\" in value else PurePosixPath(value).name
+        return hint_name(value)
     return value
 
 
@@ -182,6 +182,11 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
             a, b = _name(a), _name(b)
         if a != b:
             out.append(f"{key}: collection has {a!r}, encoder has {b!r}")
+    bun_a, bun_b = stored.get("bundle_sha256"), current.get("bundle_sha256")
+    if bun_a and bun_b and bun_a != bun_b:  # both served by ONNX bundles: their files' content decides
+        out.append(f"bundle_sha256: the collection was built from an ONNX bundle whose files have sha256 {bun_a} but "
+                   f"this bundle's files have sha256 {bun_b} (other weights, graphs, tokenizer or preprocessing, "
+                   "whatever its manifest claims)")
     return out
 
 

@@ -6,6 +6,10 @@
 - :mod:`cir_milvus.train.rtd`: RTD, text-encoder tuning on text triplets (open_clip checkpoint, text tower changed).
 - :mod:`cir_milvus.train.demo_clip`: the tiny demo CLIP itself.
 - :mod:`cir_milvus.train.report`: ``synthetic-report``, every recipe measured on the synthetic world.
+- :mod:`cir_milvus.train.validation`: validation R@1 inside the loop (LinCIR/RTD keep their best step).
+
+The defaults follow the official training scripts (README, "Training recipes vs the official scripts");
+``tests/unit/test_train_fidelity.py`` recomputes one step of each recipe from the official code's semantics.
 
 Command line::
 

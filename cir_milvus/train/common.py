@@ -111,6 +111,8 @@ class TrainConfig:
     """
 
     recipe: ClassVar[str] = ""
+    legacy: ClassVar[dict[str, Any]] = {}
+    """Recipe-specific values a pre-fidelity config file implied (see :data:`PRE_FIDELITY`)."""
 
     model: str = "cir-demo-tiny"
     pretrained: str | None = "cir-demo"
@@ -161,6 +163,14 @@ class TrainConfig:
             raise ConfigError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if self.val_every < 0 or self.val_queries < 1:
             raise ConfigError(f"val_every must be >= 0 and val_queries >= 1, got {self.val_every}, {self.val_queries}")
+
+
+PRE_FIDELITY: dict[str, Any] = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "decay_filter": "skip-1d",
+                                 "warmup_cap": 0.1, "keep": "last", "val": "none"}
+"""What a config file written before the recipes followed the official scripts (it has no ``decay_filter`` key)
+meant: torch's AdamW defaults, no decay on 1-d tensors and embeddings, warm-up capped at a tenth of the run, the
+last step kept (plus each recipe's :attr:`TrainConfig.legacy`). :func:`load_config` applies them to such a file,
+so ``--config OUT/config.json`` and the shipped heads' sidecars still repeat their runs."""
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -221,7 +231,12 @@ def load_config(cls: type[TrainConfig], path: str | os.PathLike[str] | None = No
         if isinstance(data.get("config"), dict):  # a train_log.json or a shipped head's sidecar
             data = dict(data["config"])
         data.pop("recipe", None)
-        values.update({k.replace("-", "_"): v for k, v in data.items()})
+        data = {k.replace("-", "_"): v for k, v in data.items()}
+        if "decay_filter" not in data and "steps" in data:  # written before the official defaults
+            legacy = {k: v for k, v in {**PRE_FIDELITY, **cls.legacy}.items() if k in hints}
+            logger.info("%s predates the official-recipe defaults: applying its settings %s", path, legacy)
+            values.update(legacy)
+        values.update(data)
     values.update(overrides or {})
     unknown = sorted(set(values) - set(hints) - {"recipe"})
     if unknown:
@@ -614,7 +629,7 @@ def _run_notes(recipe: Recipe, cfg: TrainConfig) -> list[str]:
     warmup = effective_warmup(cfg)
     if warmup > cfg.steps > 0:
         notes.append(f"the warm-up ({warmup} steps) is longer than the run ({cfg.steps} steps): the learning rate "
-                     f"rises linearly to {cfg.lr * cfg.steps / warmup:.3g} ({100 * cfg.steps / warmup:.0f}% of lr="
+                     f"rises linearly to {cfg.lr * cfg.steps / warmup:.3g} ({100 * cfg.steps / warmup:.2g}% of lr="
                      f"{cfg.lr:g}) and never decays; pass --warmup N (or --warmup-cap 0.1) for a shorter warm-up")
     if cfg.keep == "best" and hasattr(recipe, "validate"):
         if not getattr(recipe, "has_validation", False):

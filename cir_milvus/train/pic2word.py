@@ -24,12 +24,12 @@ the resize + centre crop of evaluation (``--augment none``).
 
 The shipped demo head ``cir_milvus/data/cir-demo-tiny.pic2word.safetensors`` is reproduced by ONE command (2-core
 CPU: ~85 samples/s, 20 minutes, most of it rendering the synthetic images; the sidecar ``cir-demo-tiny.pic2word.json``
-records the config, seconds and samples/s, including the pre-fidelity optimizer settings it was trained with
-(``warmup_cap`` 0.1, betas 0.9/0.999, ``augment none``); synthetic test R@1 in
+records the config, seconds and samples/s; it predates the official defaults, so ``--config`` applies the settings
+the head was trained with: ``warmup_cap`` 0.1, betas 0.9/0.999, eps 1e-8, ``augment none``; synthetic test R@1 in
 ``python -m cir_milvus.train synthetic-report``)::
 
-    nice -n 10 python -m cir_milvus.train pic2word --out runs/pic2word-demo --steps 800 --batch-size 128 \\
-        --lr 3e-4 --ship cir_milvus/data/cir-demo-tiny.pic2word.safetensors
+    nice -n 10 python -m cir_milvus.train pic2word --config cir_milvus/data/cir-demo-tiny.pic2word.json \\
+        --out runs/pic2word-demo
 
 Outputs in ``--out``: ``head/`` (``config.json`` + ``model.safetensors``), ``checkpoint.pt``, ``config.json``,
 ``train_log.json``; with ``--ship PATH`` also one safetensors file for ``load_head("pic2word", PATH)`` + sidecar.
@@ -102,6 +102,7 @@ class Pic2WordConfig(TrainConfig):
     """
 
     recipe: ClassVar[str] = "pic2word"
+    legacy: ClassVar[dict[str, Any]] = {"augment": "none"}
 
     steps: int = 30000
     batch_size: int = 128

@@ -139,7 +139,7 @@ def synthetic_text_triplets(n: int, rng: np.random.Generator, p_two: float = 0.3
 
 
 REF_KEYS = ("reference_caption", "reference", "source_caption", "input_caption", "caption1", "T_r")
-COND_KEYS = ("condition", "conditioning_text", "instruction", "edit", "modification", "relative_caption", "T_c")
+COND_KEYS = ("conditioning_caption", "condition", "conditioning_text", "instruction", "edit", "modification", "relative_caption", "T_c")
 TARGET_KEYS = ("target_caption", "target", "output_caption", "edited_caption", "caption2", "T_t")
 
 
@@ -160,9 +160,10 @@ class TripletSource:
 
 
 def read_triplets(source: str) -> TripletSource:
-    """Triplets from ``"synthetic"``, or a ``.json`` list / ``.jsonl`` / ``.csv`` with reference, condition and
-    target columns (names as in CompoDiff-style files: ``reference_caption``/``source_caption``,
-    ``condition``/``instruction``/``edit``, ``target_caption``/``output_caption``; see ``REF_KEYS`` etc.).
+    """Triplets from ``"synthetic"``, or a ``.json`` list (or JSON lines, as ``datasets.load_dataset("json")``
+    reads RTD's ``LLM_triplets.json``) / ``.jsonl`` / ``.csv`` with reference, condition and target columns (RTD's
+    ``reference_caption``, ``conditioning_caption``, ``target_caption``; other CompoDiff-style names such as
+    ``source_caption``, ``instruction``/``edit``, ``output_caption`` also work; see ``REF_KEYS`` etc.).
 
     Raises:
         DatasetError: missing file, missing columns, no rows.
@@ -173,8 +174,19 @@ def read_triplets(source: str) -> TripletSource:
     if path.suffix == ".json":
         if not path.is_file():
             raise DatasetError(f"triplet file {path} does not exist")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data if isinstance(data, list) else list(data.values())
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except ValueError:  # JSON lines in a .json file
+            data = None
+        if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
+            data = list(data.values())  # {id: row, ...}
+        if not isinstance(data, list):  # JSON lines (one line is also one JSON object)
+            try:
+                data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except ValueError as e:
+                raise DatasetError(f"{path} is neither a JSON list of rows nor JSON lines: {e}") from e
+        rows = data
     else:
         rows = _read_rows(path)
     out = [(str(_pick(r, REF_KEYS, path)), str(_pick(r, COND_KEYS, path)), str(_pick(r, TARGET_KEYS, path)))
@@ -203,6 +215,7 @@ class RTDConfig(TrainConfig):
     """
 
     recipe: ClassVar[str] = "rtd"
+    legacy: ClassVar[dict[str, Any]] = {"loss_group": 0, "clean_captions": False}
 
     steps: int = 2000
     batch_size: int = 512

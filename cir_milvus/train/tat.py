@@ -165,7 +165,7 @@ class TATRecipe:
         import torch
         from safetensors.torch import save_file
 
-        from cir_milvus.models.spec import file_sha256
+        from cir_milvus.models.spec import file_sha256, model_activation
 
         if self._merged:
             raise RuntimeError("TAT adapters were already merged and exported")
@@ -178,7 +178,8 @@ class TATRecipe:
         dtype = torch.float16 if self.cfg.save_dtype == "fp16" else torch.float32
         path = out / "tat.safetensors"
         save_file({k: v.detach().cpu().to(dtype).contiguous() for k, v in sd.items()}, str(path),
-                  metadata={"format": "pt", "model": self.cfg.model, "recipe": "tat"})
+                  metadata={"format": "pt", "model": self.cfg.model, "recipe": "tat",
+                            "activation": model_activation(merged)})  # QuickGELU for OpenAI bases: kept on reload
         note = {
             "recipe": "tat",
             "model": self.cfg.model,

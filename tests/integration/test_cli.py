@@ -49,7 +49,8 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder = root / "sub" if i % 2 else root
         it.render().save(folder / f"{it.id}.png")
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (root / "notes.txt").write_text("ignored: not an image suffix")
+    (root / "junk.png").write_bytes(b"no image format at all")
+    (root / "notes.txt").write_text("reported: not an image suffix")
     return root
 
 
@@ -71,11 +72,11 @@ def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.Capt
     code, out, err = run(capsys, "ingest", str(image_dir), *common, "--model", "cir-demo-tiny", "--skip-report",
                          str(report), "--no-progress", "--summary-json", str(tmp_path / "sum.json"))
     assert code == 0, err
-    assert "25 images in" in out
-    assert "skipped 1" in out and "corrupt.jpg" in out
+    assert "27 images in" in out  # every entry of the folder is either stored or reported
+    assert "skipped 3" in out and "corrupt.jpg" in out and "junk.png" in out
     assert "holds 24 images" in out
     skipped = [json.loads(line) for line in report.read_text().splitlines()]
-    assert [Path(s["source"]).name for s in skipped] == ["corrupt.jpg"]
+    assert sorted(Path(s["source"]).name for s in skipped) == ["corrupt.jpg", "junk.png", "notes.txt"]
     assert "object at 0x" not in out + report.read_text()
     assert json.loads((tmp_path / "sum.json").read_text())["stored"] == 24
 
@@ -84,7 +85,7 @@ def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.Capt
     assert code == 0
     assert "stored 0 " in out and "already stored 24" in out and "holds 24 images" in out
 
-    ref = sorted(image_dir.glob("*.png"))[0]
+    ref = sorted(image_dir.glob("syn-*.png"))[0]
     grid = tmp_path / "grid.png"
     code, out, _ = run(capsys, "search", *common, "--image", str(ref), "--text", "make it blue", "-k", "4",
                        "--grid", str(grid))
@@ -120,7 +121,7 @@ def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.Capt
 
 def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    ref = sorted(image_dir.glob("*.png"))[0]
+    ref = sorted(image_dir.glob("syn-*.png"))[0]
     common = ["--uri", demo_db, "--collection", "imgs", "--device", "cpu", "-k", "5", "--json"]
     heads = {kind: str(DATA_DIR / f"cir-demo-tiny.{kind}.safetensors") for kind in ("pic2word", "lincir")}
     cases = [
@@ -187,10 +188,17 @@ def test_creation_needs_explicit_weights(tmp_path: Path, image_dir: Path, capsys
 
 
 def test_zero_hits_and_quiet(demo_db: str, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ref = sorted(image_dir.glob("*.png"))[0]
+    ref = sorted(image_dir.glob("syn-*.png"))[0]
     code, out, _ = run(capsys, "search", "--uri", demo_db, "--collection", "imgs", "--image", str(ref), "--text",
                        "make it blue", "--filter", 'metadata["path"] == {p}', "--param", "p=nothing.png", "-q")
     assert code == 0 and out.startswith("no hits") and "filter" in out
+    # -v: our progress messages, each once; no third-party lines
+    code, out, err = run(capsys, "ingest", str(image_dir), "--uri", demo_db, "--collection", "imgs", "-v",
+                         "--no-progress")
+    assert code == 0, err
+    assert (out + err).count("already stored 24") == 1
+    assert (out + err).count("corrupt.jpg") == 1
+    assert all(line.startswith(("INFO cir_milvus", "WARNING cir_milvus")) for line in err.splitlines() if line)
 
 
 def test_help_on_every_flag_and_version(capsys: pytest.CaptureFixture[str]) -> None:

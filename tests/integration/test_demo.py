@@ -38,3 +38,7 @@ def test_demo_prints_recall_table_and_writes_png(tmp_path: Path, capsys: pytest.
     assert "PASS" in out and code == 0
     with Image.open(workdir / "demo_queries.png") as im:
         assert im.width > 300 and im.height > 300
+    if "recall against alpha" in out:  # matplotlib installed (the plot extra)
+        with Image.open(workdir / "demo_alpha.png") as im:
+            assert im.format == "PNG" and im.width > 400
+        assert set(results["validation_sweeps"]) == set(results["tuned_alpha"])

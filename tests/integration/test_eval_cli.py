@@ -187,6 +187,13 @@ def test_sweep_writes_best_alpha_into_recipe(roots: dict[str, Path], db: str, tm
     assert "slerp a=0.20" in out and "slerp a=0.90" in out
     payload = json.loads(out_json.read_text())
     assert payload["best_alpha"] == pytest.approx(best) and len(payload["results"]) == 3
+    if "plot: " in out:  # matplotlib installed (the plot extra): the sweep's PNG sits next to --output
+        from PIL import Image
+
+        with Image.open(out_json.with_suffix(".png")) as im:
+            assert im.format == "PNG" and im.width > 400
+    else:
+        assert "no plot" in out and "cir_milvus[plot]" in out
     with CIRCollection.open(db, "cirr_val", model="fake") as col:
         assert col.recipe.composer["name"] == "slerp"
         assert col.recipe.composer["params"]["alpha"] == pytest.approx(best)

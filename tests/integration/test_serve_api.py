@@ -270,6 +270,10 @@ def test_oversize_uploads_and_bombs(env: Any, image_bytes: Any) -> None:
 
         r = c.post("/search", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"})
         _error(r, 413)
+        for path in ("/search", "/search/batch"):  # JSON bodies too, also when FastAPI parses them
+            body = b'{"queries": [{"text": "' + b"x" * 200_000 + b'"}]}'
+            r = c.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+            _error(r, 413)
         # within the body cap but over the image cap (base64 in JSON)
         _error(c.post("/search", json={"text": "x", "image_b64": base64.b64encode(big).decode()}), 413)
         # a small file that decodes to many pixels: the decompression-bomb guard
@@ -406,3 +410,13 @@ def test_cli_builds_the_app(env: Any, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         build_app_from_args(bad)
     assert os.environ.get("CIR_SERVE_TOKEN") is None
+
+
+def test_storage_errors_say_nothing_inside() -> None:
+    from cir_milvus.errors import StorageError
+    from cir_milvus.serve.app import _status_of
+
+    status, message = _status_of(StorageError("Milvus failed to search 'demo' at http://user:pw@10.0.0.5:19530"))
+    assert status == 503 and "10.0.0.5" not in message and "pw" not in message and "server log" in message
+    status, message = _status_of(ConfigError("k must be between 1 and 16384, got 0"))
+    assert (status, message) == (400, "k must be between 1 and 16384, got 0")  # the library's message, as it is

@@ -291,6 +291,7 @@ def test_ort_recipe_matches_torch_keys(ort_encoder: OrtEncoder, tiny_torch_encod
     a, b = ort_encoder.recipe, tiny_torch_encoder.recipe
     # the bundle's recipe also says where the bundle is, so CIRCollection.open() can rebuild it
     assert a["backend"] == "onnx" and a["location"] == f"bundle:{ort_encoder.bundle_dir.resolve()}"
+    # ... and the content sha256 of its files (an edited manifest cannot pass for the exported weights)
     assert set(a) - {"location", "bundle_sha256"} == set(b)
     assert {k: v for k, v in a.items() if k not in ("backend", "location", "bundle_sha256")} == {
         k: v for k, v in b.items() if k != "backend"}

@@ -80,9 +80,11 @@ def test_openai_tag_builds_quickgelu_and_matches_an_independent_quickgelu_model(
     from open_clip.transformer import QuickGELU
 
     from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.models.spec import file_sha256
 
     enc = TorchEncoder("ViT-B-32", "openai", device="cpu")  # filterwarnings=error: no "QuickGELU mismatch" either
     assert serve_hub, "the weights must come through open_clip's tag download"
+    assert enc.recipe["weights_sha256"] == file_sha256(openai_b32_file)  # the served file's content
     acts = {type(b.mlp.gelu) for b in enc.model.visual.transformer.resblocks}
     acts |= {type(b.mlp.gelu) for b in enc.model.transformer.resblocks}
     assert acts == {QuickGELU}
@@ -149,3 +151,20 @@ def test_open_clip_preprocess_cfg_is_honoured(tmp_path: Path, resize_mode: str) 
     for i, (w, h) in enumerate([(100, 61), (61, 100), (333, 257), (64, 64), (17, 90)]):
         img = _noise(w, h, seed=i)
         np.testing.assert_allclose(enc.pixels([img])[0], official(img).numpy(), atol=1e-5)
+
+
+def test_local_file_activation_from_metadata_or_argument(tmp_path: Path) -> None:
+    """A fine-tune of OpenAI weights saved by our trainers keeps QuickGELU on reload (safetensors metadata)."""
+    from safetensors.torch import save_file
+
+    from cir_milvus.encoders.torch import TorchEncoder
+
+    torch.manual_seed(2)
+    sd = {k: v.contiguous() for k, v in TorchEncoder("cir-demo-tiny", None, device="cpu").model.state_dict().items()}
+    tagged, plain = tmp_path / "tuned.safetensors", tmp_path / "plain.safetensors"
+    save_file(sd, str(tagged), metadata={"format": "pt", "activation": "quick_gelu"})
+    save_file(sd, str(plain), metadata={"format": "pt"})
+    assert TorchEncoder("cir-demo-tiny", str(tagged), device="cpu").recipe["activation"] == "quick_gelu"
+    assert TorchEncoder("cir-demo-tiny", str(plain), device="cpu").recipe["activation"] == "gelu"
+    forced = TorchEncoder("cir-demo-tiny", str(plain), device="cpu", quick_gelu=True)
+    assert forced.recipe["activation"] == "quick_gelu"

@@ -248,3 +248,128 @@ def test_content_id_of_pil_depends_on_pixels_and_mode(make_image) -> None:  # ty
 def test_content_id_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImageDecodeError, match="missing.png"):
         content_id(tmp_path / "missing.png")
+
+
+# -- high bit depth, optional codecs ----------------------------------------------------------------------------
+
+
+def test_float_tiff_in_unit_range_is_not_black(tmp_path: Path) -> None:
+    # a real 32-bit float TIFF written by Pillow: normalised [0, 1] greyscale, as scientific / HDR tools write it
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    path = tmp_path / "float.tif"
+    Image.fromarray(ramp, mode="F").save(path)
+    with Image.open(path) as check:
+        assert check.mode == "F"
+    arr = np.asarray(load_image(path), dtype=np.float64)
+    assert arr.shape == (8, 8, 3)
+    assert np.abs(arr[..., 0] - ramp * 255.0).max() <= 0.5
+    assert arr.max() == 255 and arr.min() == 0
+
+
+def test_float_tiff_with_other_range_is_stretched_and_nan_is_black(tmp_path: Path) -> None:
+    values = np.array([[-50.0, 0.0], [150.0, 350.0]], dtype=np.float32)  # outside every integer convention
+    values_nan = values.copy()
+    values_nan[0, 1] = np.nan
+    for arr_in, name in ((values, "a.tif"), (values_nan, "b.tif")):
+        Image.fromarray(arr_in, mode="F").save(tmp_path / name)
+    out = np.asarray(load_image(tmp_path / "a.tif"), dtype=np.float64)[..., 0]
+    expected = (values - values.min()) / (values.max() - values.min()) * 255.0
+    assert np.abs(out - expected).max() <= 0.5
+    out_nan = np.asarray(load_image(tmp_path / "b.tif"))[..., 0]
+    assert out_nan[0, 1] == 0 and out_nan[1, 1] == 255
+
+
+def test_32_bit_integer_image_keeps_8_and_16_bit_conventions() -> None:
+    eight = np.array([[0, 128, 255]], dtype=np.int32)
+    assert np.asarray(to_rgb(Image.fromarray(eight, mode="I")))[0, :, 0].tolist() == [0, 128, 255]
+    sixteen = np.array([[0, 257 * 100, 65535]], dtype=np.int32)
+    assert np.asarray(to_rgb(Image.fromarray(sixteen, mode="I")))[0, :, 0].tolist() == [0, 100, 255]
+    wide = np.array([[0, 1 << 20, 1 << 21]], dtype=np.int32)
+    assert np.asarray(to_rgb(Image.fromarray(wide, mode="I")))[0, :, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("suffix,fmt", [(".avif", "AVIF"), (".jp2", "JPEG2000")])
+def test_avif_and_jpeg2000_decode_or_name_the_missing_codec(tmp_path: Path, suffix: str, fmt: str) -> None:
+    from PIL import features
+
+    from cir_milvus.images import format_support
+
+    feature = {"AVIF": "avif", "JPEG2000": "jpg_2000"}[fmt]
+    supported, name = format_support(suffix)
+    assert supported == features.check(feature)
+    if not supported:  # this Pillow build cannot even write one: the folder source reports such files by suffix
+        pytest.skip(f"{name} is not in this Pillow build")
+    img = _two_halves(16, 8, RED, BLUE)
+    path = tmp_path / f"x{suffix}"
+    img.save(path, format=fmt, **({"quality": 100} if fmt == "AVIF" else {"irreversible": False}))
+    out = np.asarray(load_image(path), dtype=np.int16)
+    assert np.abs(out[:, :6] - RED).max() < 60 and np.abs(out[:, 10:] - BLUE).max() < 60
+
+
+# -- files that are not regular, file names that are not UTF-8 ---------------------------------------------------
+
+
+def test_fifo_named_jpg_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+    import time
+
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(ImageDecodeError, match="x.jpg: not a regular file \\(a FIFO\\)"):
+        load_image(fifo)
+    with pytest.raises(ImageDecodeError, match="FIFO"):
+        content_id(fifo)
+    assert time.monotonic() - start < 5  # a blocking read would never return (no writer)
+
+
+def test_socket_folder_broken_symlink_and_loop_have_reasons(tmp_path: Path) -> None:
+    import socket
+
+    sock_path = tmp_path / "s.jpg"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    try:
+        with pytest.raises(ImageDecodeError, match="not a regular file \\(a socket\\)"):
+            load_image(sock_path)
+    finally:
+        sock.close()
+    (tmp_path / "d.jpg").mkdir()
+    with pytest.raises(ImageDecodeError, match="not a regular file \\(a folder\\)"):
+        load_image(tmp_path / "d.jpg")
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(ImageDecodeError, match="broken symlink"):
+        load_image(tmp_path / "broken.jpg")
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    with pytest.raises(ImageDecodeError, match="symlink loop"):
+        content_id(tmp_path / "loop.jpg")
+
+
+@pytest.mark.parametrize("raw", [b"caf\xe9.png", b"\xff\xfe.png", b"back\\slash.png", b"ok-\xc3\xa9.png",
+                                 b"mixed\\x41\xe9.png"])
+def test_path_text_is_valid_utf8_and_lossless(raw: bytes) -> None:
+    import os
+
+    from cir_milvus.images import path_text, text_path
+
+    text = path_text(raw)
+    text.encode("utf-8")  # valid UTF-8: no lone surrogates
+    assert os.fsencode(text_path(text)) == raw
+    assert path_text(os.fsdecode(raw)) == text  # the surrogate-escaped str spelling gives the same text
+
+
+def test_non_utf8_file_name_decodes_and_errors_are_printable(tmp_path: Path, make_image) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    good = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    make_image(8, 8).save(os.fsdecode(good), format="PNG")
+    assert load_image(os.fsdecode(good)).size == (8, 8)
+    assert content_id(os.fsdecode(good)) == content_id(Path(os.fsdecode(good)).read_bytes())
+    bad = os.path.join(os.fsencode(tmp_path), b"bad\xff.jpg")
+    with open(bad, "wb") as f:
+        f.write(b"not an image")
+    with pytest.raises(ImageDecodeError) as info:
+        load_image(os.fsdecode(bad))
+    msg = str(info.value)
+    msg.encode("utf-8")  # printable and JSON/UTF-8 safe
+    assert "bad\\xff.jpg" in msg

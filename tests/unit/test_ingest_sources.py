@@ -32,10 +32,13 @@ def test_folder_source_is_sorted_recursive_and_filters_suffixes(tmp_path: Path) 
     for name in ("b.png", "a.JPG", "sub/c.webp", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     src = FolderSource(tmp_path)
-    recs = list(src)
-    assert len(src) == 3
+    recs = [r for r in src if r.error is None]
+    assert len(src) == 4  # notes.txt is reported, not dropped
     assert [r.metadata["path"] for r in recs] == ["a.JPG", "b.png", "sub/c.webp"]
     assert all(r.id is None and isinstance(r.source, str) for r in recs)
+    assert [p.name for p in src.files()] == ["a.JPG", "b.png", "c.webp"]
+    (other,) = [r for r in src if r.error is not None]
+    assert other.metadata["path"] == "notes.txt" and other.source is None and "'.txt'" in other.error
     with pytest.raises(ConfigError, match="not a folder"):
         FolderSource(tmp_path / "missing")
 
@@ -146,3 +149,69 @@ def test_open_source_dispatch(tmp_path: Path) -> None:
         open_source(str(tmp_path / "file.unknown"))
     with pytest.raises(ConfigError, match="cannot ingest"):
         list(open_source([3.5]))
+
+
+# -- folder entries that are not stored are reported --------------------------------------------------------------
+
+
+def test_folder_reports_every_entry_it_does_not_store(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from cir_milvus.ingest.pipeline import skip_kind
+
+    (tmp_path / "good.png").write_bytes(_png())
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "up").symlink_to(tmp_path)  # a loop through a folder above
+    (tmp_path / "dir.jpg").mkdir()
+    (tmp_path / "dir.jpg" / "inner.png").write_bytes(_png((0, 0, 255)))
+    os.mkfifo(tmp_path / "pipe.jpg")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.png"))
+    (tmp_path / "readme.md").write_text("hi")
+    try:
+        recs = list(FolderSource(tmp_path))
+    finally:
+        sock.close()
+    by_path = {r.metadata["path"]: r for r in recs}
+    assert sorted(p for p, r in by_path.items() if r.error is None) == ["dir.jpg/inner.png", "good.png"]
+    kinds = {p: skip_kind(r.error) for p, r in by_path.items() if r.error is not None}
+    assert kinds == {"broken.jpg": "broken_symlink", "self.jpg": "symlink_loop", "sub/up": "symlink_loop",
+                     "dir.jpg": "not_a_file", "pipe.jpg": "not_a_file", "sock.png": "not_a_file",
+                     "readme.md": "unsupported_format"}
+    assert "FIFO" in by_path["pipe.jpg"].error and "socket" in by_path["sock.png"].error
+    assert "gone.jpg" in by_path["broken.jpg"].error
+
+
+def test_folder_avif_and_jpeg2000_stored_or_reported_by_codec(tmp_path: Path) -> None:
+    from PIL import features
+
+    for name in ("a.avif", "b.jp2"):
+        (tmp_path / name).write_bytes(b"whatever")
+    recs = {r.metadata["path"]: r for r in FolderSource(tmp_path)}
+    for name, feature in (("a.avif", "avif"), ("b.jp2", "jpg_2000")):
+        if features.check(feature):
+            assert recs[name].error is None
+        else:
+            assert "unsupported format" in (recs[name].error or "")
+
+
+def test_folder_non_utf8_names_are_kept_and_spelled_in_utf8(tmp_path: Path) -> None:
+    import json
+    import os
+
+    from cir_milvus.images import text_path
+
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    with open(raw, "wb") as f:
+        f.write(_png())
+    (rec,) = list(FolderSource(tmp_path))
+    assert rec.error is None
+    assert os.fsencode(rec.source) == raw  # the real name, openable
+    assert read_bytes(rec.source) == _png()
+    assert rec.metadata["path"] == "caf\\xe9.png"
+    json.dumps(rec.metadata, ensure_ascii=False).encode("utf-8")  # valid UTF-8 throughout
+    rec.origin.encode("utf-8")
+    assert os.fsencode(text_path(rec.origin)) == raw

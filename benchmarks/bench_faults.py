@@ -1,0 +1,570 @@
+"""Faults, counted: bad input, hostile ids, kill -9 of the CLI and of decode workers, server restarts, search load.
+
+    python benchmarks/bench_faults.py                 # writes benchmarks/results/faults.json
+    python benchmarks/bench_faults.py --quick         # fewer kills, a smaller folder
+    python benchmarks/bench_faults.py --server        # also the 2.3.5 server: zoo, ids, restarts mid-ingest
+
+Each section prints one row of the table in the README ("What happens with bad input") and adds its counts to the
+JSON:
+
+1. **Zoo** (``tests/reliability/zoo.py``: 51 entries, 32 good images): through ``CIRCollection.add`` in one call and
+   through ``cir-milvus ingest`` (a subprocess); stored / reported counts, retries, seconds.
+2. **Id payloads** (13 kinds: quotes, backslash, newline, injection attempts, unicode, over the byte limit, empty):
+   per id, stored or reported; for stored ones, whether ``get_vectors`` and ``delete`` touched exactly that row.
+3. **kill -9 of the CLI** mid-ingest ``--kills`` times, then a plain re-run: final count, duplicates, and the
+   processes the killed CLI left behind (decode workers, resource tracker, a Lite server).
+4. **kill -9 of a decode worker** ``--worker-kills`` times, each in a fresh ingest: finished with the exact count,
+   crashed, or hung (no exit within ``--hang-seconds``).
+5. **Concurrent search during an ingest**: ``--threads`` threads run composed-vector searches against the collection
+   while ``ingest()`` writes to it; queries and errors.
+6. (``--server``) **Server restarts mid-ingest**: the 2.3.5 server is stopped and restarted ``--restarts`` times
+   during one CLI ingest; final count and duplicates.
+
+Data: the synthetic world rendered to PNG (``--images``), model: the shipped demo model for CLI runs (torch, CPU),
+``FakeEncoder`` for the in-process parts. Counts are exact; seconds depend on the machine (say which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "reliability"))
+RESULTS = REPO / "benchmarks" / "results" / "faults.json"
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "cir_milvus.cli", *args]
+
+
+def _children(pid: int) -> list[int]:
+    """All descendants of ``pid`` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+            parents[int(d)] = int(stat[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state != b"Z"
+    except OSError:
+        return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _count_and_dupes(uri: str, name: str) -> tuple[int, int]:
+    """(rows by count(*), rows minus distinct ids) read with a plain pymilvus client."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        client.load_collection(name)
+        n = int(client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+        it = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
+        ids: list[str] = []
+        try:
+            while True:
+                page = it.next()
+                if not page:
+                    break
+                ids.extend(r["id"] for r in page)
+        finally:
+            it.close()
+        return n, len(ids) - len(set(ids))
+    finally:
+        client.close()
+
+
+def _render_folder(folder: Path, n: int) -> list[Path]:
+    from cir_milvus.synthetic import SyntheticWorld
+
+    folder.mkdir(parents=True, exist_ok=True)
+    world = SyntheticWorld(seed=11, instances=max(1, n // 512 + 1))
+    items = world.gallery()[:n]
+    paths = []
+    for it in items:
+        p = folder / f"{it.id}.png"
+        it.render().save(p)
+        paths.append(p)
+    if len(paths) < n:
+        raise SystemExit(f"the synthetic world has only {len(paths)} images; use --images {len(paths)} or fewer")
+    return paths
+
+
+class _RetryCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "retry" in msg.lower():
+            self.lines.append(msg)
+
+
+# -- 1. the zoo ---------------------------------------------------------------------------------------------------
+
+
+def bench_zoo(work: Path, uri: str, label: str) -> dict[str, Any]:
+    from zoo import build_zoo
+
+    from cir_milvus import CIRCollection
+    from cir_milvus.encoders.fake import FakeEncoder
+    from cir_milvus.images import content_id
+
+    root = work / f"zoo-{label}"
+    entries = build_zoo(root)
+    good = [e for e in entries if e.good]
+    out: dict[str, Any] = {"entries": len(entries), "good": len(good)}
+
+    counter = _RetryCounter()
+    logging.getLogger().addHandler(counter)
+    name = f"zoo_add_{uuid.uuid4().hex[:6]}"
+    t = time.perf_counter()
+    try:
+        col = CIRCollection.create(uri, name, encoder=FakeEncoder(dim=32))
+        try:
+            res = col.add([e.path for e in entries], batch_size=16)
+            stored_ok = sorted(res) == sorted(content_id(e.path) for e in good)
+            out["add"] = {"stored": len(res), "reported": len(res.skipped), "exact": stored_ok and
+                          len(res.skipped) == len(entries) - len(good), "rows": len(col),
+                          "retry_log_lines": len(counter.lines), "seconds": round(time.perf_counter() - t, 2)}
+        finally:
+            col.close()
+    except Exception as e:  # noqa: BLE001 - a benchmark reports, it does not stop
+        out["add"] = {"error": f"{type(e).__name__}: {str(e)[:300]}", "seconds": round(time.perf_counter() - t, 2)}
+    finally:
+        logging.getLogger().removeHandler(counter)
+
+    report, summary = work / f"zoo-{label}.jsonl", work / f"zoo-{label}.json"
+    t = time.perf_counter()
+    run = subprocess.run(_cli(["ingest", str(root), "--uri", uri, "--collection", f"zoo_cli_{uuid.uuid4().hex[:6]}",
+                               "--device", "cpu", "--model", "cir-demo-tiny", "--skip-report", str(report), "--summary-json", str(summary),
+                               "--no-progress", "--batch-size", "16"]),
+                         env=_env(), capture_output=True, cwd=work, timeout=1800, check=False)
+    seconds = round(time.perf_counter() - t, 2)
+    text = run.stdout.decode("utf-8", "replace") + run.stderr.decode("utf-8", "replace")
+    if run.returncode == 0 and summary.is_file():
+        s = json.loads(summary.read_text(encoding="utf-8"))
+        kinds: dict[str, int] = {}
+        for line in report.read_text(encoding="utf-8").splitlines():
+            k = json.loads(line)["kind"]
+            kinds[k] = kinds.get(k, 0) + 1
+        out["cli"] = {"stored": s["stored"], "reported": s["skipped"], "retries": s["retries"],
+                      "retry_log_lines": sum("retry" in ln.lower() for ln in text.splitlines()),
+                      "reported_by_kind": dict(sorted(kinds.items())), "seconds": seconds}
+    else:
+        out["cli"] = {"error": f"exit {run.returncode}: {text[-400:]}", "seconds": seconds}
+    return out
+
+
+# -- 2. id payloads -----------------------------------------------------------------------------------------------
+
+
+def bench_ids(uri: str) -> dict[str, Any]:
+    """One call with all 13 ids (does one bad id sink it?), then each id alone beside a marker row: stored or
+    reported; for stored ones, ``get_vectors`` returns exactly it and ``delete`` removes exactly it."""
+    import io
+
+    from zoo import _photo, id_kinds
+
+    from cir_milvus import CIRCollection
+    from cir_milvus.encoders.fake import FakeEncoder
+
+    kinds = id_kinds()
+    images = []
+    for i in range(len(kinds) + 1):
+        buf = io.BytesIO()
+        _photo(20, 16, 500 + i).save(buf, format="PNG")
+        images.append(buf.getvalue())
+    marker = images.pop()
+    col = CIRCollection.create(uri, f"ids_{uuid.uuid4().hex[:6]}", encoder=FakeEncoder(dim=32))
+    try:
+        res = col.add(images, ids=[rid for _, rid, _ in kinds])
+        one_call: dict[str, Any] = {"stored": len(res), "reported": len(res.skipped), "error": None}
+    except Exception as e:  # noqa: BLE001 - recorded
+        one_call = {"stored": 0, "reported": 0, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+    finally:
+        col.close()
+    rows: dict[str, str] = {}
+    for (name, rid, _), img in zip(kinds, images):
+        col = CIRCollection.create(uri, f"id_{name}_{uuid.uuid4().hex[:6]}", encoder=FakeEncoder(dim=32))
+        try:
+            res = col.add([marker, img], ids=["marker", rid])
+            if rid not in res:
+                rows[name] = "reported" if res.skipped else "dropped silently"
+                continue
+            got = set(col.get_vectors([rid]))
+            deleted = col.delete(ids=[rid])
+            left = set(col.iter_ids())
+            exact = got == {rid} and left == {"marker"}
+            rows[name] = "exact" if exact else f"WRONG (get {len(got)} rows, delete said {deleted}, left {len(left)})"
+        except Exception as e:  # noqa: BLE001 - recorded
+            rows[name] = f"error: {type(e).__name__}: {str(e)[:120]}"
+        finally:
+            col.close()
+    n_exact = sum(v == "exact" for v in rows.values())
+    n_rep = sum(v == "reported" for v in rows.values())
+    return {"kinds": len(kinds), "one_call": one_call, "exact": n_exact, "reported": n_rep,
+            "wrong": len(kinds) - n_exact - n_rep, "per_id": rows}
+
+
+# -- 3. kill -9 of the CLI, resume --------------------------------------------------------------------------------
+
+
+def bench_cli_kills(work: Path, folder: Path, n_images: int, kills: int, uri: str, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    name = f"kills_{uuid.uuid4().hex[:6]}"
+    args = ["ingest", str(folder), "--uri", uri, "--collection", name, "--device", "cpu", "--no-progress",
+            "--model", "cir-demo-tiny", "--batch-size", "32", "--workers", "2"]
+    leftovers: list[str] = []
+    killed_after: list[float] = []
+    for _ in range(kills):
+        proc = subprocess.Popen(_cli(args), env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # wait until it is ingesting (its decode workers exist), then kill at a random moment
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not _decode_workers(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        delay = rng.uniform(1.0, 10.0)
+        time.sleep(delay)
+        kids = _children(proc.pid)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_after.append(round(delay, 1))
+        proc.wait()
+        time.sleep(3.0)  # let orphans notice (a watchdog polls) before counting them
+        for k in kids:
+            if _alive(k):
+                leftovers.append(_cmdline(k)[:120])
+                try:
+                    os.kill(k, signal.SIGKILL)  # clean up for the next round (counted above)
+                except OSError:
+                    pass
+    summary = work / f"{name}.json"
+    final = subprocess.run(_cli([*args, "--summary-json", str(summary)]), env=_env(), cwd=work, capture_output=True,
+                           timeout=3600, check=False)
+    out: dict[str, Any] = {"kills": len(killed_after), "killed_after_s": killed_after,
+                           "processes_left_behind": len(leftovers), "left_behind": sorted(set(leftovers))[:5]}
+    if final.returncode != 0:
+        out["resume_error"] = final.stderr.decode("utf-8", "replace")[-400:]
+        return out
+    rows, dupes = _count_and_dupes(uri, name)
+    s = json.loads(summary.read_text())
+    out.update({"images": n_images, "rows": rows, "duplicates": dupes, "exact": rows == n_images and dupes == 0,
+                "resume_stored": s["stored"], "resume_already_stored": s["already_stored"]})
+    return out
+
+
+# -- 4. kill -9 of a decode worker --------------------------------------------------------------------------------
+
+
+def _decode_workers(pid: int) -> list[int]:
+    return [k for k in _children(pid) if "multiprocessing" in _cmdline(k) and "resource_tracker" not in _cmdline(k)]
+
+
+def bench_worker_kills(work: Path, folder: Path, n_images: int, tries: int, hang_seconds: float,
+                       seed: int) -> dict[str, Any]:
+    rng = random.Random(seed + 1)
+    outcomes: list[str] = []
+    for i in range(tries):
+        db = str(work / f"worker-kill-{i}.db")
+        name = "wk"
+        summary = work / f"worker-kill-{i}.json"
+        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", db, "--collection", name, "--device", "cpu",
+                                      "--model", "cir-demo-tiny", "--no-progress", "--batch-size", "32", "--workers",
+                                      "2", "--summary-json",
+                                      str(summary)]),
+                                env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        victim = None
+        deadline = time.monotonic() + 120
+        while victim is None and proc.poll() is None and time.monotonic() < deadline:
+            workers = _decode_workers(proc.pid)
+            if workers:
+                time.sleep(rng.uniform(0.5, 3.0))  # mid-ingest
+                workers = _decode_workers(proc.pid)
+                if workers:
+                    victim = rng.choice(workers)
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                    except OSError:
+                        victim = None
+            else:
+                time.sleep(0.2)
+        try:
+            rc = proc.wait(timeout=hang_seconds)
+        except subprocess.TimeoutExpired:
+            for k in _children(proc.pid):
+                try:
+                    os.kill(k, signal.SIGKILL)
+                except OSError:
+                    pass
+            proc.kill()
+            proc.wait()
+            outcomes.append("hang")
+            continue
+        if victim is None:
+            outcomes.append("no worker seen")
+        elif rc != 0:
+            outcomes.append("crash")
+        else:
+            rows, dupes = _count_and_dupes(db, name)
+            outcomes.append("exact" if rows == n_images and dupes == 0 else f"wrong count {rows}")
+    return {"tries": tries, "exact": outcomes.count("exact"), "crash": outcomes.count("crash"),
+            "hang": outcomes.count("hang"), "outcomes": outcomes, "hang_seconds": hang_seconds}
+
+
+# -- 5. search load during an ingest ------------------------------------------------------------------------------
+
+
+def bench_load(work: Path, folder: Path, uri: str, threads: int) -> dict[str, Any]:
+    from cir_milvus import CIRCollection
+    from cir_milvus.encoders import create_encoder
+    from cir_milvus.ingest import ingest
+
+    enc = create_encoder("cir-demo-tiny", "cir-demo", device="cpu")  # a real encode rate, as the CLI ingests
+    col = CIRCollection.create(uri, f"load_{uuid.uuid4().hex[:6]}", encoder=enc)
+    paths = sorted(folder.glob("*.png"))
+    col.add([str(p) for p in paths[:32]])  # something to find from the first query on
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(256, enc.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    stop = threading.Event()
+    counts = [0] * threads
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        i = k
+        while not stop.is_set():
+            try:
+                hits = col.search_vectors(queries[i % len(queries)], k=10)
+                if not hits[0]:
+                    errors.append("no hits")
+            except Exception as e:  # noqa: BLE001 - counted
+                errors.append(f"{type(e).__name__}: {str(e)[:100]}")
+            counts[k] += 1
+            i += threads
+
+    pool = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
+    for t in pool:
+        t.start()
+    t0 = time.perf_counter()
+    try:
+        report = ingest(col, str(folder), batch_size=32, progress=False)
+    finally:
+        stop.set()
+        for t in pool:
+            t.join()
+    seconds = time.perf_counter() - t0
+    rows = len(col)
+    col.close()
+    return {"threads": threads, "queries": sum(counts), "errors": len(errors), "first_errors": errors[:3],
+            "ingest_seconds": round(seconds, 2), "rows": rows, "images": len(paths),
+            "stored": report.stored + report.already_stored}
+
+
+# -- 6. server restarts mid-ingest --------------------------------------------------------------------------------
+
+
+def bench_restarts(work: Path, folder: Path, n_images: int, restarts: int, down_seconds: float) -> dict[str, Any]:
+    from cir_milvus.storage.embedded import EmbeddedMilvus
+
+    server = EmbeddedMilvus(work / "milvus-restarts").start()
+    name = f"restarts_{uuid.uuid4().hex[:6]}"
+    summary = work / f"{name}.json"
+    try:
+        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", server.uri, "--collection", name, "--device",
+                                      "cpu", "--model", "cir-demo-tiny", "--no-progress", "--batch-size", "16",
+                                      "--workers", "1",
+                                      "--summary-json", str(summary)]),
+                                env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(15)
+        done = 0
+        for _ in range(restarts):
+            if proc.poll() is not None:
+                break
+            server.stop(graceful=2)
+            time.sleep(down_seconds)
+            server.start()
+            done += 1
+            time.sleep(5)
+        try:
+            rc = proc.wait(timeout=1800)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = -9
+        err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+        out: dict[str, Any] = {"restarts": done, "down_seconds": down_seconds, "exit": rc}
+        if rc == 0:
+            rows, dupes = _count_and_dupes(server.uri, name)
+            s = json.loads(summary.read_text())
+            out.update({"images": n_images, "rows": rows, "duplicates": dupes, "retries": s["retries"],
+                        "exact": rows == n_images and dupes == 0})
+        else:
+            out["error"] = err[-400:]
+        return out
+    finally:
+        server.stop(graceful=2)
+
+
+# -- the table ----------------------------------------------------------------------------------------------------
+
+
+def table(res: dict[str, Any]) -> str:
+    lines = ["| fault | runs | outcome |", "|---|---|---|"]
+    for label, z in res.get("zoo", {}).items():
+        a, c = z.get("add", {}), z.get("cli", {})
+        lines.append(f"| zoo of {z['entries']} inputs ({z['good']} good images), `add()` in one call, {label} | 1 | "
+                     + (f"stored {a['stored']}, reported {a['reported']} with a reason, {a['retry_log_lines']} retry "
+                        f"log lines, {a['seconds']} s" if "error" not in a else f"failed: {a['error'][:120]}") + " |")
+        lines.append(f"| the same zoo, `cir-milvus ingest DIR`, {label} | 1 | "
+                     + (f"stored {c['stored']}, reported {c['reported']} with a reason, {c['retries']} retries, "
+                        f"{c['seconds']} s" if "error" not in c else f"failed: {c['error'][:120]}") + " |")
+    for label, d in res.get("ids", {}).items():
+        lines.append(f"| {d['kinds']} id payloads (quotes, `\\`, newline, injection, unicode, over 512 bytes, empty), "
+                     f"{label} | 1 | {d['exact']} stored, looked up and deleted exactly; {d['reported']} reported; "
+                     f"{d['wrong']} wrong or failed" + ("; one bad id made the one-call add refuse all 13"
+                                                        if d["one_call"]["error"] else "") + " |")
+    if "cli_kills" in res:
+        k = res["cli_kills"]
+        lines.append(f"| kill -9 of `cir-milvus ingest` mid-run, then a re-run | {k['kills']} | "
+                     + (f"{k['rows']} of {k['images']} rows, {k['duplicates']} duplicates; "
+                        if "rows" in k else f"resume failed: {k.get('resume_error', '')[:100]}; ")
+                     + f"{k['processes_left_behind']} processes left behind |")
+    if "worker_kills" in res:
+        w = res["worker_kills"]
+        lines.append(f"| kill -9 of a decode worker mid-ingest | {w['tries']} | {w['exact']} finished with the exact "
+                     f"count, {w['crash']} crashed, {w['hang']} hung (> {w['hang_seconds']:.0f} s) |")
+    if "load" in res:
+        ld = res["load"]
+        lines.append(f"| {ld['threads']} search threads during an ingest of {ld['images']} images | 1 | "
+                     f"{ld['errors']} errors in {ld['queries']:,} queries; {ld['rows']} rows |")
+    if "restarts" in res:
+        r = res["restarts"]
+        lines.append(f"| server (2.3.5) stopped for {r['down_seconds']:.0f} s and restarted mid-ingest | "
+                     f"{r['restarts']} | " + (f"{r['rows']} of {r['images']} rows, {r['duplicates']} duplicates, "
+                                              f"{r['retries']} retried calls" if r.get("exit") == 0
+                                              else f"failed: {r.get('error', '')[:120]}") + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 CLI kills, 2 worker kills, 200 images")
+    p.add_argument("--images", type=int, default=None, help="images in the kill / load folder (default 600)")
+    p.add_argument("--kills", type=int, default=None, help="kill -9 of the CLI (default 12)")
+    p.add_argument("--worker-kills", type=int, default=None, help="kill -9 of a decode worker (default 6)")
+    p.add_argument("--hang-seconds", type=float, default=600.0, help="an ingest not done after this has hung")
+    p.add_argument("--threads", type=int, default=8, help="search threads during the ingest")
+    p.add_argument("--server", action="store_true", help="also the 2.3.5 server (zoo, ids, restarts)")
+    p.add_argument("--restarts", type=int, default=4)
+    p.add_argument("--down-seconds", type=float, default=20.0)
+    p.add_argument("--only", default=None, help="comma-separated sections: zoo,ids,cli_kills,worker_kills,load,restarts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    n_images = args.images or (200 if args.quick else 600)
+    kills = args.kills if args.kills is not None else (3 if args.quick else 12)
+    wkills = args.worker_kills if args.worker_kills is not None else (2 if args.quick else 6)
+    only = set(args.only.split(",")) if args.only else None
+
+    def want(section: str) -> bool:
+        return only is None or section in only
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymilvus").setLevel(logging.ERROR)  # Lite's query iterator warns on every call
+    res: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.platform()}",
+                           "python": platform.python_version(), "images": n_images}
+    work = Path(tempfile.mkdtemp(prefix="cir-faults-"))
+    server = None
+    try:
+        folder = work / "images"
+        _render_folder(folder, n_images)
+        uris = {"Lite": str(work / "faults.db")}
+        if args.server and (want("zoo") or want("ids")):
+            from cir_milvus.storage.embedded import EmbeddedMilvus
+
+            server = EmbeddedMilvus(work / "milvus").start()
+            uris["server 2.3.5"] = server.uri
+        if want("zoo"):
+            res["zoo"] = {label: bench_zoo(work, uri, label.split()[0]) for label, uri in uris.items()}
+            print(json.dumps(res["zoo"], indent=1))
+        if want("ids"):
+            res["ids"] = {label: bench_ids(uri) for label, uri in uris.items()}
+            print(json.dumps(res["ids"], indent=1))
+        if server is not None:
+            server.stop(graceful=2)
+            server = None
+        if want("cli_kills") and kills:
+            res["cli_kills"] = bench_cli_kills(work, folder, n_images, kills, str(work / "kills.db"), args.seed)
+            print(json.dumps(res["cli_kills"], indent=1))
+        if want("worker_kills") and wkills:
+            res["worker_kills"] = bench_worker_kills(work, folder, n_images, wkills, args.hang_seconds, args.seed)
+            print(json.dumps(res["worker_kills"], indent=1))
+        if want("load"):
+            res["load"] = bench_load(work, folder, str(work / "load.db"), args.threads)
+            print(json.dumps(res["load"], indent=1))
+        if args.server and want("restarts"):
+            res["restarts"] = bench_restarts(work, folder, n_images, args.restarts, args.down_seconds)
+            print(json.dumps(res["restarts"], indent=1))
+    finally:
+        if server is not None:
+            server.stop(graceful=2)
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(table(res))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.output}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""An ONNX bundle is identified by the content of its files, not by what its manifest claims.
+
+A bundle whose weights were replaced and whose manifest was rewritten to match passes the bundle's own checksum
+check by construction; the collection built from the original bundle must still refuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+pytest.importorskip("milvus_lite")
+
+from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+
+from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus.encoders.ort import OrtEncoder, bundle_sha256  # noqa: E402
+from cir_milvus.errors import ConfigError, RecipeMismatchError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_torch_encoder, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    return export_bundle(tiny_torch_encoder, tmp_path_factory.mktemp("bundle") / "b", fused=False)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _swap_weights_and_rewrite_manifest(folder: Path) -> None:
+    """Other weights (every float of weights.bin perturbed) behind a manifest rewritten to list their checksums."""
+    weights = folder / "weights.bin"
+    arr = np.frombuffer(weights.read_bytes(), dtype=np.float32).copy()
+    arr *= np.float32(1.5)
+    weights.write_bytes(arr.tobytes())
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {name: _sha(folder / name) for name in manifest["files"]}
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_edited_manifest_with_other_weights_is_refused_by_the_collection(bundle: Path, tmp_path: Path,
+                                                                          make_image) -> None:  # type: ignore[no-untyped-def]
+    original = OrtEncoder(bundle)
+    assert original.recipe["bundle_sha256"] == bundle_sha256(bundle)
+    uri = str(tmp_path / "cir.db")
+    col = CIRCollection.create(uri, "items", encoder=original)
+    col.add([make_image(16, 16, seed=1)], ids=["a"])
+    col.close()
+
+    edited = Path(shutil.copytree(bundle, tmp_path / "edited"))
+    _swap_weights_and_rewrite_manifest(edited)
+    other = OrtEncoder(edited)  # the bundle's own checks pass: its manifest matches its files
+    img = make_image(16, 16, seed=1)
+    assert not np.allclose(other.encode_images([img]), original.encode_images([img]), atol=1e-3)  # other weights
+    assert other.recipe["weights_sha256"] == original.recipe["weights_sha256"]  # the manifest's claim is unchanged
+    with pytest.raises(RecipeMismatchError, match="bundle_sha256") as info:
+        CIRCollection.open(uri, "items", encoder=other)
+    assert original.recipe["bundle_sha256"] in str(info.value) and other.recipe["bundle_sha256"] in str(info.value)
+
+    # the same bytes at another path are the same bundle
+    moved = Path(shutil.copytree(bundle, tmp_path / "moved"))
+    reopened = CIRCollection.open(uri, "items", encoder=OrtEncoder(moved))
+    assert reopened.search_vectors(original.encode_images([img]), k=1)[0][0].id == "a"
+    reopened.close()
+
+
+def test_content_hash_ignores_reports_and_is_computed_without_verify(bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(bundle, tmp_path / "b"))
+    want = bundle_sha256(bundle)
+    (copy / "parity.json").write_text("{}")  # a report, not content
+    assert bundle_sha256(copy) == want
+    assert OrtEncoder(copy, verify=False).recipe["bundle_sha256"] == want
+    tok = json.loads((copy / "tokenizer.json").read_text())
+    (copy / "tokenizer.json").write_text(json.dumps(tok, indent=1))  # same tokens, other bytes: content changed
+    assert bundle_sha256(copy) != want
+
+
+def test_unlisted_graph_beside_the_manifest_is_refused(bundle: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(bundle, tmp_path / "b"))
+    shutil.copy(copy / "image.onnx", copy / "image_extra.onnx")
+    with pytest.raises(ConfigError, match="image_extra.onnx which manifest.json does not list"):
+        OrtEncoder(copy)

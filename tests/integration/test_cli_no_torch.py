@@ -1,0 +1,111 @@
+"""Torch-free serving from the command line: a collection ingested with torch (the demo model) is inspected and
+searched, through an ONNX bundle of the same weights, by a ``cir-milvus`` process in which torch, torchvision and
+open_clip cannot be imported (the same import blocker as test_ort_no_torch.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("milvus_lite")
+pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+
+from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+
+from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus.cli import main  # noqa: E402
+from cir_milvus.models.demo import DATA_DIR  # noqa: E402
+from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+BLOCKER = '''
+import importlib.abc, sys
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "open_clip", "torchvision"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+CHILD = '''
+import contextlib, io, json, sys
+from cir_milvus.cli import main
+
+runs = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    runs.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
+runs.append(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "open_clip", "torchvision"}))
+print(json.dumps(runs))
+'''
+
+
+def test_info_and_bundle_search_without_torch(tmp_path: Path) -> None:
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.heads import load_head
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for it in SyntheticWorld(seed=7, instances=1).gallery()[:20]:
+        it.render().save(imgs / f"{it.id}.png")
+    new = tmp_path / "more"
+    new.mkdir()
+    for it in SyntheticWorld(seed=8, instances=1).gallery()[:3]:
+        it.render().save(new / f"{it.id}.png")
+    ref = str(sorted(imgs.glob("*.png"))[0])
+    db = str(tmp_path / "t.db")
+    assert main(["ingest", str(imgs), "--uri", db, "--collection", "c", "--model", "cir-demo-tiny", "--device", "cpu",
+                 "--no-progress", "-q"]) == 0
+    lincir = str(DATA_DIR / "cir-demo-tiny.lincir.safetensors")
+    enc = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu", precision="fp32")
+    bundle = export_bundle(enc, tmp_path / "bundle", heads={"lincir": load_head("lincir", lincir)}, fused=False)
+    with CIRCollection.open(db, "c", device="cpu") as col:
+        want_slerp = [h.id for h in col.search(ref, "make it blue", k=5)]
+        want_lincir = [h.id for h in col.search(ref, "make it blue", k=5, composer="lincir", head=lincir)]
+
+    common = ["--uri", db, "--collection", "c"]
+    with_bundle = [*common, "--model", f"bundle:{bundle}", "--json", "-k", "5"]
+    runs = [
+        ["info", *common],
+        ["info", *common, "--json"],
+        ["search", *with_bundle, "--image", ref, "--text", "make it blue"],
+        ["search", *with_bundle, "--image", ref, "--text", "make it blue", "--composer", "lincir", "--head", "lincir"],
+        ["search", *with_bundle, "--composer", "text", "--text", "a blue circle"],
+        ["search", *common, "--image", ref, "--text", "make it blue"],  # no --model: the torch recipe
+        ["ingest", str(new), *common, "--model", f"bundle:{bundle}", "--no-progress", "--workers", "0"],
+    ]
+    script = BLOCKER + textwrap.dedent(CHILD)
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    *results, torch_modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert torch_modules == []
+    for argv, r in zip(runs, results):
+        if argv[0] == "search" and "--model" not in argv:
+            continue
+        assert r["code"] == 0, (argv, r["err"])
+
+    table, info = results[0]["out"], json.loads(results[1]["out"])
+    assert "cir-demo-tiny (torch backend" in table and "20" in table
+    assert info["count"] == 20 and info["recipe"]["encoder"]["backend"] == "torch"
+    assert [h["id"] for h in json.loads(results[2]["out"])] == want_slerp
+    assert [h["id"] for h in json.loads(results[3]["out"])] == want_lincir
+    assert len(json.loads(results[4]["out"])) == 5
+    # without --model the torch recipe cannot be served here: one line that names the bundle option
+    no_model = results[5]
+    assert no_model["code"] == 2 and "--model bundle:DIR" in no_model["err"] and len(no_model["err"].splitlines()) == 1
+    assert "holds 23 images" in results[6]["out"]
