@@ -98,7 +98,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, paths
         n = min(len(paths), 4 * bs)
 
         def pool_run(mcfg: Any = mcfg, n: int = n) -> None:
-            with DecodePool(usable_cpus(), mcfg, batch_size=bs, slots=4) as pool:
+            with DecodePool(usable_cpus(), mcfg, batch_size=bs, slots=-(-n // bs)) as pool:  # a slot per job
                 futs = [pool.submit(list(enumerate(paths[i:i + bs]))) for i in range(0, n, bs)]
                 for f in futs:
                     if f is not None:

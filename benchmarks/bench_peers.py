@@ -247,8 +247,9 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
         worker_hwm: list[float] = []
 
         def decode_all() -> None:
-            with DecodePool(workers, cfg, batch_size=64, slots=3) as pool:
-                futs = [pool.submit(list(enumerate(paths[s:s + 64]))) for s in range(0, min(len(paths), 256), 64)]
+            starts = range(0, min(len(paths), 256), 64)
+            with DecodePool(workers, cfg, batch_size=64, slots=len(starts)) as pool:  # a slot per job: none waits
+                futs = [pool.submit(list(enumerate(paths[s:s + 64]))) for s in starts]
                 for f in futs:
                     if f is not None:
                         f.result().release()
@@ -317,7 +318,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
     demo = model == "cir-demo-tiny"
     n = a.images if demo else a.vit_images
     rounds = a.rounds if demo else a.vit_rounds
-    bundles = tmp / f"bundles-{model}"
+    bundles = (a.data or tmp) / f"bundles-{model}"  # kept with --data: exported once
     t = time.perf_counter()
     export_bundles(model, pretrained, bundles)
     print(f"[{model}] bundles exported in {time.perf_counter() - t:.0f}s", flush=True)
