@@ -165,24 +165,12 @@ class PreprocessConfig:
         return self if decode is None or decode == self.decode else replace(self, decode=decode)  # type: ignore[arg-type]
 
 
-def _target_pad(img: Image.Image, ratio: float) -> Image.Image:
-    w, h = img.size
-    if max(w, h) / min(w, h) < ratio:
-        return img
-    scaled = max(w, h) / ratio
-    hp = max(int((scaled - w) / 2), 0)
-    vp = max(int((scaled - h) / 2), 0)
-    out = Image.new("RGB", (w + 2 * hp, h + 2 * vp), (0, 0, 0))
-    out.paste(img, (hp, vp))
-    return out
-
-
 def _pad_fill(img: Image.Image, value: int) -> int | tuple[int, ...]:
     bands = len(img.getbands())
     return value if bands == 1 else (value,) * bands
 
 
-def _target_pad_any_mode(img: Image.Image, ratio: float) -> Image.Image:
+def _target_pad(img: Image.Image, ratio: float) -> Image.Image:
     """SEARLE's TargetPad on an image of any PIL mode (torchvision ``F.pad(img, [hp, vp, hp, vp], 0)`` semantics:
     zeros in the image's own mode; palette images keep their palette and pad with index 0)."""
     w, h = img.size
@@ -253,7 +241,7 @@ def resize_crop(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
     if cfg.mode == "hf_clip":
         return _resize_crop_hf(img, cfg)
     if cfg.mode == "targetpad":
-        img = _target_pad(img, cfg.target_ratio) if img.mode == "RGB" else _target_pad_any_mode(img, cfg.target_ratio)
+        img = _target_pad(img, cfg.target_ratio)
     if cfg.resize_mode != "shortest":
         return _plain_rgb(_resize_open_clip(img, cfg))
     return _plain_rgb(_resize_crop_shortest(img, cfg))

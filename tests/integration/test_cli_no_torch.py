@@ -19,6 +19,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
 from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+from no_torch import BLOCKER  # noqa: E402
 
 from cir_milvus import CIRCollection  # noqa: E402
 from cir_milvus.cli import main  # noqa: E402
@@ -27,17 +28,6 @@ from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-BLOCKER = '''
-import importlib.abc, sys
-
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {"torch", "open_clip", "torchvision"}:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
-        return None
-
-sys.meta_path.insert(0, _NoTorch())
-'''
 
 CHILD = '''
 import contextlib, io, json, sys
