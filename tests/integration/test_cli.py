@@ -119,11 +119,27 @@ def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.Capt
     assert table["composer"] == "slerp (alpha=0.8)"
 
 
-def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Path,
+@pytest.fixture(scope="module")
+def searle_head(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SEARLE-layout head for the demo model's widths (128 → 512 → 512 → 128), random weights, saved as the
+    published release files are: ``{"epoch", "Phi": state_dict}`` in a ``.pt`` file (no SEARLE head is shipped)."""
+    import torch
+
+    g = torch.Generator().manual_seed(3)
+    sd = {"layers.0.weight": torch.randn(512, 128, generator=g) / 128**0.5, "layers.0.bias": torch.zeros(512),
+          "layers.3.weight": torch.randn(512, 512, generator=g) / 512**0.5, "layers.3.bias": torch.zeros(512),
+          "layers.6.weight": torch.randn(128, 512, generator=g) / 512**0.5, "layers.6.bias": torch.zeros(128)}
+    path = tmp_path_factory.mktemp("heads") / "SEARLE_demo.pt"
+    torch.save({"epoch": 0, "Phi": sd}, path)
+    return str(path)
+
+
+def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Path, searle_head: str,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     ref = sorted(image_dir.glob("syn-*.png"))[0]
     common = ["--uri", demo_db, "--collection", "imgs", "--device", "cpu", "-k", "5", "--json"]
     heads = {kind: str(DATA_DIR / f"cir-demo-tiny.{kind}.safetensors") for kind in ("pic2word", "lincir")}
+    heads["searle"] = searle_head
     cases = [
         (["--composer", "text", "--text", "a blue circle"], {"composer": "text"}, None, "a blue circle"),
         (["--composer", "image", "--image", str(ref)], {"composer": "image"}, str(ref), None),
@@ -132,6 +148,8 @@ def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Pa
          {"composer": "lincir", "head": heads["lincir"]}, str(ref), "make it blue"),
         (["--image", str(ref), "--text", "make it blue", "--composer", "pic2word", "--head", heads["pic2word"]],
          {"composer": "pic2word", "head": heads["pic2word"]}, str(ref), "make it blue"),
+        (["--image", str(ref), "--text", "make it blue", "--composer", "searle", "--head", searle_head],
+         {"composer": "searle", "head": searle_head}, str(ref), "make it blue"),
         (["--image", str(ref), "--text", "make it blue", "--composer", "combined", "--head", "demo-pic2word",
           "--alpha", "0.7"],
          {"composer": "combined", "head": heads["pic2word"], "base": "pic2word", "alpha": 0.7}, str(ref),
@@ -221,3 +239,30 @@ def test_help_on_every_flag_and_version(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     assert "cirr_val" in capsys.readouterr().out
+
+
+def test_every_cli_command_releases_its_lite_file(tmp_path: Path, image_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Milvus Lite allows one process per file: after each command, another process must be able to open it."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "rel.db")
+    probe = ("import sys\nfrom pymilvus import MilvusClient\nc = MilvusClient(sys.argv[1])\n"
+             "print(sorted(c.list_collections()))\nc.close()\n")
+    ref = str(sorted(image_dir.glob("syn-*.png"))[0])
+    common = ["--uri", db, "--collection", "imgs"]
+    commands = [
+        ["ingest", str(image_dir), *common, "--model", "cir-demo-tiny", "--device", "cpu", "--no-progress"],
+        ["search", *common, "--device", "cpu", "--image", ref, "--text", "make it blue", "-k", "3"],
+        ["info", *common],
+        ["set-default", *common, "--device", "cpu", "--composer", "slerp", "--alpha", "0.7"],
+        ["search", *common, "--device", "cpu", "--ref-id", "no-such-id", "--text", "x"],  # fails: still released
+        ["eval", "synthetic", "--root", str(tmp_path / "world"), "--split", "val", "--uri", db, "--collection",
+         "syn", "--model", "fake", "--composer", "text"],
+    ]
+    for argv in commands:
+        run(capsys, *argv)
+        proc = subprocess.run([sys.executable, "-c", probe, db], capture_output=True, text=True, timeout=300,
+                              check=False)
+        assert proc.returncode == 0 and "imgs" in proc.stdout, (argv[0], proc.stderr[-2000:])
