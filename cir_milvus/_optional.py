@@ -18,6 +18,7 @@ _EXTRAS = {
     "pymilvus": "",
     "ray": "ray",
     "peft": "train",
+    "matplotlib": "plot",
 }
 
 

@@ -4,12 +4,14 @@
 2. Tune each composer's alpha on the validation queries (a different seed from the test queries).
 3. Run the test queries through Milvus search for every composer, print Recall@1/5/10 (and exact search R@1),
    and say whether slerp beats the image-only and text-only baselines by the required margin.
-4. Write a contact sheet PNG of a few queries with their top hits and a JSON file with every figure.
+4. Write a contact sheet PNG of a few queries with their top hits, a plot of recall against alpha
+   (``demo_alpha.png``, when matplotlib is installed) and a JSON file with every figure.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from cir_milvus.eval.runner import EvalResult, evaluate, format_table, ingest_da
 from cir_milvus.eval.synthetic import SyntheticDataset
 
 __all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
 
 ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MARGIN = 15.0
@@ -81,11 +85,13 @@ def run_demo(
 
     results: list[EvalResult] = []
     tuned: dict[str, float] = {}
+    sweeps: dict[str, dict[float, dict[str, float]]] = {}
     for name, params, tune in plan:
         alpha = None
         if tune:
-            alpha, _ = sweep_alpha(val, col, ALPHAS, composer=name, composer_params=params, progress=False)
+            alpha, swept = sweep_alpha(val, col, ALPHAS, composer=name, composer_params=params, progress=False)
             tuned[name] = alpha
+            sweeps[name] = {a: r.milvus for a, r in zip(ALPHAS, swept)}
         results.append(evaluate(test, col, composer=name, alpha=alpha, composer_params=params, ingest=False,
                                 progress=False))
     by_name = {r.config["composer"]["name"]: r for r in results}
@@ -111,12 +117,32 @@ def run_demo(
 
     grid = _contact_sheet(test, col, tuned.get("slerp"), workdir / "demo_queries.png", grid_rows)
     print_fn(f"contact sheet: {grid}")
+    plot = _alpha_plot(sweeps, results, workdir / "demo_alpha.png")
+    if plot is not None:
+        print_fn(f"recall against alpha (validation split): {plot}")
     out_json = write_json(workdir / "demo_results.json", results,
                           {"tuned_alpha": tuned, "slerp_margin_pass": ok, "pseudo_beats_baselines": pseudo_ok,
                            "seconds": round(time.perf_counter() - t0, 1)})
     print_fn(f"figures: {out_json}  ({time.perf_counter() - t0:.0f} s)")
     col.close()
     return json.loads(out_json.read_text())
+
+
+def _alpha_plot(sweeps: dict[str, dict[float, dict[str, float]]], results: list[EvalResult],
+                path: Path) -> Path | None:
+    """R@1 / R@10 against alpha on the validation split, with the test R@1 of the other composers as lines."""
+    from cir_milvus._optional import available
+
+    if not available("matplotlib"):
+        log.warning("no alpha plot: matplotlib is not installed (pip install 'cir_milvus[plot]')")
+        return None
+    from cir_milvus.viz import plot_recall_vs_alpha
+
+    others = {r.config["composer"]["name"]: r.milvus for r in results
+              if r.config["composer"]["name"] not in sweeps}
+    return plot_recall_vs_alpha(sweeps, path, metrics=("R@1", "R@10"), baselines=others,
+                                title="Synthetic world: Milvus recall against alpha (validation split); "
+                                      "horizontal lines: composers without alpha (test split, R@1)")
 
 
 def _contact_sheet(ds: SyntheticDataset, col: Any, alpha: float | None, path: Path, n: int) -> Path:
@@ -132,5 +158,5 @@ def _contact_sheet(ds: SyntheticDataset, col: Any, alpha: float | None, path: Pa
     for q, hs in zip(queries, hits):
         rows.append(SheetRow(
             reference=Image.open(paths[q.reference_id]), text=q.captions[0],
-            hits=[(Image.open(paths[h.id]), f"{h.score:.2f}", h.id in q.target_ids) for h in hs]))
+            hits=[(Image.open(paths[h.id]), f"{h.id}\n{h.score:.3f}", h.id in q.target_ids) for h in hs]))
     return contact_sheet(rows, path)

@@ -1,6 +1,16 @@
 """Decoding user images: paths, bytes or PIL images → RGB PIL images, with clear errors for bad files.
 
-Rules (the same for ingestion and queries):
+Two loading modes (``load_image(..., mode=...)``), recorded in the encoder's preprocessing config because they
+change the vectors:
+
+- ``"product"`` (default, ingestion and queries of user data) follows the rules below.
+- ``"official"`` decodes exactly as the research code's data sets do (``PIL.Image.open(path)`` handed to the
+  transform): no EXIF rotation, the image keeps its own PIL mode, and the preprocessing converts it to RGB where
+  the official transform does (``Image.convert("RGB")``: transparency is dropped, not composited). Used by the
+  evaluation runner on benchmark images. The decoding guards (missing/empty/corrupt files, pixel cap, first
+  frame of animations) apply to both.
+
+Rules of the ``"product"`` mode:
 
 - EXIF orientation is applied (``ImageOps.exif_transpose``).
 - Any mode becomes RGB: palette and LA/RGBA images with transparency are composited on white, CMYK is
@@ -239,21 +249,31 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None) -> Image.Image:
-    """Decode an image input into an RGB PIL image.
+def load_image(
+    image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | None = None, mode: str = "product",
+    draft: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode an image input into a PIL image.
 
     Args:
         image: a path, encoded bytes or a PIL image.
         max_pixels: refuse images with more pixels than this.
         name: what error messages call the image (default: the path, or "<N bytes>").
+        mode: ``"product"`` (EXIF rotation, any mode to RGB with transparency on white) or ``"official"`` (the
+            research code's ``Image.open``: no EXIF rotation, the PIL mode kept for the preprocessing to convert).
+        draft: decode JPEGs at a reduced scale (DCT-domain 1/2, 1/4, 1/8) as long as both sides stay at least this
+            ``(width, height)`` (``Image.draft``; see :func:`cir_milvus.preprocess.decode_size`). Other formats and
+            PIL inputs are unaffected.
 
     Returns:
-        A fully loaded RGB image with EXIF orientation applied.
+        A fully loaded image: RGB with EXIF orientation applied (``"product"``), or as decoded (``"official"``).
 
     Raises:
         ImageDecodeError: the file is missing, empty, truncated, not an image, or too large.
-        ConfigError: the input is not a path, bytes or PIL image.
+        ConfigError: the input is not a path, bytes or PIL image, or ``mode`` is unknown.
     """
+    if mode not in ("product", "official"):
+        raise ConfigError(f"image loading mode must be 'product' or 'official', got {mode!r}")
     name = name or describe(image)
     if isinstance(image, Image.Image):
         img = image
@@ -280,6 +300,8 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
                     )
                 if getattr(img, "is_animated", False):
                     img.seek(0)
+                if draft is not None and img.format == "JPEG":
+                    img.draft(img.mode, draft)  # DCT-domain scaling; the mode is kept
                 img.load()
         except ImageDecodeError:
             raise
@@ -301,6 +323,8 @@ def load_image(image: ImageInput, max_pixels: int = MAX_PIXELS, *, name: str | N
         raise ImageDecodeError(f"{name}: {img.size[0]}x{img.size[1]} exceeds the pixel cap of {max_pixels:,}")
     if img.size[0] == 0 or img.size[1] == 0:
         raise ImageDecodeError(f"{name}: image has zero width or height")
+    if mode == "official":
+        return img
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -355,6 +355,7 @@ def export_bundle(
         "versions": _versions(),
         "source": {"model": src["model"], "pretrained": src["pretrained"], "weights_sha256": src["weights_sha256"],
                    "kind": getattr(getattr(encoder, "spec", None), "kind", None),
+                   **({"activation": src["activation"]} if src.get("activation") else {}),
                    **({"text_weights": src["text_weights"], "text_weights_sha256": src["text_weights_sha256"]}
                       if src.get("text_weights_sha256") else {})},
         "precision": "fp32",

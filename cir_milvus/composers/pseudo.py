@@ -31,6 +31,7 @@ from cir_milvus.composers.base import Composer, register_composer
 from cir_milvus.composers.slerp import _normalize, slerp, to_numpy
 from cir_milvus.encoders.base import Encoder
 from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.preprocess import MODES
 from cir_milvus.types import Embeddings
 
 __all__ = [
@@ -41,9 +42,14 @@ __all__ = [
     "SearleComposer",
     "check_template",
     "join_captions",
+    "template_slot",
 ]
 
 FIQ_JOIN_STYLES = ("both", "reversed", "forward")
+SLOT_RULES = ("template", "all")
+OFFICIAL_SLOT_RULE = {"pic2word": "template", "searle": "template", "lincir": "all"}
+"""What each method's official code overwrites: SEARLE/Pic2Word the first placeholder (the template's), LinCIR
+every ``$`` of the prompt. The library default is ``"template"`` for all; the evaluation runner uses this table."""
 _STRIP = ".?, "
 Query = str | Sequence[str]
 
@@ -100,6 +106,24 @@ def check_template(template: Any, placeholder: str) -> str:
     return template
 
 
+def template_slot(template: str, placeholder: str) -> int:
+    """Index of the template's own placeholder among the placeholder tokens of a filled prompt.
+
+    ``0`` (the first) when the placeholder comes before ``{}``, as in every method's template; otherwise counted
+    from the end (``-k``, ``k`` = placeholder words from the template's one to the end), so a placeholder in the
+    user's text never takes the pseudo token.
+
+    Example:
+        >>> template_slot("a photo of $ that {}", "$"), template_slot("{} , like $", "$")
+        (0, -1)
+    """
+    before, _, after = template.partition("{}")
+    if placeholder in before.split():
+        return 0
+    words = after.split()
+    return -words[words.index(placeholder):].count(placeholder)
+
+
 class PseudoTokenComposer(Composer):
     """Shared implementation of the pseudo-token methods; subclasses set ``head_kind``.
 
@@ -109,8 +133,12 @@ class PseudoTokenComposer(Composer):
             (``{"source": ..., "weights_sha256": ...}``; a different checksum raises ``RecipeMismatchError``).
         template: prompt with the placeholder and one ``{}``; default: the head's (the method's) template.
         placeholder: the word replaced by the token (``$`` for SEARLE/LinCIR, ``*`` for Pic2Word).
-        preprocess: query-image preprocessing (``"clip"`` or ``"targetpad"``).
+        preprocess: query-image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``; LinCIR's default is
+            ``"hf_clip"``, the Hugging Face ``CLIPImageProcessor`` its evaluation uses).
         fiq_join: how two-caption queries are joined (``"both"``, ``"reversed"``, ``"forward"``).
+        slots: which placeholder tokens of the prompt get the pseudo token: ``"template"`` (default; only the
+            template's, so a user's "under $50" keeps its ``$``; SEARLE's and Pic2Word's rule) or ``"all"``
+            (LinCIR's official evaluation, which overwrites every ``$``).
     """
 
     head_kind: ClassVar[str] = ""
@@ -120,6 +148,7 @@ class PseudoTokenComposer(Composer):
         "placeholder": None,
         "preprocess": None,
         "fiq_join": None,
+        "slots": "template",
     }
 
     def validate(self) -> None:
@@ -130,8 +159,10 @@ class PseudoTokenComposer(Composer):
             raise ConfigError(f"placeholder must be one word such as '$' or '*', got {p['placeholder']!r}")
         p["template"] = check_template(p["template"] or head.template, p["placeholder"])
         p["preprocess"] = p["preprocess"] or head.preprocess
-        if p["preprocess"] not in ("clip", "targetpad"):
-            raise ConfigError(f"preprocess must be 'clip' or 'targetpad', got {p['preprocess']!r}")
+        if p["preprocess"] not in MODES:
+            raise ConfigError(f"preprocess must be one of {list(MODES)}, got {p['preprocess']!r}")
+        if p["slots"] not in SLOT_RULES:
+            raise ConfigError(f"slots must be one of {list(SLOT_RULES)}, got {p['slots']!r}")
         p["fiq_join"] = p["fiq_join"] or head.fiq_join
         if p["fiq_join"] not in FIQ_JOIN_STYLES:
             raise ConfigError(f"fiq_join must be one of {list(FIQ_JOIN_STYLES)}, got {p['fiq_join']!r}")
@@ -181,6 +212,9 @@ class PseudoTokenComposer(Composer):
             )
         prompts, owner = self.prompts(texts, template)
         placeholder = self.params["placeholder"]
+        tpl = self.params["template"] if template is None else template
+        slot = None if self.params["slots"] == "all" else template_slot(tpl, placeholder)
+        slot_kw: dict[str, Any] = {} if slot == 0 else {"slot": slot}  # encoders without slots: first placeholder
         if getattr(encoder, "supports_device_output", False):
             import torch
 
@@ -189,7 +223,7 @@ class PseudoTokenComposer(Composer):
             tok = head(encoder.to_device(image_embeddings))  # type: ignore[attr-defined]  # [N, W]
             idx = torch.as_tensor(owner, device=tok.device)
             dfeats: Any = encoder.encode_texts_with_pseudo_tokens(  # type: ignore[call-arg]
-                prompts, tok[idx], placeholder=placeholder, normalize=True, device_output=True
+                prompts, tok[idx], placeholder=placeholder, normalize=True, device_output=True, **slot_kw
             )  # [P, D] unit rows on the encoder's device
             if len(prompts) == len(texts):
                 return dfeats
@@ -197,7 +231,8 @@ class PseudoTokenComposer(Composer):
             return _normalize(dout.index_add_(0, idx.to(dfeats.device), dfeats))  # [N, D]
         tok = np.asarray(head(np.asarray(image_embeddings, dtype=np.float32)))  # [N, W]
         feats = np.asarray(
-            encoder.encode_texts_with_pseudo_tokens(prompts, tok[owner], placeholder=placeholder, normalize=True)
+            encoder.encode_texts_with_pseudo_tokens(prompts, tok[owner], placeholder=placeholder, normalize=True,
+                                                    **slot_kw)
         )  # [P, D]
         if len(prompts) == len(texts):
             return feats
@@ -289,7 +324,8 @@ class SearleComposer(PseudoTokenComposer):
 
 @register_composer("lincir")
 class LinCIRComposer(PseudoTokenComposer):
-    """LinCIR (CVPR'24): ``"a photo of $ that {}"``, CLIP preprocessing, both caption orders."""
+    """LinCIR (CVPR'24): ``"a photo of $ that {}"``, Hugging Face ``CLIPImageProcessor`` preprocessing
+    (``hf_clip``), both caption orders; ``slots="all"`` reproduces its evaluation's every-``$`` injection."""
 
     head_kind: ClassVar[str] = "lincir"
 
@@ -312,7 +348,7 @@ class CombinedComposer(Composer):
     Params:
         base: ``"pic2word"``, ``"searle"`` or ``"lincir"`` (inferred from a Head or head config when omitted).
         alpha: weight of the composed side in [0, 1] (default 0.8).
-        head, template, placeholder, preprocess, fiq_join: passed to the base composer.
+        head, template, placeholder, preprocess, fiq_join, slots: passed to the base composer.
     """
 
     defaults: ClassVar[dict[str, Any]] = {"base": None, "alpha": 0.8, **PseudoTokenComposer.defaults}

@@ -91,7 +91,10 @@ class Encoder(Protocol):
         device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:0"``...).
         context_length: token sequence length of the text tower.
         recipe: a JSON-able description of the backbone (model, weights, checksum, preprocessing, dim) that the
-            collection stores and compares on open.
+            collection stores and compares on open. Weights are identified by ``weights_sha256`` plus a tag,
+            ``hf-hub:`` id or file; local paths in it are only hints (a collection stores them portably, see
+            :meth:`cir_milvus.storage.recipe.Recipe.portable`), and
+            :func:`~cir_milvus.encoders.rebuild.encoder_from_recipe` rebuilds the encoder from it.
     """
 
     dim: int

@@ -100,14 +100,20 @@ class FakeEncoder:
         placeholder: str = "$",
         batch_size: int = 256,
         normalize: bool = True,
+        slot: int | None = 0,
     ) -> Embeddings:
         check_text_lengths(texts, self.token_counts(texts), self.context_length)
         tokens = np.asarray(pseudo_tokens, dtype=np.float64).reshape(len(texts), -1)
         rows = []
         for t, tok in zip(texts, tokens):
-            if placeholder not in t.split():
+            words = t.split()
+            where = [i for i, w in enumerate(words) if w == placeholder]
+            if not where:
                 raise ConfigError(f"prompt {t!r} has no placeholder token {placeholder!r}")
-            rows.append(self._text_vec(t.replace(placeholder, "")) + 4.0 * (tok @ self._token_proj))
+            slots = where if slot is None else [where[slot]]  # the slot's word gets the token, others stay words
+            for i in slots:
+                words[i] = ""
+            rows.append(self._text_vec(" ".join(words)) + 4.0 * len(slots) * (tok @ self._token_proj))
         x = np.asarray(rows, dtype=np.float32).reshape(len(texts), self.dim)
         return l2_normalize(x) if normalize else x
 

@@ -37,9 +37,10 @@ import numpy as np
 
 from cir_milvus._optional import available, require
 from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
+from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
-from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_sha256", "clean_text",
@@ -267,8 +268,12 @@ def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | Non
     return ["CPUExecutionProvider"], "cpu"
 
 
-def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None) -> Any:
-    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level)."""
+def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None, spin: bool = True) -> Any:
+    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level).
+
+    ``spin=False`` stops idle intra-op threads from busy-waiting, which only costs when the cores are shared (decode
+    workers beside the encoder during ingestion).
+    """
     opts = ort.SessionOptions()
     level = manifest.get("runtime", {}).get("graph_optimization_level")
     if level is not None:
@@ -280,6 +285,8 @@ def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = No
         }[level]
     if threads:
         opts.intra_op_num_threads = int(threads)
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -321,11 +328,15 @@ class OrtEncoder:
         bundle_dir: the folder written by :func:`cir_milvus_export.export_bundle` (or ``"bundle:PATH"``).
         providers: onnxruntime execution providers; default CUDA (when onnxruntime-gpu sees a GPU) then CPU.
         device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (an error if onnxruntime has no CUDA provider) or ``None``/``"auto"``.
-        preprocess: gallery image preprocessing (``"clip"`` or ``"targetpad"``); default the bundle's.
+        preprocess: gallery image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``); default the bundle's.
+        image_loading: ``"product"`` or ``"official"`` (see :func:`cir_milvus.images.load_image`); default the
+            bundle's.
         verify: check the sha256 of every bundle file against the manifest on load. Either way the bundle's content
             id is computed from the files (:func:`bundle_sha256`) and recorded in the recipe, so a collection built
             from this bundle refuses other weights even behind an edited manifest.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        decode: ``"exact"``, ``"reduce"`` or ``"draft"`` (default: the bundle's, else ``"exact"``); see
+            :mod:`cir_milvus.preprocess`. Recorded in the recipe.
 
     Raises:
         ModelNotFoundError: no bundle at ``bundle_dir``.
@@ -347,8 +358,10 @@ class OrtEncoder:
         device: str | None = None,
         *,
         preprocess: str | None = None,
+        decode: str | None = None,
         verify: bool = True,
         threads: int | None = None,
+        image_loading: str | None = None,
     ) -> None:
         self._ort = require("onnxruntime", purpose="the onnxruntime encoder backend")
         folder = os.fspath(bundle_dir)
@@ -363,11 +376,13 @@ class OrtEncoder:
         self._width = int(m["dims"]["token_width"])
         self.precision = str(m.get("precision", "fp32"))
         pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
-        self.preprocess_config = PreprocessConfig.from_dict(pre).with_mode(preprocess)
+        self.preprocess_config = (PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
+                                  .with_decode(decode))
         self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
         self._threads = threads
+        self._spin = True
         self._sessions: dict[str, Any] = {}
 
     # -- metadata -------------------------------------------------------------------------------------------------
@@ -384,6 +399,8 @@ class OrtEncoder:
             "dim": self.dim,
             "preprocess": self.preprocess_config.to_dict(),
         }
+        if src.get("activation"):  # QuickGELU or GELU in the exported towers (bundles before it: GELU)
+            out["activation"] = src["activation"]
         if src.get("text_weights_sha256"):  # exported with a swapped (RTD) text tower; the text graphs hold it
             out["text_weights_sha256"] = src["text_weights_sha256"]
         return out
@@ -416,6 +433,18 @@ class OrtEncoder:
         return int(nz[1])
 
     # -- sessions -------------------------------------------------------------------------------------------------
+    def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+        """Change the intra-op threads (``None``: onnxruntime's choice) and spinning; returns the previous pair.
+
+        Sessions are re-created on next use when anything changed. :func:`cir_milvus.ingest.ingest` calls this so
+        that the encoder and the decode workers together use the machine's cores once, without busy-waiting.
+        """
+        prev = (self._threads, self._spin)
+        if (threads, spin) != prev:
+            self._threads, self._spin = threads, spin
+            self._sessions.clear()
+        return prev
+
     def session(self, name: str) -> Any:
         """The onnxruntime ``InferenceSession`` of graph ``name`` (created on first use)."""
         if name in self._sessions:
@@ -423,7 +452,7 @@ class OrtEncoder:
         graphs = self.manifest["graphs"]
         if name not in graphs:
             raise ConfigError(f"bundle {self.bundle_dir} has no graph {name!r}; it has {', '.join(sorted(graphs))}")
-        opts = session_options(self._ort, self.manifest, self._threads)
+        opts = session_options(self._ort, self.manifest, self._threads, self._spin)
         sess = self._ort.InferenceSession(str(self.bundle_dir / graphs[name]["file"]), sess_options=opts,
                                           providers=self.providers)
         used = sess.get_providers()
@@ -454,7 +483,7 @@ class OrtEncoder:
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of ``image.onnx``)."""
         cfg = self.preprocess_config.with_mode(preprocess)
-        return preprocess_batch([load_image(im) for im in images], cfg)
+        return preprocess_batch([load_image(im, mode=cfg.loading, draft=decode_size(cfg)) for im in images], cfg)
 
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, batch_size: int = 64) -> Embeddings:
         """Encode preprocessed pixels ``[N, 3, S, S]``."""
@@ -501,7 +530,11 @@ class OrtEncoder:
         placeholder: str = "$",
         batch_size: int = 256,
         normalize: bool = True,
+        slot: int | None = 0,
     ) -> Embeddings:
+        """As :meth:`TorchEncoder.encode_texts_with_pseudo_tokens`: ``slot`` picks the placeholder token that
+        gets the pseudo token (``0`` first, negative from the end, ``None`` all); the graph injects at the id
+        :func:`~cir_milvus.encoders.slots.mark_slot` marks, so bundles exported before slots existed agree too."""
         check_text_lengths(texts, self.token_counts(texts), self.context_length)
         pid = self.placeholder_id(placeholder)
         ids = self.tokenize(texts)
@@ -514,9 +547,13 @@ class OrtEncoder:
         tok = np.ascontiguousarray(pseudo_tokens, dtype=np.float32)
         if tok.shape != (len(texts), self._width):
             raise ConfigError(f"pseudo_tokens must have shape [{len(texts)}, {self._width}], got {list(tok.shape)}")
-        pid_arr = np.asarray([pid], dtype=np.int64)
-        out = self._batched("text_pseudo", len(ids), batch_size,
-                            lambda a, b: {"input_ids": ids[a:b], "pseudo_token": tok[a:b], "placeholder_id": pid_arr})
+
+        def feed(a: int, b: int) -> dict[str, np.ndarray]:
+            marked, inject_id = mark_slot(ids[a:b], pid, slot)
+            return {"input_ids": marked, "pseudo_token": tok[a:b],
+                    "placeholder_id": np.asarray([inject_id], dtype=np.int64)}
+
+        out = self._batched("text_pseudo", len(ids), batch_size, feed)
         return self._out(out, normalize)
 
     def run_head(self, name: str, image_embeddings: np.ndarray) -> np.ndarray:
@@ -538,9 +575,22 @@ class OrtEncoder:
         return self.run("fused_slerp", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids, alpha=a)
 
     def compose_head(self, name: str, pixels: np.ndarray, prompts: Sequence[str]) -> Embeddings:
-        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query."""
-        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32),
-                        input_ids=self.tokenize(prompts))
+        """One fused pass of ``fused_{name}.onnx``: image → head → pseudo token in the prompt → normalised query.
+
+        The fused graph injects at every placeholder token, so prompts must hold exactly one (a user's own ``$``
+        would take the token too); use :meth:`encode_texts_with_pseudo_tokens` for prompts with more.
+        """
+        ids = self.tokenize(prompts)
+        head = self.heads.get(name)
+        if head is not None:
+            counts = (ids == self.placeholder_id(head.placeholder)).sum(axis=1)
+            if (counts != 1).any():
+                bad = int(np.flatnonzero(counts != 1)[0])
+                raise ConfigError(
+                    f"prompt {prompts[bad]!r} has {int(counts[bad])} placeholder tokens {head.placeholder!r}; the "
+                    "fused graph needs exactly one (use encode_texts_with_pseudo_tokens, which fills the template's)"
+                )
+        return self.run(f"fused_{name}", pixels=np.ascontiguousarray(pixels, dtype=np.float32), input_ids=ids)
 
     def _check_ids(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)

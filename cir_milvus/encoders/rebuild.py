@@ -18,6 +18,7 @@ from cir_milvus.artifacts import SearchPath, locate, looks_like_path
 from cir_milvus.encoders.base import Encoder, create_encoder
 from cir_milvus.encoders.ort import MANIFEST, bundle_sha256
 from cir_milvus.errors import ConfigError
+from cir_milvus.models.spec import recorded_activation
 
 __all__ = ["encoder_from_recipe", "local_dir_sha256"]
 
@@ -89,6 +90,11 @@ def encoder_from_recipe(
     r = dict(enc_recipe)
     backend = str(r.get("backend") or "torch")
     mode = (r.get("preprocess") or {}).get("mode", "clip")
+    loading = (r.get("preprocess") or {}).get("loading")  # benchmark collections decode as the official code does
+    load_kw: dict[str, Any] = {"image_loading": loading} if loading else {}
+    decode = (r.get("preprocess") or {}).get("decode")
+    if decode:  # queries decode like the gallery did
+        load_kw["decode"] = decode
     if backend == "fake":
         raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(dim=..., seed=...)")
     if backend == "onnx":
@@ -99,7 +105,7 @@ def encoder_from_recipe(
                 "model='bundle:PATH' (or encoder=) instead"
             )
         folder = _locate_bundle(r, base_dir, search_path)
-        return create_encoder(f"bundle:{folder}", backend="onnx", device=device, preprocess=mode)
+        return create_encoder(f"bundle:{folder}", backend="onnx", device=device, preprocess=mode, **load_kw)
     if backend != "torch":  # a plugin backend: its recipe is its own business
         return create_encoder(str(r["model"]), r.get("pretrained"), backend=backend, device=device,
                               precision=precision, preprocess=mode)
@@ -123,5 +129,7 @@ def encoder_from_recipe(
                         search_path=search_path,
                         fix=f"open with text_weights='/path/to/{Path(recorded).name}'"))
     extra: dict[str, Any] = {"text_weights": tw} if tw else {}
+    # rebuild the recorded activation (recipes from before it was recorded had open_clip's config default)
+    extra["quick_gelu"] = recorded_activation(r) == "quick_gelu"
     return create_encoder(model, pretrained, backend="torch", device=device, precision=precision, preprocess=mode,
-                          **extra)
+                          **extra, **load_kw)

@@ -12,11 +12,12 @@ import numpy as np
 
 from cir_milvus._optional import require
 from cir_milvus.encoders.base import check_text_lengths, register_encoder
+from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
-from cir_milvus.models.spec import ModelSpec, file_sha256, load_open_clip, resolve_model
+from cir_milvus.models.spec import ModelSpec, file_sha256, load_open_clip, model_activation, resolve_model
 from cir_milvus.models.text_tower import load_text_tower
-from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
 from cir_milvus.types import ImageInput
 
 __all__ = ["TorchEncoder", "inject_pseudo_tokens"]
@@ -48,13 +49,15 @@ def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeho
     """Encode token ids whose placeholder rows are overwritten by pseudo tokens (Pic2Word / SEARLE / LinCIR).
 
     The placeholder's token-embedding row is replaced in place (``where(ids == placeholder, tok, emb)``); nothing
-    is inserted, so positions and EOT pooling are unchanged (methods.md §0, §9).
+    is inserted, so positions and EOT pooling are unchanged (methods.md §0, §9). Every position equal to
+    ``placeholder_id`` gets the token: to fill only the template's slot, mark it first with
+    :func:`cir_milvus.encoders.slots.mark_slot` (as :meth:`TorchEncoder.encode_texts_with_pseudo_tokens` does).
 
     Args:
         model: an open_clip CLIP / CustomTextCLIP.
         input_ids: int64 ``[B, L]``.
-        pseudo_tokens: ``[B, W]`` (W = text width), one token per prompt; every placeholder slot gets it.
-        placeholder_id: the token id of the placeholder (``$`` = 259, ``*`` = 265 in CLIP BPE).
+        pseudo_tokens: ``[B, W]`` (W = text width), one token per prompt.
+        placeholder_id: the token id to inject at (``$`` = 259, ``*`` = 265 in CLIP BPE, or a slot sentinel).
 
     Returns:
         The un-normalised text features ``[B, D]``.
@@ -90,7 +93,16 @@ class TorchEncoder:
         pretrained: tag, local checkpoint path, ``"cir-demo"`` or ``None`` (random weights).
         device: ``"cuda"``, ``"cpu"`` or ``None``/``"auto"`` (CUDA when available).
         precision: ``"fp16"`` or ``"fp32"``; default fp16 on CUDA, fp32 on CPU.
-        preprocess: ``"clip"`` or ``"targetpad"`` for gallery images (default ``"clip"``).
+        preprocess: ``"clip"``, ``"targetpad"`` or ``"hf_clip"`` for gallery images (default ``"clip"``).
+            Size, mean/std, interpolation, ``resize_mode`` (``squash`` for SigLIP/DFN/CLIPA) and ``fill_color``
+            follow open_clip's pretrained config of the tag (or the hub/local config).
+        image_loading: ``"product"`` (EXIF rotation, transparency on white) or ``"official"`` (as the research
+            code's data sets: ``Image.open`` only; used by evaluation); see :func:`cir_milvus.images.load_image`.
+        quick_gelu: ``None`` follows open_clip's pretrained config (QuickGELU for OpenAI tags); ``True``/``False``
+            force the activation (e.g. ``True`` for a local file of OpenAI weights). Recorded as ``activation``.
+        decode: ``"exact"`` (default), ``"reduce"`` or ``"draft"``: how much full-resolution work image decoding may
+            skip (:mod:`cir_milvus.preprocess`); recorded in the recipe, so a collection's queries decode like its
+            gallery.
         text_weights: a tuned text tower swapped in over ``pretrained``'s (an RTD checkpoint, Hugging Face
             ``CLIPTextModelWithProjection`` weights or a ``cir_milvus.train rtd`` output; see
             :func:`cir_milvus.models.text_tower.load_text_tower`). The image tower is unchanged, so this encoder
@@ -112,8 +124,11 @@ class TorchEncoder:
         device: str | None = None,
         precision: str | None = None,
         preprocess: str = "clip",
+        decode: str | None = None,
         spec: ModelSpec | None = None,
         text_weights: str | None = None,
+        image_loading: str = "product",
+        quick_gelu: bool | None = None,
     ) -> None:
         self._torch = require("torch", purpose="the torch encoder backend")
         self.spec = spec or resolve_model(model, pretrained)
@@ -121,20 +136,27 @@ class TorchEncoder:
         self.precision = precision or ("fp16" if self.device.startswith("cuda") else "fp32")
         if self.precision not in ("fp16", "fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp16', 'bf16' or 'fp32', got {self.precision!r}")
-        self.model, self.tokenizer = load_open_clip(self.spec, device=self.device, precision=self.precision)
+        self.model, self.tokenizer = load_open_clip(self.spec, device=self.device, precision=self.precision,
+                                                    quick_gelu=quick_gelu)
+        self.activation = model_activation(self.model)
         self.text_weights = str(text_weights) if text_weights is not None else None
         if self.text_weights is not None:
             load_text_tower(self.model, self.text_weights)
         pcfg = getattr(self.model.visual, "preprocess_cfg", {}) or {}
         size = pcfg.get("size", self.model.visual.image_size)
         size = size[0] if isinstance(size, (tuple, list)) else size
+        interpolation = pcfg.get("interpolation", "bicubic")
         self.preprocess_config = PreprocessConfig(
             size=int(size),
             mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),  # type: ignore[arg-type]
             std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),  # type: ignore[arg-type]
-            interpolation=pcfg.get("interpolation", "bicubic"),
+            # open_clip's "random" (training augmentation) is bicubic at inference
+            interpolation="bicubic" if interpolation == "random" else interpolation,
             mode=preprocess,  # type: ignore[arg-type]
-        )
+            resize_mode=pcfg.get("resize_mode", "shortest"),
+            fill_color=int(pcfg.get("fill_color", 0) or 0),
+            loading=image_loading,
+        ).with_decode(decode)
         self.context_length = int(getattr(self.tokenizer, "context_length", 77))
         with self._torch.no_grad():
             probe = self.model.encode_text(self._torch.zeros(1, self.context_length, dtype=self._torch.long,
@@ -156,6 +178,7 @@ class TorchEncoder:
             "weights_sha256": self._sha,
             "dim": self.dim,
             "preprocess": self.preprocess_config.to_dict(),
+            "activation": self.activation,
         }
         if self.text_weights is not None:  # query side only: not among the fields a gallery must match
             out["text_weights"] = self.text_weights
@@ -204,7 +227,7 @@ class TorchEncoder:
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]`` (the exact input of the image tower)."""
         cfg = self.preprocess_config.with_mode(preprocess)
-        return preprocess_batch([load_image(im) for im in images], cfg)
+        return preprocess_batch([load_image(im, mode=cfg.loading, draft=decode_size(cfg)) for im in images], cfg)
 
     def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True, device_output: bool = False) -> Any:
         torch = self._torch
@@ -212,6 +235,58 @@ class TorchEncoder:
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, dtype=dtype)
             return self._out(self.model.encode_image(x), normalize, device_output)
+
+    def normalize_on_device(self, pixels: Any) -> Any:
+        """uint8 ``[N, S, S, 3]`` (numpy or tensor) → normalised ``[N, 3, S, S]`` on this encoder's device and dtype.
+
+        On CUDA the uint8 pixels (a quarter of the float32 bytes) are copied from pinned memory without blocking, and
+        the scaling runs on the GPU; on CPU it is the same arithmetic as :func:`~cir_milvus.preprocess.normalize_uint8`
+        in torch's threads.
+        """
+        torch = self._torch
+        cfg = self.preprocess_config
+        x = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.startswith("cuda") and x.device.type == "cpu":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device).permute(0, 3, 1, 2)  # [N, S, S, 3] -> [N, 3, S, S]
+        std = torch.tensor(cfg.std, dtype=torch.float64)
+        scale = (1.0 / (255.0 * std)).to(device=x.device, dtype=torch.float32)[None, :, None, None]  # [1, 3, 1, 1]
+        bias = (-torch.tensor(cfg.mean, dtype=torch.float64) / std).to(device=x.device, dtype=torch.float32)
+        x = x.float() * scale + bias[None, :, None, None]  # [N, 3, S, S]
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        return x.to(dtype).contiguous()
+
+    def encode_uint8(self, pixels: Any, *, normalize: bool = True, device_output: bool = False) -> Any:
+        """Encode uint8 pixels ``[N, S, S, 3]`` (what the decode workers produce), normalising on the device."""
+        with self._torch.no_grad():
+            return self._out(self.model.encode_image(self.normalize_on_device(pixels)), normalize, device_output)
+
+    def decode_jpegs(self, data: Sequence[bytes]) -> Any:
+        """JPEG bytes → uint8 ``[N, S, S, 3]`` on this encoder's device with ``torchvision.io.decode_jpeg``.
+
+        On CUDA this decodes with nvJPEG on the GPU (batched), then resizes (bicubic, antialiased) and centre-crops
+        there; on CPU the same code runs on libjpeg. The pixels differ slightly from Pillow's (another IDCT and resize
+        kernel; ``benchmarks/bench_gpu.py`` reports the embedding cosine against the exact path), so this path is for
+        GPU ingestion benchmarks and callers that accept that difference; it is not a recipe decode mode.
+
+        Raises:
+            BackendUnavailableError: torchvision is missing.
+        """
+        torch = self._torch
+        tvio = require("torchvision.io", extra="torch", purpose="decoding JPEGs with torchvision")
+        s = self.preprocess_config.size
+        raw = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
+        imgs = tvio.decode_jpeg(raw, mode=tvio.ImageReadMode.RGB, device=self.device)
+        out = torch.empty((len(imgs), s, s, 3), dtype=torch.uint8, device=self.device)  # [N, S, S, 3]
+        for k, img in enumerate(imgs):  # [3, H, W] uint8
+            _, h, w = img.shape
+            new_h, new_w = (int(s * h / w), s) if w <= h else (s, int(s * w / h))
+            x = torch.nn.functional.interpolate(img[None].float(), size=(new_h, new_w), mode="bicubic",
+                                                antialias=True, align_corners=False)  # [1, 3, h', w']
+            top, left = int(round((new_h - s) / 2.0)), int(round((new_w - s) / 2.0))
+            x = x[0, :, top:top + s, left:left + s].round().clamp(0, 255)  # [3, S, S]
+            out[k] = x.to(torch.uint8).permute(1, 2, 0)
+        return out
 
     def encode_images(
         self,
@@ -261,7 +336,14 @@ class TorchEncoder:
         batch_size: int = 256,
         normalize: bool = True,
         device_output: bool = False,
+        slot: int | None = 0,
     ) -> Any:
+        """Encode prompts with ``pseudo_tokens[i]`` ``[N, W]`` at the placeholder slot of prompt ``i``.
+
+        ``slot``: which placeholder token of a prompt gets the token: ``0`` the first (SEARLE, Pic2Word: the
+        template's slot when it precedes the user text), a negative index counts from the end, ``None`` every one
+        (LinCIR's evaluation). A user's own ``$`` elsewhere in the text keeps its word embedding.
+        """
         torch = self._torch
         check_text_lengths(texts, self.token_counts(texts), self.context_length)
         pid = self.placeholder_id(placeholder)
@@ -277,11 +359,25 @@ class TorchEncoder:
         outs = []
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
-                ids = torch.from_numpy(ids_all[s : s + batch_size]).to(self.device)
+                marked, inject_id = mark_slot(ids_all[s : s + batch_size], pid, slot)
+                ids = torch.from_numpy(marked).to(self.device)
                 tok = tokens[s : s + batch_size].to(self.device)
-                outs.append(self._out(inject_pseudo_tokens(self.model, ids, tok, pid), normalize, True))
+                outs.append(self._out(inject_pseudo_tokens(self.model, ids, tok, inject_id), normalize, True))
         x = torch.cat(outs) if outs else torch.zeros(0, self.dim)
         return x if device_output else x.cpu().numpy().astype(np.float32)
+
+    def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+        """Set torch's intra-op threads on CPU (process-wide; ``None`` leaves them); returns the previous setting.
+
+        :func:`cir_milvus.ingest.ingest` gives the encoder the cores its decode workers leave free: on a shared CPU,
+        more torch threads than free cores make every parallel region wait for a descheduled thread (measured on the
+        2-core dev machine under load: a demo-model text query took 828 ms with 2 threads, 17 ms with 1). ``spin`` is
+        accepted for interface parity with the onnxruntime backend.
+        """
+        prev = int(self._torch.get_num_threads())
+        if threads is not None and not self.device.startswith("cuda") and threads != prev:
+            self._torch.set_num_threads(int(threads))
+        return prev, True
 
     def to_device(self, x: np.ndarray) -> Any:
         return self._torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)

@@ -37,9 +37,11 @@ from cir_milvus.eval.submission import (
 
 __all__ = [
     "SWEEP_METRICS",
+    "add_eval_parser",
     "gallery_preprocess",
     "load_datasets",
     "parse_alphas",
+    "plot_sweep",
     "run_eval_command",
     "write_submission",
 ]
@@ -49,6 +51,36 @@ DEFAULT_COLLECTION = "images"
 SWEEP_METRICS: dict[str, str] = {"cirr": "R@1", "fashioniq": "avg/R@10", "circo": "mAP@10", "synthetic": "R@1"}
 
 Datasets = CIRDataset | dict[str, FashionIQDataset]
+
+
+def add_eval_parser(sub: Any, add_collection_args: Any, add_model_args: Any) -> argparse.ArgumentParser:
+    """Add ``cir-milvus eval`` to the CLI's subparsers (the collection and model flags come from the CLI)."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "eval", help="score a composer on CIRR / FashionIQ / CIRCO / the synthetic world",
+        description=(__doc__ or "").split("Example::")[0].split("\n", 2)[-1].strip())
+    p.add_argument("dataset", choices=["cirr", "fashioniq", "circo", "synthetic"], help="data set")
+    p.add_argument("--root", type=Path, required=True, help="data set root folder (its official layout)")
+    p.add_argument("--split", default="val", help="split to score (default val; CIRR test1, CIRCO test)")
+    add_collection_args(p, collection_default=DEFAULT_COLLECTION,
+                        collection_help="collection caching the gallery (default: DATASET_SPLIT, e.g. cirr_val, "
+                                        "with a _targetpad suffix for searle)")
+    add_model_args(p)
+    p.add_argument("--composer", default="slerp",
+                   help="slerp (default), pic2word, searle, lincir, combined, image, text or sum")
+    p.add_argument("--alpha", type=float, default=None, help="text weight of slerp / combined, 0..1")
+    p.add_argument("--head", default=None,
+                   help="projection head for pic2word/searle/lincir/combined: a file, hf-hub:org/repo/file, or "
+                        "demo-lincir / demo-pic2word / demo-searle (the demo model's)")
+    p.add_argument("--template", default=None, help="prompt template override for pseudo-token composers")
+    p.add_argument("--sweep", default=None, help="comma-separated alphas to sweep (reports the best)")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="with --sweep: PNG of R@K against alpha (default: next to --output, else sweep_DATASET.png; "
+                        "needs matplotlib: pip install 'cir_milvus[plot]')")
+    p.add_argument("--write-default", action="store_true", help="store the best swept alpha in the recipe")
+    p.add_argument("--output", type=Path, default=None, help="write results JSON here")
+    p.add_argument("--submission", type=Path, default=None, help="write test-server submission file(s) here")
+    p.set_defaults(func=lambda args: run_eval_command(args))
+    return p
 
 
 def load_datasets(name: str, root: str | Path, split: str) -> tuple[Datasets, str]:
@@ -105,14 +137,22 @@ def _labeled(ds: Datasets) -> bool:
 
 
 def _composer_params(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in (("head", args.head), ("template", args.template)) if v is not None}
+    head = args.head
+    if head is not None:
+        from cir_milvus.cli import resolve_head
+
+        head, composer = resolve_head(head, args.composer)
+        args.composer = composer or args.composer
+    return {k: v for k, v in (("head", head), ("template", args.template)) if v is not None}
 
 
 def gallery_preprocess(composer: str, composer_params: dict[str, Any]) -> str:
-    """The gallery preprocessing a composer's protocol uses: SEARLE's ``targetpad``, else ``clip``.
+    """The gallery preprocessing a composer's protocol uses: SEARLE's ``targetpad``, LinCIR's ``hf_clip``, else
+    ``clip``.
 
     SEARLE encodes gallery and reference images with targetpad (its README: plain CLIP preprocessing does not
-    reproduce the paper); Pic2Word, LinCIR and Slerp use CLIP's resize + centre crop.
+    reproduce the paper); LinCIR (and RTD, evaluated with LinCIR's code) uses Hugging Face's
+    ``CLIPImageProcessor`` (floored crop offset); Pic2Word and Slerp use CLIP's resize + centre crop.
     """
     from cir_milvus.composers.base import get_composer
 
@@ -132,25 +172,43 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     client = connect(args.uri, token=args.token)
     exists = client.has_collection(name)
     client.close()
-    enc_kwargs: dict[str, Any] = {"device": args.device}
+    # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing)
+    enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official"}
     if preprocess != "clip":
         enc_kwargs["preprocess"] = preprocess
     text_weights = getattr(args, "text_weights", None)
     if text_weights:
         enc_kwargs["text_weights"] = text_weights
     if exists:
-        encoder = create_encoder(args.model, args.pretrained, **enc_kwargs) if args.model is not None else None
+        pretrained = "cir-demo" if args.model == "cir-demo-tiny" and args.pretrained is None else args.pretrained
+        encoder = create_encoder(args.model, pretrained, **enc_kwargs) if args.model is not None else None
         try:
             return CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
                                       text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
-    model, pretrained = args.model, args.pretrained
-    if model is None:
-        model, pretrained = "cir-demo-tiny", pretrained or "cir-demo"
+    from cir_milvus.cli import creation_model
+
+    model, pretrained = creation_model(args)
     return CIRCollection.create(args.uri, name, encoder=create_encoder(model, pretrained, **enc_kwargs),
                                 token=args.token, composer=args.composer, composer_params=composer_params,
                                 alpha=args.alpha if not args.sweep else None)
+
+
+def plot_sweep(results: list[EvalResult], alphas: list[float], path: str | Path, composer: str,
+               title: str = "") -> Path:
+    """PNG of the Milvus recall of a ``--sweep`` against alpha (every R@K the data set reports).
+
+    Raises:
+        BackendUnavailableError: matplotlib is not installed (``pip install 'cir_milvus[plot]'``).
+    """
+    from cir_milvus.viz import plot_recall_vs_alpha
+
+    names = list(results[0].milvus)
+    metrics = ([m for m in names if m.startswith("avg/")] or [m for m in names if m.startswith(("R@", "mAP@"))]
+               or names)
+    sweep = {composer: {a: r.milvus for a, r in zip(alphas, results)}}
+    return plot_recall_vs_alpha(sweep, path, metrics=metrics[:4], title=f"{title}: Milvus recall against alpha")
 
 
 def write_submission(result: EvalResult, ds: CIRDataset, out_dir: str | Path) -> list[Path]:
@@ -229,6 +287,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
             print(f"best alpha {best:.2f} by Milvus {SWEEP_METRICS[args.dataset]}")
             if args.write_default:
                 print(f"stored composer {args.composer} alpha={best:.2f} as the default of collection {name!r}")
+            plot = args.plot or (args.output.with_suffix(".png") if args.output is not None
+                                 else Path(f"sweep_{args.dataset}_{split}_{args.composer}.png"))
+            print(f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}')}")
         else:
             kw: dict[str, Any] = {"composer": args.composer, "alpha": args.alpha, "composer_params": params,
                                   "progress": progress}

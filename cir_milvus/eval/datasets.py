@@ -447,8 +447,11 @@ class CIRCODataset(CIRDataset):
             gts = [str(g) for g in (rec.get("gt_img_ids") or [])] if isinstance(rec, dict) else []
             target = rec.get("target_img_id") if isinstance(rec, dict) else None
             if target is not None:
-                # The README guarantees target_img_id == gt_img_ids[0]; enforce that order in any case.
-                gts = [str(target)] + [g for g in gts if g != str(target)]
+                # The README guarantees target_img_id == gt_img_ids[0]; enforce that order in any case, keeping
+                # repeated ids (the official mAP divides by len(gt_img_ids), repeats included).
+                if str(target) in gts:
+                    gts.remove(str(target))
+                gts = [str(target), *gts]
             out.append(CIRQuery(
                 query_id=str(_field(rec, "id", path, i)),
                 reference_id=str(_field(rec, "reference_img_id", path, i)),

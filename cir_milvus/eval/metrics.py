@@ -255,6 +255,9 @@ def circo_metrics(rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery]
     """CIRCO mAP@K over all ground truths and Recall@K over ``target_img_id`` (reference kept).
 
     ``AP@K = Σ_{k≤K} P@k · rel_k / min(K, #GT)``, where ``rel_k`` says whether the k-th id is a ground truth.
+    As in the official ``compute_metrics`` (miccunifi/CIRCO ``src/evaluation.py``), ``#GT`` is the length of the
+    annotation's ``gt_img_ids`` list, repeated ids included, and a ranking that repeats an id is refused, as the
+    evaluation server refuses such a submission (a repeated ground truth would otherwise count twice).
 
     Args:
         rankings: ranked gallery ids per query, best first.
@@ -266,19 +269,29 @@ def circo_metrics(rankings: Sequence[Sequence[str]], queries: Sequence[CIRQuery]
         ``{"mAP@5", ..., "mAP@50", "R@5", ..., "R@50"}`` in percent.
 
     Raises:
-        ConfigError: mismatched lengths, unlabeled queries, or too-short rankings.
+        ConfigError: mismatched lengths, unlabeled queries, too-short rankings, or a ranking with a repeated id.
     """
     _check_aligned(rankings, len(queries), "queries")
     _require_labels(queries, "CIRCO")
+    for q, ranking in zip(queries, rankings, strict=True):
+        seen: set[str] = set()
+        for pos, x in enumerate(ranking):
+            if x in seen:
+                raise ConfigError(
+                    f"CIRCO query {q.query_id!r}: the ranking repeats id {x!r} (at rank {pos + 1}); the evaluation "
+                    "server refuses repeated ids, so de-duplicate the ranking (keep each id's best rank) first"
+                )
+            seen.add(x)
     need = _check_ks(ks)
     aps = np.zeros((len(queries), len(ks)), dtype=np.float64)  # [Q, len(ks)]
     for i, (ranking, q) in enumerate(zip(rankings, queries, strict=True)):
         _check_length(ranking, len(ranking), need, gallery_size, i)
         gts = set(q.target_ids)
+        n_gt = len(q.target_ids)  # the official denominator counts repeated ground-truth ids
         rel = np.array([x in gts for x in ranking[:need]], dtype=np.float64)  # [L]
         precision_at = np.cumsum(rel) / np.arange(1, len(rel) + 1) if len(rel) else rel  # [L], P@k
         gain = precision_at * rel  # [L], P@k · rel_k
-        aps[i] = [gain[:k].sum() / min(k, len(gts)) for k in ks]
+        aps[i] = [gain[:k].sum() / min(k, n_gt) for k in ks]
     out = {f"mAP@{k}": _percent(aps[:, j]) for j, k in enumerate(ks)}
     out.update(recall_at_k(rankings, [q.target_ids[:1] for q in queries], ks, gallery_size=gallery_size))
     return out

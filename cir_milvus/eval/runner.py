@@ -1,5 +1,10 @@
 """The evaluation runner: gallery → Milvus (cached, resumable), queries → composer → Milvus ANN and exact search,
 scored with the official protocol of each data set, side by side.
+
+Fidelity defaults (README "Fidelity"): the gallery and reference images are decoded as the official data sets do
+when the collection's encoder was built with ``image_loading="official"`` (``cir-milvus eval`` does), pseudo-token
+composers inject as their official evaluation does (:func:`official_composer_params`: LinCIR overwrites every
+``$``), and LinCIR's images use ``hf_clip`` preprocessing (its head's default).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "evaluate_fashioniq",
     "format_table",
     "ingest_dataset",
+    "official_composer_params",
     "score",
     "sweep_alpha",
 ]
@@ -93,6 +99,20 @@ def _params_str(params: Mapping[str, Any]) -> str:
             v = v.get("kind") or v.get("source") or "…"
         parts.append(f"{k}={v}")
     return " ".join(parts)
+
+
+def official_composer_params(comp: Any) -> dict[str, Any]:
+    """Composer parameters the method's official evaluation uses where the library default differs.
+
+    LinCIR's evaluation overwrites every ``$`` of the prompt with the pseudo token (``slots="all"``); SEARLE and
+    Pic2Word overwrite the template's (the library default). Other composers need nothing.
+    """
+    from cir_milvus.composers.pseudo import OFFICIAL_SLOT_RULE
+
+    inner = getattr(comp, "inner", comp)  # the combined composer wraps a pseudo-token one
+    kind = getattr(getattr(inner, "params", {}).get("head"), "kind", None)
+    rule = OFFICIAL_SLOT_RULE.get(str(kind))
+    return {"slots": rule} if rule is not None and rule != "template" else {}
 
 
 def ingest_dataset(dataset: CIRDataset, col: CIRCollection, *, batch_size: int = 64, progress: bool = True,
@@ -173,6 +193,10 @@ def evaluate(
         raise ConfigError(f"{dataset!r} has no queries")
     params = dict(composer_params or {})
     comp = col.composer(composer, alpha=alpha, **params)
+    official = {k: v for k, v in official_composer_params(comp).items() if k not in params}
+    if official:  # the method's own evaluation rule unless the caller chose otherwise
+        params.update(official)
+        comp = col.composer(composer, alpha=alpha, **params)
     gallery_mode = col.encoder.recipe.get("preprocess", {}).get("mode", "clip")
     t1 = time.perf_counter()
     texts = [_query_text(q) for q in queries]

@@ -10,7 +10,7 @@ that overwrites the placeholder's token-embedding row (methods.md §0, §9):
   4d) → GELU → Dropout → Linear(4d, W)``. Checkpoint ``{"epoch", "Phi": state_dict}``. B/32: 512 → 2048 → 2048 → 512;
   SEARLE-XL L/14: 768 → 3072 → 3072 → 768. Placeholder ``$`` (id 259), targetpad preprocessing.
 - **LinCIR** (Gu et al., CVPR'24; navervision/lincir): SEARLE's class and checkpoint format, trained on text only.
-  L/14: 768 → 3072 → 3072 → 768. Placeholder ``$``, plain CLIP preprocessing.
+  L/14: 768 → 3072 → 3072 → 768. Placeholder ``$``, Hugging Face ``CLIPImageProcessor`` preprocessing (``hf_clip``).
 
 The nn.Module classes :class:`Pic2WordMapper` and :class:`SearlePhi` are built on first access, so importing this
 module does not import torch. :class:`Head` wraps a loaded module with its provenance (source, sha256) and the
@@ -69,7 +69,7 @@ class HeadDefaults:
     Attributes:
         template: prompt with the placeholder and one ``{}`` for the modification text.
         placeholder: the single-BPE-token word whose embedding row is overwritten.
-        preprocess: query/gallery image preprocessing (``"clip"`` or ``"targetpad"``).
+        preprocess: query/gallery image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``).
         fiq_join: how two captions are joined (see :func:`cir_milvus.composers.pseudo.join_captions`).
         wrapper_key: the checkpoint dict key holding the head's state dict.
     """
@@ -84,7 +84,7 @@ class HeadDefaults:
 HEAD_DEFAULTS: dict[str, HeadDefaults] = {
     "pic2word": HeadDefaults("a photo of * , {}", "*", "clip", "reversed", "state_dict_img2text"),
     "searle": HeadDefaults("a photo of $ that {}", "$", "targetpad", "both", "Phi"),
-    "lincir": HeadDefaults("a photo of $ that {}", "$", "clip", "both", "Phi"),
+    "lincir": HeadDefaults("a photo of $ that {}", "$", "hf_clip", "both", "Phi"),  # HF CLIPImageProcessor
 }
 """Per-method defaults (methods.md §2-4)."""
 

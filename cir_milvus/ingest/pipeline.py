@@ -11,13 +11,16 @@
   hash unless the source names one), drops repeats of an id within the input, asks Milvus once per
   ``lookup_batches`` batches which ids are already stored (those are never decoded or encoded again: resume after a
   crash is a plain re-run), then hands the rest to the decode workers in batches of ``batch_size``.
-- **Decode workers** (``workers`` processes, ``spawn`` start method): read and decode each image with
-  :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame) and preprocess it with the encoder's
-  ``preprocess_config`` (:func:`cir_milvus.preprocess.preprocess_image`, the function behind ``preprocess_batch``),
-  returning float32 pixels ``[N, 3, S, S]``. Unreadable files come back as reasons, never as exceptions. Encoders
-  without ``encode_pixels`` (e.g. :class:`~cir_milvus.encoders.fake.FakeEncoder`) decode in the reader thread.
-- **Main thread**: encodes each batch (``encode_pixels``) while the next batches decode (``prefetch`` batches in
-  flight) and the previous one is written.
+- **Decode workers** (:class:`cir_milvus.ingest.decode.DecodePool`: ``workers`` processes, ``spawn`` start method):
+  read and decode each image with :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame; JPEG
+  DCT scaling when the encoder's ``preprocess_config.decode`` is ``"draft"``) and pad/resize/crop it to uint8
+  ``[S, S, 3]`` (:func:`cir_milvus.preprocess.preprocess_image_uint8`), written into shared memory. Unreadable files
+  come back as reasons, never as exceptions. A killed worker is restarted and its batch decoded again; workers exit
+  with their parent. Encoders without ``encode_pixels`` (e.g. :class:`~cir_milvus.encoders.fake.FakeEncoder`)
+  decode in the reader thread.
+- **Main thread**: normalises each batch to float32 ``[N, 3, S, S]`` (:func:`cir_milvus.preprocess.normalize_uint8`)
+  and encodes it (``encode_pixels``) while the next batches decode (``prefetch`` batches in flight) and the
+  previous one is written.
 - **Writer thread**: upserts rows in chunks of at most 16 MB (Milvus refuses RPCs over 64 MB), retrying with
   exponential backoff (capped at 10 s) for up to ``retry_timeout`` seconds when the server drops, so a server
   restart mid-job ends with the exact count. Upserts by id are idempotent: a retried batch never duplicates.
@@ -43,14 +46,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import queue
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,17 @@ import numpy as np
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, content_id, path_text
-from cir_milvus.ingest.sources import Record, batched, is_url, open_source, read_bytes
+from cir_milvus.ingest.decode import (
+    MAX_ASPECT,
+    DecodedBatch,
+    DecodePool,
+    decode_batch_uint8,
+    default_workers,
+    encoder_threads,
+)
+from cir_milvus.ingest.decode import _strip_name as _strip_name
+from cir_milvus.ingest.sources import Record, batched, is_url, open_source
+from cir_milvus.preprocess import normalize_uint8
 from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.retry import retry_storage
 from cir_milvus.storage.store import Skipped
@@ -68,8 +79,6 @@ __all__ = ["MAX_ASPECT", "IngestReport", "ingest", "retry_storage", "skip_kind"]
 
 log = logging.getLogger(__name__)
 
-MAX_ASPECT = 32.0
-"""Aspect ratios beyond this are centre-cropped to it before preprocessing (bounds resize memory)."""
 _DONE = object()
 
 
@@ -191,42 +200,31 @@ class _SkipLog:
 # -- decoding (runs in worker processes) ----------------------------------------------------------------------------
 
 
-def _cap_aspect(img: Any) -> Any:
-    w, h = img.size
-    if max(w, h) <= MAX_ASPECT * min(w, h):
-        return img
-    if w > h:
-        keep = max(1, int(MAX_ASPECT * h))
-        left = (w - keep) // 2
-        return img.crop((left, 0, left + keep, h))
-    keep = max(1, int(MAX_ASPECT * w))
-    top = (h - keep) // 2
-    return img.crop((0, top, w, top + keep))
-
-
-def _strip_name(msg: str, name: str) -> str:
-    return msg[len(name) + 2:] if msg.startswith(name + ": ") else msg
-
-
 def prepare_batch(
     items: list[tuple[int, str | bytes]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
-    allow_urls: bool = False,
+    allow_urls: bool = False, loading: str | None = None,
 ) -> tuple[list[int], Any, list[tuple[int, str]]]:
-    """Decode (and, with a preprocess config, preprocess) one batch. Runs in a worker process.
+    """Decode (and, with a preprocess config, preprocess) one batch in this process.
 
     Args:
         items: ``(index, path or bytes)`` pairs.
         preprocess: ``PreprocessConfig.to_dict()`` of the encoder, or ``None`` to return RGB PIL images.
         max_pixels: decompression-bomb cap.
         allow_urls: fetch ``http(s)://`` sources.
+        loading: the image loading mode (:func:`~cir_milvus.images.load_image`) when there is no preprocess config
+            (default ``"product"``); with one, the config's ``loading`` decides.
 
     Returns:
         ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
     """
     from cir_milvus.images import describe, load_image
-    from cir_milvus.preprocess import PreprocessConfig, preprocess_image
+    from cir_milvus.ingest.sources import read_bytes
+    from cir_milvus.preprocess import PreprocessConfig, normalize_uint8
 
-    cfg = PreprocessConfig.from_dict(preprocess) if preprocess is not None else None
+    if preprocess is not None:
+        cfg = PreprocessConfig.from_dict(preprocess)
+        decoded = _decode_here(items, cfg, max_pixels, allow_urls)
+        return decoded.ok, normalize_uint8(decoded.pixels, cfg), decoded.bad  # [N, 3, S, S]
     ok: list[int] = []
     out: list[Any] = []
     bad: list[tuple[int, str]] = []
@@ -238,21 +236,20 @@ def prepare_batch(
                     data = read_bytes(src, allow_urls=allow_urls)
                 except OSError as e:
                     raise ImageDecodeError(f"download failed ({e})") from e
-            img = load_image(data, max_pixels=max_pixels)
-            if cfg is not None:
-                x = preprocess_image(_cap_aspect(img), cfg)  # [3, S, S]
-                out.append(x)
-            else:
-                out.append(img)
+            out.append(load_image(data, max_pixels=max_pixels, mode=loading or "product"))
             ok.append(idx)
         except ImageDecodeError as e:
             bad.append((idx, _strip_name(str(e), describe(data))))
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
             bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
-    if cfg is not None:
-        pixels = np.stack(out) if out else np.zeros((0, 3, cfg.size, cfg.size), dtype=np.float32)  # [N, 3, S, S]
-        return ok, pixels, bad
     return ok, out, bad
+
+
+def _decode_here(items: list[tuple[int, Any]], cfg: Any, max_pixels: int, allow_urls: bool) -> DecodedBatch:
+    """Decode a batch to uint8 in this process (no workers, or the FakeEncoder path)."""
+    buf = np.empty((len(items), cfg.size, cfg.size, 3), dtype=np.uint8)  # [N, S, S, 3]
+    ok, bad = decode_batch_uint8(items, cfg, buf, max_pixels, allow_urls)
+    return DecodedBatch(ok, buf[: len(ok)], bad)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
@@ -317,8 +314,16 @@ class _Job:
     items: list[tuple[int, str | bytes]] = field(default_factory=list)
 
 
+def _encode_uint8(encoder: Any, pixels: np.ndarray, cfg: Any) -> Any:
+    """Encode uint8 ``[N, S, S, 3]``: on the encoder's device when it can normalise there (torch: pinned-memory copy
+    of a quarter of the bytes, scaling on the GPU), else normalised here to float32 ``[N, 3, S, S]``."""
+    if hasattr(encoder, "encode_uint8"):
+        return encoder.encode_uint8(pixels, normalize=False)
+    return encoder.encode_pixels(normalize_uint8(pixels, cfg), normalize=False)
+
+
 def _default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return default_workers()
 
 
 # -- the pipeline ---------------------------------------------------------------------------------------------------
@@ -350,7 +355,8 @@ def ingest(
             glob), a source object from :mod:`cir_milvus.ingest.sources`, or an iterable of paths / bytes /
             ``(id, source, metadata)`` tuples.
         batch_size: images per encoder batch.
-        workers: decode processes (default: CPU count − 1, at most 8); ``0`` decodes in a thread of this process.
+        workers: decode processes (default: usable CPUs − 1, 1 to 8); ``0`` decodes in a thread of this process.
+            A worker killed mid-job is restarted and its batch decoded again (the count stays exact).
         prefetch: batches decoded ahead of the encoder (default ``2 × workers``, at least 2).
         skip_existing: do not decode or encode ids already stored (resume). ``False`` re-encodes and overwrites.
         skip_report: write skipped inputs and reasons here as JSON Lines (``{"source", "id", "kind", "reason"}``).
@@ -399,7 +405,7 @@ def ingest(
         n_workers = 0
     depth = prefetch if prefetch is not None else max(2, 2 * n_workers)
     lookup_size = batch_size * max(1, lookup_batches)
-    cfg = encoder.preprocess_config.to_dict() if pixel_mode else None
+    pcfg = encoder.preprocess_config if pixel_mode else None
 
     report = IngestReport()
     skips = _SkipLog(report, skip_report)
@@ -412,11 +418,10 @@ def ingest(
     except TypeError:
         total = None
     bar = tqdm(total=total, desc=f"ingest → {col.name}", unit="img", disable=not progress, smoothing=0.1)
-    pool = (ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context(mp_context))
-            if n_workers else None)
+    pool = (DecodePool(n_workers, pcfg, batch_size=batch_size, slots=depth + 1, max_pixels=max_pixels,
+                       allow_urls=allow_urls, mp_context=mp_context) if n_workers and pcfg is not None else None)
     seen_ids: set[str] = set()
     lock = threading.Lock()
-    pool_broken = threading.Event()
 
     def on_retry() -> None:
         with lock:
@@ -480,18 +485,25 @@ def ingest(
                         job.records += len(chunk) - len(todo.ids)
                     if job.ids:
                         job.items = list(enumerate(raw[lo:hi]))
-                        if pool is not None and not pool_broken.is_set():
-                            job.future = pool.submit(prepare_batch, job.items, cfg, max_pixels, allow_urls)
-                        else:
-                            fut: Future[Any] = Future()
-                            fut.set_result(prepare_batch(job.items, cfg, max_pixels, allow_urls))
-                            job.future = fut
+                        job.future = _submit_decode(job.items)
+                        if job.future is None:  # stopped while waiting for a free slot
+                            return
                     if not _put(decoded, job, stop):
                         return
             _put(decoded, _DONE, stop)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
             stop.set()
+
+    def _submit_decode(items: list[tuple[int, str | bytes]]) -> Future[Any] | None:
+        if pool is not None:
+            return pool.submit(items, stop)
+        fut: Future[Any] = Future()
+        if pcfg is not None:
+            fut.set_result(_decode_here(items, pcfg, max_pixels, allow_urls))
+        else:
+            fut.set_result(prepare_batch(items, None, max_pixels, allow_urls))
+        return fut
 
     def write() -> None:
         try:
@@ -515,6 +527,9 @@ def ingest(
             errors.append(e)
             stop.set()
 
+    # the encoder gets the cores the decode workers leave, and does not busy-wait on them
+    threads_before = (encoder.set_threads(encoder_threads(n_workers), spin=False)
+                      if pool is not None and hasattr(encoder, "set_threads") else None)
     start = time.perf_counter()
     reader = threading.Thread(target=read, name="cir-ingest-reader", daemon=True)
     writer = threading.Thread(target=write, name="cir-ingest-writer", daemon=True)
@@ -527,23 +542,24 @@ def ingest(
                 break
             rows: tuple[Any, ...] | None = None
             if job.future is not None:
-                try:
+                got: DecodedBatch | None = None
+                if pcfg is not None:
+                    got = job.future.result()
+                    ok, bad, data = got.ok, got.bad, got.pixels  # uint8 [N, S, S, 3]
+                else:
                     ok, data, bad = job.future.result()
-                except BrokenProcessPool:  # a worker died (the OOM killer, a crashing codec): carry on in-process
-                    if not pool_broken.is_set():
-                        log.warning("a decode worker died; decoding in this process from now on")
-                        pool_broken.set()
-                    ok, data, bad = prepare_batch(job.items, cfg, max_pixels, allow_urls)
                 for idx, reason in bad:
                     skips.add(job.names[idx], reason, job.ids[idx])
                 if ok:
-                    raw_vecs = (encoder.encode_pixels(data, normalize=False) if pixel_mode
+                    raw_vecs = (_encode_uint8(encoder, data, pcfg) if pcfg is not None
                                 else encoder.encode_images(data, batch_size=batch_size, normalize=False))
                     raw_vecs = np.asarray(raw_vecs, dtype=np.float32)  # [N, D]
                     rows = ([job.ids[i] for i in ok], raw_vecs, [job.sources[i] for i in ok],
                             [job.metadata[i] for i in ok], [job.names[i] for i in ok])
                     with lock:
                         report.encoded += len(ok)
+                if got is not None:
+                    got.release()  # the shared-memory slot is free once the pixels are encoded
             if not _put(to_write, (job.records, rows), stop):
                 break
         _put(to_write, _DONE, stop)
@@ -556,7 +572,9 @@ def ingest(
         reader.join(timeout=30)
         writer.join(timeout=30)
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
+        if threads_before is not None:
+            encoder.set_threads(threads_before[0], spin=threads_before[1])
         postfix()
         bar.close()
         skips.close()

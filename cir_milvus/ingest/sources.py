@@ -264,6 +264,12 @@ class ListSource:
                 sample = f.read(4096)
                 f.seek(0)
                 delim = "\t" if self.path.suffix.lower() == ".tsv" or ("\t" in sample and "," not in sample) else ","
+                header = next(csv.reader(f, delimiter=delim), [])
+                f.seek(0)
+                typed = self._typed_csv_rows(header, delim)
+                if typed is not None:
+                    yield from typed
+                    return
                 yield from csv.DictReader(f, delimiter=delim)
         elif self.format == "jsonl":
             with self.path.open(encoding="utf-8") as f:
@@ -281,6 +287,58 @@ class ListSource:
             pq = _pyarrow_parquet()
             for batch in pq.ParquetFile(self.path).iter_batches(batch_size=4096):
                 yield from batch.to_pylist()
+
+    def _typed_csv_rows(self, header: list[str], delim: str) -> Iterator[dict[str, Any]] | None:
+        """CSV rows with column types inferred by pyarrow (numbers stay numbers, so ``price < 20`` filters work);
+        path, id and metadata columns stay strings. ``None`` without pyarrow or when inference fails."""
+        try:
+            import pyarrow as pa
+            import pyarrow.csv as pacsv
+        except ImportError:
+            return None
+        keep_str = {c for c in header if c in PATH_COLUMNS or c in ID_COLUMNS or c == "metadata"
+                    or c in (self.path_column, self.id_column)}
+        try:
+            table = pacsv.read_csv(
+                self.path, parse_options=pacsv.ParseOptions(delimiter=delim),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in keep_str},
+                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
+                read_options=pacsv.ReadOptions(block_size=1 << 26))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            return None  # e.g. a column whose type changes past the first block: read as strings
+        return iter(table.to_pylist())
+
+    def field_types(self) -> dict[str, str]:
+        """Store field types for the list's extra columns (``{"price": "double", "year": "int64"}``), inferred by
+        pyarrow from Parquet / CSV: pass them as ``fields=`` to ``CIRCollection.create`` so they filter as numbers.
+        """
+        pa = require_pyarrow()
+        if self.format == "parquet":
+            schema = _pyarrow_parquet().ParquetFile(self.path).schema_arrow
+        elif self.format == "csv":
+            rows = iter(self._rows())
+            first = next(rows, None)
+            if first is None:
+                return {}
+            schema = pa.Table.from_pylist([first, *[r for _, r in zip(range(999), rows)]]).schema
+        else:
+            return {}
+        path_col = self.path_column or next((c for c in PATH_COLUMNS if c in schema.names), None)
+        id_col = self.id_column or next((c for c in ID_COLUMNS if c in schema.names), None)
+        out: dict[str, str] = {}
+        for f in schema:
+            if f.name in (path_col, id_col, "metadata"):
+                continue
+            t = f.type
+            if pa.types.is_boolean(t):
+                out[f.name] = "bool"
+            elif pa.types.is_integer(t):
+                out[f.name] = "int64"
+            elif pa.types.is_floating(t):
+                out[f.name] = "double"
+            elif pa.types.is_string(t) or pa.types.is_large_string(t):
+                out[f.name] = "varchar"
+        return out
 
     def _columns(self, row: dict[str, Any]) -> tuple[str, str | None]:
         path_col = self.path_column or next((c for c in PATH_COLUMNS if c in row), None)
@@ -336,6 +394,12 @@ def _row_metadata(row: dict[str, Any], path_col: str, id_col: str | None, where:
             continue
         md[k] = v
     return md
+
+
+def require_pyarrow() -> Any:
+    from cir_milvus._optional import require
+
+    return require("pyarrow", extra="ingest", purpose="typed columns from image lists")
 
 
 def _pyarrow_parquet() -> Any:

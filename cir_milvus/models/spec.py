@@ -10,6 +10,12 @@ Accepted forms (open_clip's own conventions):
 - ``model="local-dir:/path/to/dir"``: an ``open_clip_config.json`` + weights folder.
 - ``model="cir-demo-tiny", pretrained="cir-demo"``: the demo model shipped with the package.
 - ``pretrained=None``: random weights (tests, training from scratch).
+
+Tags are normalised as open_clip does (case-insensitive, ``-`` = ``_``: ``LAION2B-S34B-B79K`` is
+``laion2b_s34b_b79k``), and model names accept ``/`` for ``-`` (``ViT-B/32``). For a tag, open_clip's own pretrained
+config decides the architecture's activation (``quick_gelu``: every OpenAI tag, MetaCLIP, DFN) and the
+preprocessing (``resize_mode``, ``interpolation``, ``mean``/``std``, ``fill_color``); open_clip 3.x itself builds
+``ViT-B-32`` + ``openai`` with plain GELU and only warns, so :func:`load_open_clip` forces QuickGELU for such tags.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +33,19 @@ from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ModelNotFoundError
 from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, demo_weights_path
 
-__all__ = ["ModelSpec", "file_sha256", "list_models", "local_dir_weights", "load_open_clip", "register_model_config", "resolve_model"]
+__all__ = [
+    "ModelSpec",
+    "file_sha256",
+    "list_models",
+    "local_dir_weights",
+    "load_open_clip",
+    "model_activation",
+    "normalize_tag",
+    "pretrained_config",
+    "recorded_activation",
+    "register_model_config",
+    "resolve_model",
+]
 
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 
@@ -107,6 +126,33 @@ def list_models() -> list[str]:
     return list(open_clip.list_models())
 
 
+def normalize_tag(tag: str) -> str:
+    """open_clip's pretrained-tag normalisation: lower case, ``-`` → ``_`` (``LAION2B-S34B-B79K`` → ``laion2b_s34b_b79k``)."""
+    return tag.lower().replace("-", "_")
+
+
+def pretrained_config(spec: ModelSpec) -> dict[str, Any]:
+    """open_clip's pretrained config of a tag spec (``quick_gelu``, ``resize_mode``, ``mean``...); ``{}`` otherwise."""
+    if spec.kind != "tag" or spec.pretrained is None:
+        return {}
+    open_clip = require("open_clip", purpose="building open_clip models")
+    return dict(open_clip.get_pretrained_cfg(spec.model, spec.pretrained) or {})
+
+
+def model_activation(model: Any) -> str:
+    """``"quick_gelu"`` when the open_clip model's transformer MLPs use QuickGELU, else ``"gelu"``."""
+    from open_clip.transformer import QuickGELU
+
+    return "quick_gelu" if any(isinstance(m, QuickGELU) for m in model.modules()) else "gelu"
+
+
+def recorded_activation(encoder: Mapping[str, Any]) -> str:
+    """The recorded MLP activation; recipes written before it was recorded had open_clip's config default."""
+    if encoder.get("activation"):
+        return str(encoder["activation"])
+    return "quick_gelu" if "quickgelu" in str(encoder.get("model", "")).lower() else "gelu"
+
+
 def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
     """Turn the user's ``model``/``pretrained`` into a :class:`ModelSpec` without loading weights.
 
@@ -124,6 +170,8 @@ def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
             raise ModelNotFoundError(f"local-dir model folder not found: {folder}")
         return ModelSpec(model, None, local_dir_weights(folder), "local-dir")  # the file gives its sha256
     names = open_clip.list_models()
+    if model not in names and model.replace("/", "-") in names:
+        model = model.replace("/", "-")  # open_clip accepts "ViT-B/32" for "ViT-B-32"
     if model not in names:
         close = difflib.get_close_matches(model, names, n=5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -151,16 +199,137 @@ def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:
             f"checkpoint file not found for {model}: {pretrained} (looked at {Path(pretrained).resolve()})"
         )
     tags = open_clip.list_pretrained_tags_by_model(model)
-    if pretrained not in tags:
+    canonical = {normalize_tag(t): t for t in tags}
+    tag = canonical.get(normalize_tag(pretrained))
+    if tag is None:
         raise ModelNotFoundError(
             f"unknown pretrained tag {pretrained!r} for {model}; available: {', '.join(tags) or 'none'}. "
             "Pass a local checkpoint path as pretrained= to use your own weights."
         )
-    return ModelSpec(model, pretrained, None, "tag")
+    return ModelSpec(model, tag, None, "tag")
 
 
-def load_open_clip(spec: ModelSpec, device: str = "cpu", precision: str = "fp32") -> tuple[Any, Any]:
+# -- failing fast offline -------------------------------------------------------------------------------------------
+HUB_PROBE_TIMEOUT = 3.0
+"""Seconds the connectivity probe waits for the download host before declaring it unreachable."""
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def _download_source(spec: ModelSpec) -> tuple[str | None, str | None]:
+    """``(hf repo id, url)`` that open_clip would download ``spec``'s weights from (``None`` when nothing is)."""
+    if spec.kind == "hf-hub":
+        return spec.model[len("hf-hub:"):], None
+    if spec.kind != "tag":
+        return None, None
+    from open_clip.pretrained import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec.model, spec.pretrained or "") or {}
+    hub = str(cfg.get("hf_hub") or "").strip("/")
+    if hub:
+        return "/".join(hub.split("/")[:2]), None
+    return None, str(cfg.get("url") or "") or None
+
+
+def _hf_cache_dir() -> Path:
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+
+
+def _hf_cached(repo_id: str) -> bool:
+    snapshots = _hf_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(p.is_file() for p in snapshots.glob("*/*"))
+
+
+def _reachable(url: str, timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+    if not host:
+        return False
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok)
+
+
+def check_download_possible(spec: ModelSpec) -> None:
+    """Fail within seconds when ``spec``'s weights must be downloaded and cannot be.
+
+    Nothing happens for local files, the demo model, random weights, or weights already in the Hugging Face cache.
+    Otherwise ``HF_HUB_OFFLINE`` set (to 1/true/on/yes), or no TCP connection to the hub (``HF_ENDPOINT``, default
+    huggingface.co) within :data:`HUB_PROBE_TIMEOUT` seconds, raises at once instead of waiting for the hub client's
+    retries (tens of seconds).
+
+    Raises:
+        ModelNotFoundError: the weights are not cached and cannot be fetched; the message names the cache, the
+            variable, and how to pass a local file.
+    """
+    try:
+        repo, url = _download_source(spec)
+    except ImportError:
+        return
+    if repo is None and url is None:
+        return
+    what = f"{spec.model}" + (f" / {spec.pretrained}" if spec.kind == "tag" else "")
+    if spec.kind == "hf-hub":
+        fix = ("Download the repo (open_clip_config.json + weights) where the hub is reachable and pass "
+               "model='local-dir:/path/to/folder' (--model local-dir:/path/to/folder on the CLI).")
+    else:
+        fix = (f"Download the checkpoint where the hub is reachable and pass it as a local file: "
+               f"pretrained='/path/to/open_clip_pytorch_model.bin' (`--model {spec.model} --pretrained "
+               "/path/to/file` on the CLI).")
+    if repo is not None:
+        if _hf_cached(repo):
+            return
+        if str(os.environ.get("HF_HUB_OFFLINE", "")).strip().lower() in _TRUE:
+            raise ModelNotFoundError(
+                f"the weights of {what} (Hugging Face repo {repo!r}) are not in the local cache "
+                f"{_hf_cache_dir()} and HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} forbids downloading them. "
+                f"Unset HF_HUB_OFFLINE where the hub is reachable, or: {fix}")
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    else:
+        assert url is not None
+        cached = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        if cached.is_file():
+            return
+        endpoint = url
+    if not _reachable(endpoint):
+        raise ModelNotFoundError(
+            f"the weights of {what} are not cached locally and {endpoint} cannot be reached (no connection within "
+            f"{HUB_PROBE_TIMEOUT:.0f} s; offline?). Set HF_ENDPOINT if you use a hub mirror, or: {fix}")
+
+
+def load_open_clip(
+    spec: ModelSpec, device: str = "cpu", precision: str = "fp32", *, quick_gelu: bool | None = None
+) -> tuple[Any, Any]:
     """Build the open_clip model and tokenizer for a spec.
+
+    Args:
+        spec: the resolved backbone.
+        device: torch device.
+        precision: ``"fp32"``, ``"fp16"`` or ``"bf16"``.
+        quick_gelu: the activation of the transformer MLPs: ``None`` follows open_clip's pretrained config of the
+            tag (QuickGELU for OpenAI weights, as OpenAI CLIP and every official method run them) or the model
+            config (``hf-hub:``, ``local-dir:``, ``*-quickgelu`` names); ``True``/``False`` force it (a local
+            checkpoint of OpenAI weights needs ``True``).
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on ``device``.
@@ -173,8 +342,16 @@ def load_open_clip(spec: ModelSpec, device: str = "cpu", precision: str = "fp32"
     open_clip = require("open_clip", purpose="building open_clip models")
     _ensure_demo_config()
     pretrained = str(spec.checkpoint) if spec.kind in ("demo", "file") else spec.pretrained
+    check_download_possible(spec)  # offline: fail in seconds, not after the hub client's retries
+    if quick_gelu is None:
+        quick_gelu = True if pretrained_config(spec).get("quick_gelu") else None
+    kwargs: dict[str, Any] = {}
+    if quick_gelu:
+        kwargs["force_quick_gelu"] = True
+    elif quick_gelu is False:
+        kwargs["quick_gelu"] = False  # a model kwarg: overrides a "-quickgelu" config
     try:
-        model = open_clip.create_model(spec.model, pretrained=pretrained, device=device, precision=precision)
+        model = open_clip.create_model(spec.model, pretrained=pretrained, device=device, precision=precision, **kwargs)
     except Exception as e:  # noqa: BLE001 - open_clip raises many types for "cannot fetch"
         if spec.kind in ("file", "demo") and not isinstance(e, FileNotFoundError):
             # the file is there (resolve_model checked) but does not hold weights for this architecture

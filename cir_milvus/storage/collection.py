@@ -260,7 +260,7 @@ class CIRCollection:
                 comp = get_composer(composer, **dict(composer_params or {}))
                 recipe = Recipe(encoder=enc_recipe, composer=comp.config(), metric=store.fields.metric,
                                 index={"type": str(store.index_info().get("index_type", "HNSW")), "params": {}},
-                                package_version=_version())
+                                package_version=_version()).portable(lite_base_dir(uri))
                 if store.capabilities.collection_properties:
                     try:
                         store.set_recipe(recipe)
@@ -410,7 +410,7 @@ class CIRCollection:
                         items.append((j, data))
                     else:
                         items.append((j, t[1]))
-                ok, pils, bad = prepare_batch(items, None)
+                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
                 for j, reason in bad:
                     n = todo[j][0]
                     if isinstance(images[n], (str, os.PathLike)):
@@ -443,6 +443,10 @@ class CIRCollection:
                 result[n] = None
         result.seconds = time.perf_counter() - start
         return result
+
+    def _image_loading(self) -> str:
+        """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
+        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
 
     def add_vectors(self, ids: Sequence[Id], raw_embeddings: np.ndarray,
                     metadata: Sequence[Mapping[str, Any]] | None = None,
@@ -503,6 +507,9 @@ class CIRCollection:
     def composer(self, name: str | None = None, **params: Any) -> Composer:
         """The composer for a call: the recipe's default, or ``name``, with parameter overrides."""
         default = self.recipe.composer
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"composer must be a composer name such as 'slerp' (or None for the collection's "
+                              f"default {default['name']!r}); got {name!r}")
         name = name or default["name"]
         overrides = {k: v for k, v in params.items() if v is not None}
         base = self._composers.get(name)

@@ -11,9 +11,10 @@ from typing import Any
 
 from cir_milvus.artifacts import looks_like_path, path_hint, remember
 from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.models.spec import recorded_activation
 
 __all__ = ["PROPERTY_KEY", "Recipe", "check_compatible", "differences", "lite_base_dir", "portable_composer",
-           "portable_encoder"]
+           "portable_encoder", "recorded_activation"]
 
 PROPERTY_KEY = "cir_milvus.recipe"
 FORMAT_VERSION = 2
@@ -22,7 +23,7 @@ sha256 content ids (see :mod:`cir_milvus.artifacts`). Both are read."""
 # encoder fields that must agree between the collection and the encoder serving it (backend may differ: an ONNX
 # bundle exported from the same weights serves a torch-built collection). A swapped text tower ("text_weights",
 # RTD) is not among them: it changes queries, never the stored image vectors.
-_MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess")
+_MUST_MATCH = ("model", "pretrained", "weights_sha256", "dim", "preprocess", "activation")
 
 
 @dataclass
@@ -81,9 +82,12 @@ class Recipe:
         return f"{e.get('model')} / {e.get('pretrained')} (sha256 {sha}, dim {e.get('dim')}, {e.get('backend')}{text})"
 
 
-def lite_base_dir(uri: str) -> Path | None:
-    """The folder holding a Milvus Lite ``.db`` (where relative recipe hints start); ``None`` for server URIs."""
-    if "://" in uri or uri.startswith("unix:"):
+def lite_base_dir(uri: object) -> Path | None:
+    """The folder holding a Milvus Lite ``.db`` (where relative recipe hints start); ``None`` for server URIs and
+    injected clients."""
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or "://" in uri or uri.startswith("unix:") or not uri.endswith(".db"):
         return None
     return Path(os.path.abspath(Path(uri).expanduser())).parent
 
@@ -165,6 +169,8 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
     both_sha = bool(sha_a) and bool(sha_b)
     for key in _MUST_MATCH:
         a, b = stored.get(key), current.get(key)
+        if key == "activation":
+            a, b = recorded_activation(stored), recorded_activation(current)
         if key == "weights_sha256":
             if both_sha and a != b:
                 out.append(f"weights_sha256: the collection was built from weights with sha256 {a} ({_where(stored)}) but "

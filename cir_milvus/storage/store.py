@@ -139,14 +139,14 @@ class Hits(list[Hit]):
         """One row per hit: ``id``, ``score``, ``source`` and one column per metadata key (needs pandas)."""
         from cir_milvus._optional import require
 
-        pd = require("pandas", extra="data", purpose="hits as a DataFrame")
+        pd = require("pandas", extra="ingest", purpose="hits as a DataFrame")
         return pd.DataFrame(self._columns())
 
     def to_arrow(self) -> pa.Table:
         """The same table as :meth:`to_pandas`, as a ``pyarrow.Table`` (needs pyarrow)."""
         from cir_milvus._optional import require
 
-        pa = require("pyarrow", extra="data", purpose="hits as an Arrow table")
+        pa = require("pyarrow", extra="ingest", purpose="hits as an Arrow table")
         cols = self._columns()
         for k, v in list(cols.items()):
             if k not in ("id", "score", "source") and any(isinstance(x, (dict, list)) for x in v):

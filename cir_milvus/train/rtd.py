@@ -13,6 +13,14 @@ pretrained projection head φ (LinCIR / SEARLE / Pic2Word) stay frozen. Each tra
 so the T_r / T_t pairs of one triplet act as hard negatives for each other. Paper recipe: CompoDiff LLM triplets,
 4 GPUs × 128, lr 1e-5, 2000 steps, fp16.
 
+As the official ``train_text_encoder.py``: T_r and T_t are cleaned by LinCIR's ``clean_caption``
+(:func:`~cir_milvus.train.lincir.clean_caption`: ``<PERSON>`` → ``person``, lower case, ``$`` removed) and T_c is
+used as written; AdamW decays every parameter of the tuned tower (``decay_filter="all"``); the NT-Xent is computed
+per device on its own 128 triplets with no gathering across GPUs (``loss_group=128``: the batch is cut into groups
+of 128 triplets, one loss each, averaged as DDP averages the gradients; ``loss_group=0`` = one NT-Xent over the
+whole batch); and the tower of the best validation R@1 is exported (official ``text_encoder_best.pt``, validation
+every 100 steps as in ``run.sh``; on the synthetic world its val split, file data: the last step, logged).
+
 Synthetic triplets (``--triplets synthetic``, CompoDiff-style): a random attribute combination, the world's
 caption of it (T_r), one or two attribute edits phrased by the world's modification-text generator (T_c), and the
 caption of the edited combination with the SAME template and attribute subset (T_t, which always names the changed
@@ -54,7 +62,8 @@ from cir_milvus.train.common import (
     step_rng,
 )
 
-__all__ = ["RTDConfig", "RTDRecipe", "TripletSource", "nt_xent", "read_triplets", "synthetic_text_triplets"]
+__all__ = ["RTDConfig", "RTDRecipe", "TripletSource", "grouped_nt_xent", "nt_xent", "read_triplets",
+           "synthetic_text_triplets"]
 
 
 def nt_xent(v1: Any, v2: Any, temperature: float) -> Any:
@@ -70,6 +79,36 @@ def nt_xent(v1: Any, v2: Any, temperature: float) -> Any:
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     pos = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)  # [2N]
     return F.cross_entropy(sim, pos)
+
+
+def grouped_nt_xent(query: Any, query_ref: Any | None, target: Any, reference: Any, temperature: float,
+                    group: int) -> Any:
+    """RTD's loss over a batch of triplets, per group of ``group`` triplets (one group = one GPU of the official
+    multi-GPU run, no gathering), averaged over the groups.
+
+    Within a group of ``n`` triplets the NT-Xent runs over ``[q; q_ref]`` against ``[target; reference]`` (refined
+    batch sampling: ``2n`` pairs, as each official device concatenates its own pairs), or over ``q`` against
+    ``target`` when ``query_ref`` is ``None``.
+
+    Args:
+        query, target: ``[B, D]`` composed-query features and frozen target features.
+        query_ref, reference: ``[B, D]`` ``"a photo of $"`` features and frozen reference features (or ``None``).
+        temperature: τ.
+        group: triplets per group; ``0`` (or ``>= B``) = one NT-Xent over the whole batch.
+    """
+    import torch
+
+    n = len(query)
+    size = group if 0 < group < n else n
+    losses = []
+    for i in range(0, n, size):
+        sl = slice(i, i + size)
+        if query_ref is None:
+            losses.append(nt_xent(query[sl], target[sl], temperature))
+        else:
+            losses.append(nt_xent(torch.cat([query[sl], query_ref[sl]]), torch.cat([target[sl], reference[sl]]),
+                                  temperature))
+    return torch.stack(losses).mean()
 
 
 def synthetic_text_triplets(n: int, rng: np.random.Generator, p_two: float = 0.3) -> list[tuple[str, str, str]]:
@@ -158,6 +197,8 @@ class RTDConfig(TrainConfig):
         noise_scale: scale of ``u · n`` added to frozen(T_r) before φ (0.5).
         temperature: NT-Xent temperature (0.07).
         refined_batch: add the ``"a photo of $"`` → frozen(T_r) pairs (refined batch sampling).
+        loss_group: triplets per NT-Xent (official: 128 per GPU, no gathering; ``0`` = one loss over the batch).
+        clean_captions: clean T_r and T_t as the official loader (:func:`~cir_milvus.train.lincir.clean_caption`).
         save_dtype: ``"fp16"`` or ``"fp32"`` for the exported checkpoint.
     """
 
@@ -174,7 +215,15 @@ class RTDConfig(TrainConfig):
     noise_scale: float = 0.5
     temperature: float = 0.07
     refined_batch: bool = True
+    loss_group: int = 128
+    clean_captions: bool = True
     save_dtype: str = "fp16"
+    val_every: int = 100
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loss_group < 0:
+            raise ConfigError(f"loss_group must be >= 0 (0 = the whole batch), got {self.loss_group}")
 
 
 def _infer_head_kind(head: str) -> str:
@@ -229,12 +278,32 @@ class RTDRecipe:
         self.text, self.text_prefix = _text_only_copy(self.frozen)
         self.text.float().requires_grad_(True)
         self.triplets = read_triplets(cfg.triplets)
+        from cir_milvus.train.validation import make_validation
+
+        self.validation = make_validation(cfg.val, self.triplets.rows is None, self.encoder, cfg.val_queries)
         self.samples_per_step = cfg.batch_size
         if cfg.save_dtype not in ("fp16", "fp32"):
             raise ConfigError(f"save_dtype must be 'fp16' or 'fp32', got {cfg.save_dtype!r}")
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return decay_groups(list(self.text.named_parameters()), self.cfg.weight_decay)
+        return decay_groups(list(self.text.named_parameters()), self.cfg.weight_decay, self.cfg.decay_filter)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.validation is not None
+
+    def compose(self, reference: Any, texts: Any) -> Any:
+        """Query features: the tuned tower on the head's prompt with the frozen φ's token of the reference."""
+        from cir_milvus.encoders.torch import inject_pseudo_tokens
+
+        ids = self.encoder.tokenizer([self.template.format(t) for t in texts]).to(self.precision.device)  # [Q, L]
+        return inject_pseudo_tokens(self.text, ids, self.head.module(reference), self.pid)  # [Q, D]
+
+    def validate(self) -> float:
+        """R@1 on the validation split with the current text tower (see :mod:`cir_milvus.train.validation`)."""
+        if self.validation is None:
+            raise RuntimeError("this RTD run has no validation split")
+        return self.validation.recall_at_1(self.compose)
 
     def train(self, mode: bool = True) -> RTDRecipe:
         self.text.train(mode)
@@ -248,6 +317,10 @@ class RTDRecipe:
         dev = self.precision.device
         rows = self.triplets.batch(cfg.batch_size, cfg.seed, step)
         t_r, t_c, t_t = (list(x) for x in zip(*rows, strict=True))
+        if cfg.clean_captions:  # official loader: T_r and T_t cleaned, T_c as written
+            from cir_milvus.train.lincir import clean_caption
+
+            t_r, t_t = [clean_caption(c) for c in t_r], [clean_caption(c) for c in t_t]
         ids_q = tok([self.template.format(c) for c in t_c])  # [B, L]
         lost = ~(ids_q == self.pid).any(dim=1)  # very long conditions: keep the placeholder
         if lost.any():
@@ -263,15 +336,15 @@ class RTDRecipe:
                 "target": e_t, "reference": e_r, "tok": pseudo}
 
     def loss(self, batch: dict[str, Any]) -> Any:
-        import torch
 
         from cir_milvus.encoders.torch import inject_pseudo_tokens
 
         q = inject_pseudo_tokens(self.text, batch["ids_query"], batch["tok"], self.pid)  # [B, D]
-        if not self.cfg.refined_batch:
-            return nt_xent(q, batch["target"], self.cfg.temperature)
-        q_ref = inject_pseudo_tokens(self.text, batch["ids_ref"], batch["tok"], self.pid)  # [B, D]
-        return nt_xent(torch.cat([q, q_ref]), torch.cat([batch["target"], batch["reference"]]), self.cfg.temperature)
+        q_ref = None
+        if self.cfg.refined_batch:
+            q_ref = inject_pseudo_tokens(self.text, batch["ids_ref"], batch["tok"], self.pid)  # [B, D]
+        return grouped_nt_xent(q, q_ref, batch["target"], batch["reference"], self.cfg.temperature,
+                               self.cfg.loss_group)
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.text.state_dict())

@@ -1,4 +1,9 @@
-"""The ``cir-milvus`` command line on Milvus Lite: ingest, search (+ contact sheet), info."""
+"""The ``cir-milvus`` command line on Milvus Lite: ingest, search (every composer, + contact sheet), info,
+set-default, and the refusals that keep a collection from being built or changed by accident.
+
+Every CLI run goes through :func:`run`, which also checks that the token (given through ``MILVUS_TOKEN``) never
+appears in any output.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,35 @@ pytest.importorskip("open_clip")
 
 from PIL import Image  # noqa: E402
 
+from cir_milvus import CIRCollection  # noqa: E402
 from cir_milvus.cli import main  # noqa: E402
+from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
+SECRET = "S3cret-Pw-4711"
 
-@pytest.fixture()
-def image_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "imgs"
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns ``(exit code, stdout, stderr)``; the secret must never be printed."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert SECRET not in out and SECRET not in err, "a credential was printed"
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _token_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MILVUS_TOKEN", f"root:{SECRET}")
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "imgs"
     (root / "sub").mkdir(parents=True)
     world = SyntheticWorld(seed=5, instances=1)
-    for i, it in enumerate(world.gallery()[:20]):
+    for i, it in enumerate(world.gallery()[:24]):
         folder = root / "sub" if i % 2 else root
         it.render().save(folder / f"{it.id}.png")
     (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -31,50 +53,163 @@ def image_dir(tmp_path: Path) -> Path:
     return root
 
 
-def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def demo_db(image_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A collection of the image folder made with the demo model through the CLI."""
+    db = str(tmp_path_factory.mktemp("db") / "cli.db")
+    assert main(["ingest", str(image_dir), "--uri", db, "--collection", "imgs", "--model", "cir-demo-tiny",
+                 "--device", "cpu", "--no-progress"]) == 0
+    return db
+
+
+def test_ingest_search_info(tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     db = str(tmp_path / "cli.db")
-    common = ["--uri", db, "--collection", "imgs", "--device", "cpu"]
+    monkeypatch.setenv("MILVUS_URI", db)  # --uri falls back to $MILVUS_URI
+    common = ["--collection", "imgs", "--device", "cpu"]
     report = tmp_path / "skipped.jsonl"
-    assert main(["ingest", str(image_dir), *common, "--skip-report", str(report)]) == 0
-    out = capsys.readouterr().out
-    assert "22 images in" in out  # every entry of the folder is either stored or reported
-    assert "skipped 2" in out and "corrupt.jpg" in out
-    assert "holds 20 images" in out
+    code, out, err = run(capsys, "ingest", str(image_dir), *common, "--model", "cir-demo-tiny", "--skip-report",
+                         str(report), "--no-progress", "--summary-json", str(tmp_path / "sum.json"))
+    assert code == 0, err
+    assert "26 images in" in out  # every entry of the folder is either stored or reported
+    assert "skipped 2" in out and "corrupt.jpg" in out and "notes.txt" in out
+    assert "holds 24 images" in out
     skipped = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted(Path(s["source"]).name for s in skipped) == ["corrupt.jpg", "notes.txt"]
+    assert "object at 0x" not in out + report.read_text()
+    assert json.loads((tmp_path / "sum.json").read_text())["stored"] == 24
 
-    # re-ingesting the same folder leaves the count unchanged and encodes nothing
-    assert main(["ingest", str(image_dir), *common]) == 0
-    out = capsys.readouterr().out
-    assert "stored 0 " in out and "already stored 20" in out and "holds 20 images" in out
+    # re-ingesting the same folder (model from the recipe) leaves the count unchanged and encodes nothing
+    code, out, _ = run(capsys, "ingest", str(image_dir), *common, "--no-progress")
+    assert code == 0
+    assert "stored 0 " in out and "already stored 24" in out and "holds 24 images" in out
 
     ref = sorted(image_dir.glob("*.png"))[0]
     grid = tmp_path / "grid.png"
-    assert main(["search", *common, "--image", str(ref), "--text", "make it blue", "-k", "4", "--grid",
-                 str(grid)]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = run(capsys, "search", *common, "--image", str(ref), "--text", "make it blue", "-k", "4",
+                       "--grid", str(grid))
+    assert code == 0
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 4
     assert ref.name not in out, "the reference itself is excluded from its hits"
     with Image.open(grid) as im:
-        assert im.width > 4 * 96 and im.height >= 96
+        assert im.width > 5 * 224 and im.height >= 224
 
-    assert main(["search", *common, "--image", str(ref), "--text", "make it blue", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out)
+    code, out, _ = run(capsys, "search", *common, "--image", str(ref), "--text", "make it blue", "--json")
+    hits = json.loads(out)
     assert len(hits) == 10 and all({"id", "score", "metadata", "source"} <= set(h) for h in hits)
     assert hits == sorted(hits, key=lambda h: -h["score"])
+    assert all(len(repr(h["score"]).split(".")[-1]) <= 6 for h in hits), "scores are rounded"
+    # the stored sources are absolute: the sheet finds the files from any working directory
+    assert all(Path(h["source"]).is_absolute() and Path(h["source"]).is_file() for h in hits)
 
-    assert main(["info", *common]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["count"] == 20
+    code, out, _ = run(capsys, "info", *common[:2], "--json")
+    info = json.loads(out)
+    assert info["count"] == 24
     assert info["recipe"]["encoder"]["model"] == "cir-demo-tiny"
     assert info["recipe"]["encoder"]["pretrained"] == "cir-demo"
     assert info["recipe"]["composer"]["name"] == "slerp"
     assert info["index"]["index_type"] == "HNSW"
 
+    code, out, _ = run(capsys, "info", *common[:2])
+    table = dict(line.split(None, 1) for line in out.splitlines())
+    assert table["images"] == "24"
+    assert table["model"].startswith("cir-demo-tiny") and table["weights"].startswith("cir-demo")
+    assert table["composer"] == "slerp (alpha=0.8)"
 
-def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "none.db")
-    assert main(["info", "--uri", db, "--collection", "missing"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no collection 'missing'" in err
+
+def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    ref = sorted(image_dir.glob("*.png"))[0]
+    common = ["--uri", demo_db, "--collection", "imgs", "--device", "cpu", "-k", "5", "--json"]
+    heads = {kind: str(DATA_DIR / f"cir-demo-tiny.{kind}.safetensors") for kind in ("pic2word", "lincir")}
+    cases = [
+        (["--composer", "text", "--text", "a blue circle"], {"composer": "text"}, None, "a blue circle"),
+        (["--composer", "image", "--image", str(ref)], {"composer": "image"}, str(ref), None),
+        (["--image", str(ref), "--text", "make it blue", "--alpha", "0.6"], {"alpha": 0.6}, str(ref), "make it blue"),
+        (["--image", str(ref), "--text", "make it blue", "--head", "demo-lincir"],
+         {"composer": "lincir", "head": heads["lincir"]}, str(ref), "make it blue"),
+        (["--image", str(ref), "--text", "make it blue", "--composer", "pic2word", "--head", heads["pic2word"]],
+         {"composer": "pic2word", "head": heads["pic2word"]}, str(ref), "make it blue"),
+        (["--image", str(ref), "--text", "make it blue", "--composer", "combined", "--head", "demo-pic2word",
+          "--alpha", "0.7"],
+         {"composer": "combined", "head": heads["pic2word"], "base": "pic2word", "alpha": 0.7}, str(ref),
+         "make it blue"),
+    ]
+    got = {}
+    for argv, _, _, _ in cases:
+        code, out, err = run(capsys, "search", *common, *argv)
+        assert code == 0, (argv, err)
+        got[tuple(argv)] = [h["id"] for h in json.loads(out)]
+    with CIRCollection.open(demo_db, "imgs", device="cpu") as col:
+        for argv, kw, image, text in cases:
+            want = [h.id for h in col.search(image, text, k=5, **kw)]
+            assert got[tuple(argv)] == want, argv
+    # the composers really differ (the flags are not ignored)
+    assert len({tuple(v) for v in got.values()}) >= 5
+
+
+def test_set_default_and_ingest_refusing_a_different_composer(demo_db: str, image_dir: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    db = str(tmp_path / "copy.db")
+    shutil.copytree(demo_db, db) if Path(demo_db).is_dir() else shutil.copy(demo_db, db)
+    common = ["--uri", db, "--collection", "imgs"]
+    code, _, err = run(capsys, "ingest", str(image_dir), *common, "--composer", "lincir", "--head", "demo-lincir",
+                       "--no-progress")
+    assert code == 2 and "set-default" in err and "slerp" in err
+    code, out, err = run(capsys, "set-default", *common, "--device", "cpu", "--head", "demo-lincir")
+    assert code == 0, err
+    assert "slerp (alpha=0.8) -> lincir" in out
+    code, out, _ = run(capsys, "info", *common, "--json")
+    composer = json.loads(out)["recipe"]["composer"]
+    assert composer["name"] == "lincir" and composer["params"]["head"]["kind"] == "lincir"
+    # the same composer again is not a change: ingest proceeds
+    code, out, err = run(capsys, "ingest", str(image_dir), *common, "--composer", "lincir", "--no-progress", "-q")
+    assert code == 0 and out == "", err
+
+
+def test_creation_needs_explicit_weights(tmp_path: Path, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "new.db")
+    code, _, err = run(capsys, "ingest", str(image_dir), "--uri", db)
+    assert code == 2 and "--model" in err and "cir-demo-tiny" in err and "bundle:" in err
+    code, _, err = run(capsys, "ingest", str(image_dir), "--uri", db, "--model", "cir-demo-tiny",
+                       "--random-weights", "--pretrained", "cir-demo")
+    assert code == 2 and "contradict" in err
+    # an open_clip model without weights is refused; --random-weights makes it explicit and loud
+    code, _, err = run(capsys, "ingest", str(image_dir), "--uri", db, "--model", "cir-demo-tiny",
+                       "--random-weights", "--no-progress", "--device", "cpu")
+    assert code == 0 and "RANDOM" in err
+    code, out, _ = run(capsys, "info", "--uri", db)
+    assert "RANDOM" in out
+    assert not Path(tmp_path / "cir.db").exists()
+
+
+def test_zero_hits_and_quiet(demo_db: str, image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = sorted(image_dir.glob("*.png"))[0]
+    code, out, _ = run(capsys, "search", "--uri", demo_db, "--collection", "imgs", "--image", str(ref), "--text",
+                       "make it blue", "--filter", 'metadata["path"] == {p}', "--param", "p=nothing.png", "-q")
+    assert code == 0 and out.startswith("no hits") and "filter" in out
+
+
+def test_help_on_every_flag_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from cir_milvus import __version__
+    from cir_milvus.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    missing = []
+    for name, p in [("", parser), *sub.choices.items()]:  # type: ignore[union-attr]
+        for action in p._actions:
+            if action.option_strings and not action.help:
+                missing.append(f"{name} {action.option_strings[0]}")
+            if not action.option_strings and action.dest not in ("command",) and not action.help:
+                missing.append(f"{name} {action.dest}")
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "cirr_val" in capsys.readouterr().out

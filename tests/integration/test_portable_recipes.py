@@ -210,3 +210,63 @@ def test_a_moved_onnx_bundle_is_found_or_named_with_bundle_new(tmp_path, images,
     shutil.move(str(new), str(new.parent / "bundle"))  # the recorded name, in a search folder
     with CIRCollection.open(str(b / "cir.db"), "c", device="cpu", search_path=str(new.parent)) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
+
+
+def test_a_recipe_written_by_an_older_version_opens_on_another_host(tmp_path, images, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Format-1 recipes stored paths as typed; those paths are now hints (found here by file name + sha256)."""
+    import json
+
+    from pymilvus import MilvusClient
+
+    from cir_milvus.storage.client import disconnect
+    from cir_milvus.storage.recipe import PROPERTY_KEY
+
+    a = tmp_path / "A"
+    a.mkdir()
+    shutil.copy(demo_weights_path(), a / "w.safetensors")
+    before = _create_in(a, images[:6], pretrained=str(a / "w.safetensors"))
+    client = MilvusClient(str(a / "cir.db"))
+    try:
+        recipe = json.loads(client.describe_collection("c")["properties"][PROPERTY_KEY])
+        recipe["format"] = 1  # as 0.x wrote it: the checkpoint by the creating machine's absolute path
+        recipe["encoder"]["pretrained"] = "/home/alice/ckpt/w.safetensors"
+        recipe["encoder"].pop("pretrained_kind")
+        client.alter_collection_properties("c", properties={PROPERTY_KEY: json.dumps(recipe)})
+    finally:
+        disconnect(client, str(a / "cir.db"))
+    b = _move_host(a, tmp_path / "B")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu") as col:
+        assert col.recipe.format == 1 and col.encoder.recipe["pretrained"] == str(b / "w.safetensors")
+        assert _ids(col.search(images[0], TEXT, k=5)) == before
+
+
+@pytest.mark.slow
+def test_ray_ingest_into_a_bundle_collection_matches_the_local_encoder(tmp_path, images, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
+    """The Ray actors rebuild an ONNX-bundle encoder from the recipe (the old rebuild failed for bundles)."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tokenizers")
+    import numpy as np
+    from cir_milvus_export.onnx_export import export_bundle
+
+    from cir_milvus.images import content_id
+    from cir_milvus.ingest.ray_pipeline import ingest_ray
+
+    bundle = export_bundle(tiny_torch_encoder, tmp_path / "A" / "bundle", fused=False)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in images[:6]:
+        shutil.copy(p, folder / p.name)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with CIRCollection.create(str(tmp_path / "A" / "cir.db"), "c", model=f"bundle:{bundle}", device="cpu") as col:
+            report = ingest_ray(col, folder, batch_size=4, write="driver", progress=False)
+            assert report.stored == 6
+            ids = [content_id(p) for p in images[:6]]
+            got = col.get_vectors(ids)
+            want = col.encoder.encode_images(list(images[:6]), normalize=False)
+            for i, w in zip(ids, want, strict=True):
+                np.testing.assert_allclose(got[i], w, rtol=1e-4, atol=1e-4)
+    finally:
+        ray.shutdown()

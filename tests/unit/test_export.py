@@ -274,6 +274,19 @@ def test_ort_pseudo_tokens_match_torch(ort_encoder: OrtEncoder, tiny_torch_encod
         ort_encoder.encode_texts_with_pseudo_tokens(prompts, tok[:, :64])
 
 
+def test_ort_and_torch_inject_the_same_placeholder_slots(ort_encoder: OrtEncoder, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
+    """A user's "$" besides the template's: both backends fill the same slot (first, last, or all)."""
+    prompts = ["a photo of $ that is under $50", "a photo of $ that costs $ 5 , not $ 6", "a photo of $ that is red"]
+    tok = np.random.default_rng(1).standard_normal((3, 128)).astype(np.float32) * 0.5
+    outs = {}
+    for slot in (0, -1, None):
+        a = ort_encoder.encode_texts_with_pseudo_tokens(prompts, tok, slot=slot, batch_size=2)
+        b = tiny_torch_encoder.encode_texts_with_pseudo_tokens(prompts, tok, slot=slot)
+        assert cosine_rows(a, b).min() > 0.9999
+        outs[slot] = a
+    assert cosine_rows(outs[0][:2], outs[None][:2]).max() < 0.9999  # the slot rules really differ there
+
+
 def test_ort_recipe_matches_torch_keys(ort_encoder: OrtEncoder, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
     a, b = ort_encoder.recipe, tiny_torch_encoder.recipe
     # the bundle's recipe also says where the bundle is, so CIRCollection.open() can rebuild it

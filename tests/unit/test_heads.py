@@ -108,7 +108,7 @@ def test_published_checkpoint_loads_and_matches_maths(kind, label, dims, tmp_pat
     else:
         assert head.arch == {"input_dim": inp, "hidden_dim": hidden, "output_dim": out, "dropout": 0.5}
         assert head.template == "a photo of $ that {}" and head.placeholder == "$"
-        assert head.preprocess == ("targetpad" if kind == "searle" else "clip")
+        assert head.preprocess == {"searle": "targetpad", "lincir": "hf_clip"}[kind]
 
     x = torch.randn(3, inp, generator=torch.Generator().manual_seed(1)) * 5  # raw (un-normalised) embeddings
     ref = pic2word_ref(sd, x) if kind == "pic2word" else searle_ref(sd, x)

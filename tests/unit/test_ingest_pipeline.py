@@ -284,27 +284,36 @@ def test_retry_gives_up_after_the_timeout_and_skips_permanent_errors(monkeypatch
     assert calls.count(2) == 1
 
 
-def test_a_dead_decode_worker_falls_back_to_in_process_decoding(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from concurrent.futures import Future
-    from concurrent.futures.process import BrokenProcessPool
+def test_a_killed_decode_worker_is_replaced_and_the_count_stays_exact(tmp_path: Path) -> None:
+    """kill -9 of the decode workers mid-ingest (twice): the job finishes with every image stored once, no hang."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
 
-    class DeadPool:
-        def __init__(self, *a: Any, **k: Any) -> None:
-            self.submitted = 0
+    class Killer(PixelFakeEncoder):
+        kills = 0
 
-        def submit(self, *a: Any, **k: Any) -> Future[Any]:
-            self.submitted += 1
-            fut: Future[Any] = Future()
-            fut.set_exception(BrokenProcessPool("a child process terminated abruptly"))
-            return fut
+        def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+            if len(self.pixel_batches) in (0, 2):  # first and third batch: every decode worker dies
+                for p in multiprocessing.active_children():
+                    if p.name == "cir-decode" and p.pid is not None:
+                        os.kill(p.pid, signal.SIGKILL)
+                        Killer.kills += 1
+            return super().encode_pixels(pixels, normalize=normalize)
 
-        def shutdown(self, *a: Any, **k: Any) -> None:
-            pass
-
-    monkeypatch.setattr("cir_milvus.ingest.pipeline.ProcessPoolExecutor", DeadPool)
-    col = MemoryCollection(PixelFakeEncoder())
-    rep = ingest(col, _images(tmp_path, 7), batch_size=2, workers=2, progress=False)
-    assert rep.stored == 7 and len(col.rows) == 7
+    col = MemoryCollection(Killer())
+    paths = _images(tmp_path, 24)
+    out: list[Any] = []
+    t = threading.Thread(target=lambda: out.append(ingest(col, paths, batch_size=3, workers=2, progress=False)),
+                         daemon=True)
+    t.start()
+    t.join(timeout=120)  # the watchdog: a hang fails the test instead of the suite
+    assert not t.is_alive(), "ingest hung after a decode worker was killed"
+    assert Killer.kills >= 2
+    rep = out[0]
+    assert rep.stored == 24 and len(col.rows) == 24 and not rep.skipped
+    assert not [p for p in multiprocessing.active_children() if p.name == "cir-decode"]
 
 
 def test_encoder_errors_stop_the_job_cleanly(tmp_path: Path) -> None:
@@ -340,3 +349,27 @@ def test_shards_end_to_end_with_progress_bar(tmp_path: Path, capsys: pytest.Capt
     assert col.rows["000000002"]["source"] == "00000.tar#000000002"
     err = capsys.readouterr().err
     assert "img/s" in err and "skipped=1" in err
+
+
+def test_the_encoder_gets_the_cores_the_decode_workers_leave_and_they_are_restored(tmp_path: Path) -> None:
+    from cir_milvus.ingest.decode import encoder_threads
+
+    class Threaded(PixelFakeEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.setting: tuple[int | None, bool] = (7, True)
+            self.during: list[tuple[int | None, bool]] = []
+
+        def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+            prev, self.setting = self.setting, (threads, spin)
+            return prev
+
+        def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+            self.during.append(self.setting)
+            return super().encode_pixels(pixels, normalize=normalize)
+
+    enc = Threaded()
+    rep = ingest(MemoryCollection(enc), _images(tmp_path, 6), batch_size=3, workers=1, progress=False)
+    assert rep.stored == 6
+    assert set(enc.during) == {(encoder_threads(1), False)}  # no busy-waiting beside the decode worker
+    assert enc.setting == (7, True)

@@ -110,7 +110,7 @@ def test_missing_head_says_how_to_pass_it():
     [
         ("pic2word", "a photo of * , {}", "*", "clip", "reversed"),
         ("searle", "a photo of $ that {}", "$", "targetpad", "both"),
-        ("lincir", "a photo of $ that {}", "$", "clip", "both"),
+        ("lincir", "a photo of $ that {}", "$", "hf_clip", "both"),
     ],
 )
 def test_method_defaults(name, template, placeholder, preprocess, fiq_join, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from cir_milvus.artifacts import CACHE_ENV_VAR, ENV_VAR, known_paths, locate, path_hint, remember
@@ -294,3 +295,60 @@ def test_shipped_demo_heads_are_found_by_file_name() -> None:
 
     shipped = DATA_DIR / "cir-demo-tiny.pic2word.safetensors"
     assert locate(shipped.name, what="head", sha256=file_sha256(shipped)) == shipped
+
+
+# -- encoder_from_recipe ---------------------------------------------------------------------------------------------
+
+
+def test_rebuild_refuses_fake_recipes_and_text_towers_for_bundles() -> None:
+    from cir_milvus.encoders import FakeEncoder, encoder_from_recipe
+
+    with pytest.raises(ConfigError, match="FakeEncoder"):
+        encoder_from_recipe(FakeEncoder(dim=8).recipe)
+    with pytest.raises(ConfigError, match="text_weights"):
+        encoder_from_recipe(_encoder(backend="onnx", location="bundle:b"), text_weights="tt.safetensors")
+
+
+def test_rebuild_finds_a_moved_local_dir_model_and_text_tower(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("torch")
+    pytest.importorskip("open_clip")
+    import shutil
+
+    from cir_milvus.encoders import encoder_from_recipe
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.models.demo import MODEL_CONFIG_DIR, demo_weights_path
+
+    # a local-dir model (open_clip_config.json + weights) and a text tower (the demo checkpoint's text keys)
+    folder = tmp_path / "hostA" / "clipdir"
+    folder.mkdir(parents=True)
+    cfg = json.loads((MODEL_CONFIG_DIR / "cir-demo-tiny.json").read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    shutil.copy(demo_weights_path(), folder / "open_clip_model.safetensors")
+    tower = tmp_path / "hostA" / "tower.safetensors"
+    shutil.copy(demo_weights_path(), tower)
+    enc = TorchEncoder(f"local-dir:{folder}", device="cpu", text_weights=str(tower))
+    assert enc.recipe["weights_sha256"] == enc.recipe["text_weights_sha256"]  # the local-dir weights have an id
+    stored = Recipe(encoder=enc.recipe).portable(None)
+    assert stored.encoder["model"] == "local-dir:clipdir" and stored.encoder["text_weights"] == "tower.safetensors"
+
+    monkeypatch.setenv(CACHE_ENV_VAR, "")  # no help from this machine's index: only the search path counts
+    shutil.move(str(tmp_path / "hostA"), str(tmp_path / "hostB"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="local-dir model folder"):
+        encoder_from_recipe(stored.encoder, device="cpu")
+    rebuilt = encoder_from_recipe(stored.encoder, device="cpu", search_path=str(tmp_path / "hostB"))
+    check_compatible("c", stored, rebuilt.recipe)
+    assert rebuilt.recipe["text_weights"] == str(tmp_path / "hostB" / "tower.safetensors")
+    texts = ["a red star", "a small blue circle"]
+    np.testing.assert_allclose(rebuilt.encode_texts(texts), enc.encode_texts(texts), atol=1e-6)
+    # the recorded text tower is looked up as strictly as the weights
+    (tmp_path / "hostB" / "tower.safetensors").unlink()
+    with pytest.raises(ModelNotFoundError, match="text tower"):
+        encoder_from_recipe(stored.encoder, device="cpu", search_path=str(tmp_path / "hostB"))
+
+
+def test_injected_clients_and_odd_uris_have_no_base_dir() -> None:
+    from cir_milvus.storage.recipe import lite_base_dir
+
+    assert lite_base_dir(object()) is None and lite_base_dir("(injected MilvusClient)") is None
+    assert lite_base_dir("unix:/tmp/milvus.sock") is None

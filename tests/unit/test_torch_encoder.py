@@ -173,7 +173,8 @@ def test_bad_precision_is_config_error() -> None:
 
 def test_recipe(tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
     recipe = tiny_torch_encoder.recipe
-    assert set(recipe) == {"backend", "model", "pretrained", "weights_sha256", "dim", "preprocess"}
+    assert set(recipe) == {"backend", "model", "pretrained", "weights_sha256", "dim", "preprocess", "activation"}
+    assert recipe["activation"] == "gelu"  # the demo config has no quick_gelu
     assert recipe["backend"] == "torch" and recipe["model"] == "cir-demo-tiny"
     assert recipe["pretrained"] is None and recipe["weights_sha256"] is None  # random weights: no file
     assert recipe["dim"] == DIM

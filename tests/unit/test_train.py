@@ -23,7 +23,7 @@ from cir_milvus.train.common import (  # noqa: E402
 )
 from cir_milvus.train.lincir import LinCIRConfig, LinCIRRecipe, mask_keywords  # noqa: E402
 
-TINY = {"batch_size": 8, "progress": False, "repeat_batch": True, "seed": 0}
+TINY = {"batch_size": 8, "progress": False, "repeat_batch": True, "seed": 0, "val": "none"}
 
 
 @pytest.fixture(scope="module")

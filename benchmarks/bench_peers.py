@@ -1,0 +1,422 @@
+"""cir_milvus side by side with what users pick instead: ingest rate, query latency, memory, recall, GEMM fraction.
+
+    python benchmarks/bench_peers.py                 # demo model + ViT-B-32 (random weights), 3 interleaved rounds
+    python benchmarks/bench_peers.py --quick         # 200 / 48 images, 2 rounds
+    python benchmarks/bench_peers.py --models cir-demo-tiny:cir-demo --images 2000 --rounds 5
+
+Stacks (each run in its own fresh process, so peak RSS and thread settings are its own; every round runs every stack
+once, in a rotated order, so the shared machine's load drifts over all of them alike):
+
+- ``handwritten``: what a user writes in an afternoon: open_clip ``create_model_and_transforms`` + its torchvision
+  preprocess per PIL image, batches of 64, ``MilvusClient.insert`` into Milvus Lite; queries: image + text towers,
+  slerp in numpy, ``client.search``.
+- ``lancedb``: LanceDB's registered ``open-clip`` embedding function (a ``LanceModel`` with ``SourceField`` image
+  URIs; ``table.add`` computes the vectors); queries: the function's image + text embeddings, slerp, ``table.search``.
+- ``cir-*``: :func:`cir_milvus.ingest.ingest` into a Milvus Lite collection (``cir-torch`` = defaults; ``-draft`` =
+  ``decode="draft"``; ``cir-onnx-fp32`` / ``-int8`` = an exported bundle through onnxruntime); queries:
+  ``CIRCollection.search(image_path, text, k=10)``.
+
+Per stack and round: ingest images/s (paths → rows stored), decode-alone and encode-alone images/s (the stack's own
+decode+preprocess over all cores it uses; its encoder on pixels in memory, batch 64), peak RSS (parent and children),
+composed-query p50/p99 (image file + text → top-10) and recall@10 of the store's answer against exact search over the
+stored vectors. Per round: this CPU's GEMM bound (numpy and torch fp32 matmul 2048³, best of 5) and each stack's
+encode-alone FLOP rate as a fraction of it (FLOPs per image counted with ``torch.utils.flop_counter``).
+Reported: medians with min–max over rounds, and per-round ratios cir/peer. JSON in ``benchmarks/results/peers.json``.
+Images: photo-like JPEGs of 500×375 to 1024×768 (``_photos.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _photos import make_photos  # noqa: E402
+
+STACKS = ("handwritten", "lancedb", "cir-torch", "cir-torch-draft", "cir-onnx-fp32", "cir-onnx-int8")
+PEERS = ("handwritten", "lancedb")
+TEXTS = ("make it look like a painting", "the same scene at night", "with more red in it", "seen from further away")
+
+
+def _slerp(a: np.ndarray, b: np.ndarray, alpha: float = 0.8) -> np.ndarray:
+    """What a user writes: spherical interpolation of two unit vectors (alpha weights the text)."""
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    theta = np.arccos(np.clip(a @ b, -1.0, 1.0))
+    if theta < 1e-4:
+        q = (1 - alpha) * a + alpha * b
+    else:
+        q = (np.sin((1 - alpha) * theta) * a + np.sin(alpha * theta) * b) / np.sin(theta)
+    return (q / np.linalg.norm(q)).astype(np.float32)
+
+
+def _pct(xs: list[float], p: float) -> float:
+    return round(float(np.percentile(np.asarray(xs) * 1000.0, p)), 2)
+
+
+def _recall(got: list[list[str]], exact: list[list[str]]) -> float:
+    return round(float(np.mean([len(set(g) & set(e)) / len(e) for g, e in zip(got, exact)])), 4)
+
+
+def _exact_top(vectors: np.ndarray, ids: list[str], queries: np.ndarray, k: int = 10) -> list[list[str]]:
+    scores = queries @ vectors.T  # [Q, N]
+    return [[ids[j] for j in np.argsort(-row)[:k]] for row in scores]
+
+
+def _gemm_gflops() -> dict[str, float]:
+    import torch
+
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    out = {}
+    t = torch.from_numpy(a)
+    for name, fn in (("numpy", lambda: a @ a), ("torch", lambda: torch.mm(t, t))):
+        fn()
+        best = min(_timed(fn) for _ in range(5))
+        out[name] = round(2 * n**3 / best / 1e9, 1)
+    return out
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _flops_per_image(model: Any, size: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, size, size)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.encode_image(x)
+    return float(fc.get_total_flops())
+
+
+def _hwm_mb(pid: int | str = "self") -> float:
+    """Peak resident memory of a process (VmHWM; unlike ru_maxrss it is not inherited across exec)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _rate(fn: Any, n: int, rounds: int = 3) -> float:
+    fn()  # warm-up
+    return round(n / min(_timed(fn) for _ in range(rounds)), 1)
+
+
+# -- one stack in one process ---------------------------------------------------------------------------------------
+
+
+def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    paths = sorted(str(p) for p in Path(a.photos).glob("*.jpg"))[: a.images]
+    refs = paths[: a.queries]
+    texts = [TEXTS[i % len(TEXTS)] for i in range(len(refs))]
+    tmp = Path(a.tmp)
+    ckpt = a.checkpoint or None
+    res: dict[str, Any] = {"stack": stack, "images": len(paths), "torch_threads": torch.get_num_threads()}
+    if stack in PEERS:
+        import open_clip
+        from PIL import Image
+
+        from cir_milvus.models.demo import MODEL_CONFIG_DIR
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    if stack == "handwritten":
+        from pymilvus import MilvusClient
+
+        model, _, preprocess = open_clip.create_model_and_transforms(a.model, pretrained=ckpt)
+        model.eval()
+        tokenizer = open_clip.get_tokenizer(a.model)
+
+        def embed_images(ps: list[str]) -> np.ndarray:
+            x = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in ps])
+            with torch.no_grad():
+                f = model.encode_image(x)
+            return (f / f.norm(dim=-1, keepdim=True)).numpy()
+
+        def embed_text(t: str) -> np.ndarray:
+            with torch.no_grad():
+                f = model.encode_text(tokenizer([t]))
+            return (f / f.norm(dim=-1, keepdim=True)).numpy()[0]
+
+        dim = embed_text("x").shape[0]
+        client = MilvusClient(str(tmp / f"hw-{os.getpid()}.db"))
+        client.create_collection("photos", dimension=dim, metric_type="IP", id_type="string", max_length=512)
+        t0 = time.perf_counter()
+        for s in range(0, len(paths), 64):
+            batch = paths[s:s + 64]
+            vecs = embed_images(batch)
+            client.insert("photos", [{"id": p, "vector": v.tolist()} for p, v in zip(batch, vecs)])
+        res["ingest_s"] = time.perf_counter() - t0
+
+        def query(ref: str, text: str) -> list[str]:
+            q = _slerp(embed_images([ref])[0], embed_text(text))
+            return [h["id"] for h in client.search("photos", [q.tolist()], limit=10)[0]]
+
+        def stored() -> tuple[list[str], np.ndarray]:
+            rows = client.query("photos", filter='id != ""', output_fields=["id", "vector"], limit=16384)
+            return [r["id"] for r in rows], np.asarray([r["vector"] for r in rows], dtype=np.float32)
+
+        def qvec(ref: str, text: str) -> np.ndarray:
+            return _slerp(embed_images([ref])[0], embed_text(text))
+
+        res["decode_alone_per_s"] = _rate(lambda: [preprocess(Image.open(p).convert("RGB")) for p in paths[:64]], 64)
+        enc_model, size = model, 0
+    elif stack == "lancedb":
+        import lancedb
+        from lancedb.embeddings import get_registry
+        from lancedb.pydantic import LanceModel, Vector
+
+        func = get_registry().get("open-clip").create(name=a.model, pretrained=ckpt or "", batch_size=64)
+
+        class Photo(LanceModel):  # type: ignore[misc]
+            image_uri: str = func.SourceField()
+            vector: Vector(func.ndims()) = func.VectorField()  # type: ignore[valid-type]
+
+        db = lancedb.connect(str(tmp / f"lance-{os.getpid()}"))
+        tbl = db.create_table("photos", schema=Photo)
+        t0 = time.perf_counter()
+        tbl.add([{"image_uri": p} for p in paths])
+        res["ingest_s"] = time.perf_counter() - t0
+
+        def qvec(ref: str, text: str) -> np.ndarray:
+            return _slerp(func.generate_image_embedding(ref), func.generate_text_embeddings(text))
+
+        def query(ref: str, text: str) -> list[str]:
+            return [r["image_uri"] for r in tbl.search(qvec(ref, text)).limit(10).to_list()]
+
+        def stored() -> tuple[list[str], np.ndarray]:
+            t = tbl.to_arrow()
+            return t["image_uri"].to_pylist(), np.asarray(t["vector"].to_pylist(), dtype=np.float32)
+
+        pre = func._preprocess
+        res["decode_alone_per_s"] = _rate(lambda: [pre(func._to_pil(p)) for p in paths[:64]], 64)
+        enc_model, size = func._model, 0
+    else:
+        from cir_milvus import CIRCollection
+        from cir_milvus.ingest import ingest
+        from cir_milvus.ingest.decode import DecodePool, default_workers
+
+        decode = "draft" if stack.endswith("draft") or stack.startswith("cir-onnx") else None
+        if stack.startswith("cir-onnx"):
+            from cir_milvus.encoders.ort import OrtEncoder
+
+            enc: Any = OrtEncoder(Path(a.bundles) / stack.rsplit("-", 1)[1], device="cpu", decode=decode)
+        else:
+            from cir_milvus.encoders.torch import TorchEncoder
+
+            enc = TorchEncoder(a.model, a.pretrained or None, device="cpu", decode=decode)
+        col = CIRCollection.create(str(tmp / f"cir-{os.getpid()}.db"), "photos", encoder=enc)
+        t0 = time.perf_counter()
+        rep = ingest(col, paths, progress=False)
+        res["ingest_s"] = time.perf_counter() - t0
+        assert rep.stored == len(paths), rep.summary()
+
+        def query(ref: str, text: str) -> list[str]:
+            return [h.id for h in col.search(ref, text, k=10, exclude_reference=False)]
+
+        def qvec(ref: str, text: str) -> np.ndarray:
+            return np.asarray(col.compose([ref], [text]))[0]
+
+        def stored() -> tuple[list[str], np.ndarray]:
+            ids = list(col.iter_ids())
+            got = col.get_vectors(ids)
+            v = np.asarray([got[i] for i in ids], dtype=np.float32)
+            return ids, v / np.linalg.norm(v, axis=1, keepdims=True)
+
+        cfg = enc.preprocess_config
+        workers = default_workers()
+
+        worker_hwm: list[float] = []
+
+        def decode_all() -> None:
+            with DecodePool(workers, cfg, batch_size=64, slots=3) as pool:
+                futs = [pool.submit(list(enumerate(paths[s:s + 64]))) for s in range(0, min(len(paths), 256), 64)]
+                for f in futs:
+                    if f is not None:
+                        f.result().release()
+                worker_hwm.extend(_hwm_mb(pid) for pid in pool.pids)
+
+        res["decode_alone_per_s"] = _rate(decode_all, min(len(paths), 256), rounds=2)
+        res["decode_workers"] = workers
+        res["peak_rss_children_mb"] = round(workers * max(worker_hwm, default=0.0), 1)
+        pix = np.random.default_rng(0).standard_normal((a.encode_batch, 3, cfg.size, cfg.size)).astype(np.float32)
+        res["encode_alone_per_s"] = _rate(lambda: enc.encode_pixels(pix), a.encode_batch, rounds=2)
+        size = cfg.size
+        enc_model = getattr(enc, "model", None)
+        if stack == "cir-torch":
+            res["gflop_per_image"] = round(_flops_per_image(enc.model, cfg.size) / 1e9, 3)
+    if "encode_alone_per_s" not in res:
+        size = size or int(enc_model.visual.image_size[0] if isinstance(enc_model.visual.image_size, tuple)
+                           else enc_model.visual.image_size)
+        x = torch.randn(a.encode_batch, 3, size, size)
+
+        def enc_fn() -> None:
+            with torch.no_grad():
+                enc_model.encode_image(x)
+
+        res["encode_alone_per_s"] = _rate(enc_fn, a.encode_batch, rounds=2)
+    res["ingest_per_s"] = round(len(paths) / res["ingest_s"], 1)
+    for r, t in zip(refs[:3], texts[:3]):  # warm-up
+        query(r, t)
+    lat = []
+    got = []
+    for r, t in zip(refs, texts):
+        t0 = time.perf_counter()
+        got.append(query(r, t))
+        lat.append(time.perf_counter() - t0)
+    res["query_p50_ms"], res["query_p99_ms"] = _pct(lat, 50), _pct(lat, 99)
+    ids, vecs = stored()
+    qs = np.stack([qvec(r, t) for r, t in zip(refs, texts)])  # [Q, D]
+    res["recall@10_vs_exact"] = _recall(got, _exact_top(vecs, ids, qs))
+    res["peak_rss_mb"] = _hwm_mb()
+    res.setdefault("peak_rss_children_mb", 0.0)  # the peers decode in threads of this process
+    return res
+
+
+# -- the driver -----------------------------------------------------------------------------------------------------
+
+
+def _summary(xs: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2)}
+
+
+def export_bundles(model: str, pretrained: str | None, out: Path) -> None:
+    from cir_milvus_export.onnx_export import export_bundle
+
+    from cir_milvus.encoders.torch import TorchEncoder
+
+    enc = TorchEncoder(model, pretrained, device="cpu")
+    for prec in ("fp32", "int8"):
+        if not (out / prec / "manifest.json").exists():
+            export_bundle(enc, out / prec, precision=prec, fused=False, overwrite=True)
+
+
+def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: Path, photos: Path) -> dict[str, Any]:
+    from cir_milvus.models.spec import resolve_model
+
+    spec = resolve_model(model, pretrained)
+    checkpoint = str(spec.checkpoint) if spec.kind in ("demo", "file") else (pretrained or "")
+    demo = model == "cir-demo-tiny"
+    n = a.images if demo else a.vit_images
+    rounds = a.rounds if demo else a.vit_rounds
+    bundles = tmp / f"bundles-{model}"
+    t = time.perf_counter()
+    export_bundles(model, pretrained, bundles)
+    print(f"[{model}] bundles exported in {time.perf_counter() - t:.0f}s", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {s: [] for s in a.stacks}
+    gemm: list[dict[str, float]] = []
+    for r in range(rounds):
+        gemm.append(_gemm_gflops())
+        order = list(a.stacks[r % len(a.stacks):]) + list(a.stacks[: r % len(a.stacks)])
+        for stack in order:
+            cmd = [sys.executable, __file__, "--child", stack, "--model", model, "--pretrained", pretrained or "",
+                   "--checkpoint", checkpoint, "--photos", str(photos), "--images", str(n), "--queries",
+                   str(a.queries), "--bundles", str(bundles), "--tmp", str(tmp),
+                   "--encode-batch", str(64 if demo else 16)]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            line = [x for x in p.stdout.splitlines() if x.startswith("{")]
+            if p.returncode or not line:
+                print(f"[{model}] {stack} failed:\n{p.stderr[-3000:]}", flush=True)
+                continue
+            row = json.loads(line[-1])
+            runs[stack].append(row)
+            print(f"[{model}] round {r + 1} {stack:<16} ingest {row['ingest_per_s']:>7.1f}/s  decode "
+                  f"{row['decode_alone_per_s']:>7.1f}/s  encode {row['encode_alone_per_s']:>7.1f}/s  query p50/p99 "
+                  f"{row['query_p50_ms']}/{row['query_p99_ms']} ms  R@10 {row['recall@10_vs_exact']}  RSS "
+                  f"{row['peak_rss_mb']:.0f}+{row['peak_rss_children_mb']:.0f} MB", flush=True)
+    gflop = next((x["gflop_per_image"] for x in runs.get("cir-torch", []) if "gflop_per_image" in x), None)
+    best_gemm = max(max(g.values()) for g in gemm)
+    out: dict[str, Any] = {"model": model, "pretrained": pretrained, "images": n, "rounds": rounds,
+                           "gemm_gflops": {k: _summary([g[k] for g in gemm]) for k in ("numpy", "torch")},
+                           "gflop_per_image": gflop, "stacks": {}, "ratios": {}}
+    for stack, rows in runs.items():
+        if not rows:
+            continue
+        s = {k: _summary([x[k] for x in rows]) for k in ("ingest_per_s", "decode_alone_per_s", "encode_alone_per_s",
+                                                         "query_p50_ms", "query_p99_ms", "recall@10_vs_exact",
+                                                         "peak_rss_mb", "peak_rss_children_mb")}
+        if gflop:
+            s["encode_fraction_of_gemm_bound"] = round(s["encode_alone_per_s"]["median"] * gflop / best_gemm, 3)
+        dec, enc = s["decode_alone_per_s"]["median"], s["encode_alone_per_s"]["median"]
+        s["ingest_vs_min_decode_encode"] = round(s["ingest_per_s"]["median"] / min(dec, enc), 3)
+        out["stacks"][stack] = s
+    # per-round ratios: each cir stack against each peer, same round
+    for stack in a.stacks:
+        if stack in PEERS:
+            continue
+        for peer in PEERS:
+            pairs = [(x["ingest_per_s"], y["ingest_per_s"]) for x, y in zip(runs.get(stack, []), runs.get(peer, []))]
+            if pairs:
+                out["ratios"][f"{stack}/{peer}"] = _summary([x / y for x, y in pairs])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="cir-demo-tiny:cir-demo,ViT-B-32")
+    p.add_argument("--images", type=int, default=1000, help="images for the demo model")
+    p.add_argument("--vit-images", type=int, default=96, help="images for other (slower) models")
+    p.add_argument("--queries", type=int, default=40)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--vit-rounds", type=int, default=2, help="rounds for other (slower) models")
+    p.add_argument("--encode-batch", type=int, default=64, help=argparse.SUPPRESS)
+    p.add_argument("--stacks", default=",".join(STACKS))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--data", type=Path, default=None, help="keep the generated JPEGs here (default: a temp dir)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "peers.json")
+    # child mode (one stack in this process)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    for k in ("--model", "--pretrained", "--checkpoint", "--photos", "--bundles", "--tmp"):
+        p.add_argument(k, default="", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        print(json.dumps(run_stack(a.child, a)), flush=True)
+        return {}
+    if a.quick:
+        a.images, a.vit_images, a.queries, a.rounds, a.vit_rounds = 200, 48, 30, 2, 1
+    a.stacks = [s for s in a.stacks.split(",") if s]
+    import torch
+
+    res: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "note": "a 2-core machine shared with other jobs: interleaved rounds, medians, ratios per round"},
+        "command": "python benchmarks/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "models": []}
+    tmpdir = tempfile.TemporaryDirectory(prefix="cir-peers-")
+    tmp = Path(tmpdir.name)
+    photos_dir = (a.data or tmp) / "photos"
+    _, desc = make_photos(photos_dir, max(a.images, a.vit_images))
+    res["photos"] = {"source": desc, "sizes": "500x375 to 1024x768 JPEG q85-95"}
+    try:
+        for spec in a.models.split(","):
+            model, _, pretrained = spec.partition(":")
+            res["models"].append(bench_model(model, pretrained or None, a, tmp, photos_dir))
+            print(json.dumps(res["models"][-1]["ratios"], indent=1), flush=True)
+    finally:
+        tmpdir.cleanup()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {a.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""Decoding for ingestion: images → uint8 pixels at the encoder's size, in worker processes that survive a crash.
+
+::
+
+    submit(items) ──► dispatcher thread ──► worker process k ──► shared-memory slot (uint8 [B, S, S, 3])
+                        (assigns jobs,        decode, pad,          ──► DecodedBatch(ok, pixels view, bad)
+                         watches sentinels)   resize, crop             (release() frees the slot)
+
+- **Work per image** (:func:`decode_uint8`): read the bytes (or download a URL when allowed), decode with
+  :func:`cir_milvus.images.load_image` (EXIF, modes, pixel cap, first frame; with ``decode="draft"`` a JPEG is
+  decoded at 1/2, 1/4 or 1/8 scale in the DCT domain when it is large enough), cap the aspect ratio at
+  :data:`MAX_ASPECT`, then :func:`cir_milvus.preprocess.preprocess_image_uint8`. Normalisation to float32
+  (:func:`cir_milvus.preprocess.normalize_uint8`) happens in the consumer, so workers hand over 1 byte per channel
+  instead of 4, written once into shared memory (no pickling of pixels).
+- **The pool** (:class:`DecodePool`): one duplex pipe per worker; a dispatcher thread sends each job to an idle
+  worker together with the name of a free shared-memory slot and waits on the pipes and the process sentinels.
+  When a worker dies (kill -9, the OOM killer, a crashing codec) its job is re-queued and the worker restarted;
+  a job that killed workers :data:`MAX_JOB_ATTEMPTS` times, or any job once restarts are used up, is decoded in
+  the dispatcher thread. Nothing waits without a timeout, so a dead worker can never hang the caller.
+- **Workers die with their parent**: ``PR_SET_PDEATHSIG`` on Linux plus a thread polling ``os.getppid()``, so a
+  kill -9 of the CLI leaves no decode worker (and hence no resource tracker) behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
+from multiprocessing import get_context
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import numpy as np
+
+from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.images import MAX_PIXELS, describe, load_image
+from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_image_uint8
+
+__all__ = ["MAX_ASPECT", "MAX_JOB_ATTEMPTS", "DecodePool", "DecodedBatch", "cap_aspect", "decode_batch_uint8",
+           "decode_uint8", "default_workers", "encoder_threads", "usable_cpus"]
+
+log = logging.getLogger(__name__)
+
+MAX_ASPECT = 32.0
+"""Aspect ratios beyond this are centre-cropped to it before preprocessing (bounds resize memory)."""
+MAX_JOB_ATTEMPTS = 2
+"""Worker deaths one job may cause before it is decoded in the parent instead."""
+_POLL_S = 0.2
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+
+
+def encoder_threads(workers: int, cpus: int | None = None) -> int:
+    """Intra-op threads for the encoder beside ``workers`` decode processes: the cores they leave (at least 1)."""
+    return max(1, (cpus if cpus is not None else usable_cpus()) - workers)
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """Decode processes for this machine: one core stays with the encoder (``cpus − 1``, 1 to 8).
+
+    Measured on a 2-core CPU (``benchmarks/bench_peers.py``): one worker beside the encoder thread beats in-process
+    decoding; more workers than cores only add contention.
+    """
+    return max(1, min(8, (cpus if cpus is not None else usable_cpus()) - 1))
+
+
+def cap_aspect(img: Any) -> Any:
+    """Centre-crop an image whose aspect ratio exceeds :data:`MAX_ASPECT` to that ratio."""
+    w, h = img.size
+    if max(w, h) <= MAX_ASPECT * min(w, h):
+        return img
+    if w > h:
+        keep = max(1, int(MAX_ASPECT * h))
+        left = (w - keep) // 2
+        return img.crop((left, 0, left + keep, h))
+    keep = max(1, int(MAX_ASPECT * w))
+    top = (h - keep) // 2
+    return img.crop((0, top, w, top + keep))
+
+
+def _strip_name(msg: str, name: str) -> str:
+    return msg[len(name) + 2:] if msg.startswith(name + ": ") else msg
+
+
+def decode_uint8(src: Any, cfg: PreprocessConfig, max_pixels: int = MAX_PIXELS, allow_urls: bool = False) -> np.ndarray:
+    """One image (path, bytes, URL or PIL image) → uint8 ``[S, S, 3]`` ready for :func:`normalize_uint8`.
+
+    Raises:
+        ImageDecodeError: unreadable input (the message names the reason).
+    """
+    from cir_milvus.ingest.sources import is_url, read_bytes
+
+    data = src
+    if isinstance(src, str) and is_url(src):
+        try:
+            data = read_bytes(src, allow_urls=allow_urls)
+        except OSError as e:
+            raise ImageDecodeError(f"download failed ({e})") from e
+    img = load_image(data, max_pixels=max_pixels, mode=cfg.loading, draft=decode_size(cfg))
+    # benchmark images (official loading) are preprocessed exactly as the research code does: no aspect cap
+    return preprocess_image_uint8(cap_aspect(img) if cfg.loading == "product" else img, cfg)
+
+
+def decode_batch_uint8(
+    items: list[tuple[int, Any]], cfg: PreprocessConfig, out: np.ndarray, max_pixels: int = MAX_PIXELS,
+    allow_urls: bool = False,
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Decode ``(index, source)`` pairs into ``out`` (uint8 ``[>= N, S, S, 3]``); the k-th good image goes to ``out[k]``.
+
+    Returns:
+        ``(ok_indices, [(index, reason), ...])``; unreadable inputs are reasons, never exceptions.
+    """
+    ok: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for idx, src in items:
+        try:
+            out[len(ok)] = decode_uint8(src, cfg, max_pixels, allow_urls)
+            ok.append(idx)
+        except ImageDecodeError as e:
+            bad.append((idx, _strip_name(str(e), describe(src))))  # describe: the UTF-8 spelling load_image uses
+        except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
+            bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
+    return ok, bad
+
+
+# -- worker process -------------------------------------------------------------------------------------------------
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this process exit when ``parent_pid`` goes away (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG: fires when the spawning thread exits
+
+    def watch() -> None:  # portable fallback, and covers a parent that died before prctl ran
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(_POLL_S)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="cir-decode-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Any, parent_pid: int, cfg_dict: dict[str, Any], max_pixels: int, allow_urls: bool) -> None:
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it closes the pool)
+    cfg = PreprocessConfig.from_dict(cfg_dict)
+    slots: dict[str, SharedMemory] = {}
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            job_id, items, slot_name, capacity = msg
+            shm = slots.get(slot_name)
+            if shm is None:
+                shm = slots[slot_name] = SharedMemory(name=slot_name)
+            out = np.ndarray((capacity, cfg.size, cfg.size, 3), dtype=np.uint8, buffer=shm.buf)  # [B, S, S, 3]
+            ok, bad = decode_batch_uint8(items, cfg, out, max_pixels, allow_urls)
+            del out
+            conn.send((job_id, ok, bad))
+    finally:
+        for shm in slots.values():
+            with contextlib.suppress(Exception):
+                shm.close()
+
+
+# -- the pool -------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodedBatch:
+    """A decoded job: ``pixels[k]`` (uint8 ``[S, S, 3]``) is the image of item ``ok[k]``.
+
+    ``pixels`` may be a view of a shared-memory slot: call :meth:`release` once it has been consumed (normalised).
+    """
+
+    ok: list[int]
+    pixels: np.ndarray
+    bad: list[tuple[int, str]]
+    _release: Any = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+
+
+@dataclass
+class _PoolJob:
+    job_id: int
+    items: list[tuple[int, Any]]
+    slot: int
+    future: Future[DecodedBatch]
+    attempts: int = 0
+
+
+class _Worker:
+    def __init__(self, ctx: Any, args: tuple[Any, ...]) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, *args), daemon=True, name="cir-decode")
+        self.process.start()
+        child.close()
+        self.job: _PoolJob | None = None
+
+
+class DecodePool:
+    """Decode worker processes that write uint8 pixels into shared memory and survive the death of a worker.
+
+    Args:
+        workers: processes (≥ 1).
+        cfg: the encoder's preprocessing.
+        batch_size: most items per job (sizes the shared-memory slots).
+        slots: jobs in flight at most (each holds one slot until :meth:`DecodedBatch.release`).
+        max_pixels: decompression-bomb cap.
+        allow_urls: fetch ``http(s)://`` sources.
+        mp_context: start method (``spawn`` is safe with gRPC threads).
+        max_restarts: worker restarts allowed (default ``4 × workers``); after that, jobs decode in the parent.
+
+    Example:
+        >>> pool = DecodePool(1, PreprocessConfig(size=64), batch_size=8, slots=2)  # doctest: +SKIP
+        >>> batch = pool.submit(list(enumerate(paths))).result()  # doctest: +SKIP
+        >>> x = normalize_uint8(batch.pixels, cfg); batch.release()  # doctest: +SKIP
+        >>> pool.close()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, workers: int, cfg: PreprocessConfig, *, batch_size: int, slots: int, max_pixels: int = MAX_PIXELS,
+        allow_urls: bool = False, mp_context: str = "spawn", max_restarts: int | None = None,
+    ) -> None:
+        if workers < 1 or batch_size < 1 or slots < 1:
+            raise ConfigError(f"DecodePool needs workers, batch_size and slots >= 1; got {workers}, {batch_size}, "
+                              f"{slots}")
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.allow_urls = allow_urls
+        self.restarts = 0
+        self.max_restarts = 4 * workers if max_restarts is None else max_restarts
+        self.in_process = 0
+        """Jobs decoded in the parent after worker deaths."""
+        self._ctx = get_context(mp_context)
+        nbytes = batch_size * cfg.size * cfg.size * 3
+        self._shm = [SharedMemory(create=True, size=max(1, nbytes)) for _ in range(slots)]  # starts the tracker
+        self._free: queue.Queue[int] = queue.Queue()
+        for i in range(slots):
+            self._free.put(i)
+        self._args = (os.getpid(), cfg.to_dict(), max_pixels, allow_urls)
+        self._pending: collections.deque[_PoolJob] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
+        self._closed = threading.Event()
+        self._next_id = 0
+        self._workers = [_Worker(self._ctx, self._args) for _ in range(workers)]
+        self._thread = threading.Thread(target=self._dispatch, name="cir-decode-dispatch", daemon=True)
+        self._thread.start()
+
+    # -- public ---------------------------------------------------------------------------------------------------
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None and w.process.is_alive()]
+
+    def submit(self, items: list[tuple[int, Any]], stop: threading.Event | None = None) -> Future[DecodedBatch] | None:
+        """Queue a job of at most ``batch_size`` ``(index, source)`` pairs; blocks while every slot is in use.
+
+        Returns:
+            A future of the :class:`DecodedBatch`, or ``None`` when ``stop`` was set while waiting for a slot.
+        """
+        if len(items) > self.batch_size:
+            raise ConfigError(f"a decode job holds at most batch_size={self.batch_size} items, got {len(items)}")
+        while True:
+            if self._closed.is_set():
+                raise RuntimeError("DecodePool is closed")
+            try:
+                slot = self._free.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if stop is not None and stop.is_set():
+                    return None
+        fut: Future[DecodedBatch] = Future()
+        with self._lock:
+            job = _PoolJob(self._next_id, items, slot, fut)
+            self._next_id += 1
+            self._pending.append(job)
+        self._wake()
+        return fut
+
+    def close(self) -> None:
+        """Stop the workers (politely, then by force) and free the shared memory. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._wake()
+        self._thread.join(timeout=10)
+        for w in self._workers:
+            with contextlib.suppress(Exception):
+                w.conn.send(None)
+        deadline = time.monotonic() + 2.0
+        for w in self._workers:
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=2.0)
+            with contextlib.suppress(Exception):
+                w.conn.close()
+        for shm in self._shm:
+            with contextlib.suppress(Exception):
+                shm.close()
+                shm.unlink()
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+        for job in left:
+            job.future.cancel()
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- dispatcher -----------------------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        with contextlib.suppress(Exception):
+            self._wake_w.send(None)
+
+    def _view(self, slot: int) -> np.ndarray:
+        s = self.cfg.size
+        return np.ndarray((self.batch_size, s, s, 3), dtype=np.uint8, buffer=self._shm[slot].buf)  # [B, S, S, 3]
+
+    def _finish(self, job: _PoolJob, ok: list[int], bad: list[tuple[int, str]]) -> None:
+        pixels = self._view(job.slot)[: len(ok)]
+        free = self._free
+
+        def release(slot: int = job.slot) -> None:
+            free.put(slot)
+
+        if not job.future.set_running_or_notify_cancel():
+            release()
+            return
+        job.future.set_result(DecodedBatch(ok, pixels, bad, release))
+
+    def _decode_here(self, job: _PoolJob) -> None:
+        self.in_process += 1
+        try:
+            ok, bad = decode_batch_uint8(job.items, self.cfg, self._view(job.slot), self.max_pixels, self.allow_urls)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(e)
+            self._free.put(job.slot)
+            return
+        self._finish(job, ok, bad)
+
+    def _on_death(self, w: _Worker) -> None:
+        code = w.process.exitcode
+        job, w.job = w.job, None
+        with contextlib.suppress(Exception):
+            w.conn.close()
+        w.process.join(timeout=1.0)
+        if job is not None:
+            job.attempts += 1
+            log.warning("decode worker %s died (exit code %s) during a job of %d images; %s", w.process.pid, code,
+                        len(job.items), "retrying it" if job.attempts < MAX_JOB_ATTEMPTS else "decoding it here")
+            if job.attempts >= MAX_JOB_ATTEMPTS:
+                self._decode_here(job)
+            else:
+                with self._lock:
+                    self._pending.appendleft(job)
+        self._workers.remove(w)
+        if self._closed.is_set():
+            return
+        if self.restarts < self.max_restarts:
+            self.restarts += 1
+            self._workers.append(_Worker(self._ctx, self._args))
+        else:
+            log.warning("decode workers died %d times; decoding the rest in this process", self.restarts + 1)
+
+    def _dispatch(self) -> None:
+        while not self._closed.is_set():
+            # hand pending jobs to idle workers (or decode here when no worker is left)
+            while True:
+                with self._lock:
+                    if not self._pending:
+                        break
+                    idle = next((w for w in self._workers if w.job is None), None)
+                    if idle is None and self._workers:
+                        break
+                    job = self._pending.popleft()
+                if idle is None:
+                    self._decode_here(job)
+                    continue
+                idle.job = job
+                try:
+                    idle.conn.send((job.job_id, job.items, self._shm[job.slot].name, self.batch_size))
+                except (OSError, ValueError):
+                    self._on_death(idle)  # broken pipe: it died while idle; the job is re-queued
+            waits: list[Any] = [self._wake_r]
+            for w in self._workers:
+                waits += [w.conn, w.process.sentinel]
+            ready = mp_connection.wait(waits, timeout=1.0)
+            if self._wake_r in ready:
+                with contextlib.suppress(Exception):
+                    while self._wake_r.poll():
+                        self._wake_r.recv()
+            for w in list(self._workers):
+                if w.conn in ready and w.job is not None:
+                    try:
+                        job_id, ok, bad = w.conn.recv()
+                    except (EOFError, OSError):
+                        self._on_death(w)
+                        continue
+                    job, w.job = w.job, None
+                    if job.job_id == job_id:
+                        self._finish(job, ok, bad)
+                elif w.process.sentinel in ready or not w.process.is_alive():
+                    self._on_death(w)

@@ -1,0 +1,177 @@
+// cir_milvus web page: plain JavaScript against the same server's API (no build step, nothing from the network).
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const state = { info: null, file: null, refId: null, seen: {} };
+
+  const token = () => $("token").value.trim() || sessionStorage.getItem("cir-token") || "";
+  const authHeaders = () => (token() ? { Authorization: "Bearer " + token() } : {});
+
+  async function api(path, options = {}) {
+    const res = await fetch(path, { ...options, headers: { ...(options.headers || {}), ...authHeaders() } });
+    if (!res.ok) {
+      let msg = res.status + " " + res.statusText;
+      try { const body = await res.json(); if (body.error) msg = body.error.message; } catch (e) { /* not JSON */ }
+      const err = new Error(msg); err.status = res.status; throw err;
+    }
+    return res;
+  }
+
+  function showError(msg) { const e = $("error"); e.textContent = msg || ""; e.hidden = !msg; }
+
+  function collection() { return state.info.collections.find((c) => c.name === $("collection").value); }
+
+  function fillCollection() {
+    const c = collection();
+    $("count").textContent = c.count + " images · " + c.model + " (" + c.backend + ")";
+    const sel = $("composer"); sel.innerHTML = "";
+    for (const name of Object.keys(c.composers)) {
+      const o = document.createElement("option"); o.value = o.textContent = name;
+      if (name === c.default_composer) o.selected = true;
+      sel.appendChild(o);
+    }
+    const box = $("filter-fields"); box.innerHTML = "";
+    const group = $("group-by"); group.innerHTML = '<option value="">—</option>';
+    for (const f of c.filters.fields) {
+      const lab = document.createElement("label"); lab.textContent = f + " ";
+      const inp = document.createElement("input"); inp.dataset.field = f; inp.placeholder = "any";
+      inp.setAttribute("list", "values-" + f);
+      const dl = document.createElement("datalist"); dl.id = "values-" + f;
+      lab.appendChild(inp); box.appendChild(lab); box.appendChild(dl);
+      const o = document.createElement("option"); o.value = o.textContent = f; group.appendChild(o);
+    }
+    $("filters").hidden = c.filters.fields.length === 0;
+    fillComposer();
+  }
+
+  function fillComposer() {
+    const comp = collection().composers[$("composer").value];
+    const box = $("alpha-box");
+    $("alpha").disabled = !comp.alpha;
+    box.classList.toggle("disabled", !comp.alpha);
+    if (comp.alpha && comp.default_alpha !== null && !state.alphaTouched) $("alpha").value = comp.default_alpha;
+    $("alpha-out").textContent = comp.alpha ? Number($("alpha").value).toFixed(2) : "n/a";
+  }
+
+  function setReferenceFile(file) {
+    if (!file || !file.type.startsWith("image/")) { showError("that is not an image file"); return; }
+    state.file = file; state.refId = null;
+    const img = $("ref-preview"); img.src = URL.createObjectURL(file); img.hidden = false;
+    $("drop-hint").hidden = true; $("ref-label").textContent = "reference: " + file.name;
+    showError("");
+  }
+
+  async function imageSrc(url) {
+    if (!token()) return url; // <img> cannot send a Bearer header: fetch the bytes when a token is needed
+    const res = await api(url);
+    return URL.createObjectURL(await res.blob());
+  }
+
+  async function setReferenceHit(hit) {
+    state.file = null; state.refId = hit.id;
+    const img = $("ref-preview");
+    if (hit.thumbnail_url) { img.src = await imageSrc(hit.thumbnail_url); img.hidden = false; $("drop-hint").hidden = true; }
+    $("ref-label").textContent = "reference: stored image " + hit.id;
+  }
+
+  function rememberValues(hits) {
+    for (const f of collection().filters.fields) {
+      const seen = (state.seen[f] = state.seen[f] || new Set());
+      for (const h of hits) if (h.metadata[f] !== undefined) seen.add(String(h.metadata[f]));
+      const dl = document.getElementById("values-" + f);
+      if (dl) dl.innerHTML = [...seen].sort().map((v) => '<option value="' + v.replace(/"/g, "&quot;") + '">').join("");
+    }
+  }
+
+  function query() {
+    const c = collection(), comp = c.composers[$("composer").value];
+    const q = { collection: c.name, text: $("text").value, composer: $("composer").value, k: Number($("k").value) || 12 };
+    if (comp.alpha) q.alpha = Number($("alpha").value);
+    const where = {};
+    for (const inp of document.querySelectorAll("#filter-fields input")) {
+      const v = inp.value.trim();
+      if (v) where[inp.dataset.field] = /^-?\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+    }
+    if (Object.keys(where).length) q.where = where;
+    if ($("group-by").value) q.group_by = $("group-by").value;
+    if (state.refId && comp.needs_image) q.ref_id = state.refId;
+    return q;
+  }
+
+  async function search() {
+    const c = collection(), comp = c.composers[$("composer").value];
+    if (comp.needs_image && !state.file && !state.refId) { showError("choose a reference image first (or click a result)"); return; }
+    if (comp.needs_text && !$("text").value.trim()) { showError("type a modification text"); $("text").focus(); return; }
+    showError(""); $("go").disabled = true; $("status").textContent = "searching…";
+    try {
+      const q = query();
+      let res;
+      if (state.file && comp.needs_image) {
+        const form = new FormData();
+        for (const [key, v] of Object.entries(q)) form.append(key, typeof v === "object" ? JSON.stringify(v) : String(v));
+        form.append("image", state.file);
+        res = await api("search", { method: "POST", body: form });
+      } else {
+        res = await api("search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(q) });
+      }
+      render(await res.json());
+    } catch (e) {
+      showError(e.message); $("status").textContent = "";
+    } finally { $("go").disabled = false; }
+  }
+
+  function render(result) {
+    const box = $("results"); box.innerHTML = "";
+    $("status").textContent = result.hits.length + " hits · " + result.composer + " · " + result.took_ms + " ms";
+    rememberValues(result.hits);
+    for (const hit of result.hits) {
+      const tile = document.createElement("div"); tile.className = "tile"; tile.dataset.id = hit.id;
+      tile.title = "click to search from this image";
+      const frame = document.createElement("div"); frame.className = "img";
+      if (hit.thumbnail_url) {
+        const img = document.createElement("img"); img.alt = hit.id; img.loading = "lazy";
+        imageSrc(hit.thumbnail_url).then((src) => { img.src = src; }).catch(() => { img.alt = "(no image)"; });
+        frame.appendChild(img);
+      } else { frame.textContent = "no image"; }
+      const cap = document.createElement("div"); cap.className = "cap";
+      const score = document.createElement("span"); score.className = "score"; score.textContent = hit.score.toFixed(3);
+      const id = document.createElement("span"); id.className = "id"; id.textContent = hit.id;
+      cap.append(score, id);
+      const meta = document.createElement("div"); meta.className = "meta";
+      meta.textContent = Object.entries(hit.metadata).map(([k, v]) => k + ": " + JSON.stringify(v)).join("\n") || "(no metadata)";
+      tile.append(frame, meta, cap);
+      tile.addEventListener("click", () => { setReferenceHit(hit).then(search); });
+      box.appendChild(tile);
+    }
+  }
+
+  async function load() {
+    try {
+      state.info = await (await api("info")).json();
+    } catch (e) {
+      if (e.status === 401) { $("token-box").hidden = false; showError("this server needs an API token"); return; }
+      showError(e.message); return;
+    }
+    $("token-box").hidden = !state.info.auth;
+    const sel = $("collection"); sel.innerHTML = "";
+    for (const c of state.info.collections) { const o = document.createElement("option"); o.value = o.textContent = c.name; sel.appendChild(o); }
+    $("k").max = state.info.limits.max_k;
+    fillCollection();
+    document.body.dataset.ready = "1";
+  }
+
+  const drop = $("drop");
+  drop.addEventListener("click", () => $("file").click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files.length) setReferenceFile(e.dataTransfer.files[0]); });
+  document.addEventListener("paste", (e) => { const f = [...(e.clipboardData || {}).files || []][0]; if (f) setReferenceFile(f); });
+  $("file").addEventListener("change", (e) => { if (e.target.files.length) setReferenceFile(e.target.files[0]); });
+  $("form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+  $("collection").addEventListener("change", () => { state.refId = null; fillCollection(); });
+  $("composer").addEventListener("change", fillComposer);
+  $("alpha").addEventListener("input", () => { state.alphaTouched = true; fillComposer(); });
+  $("token").addEventListener("change", () => { sessionStorage.setItem("cir-token", $("token").value.trim()); load(); });
+  load();
+})();

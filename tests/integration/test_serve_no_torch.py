@@ -1,0 +1,119 @@
+"""``cir-milvus serve`` from an ONNX bundle in a process where torch, torchvision and open_clip cannot be imported:
+a real uvicorn server on 127.0.0.1 answers every composer the bundle offers, and its hits equal the torch encoder's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("milvus_lite")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+
+from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
+from serve_helpers import free_port, write_gallery  # noqa: E402
+
+from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus.heads import load_head  # noqa: E402
+from cir_milvus.models.demo import DATA_DIR  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+BLOCKER = '''
+import importlib.abc, sys
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "open_clip", "torchvision"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoTorch())
+'''
+
+CHILD = '''
+import json, sys, threading, time
+import httpx, uvicorn
+from cir_milvus import CIRCollection
+from cir_milvus.cli import build_parser
+from cir_milvus.serve.cli import build_app_from_args
+
+cfg = json.load(open(sys.argv[1]))
+col = CIRCollection.create(cfg["db"], "c", model="bundle:" + cfg["bundle"])
+col.add(cfg["paths"], metadata=cfg["metadata"])
+col.close()
+
+args = build_parser().parse_args(["serve", "--uri", cfg["db"], "--collection", "c", "--image-root", cfg["root"],
+                                  "--filter-field", "colour", "--port", str(cfg["port"])])
+app, opened = build_app_from_args(args)
+server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+thread = threading.Thread(target=server.run, daemon=True)
+thread.start()
+base = f"http://{args.host}:{args.port}"
+for _ in range(200):
+    try:
+        if httpx.get(base + "/healthz").status_code == 200:
+            break
+    except httpx.HTTPError:
+        time.sleep(0.05)
+report = {"info": httpx.get(base + "/info").json(), "hits": {}}
+ref = open(cfg["reference"], "rb").read()
+for name in sorted(report["info"]["collections"][0]["composers"]):
+    files = None if name == "text" else {"image": ("ref.png", ref, "image/png")}
+    r = httpx.post(base + "/search", data={"text": cfg["text"], "composer": name, "k": "5"}, files=files)
+    report["hits"][name] = r.json()["hits"] if r.status_code == 200 else r.text
+thumb = httpx.get(base + report["hits"]["slerp"][0]["thumbnail_url"])
+report["thumb"] = [thumb.status_code, thumb.headers.get("content-type")]
+report["page"] = httpx.get(base + "/").status_code
+server.should_exit = True
+thread.join(10)
+for c in opened:
+    c.close()
+report["torch_loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "open_clip", "torchvision"})
+print(json.dumps(report))
+'''
+
+
+def test_serve_from_a_bundle_without_torch(tmp_path: Path) -> None:
+    from cir_milvus.encoders.torch import TorchEncoder
+
+    enc = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu")
+    heads = {k: load_head(k, DATA_DIR / f"cir-demo-tiny.{k}.safetensors") for k in ("lincir", "pic2word")}
+    bundle = export_bundle(enc, tmp_path / "bundle", heads=heads, fused=False)
+    paths, metadata = write_gallery(tmp_path / "gallery", n=24, seed=4)
+    text = "make it blue"
+    cfg = {"db": str(tmp_path / "ort.db"), "bundle": str(bundle), "paths": paths[1:], "metadata": metadata[1:],
+           "root": str(tmp_path / "gallery"), "reference": paths[0], "text": text, "port": free_port()}
+    (tmp_path / "case.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(CHILD), str(tmp_path / "case.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["torch_loaded"] == []
+    info = report["info"]["collections"][0]
+    assert info["backend"] == "onnx"
+    assert sorted(info["composers"]) == ["combined", "image", "lincir", "pic2word", "slerp", "sum", "text"]
+    assert report["thumb"] == [200, "image/jpeg"] and report["page"] == 200
+
+    # the same queries through the torch encoder in this process
+    col = CIRCollection.create(str(tmp_path / "torch.db"), "c", encoder=enc)
+    col.add(paths[1:], metadata=metadata[1:])
+    for name, got in report["hits"].items():
+        assert isinstance(got, list) and len(got) == 5, (name, got)
+        kind = {"combined": "lincir"}.get(name, name)
+        extra = {"head": heads[kind]} if kind in heads else {}
+        want = col.search(None if name == "text" else paths[0], text, k=5, composer=name, **extra)
+        np.testing.assert_allclose([h["score"] for h in got], [h.score for h in want], atol=2e-4, err_msg=name)
+        assert [h["id"] for h in got][:2] == [h.id for h in want][:2], name
+    col.close()

@@ -1,0 +1,149 @@
+"""Decode at the needed size (draft / reducing_gap) and the decode pool: shared memory, killed workers, orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cir_milvus.errors import ConfigError
+from cir_milvus.images import load_image
+from cir_milvus.ingest.decode import DecodePool, decode_uint8, default_workers
+from cir_milvus.preprocess import PreprocessConfig, normalize_uint8, preprocess_batch, preprocess_image_uint8
+
+
+def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
+    """Smooth gradients + a few shapes + sensor noise: JPEG-friendly like a photo, unlike white noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([128 + 100 * np.sin(xx / (w / rng.uniform(1, 4)) + c) * np.cos(yy / (h / rng.uniform(1, 4)))
+                     for c in range(3)], axis=-1)  # [H, W, 3]
+    for _ in range(6):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, min(w, h) / 3)
+        base[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    base += rng.normal(0, 6, base.shape)
+    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+
+
+def _jpeg(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    _photo(w, h, seed).save(path, quality=90)
+    return path
+
+
+def test_decode_mode_is_validated_and_recorded_only_when_not_exact() -> None:
+    assert "decode" not in PreprocessConfig().to_dict()  # recipes of existing collections compare equal
+    d = PreprocessConfig(decode="draft").to_dict()
+    assert d["decode"] == "draft" and PreprocessConfig.from_dict(d).decode == "draft"
+    assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()).decode == "exact"
+    with pytest.raises(ConfigError, match="decode must be one of"):
+        PreprocessConfig(decode="fast")  # type: ignore[arg-type]
+
+
+def test_exact_uint8_path_equals_the_reference_preprocessing(tmp_path: Path) -> None:
+    cfg = PreprocessConfig(size=32)
+    path = _jpeg(tmp_path / "a.jpg", 160, 90)
+    u8 = decode_uint8(str(path), cfg)
+    assert u8.dtype == np.uint8 and u8.shape == (32, 32, 3)
+    np.testing.assert_allclose(normalize_uint8(u8[None], cfg), preprocess_batch([load_image(path)], cfg), atol=1e-6)
+
+
+def test_draft_decodes_large_jpegs_smaller_and_stays_close(tmp_path: Path) -> None:
+    path = _jpeg(tmp_path / "big.jpg", 800, 600)
+    cfg = PreprocessConfig(size=64, decode="draft")
+    img = load_image(path, draft=(128, 128))
+    assert img.size == (200, 150)  # 1/4 DCT scaling: both sides still >= 2 x 64
+    assert load_image(path).size == (800, 600)
+    exact = preprocess_batch([load_image(path)], PreprocessConfig(size=64))
+    fast = normalize_uint8(decode_uint8(str(path), cfg)[None], cfg)
+    reduce = normalize_uint8(decode_uint8(str(path), cfg.with_decode("reduce"))[None], cfg)
+    for x in (fast, reduce):
+        cos = float((x.ravel() @ exact.ravel()) / np.linalg.norm(x) / np.linalg.norm(exact))
+        assert 0.99 < cos < 1.0  # changed, but only slightly (the embedding effect is measured in bench_peers)
+    # PNGs and small JPEGs are untouched by draft
+    png = tmp_path / "big.png"
+    _photo(800, 600).save(png)
+    assert load_image(png, draft=(128, 128)).size == (800, 600)
+    small = _jpeg(tmp_path / "small.jpg", 250, 200)
+    assert load_image(small, draft=(128, 128)).size == (250, 200)
+
+
+def test_box_resize_matches_resize_then_crop_within_one_level() -> None:
+    img = _photo(333, 257, seed=3)
+    exact = preprocess_image_uint8(img, PreprocessConfig(size=48)).astype(int)
+    boxed = preprocess_image_uint8(img, PreprocessConfig(size=48, decode="reduce")).astype(int)  # < 3x: no reduce
+    assert np.abs(exact - boxed).max() <= 1
+
+
+def test_default_workers_leave_a_core_for_the_encoder() -> None:
+    assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(4) == 3 and default_workers(64) == 8
+
+
+def test_pool_writes_shared_memory_and_survives_a_killed_worker(tmp_path: Path) -> None:
+    cfg = PreprocessConfig(size=24)
+    paths = [str(_jpeg(tmp_path / f"{i}.jpg", 60 + i, 50, seed=i)) for i in range(10)] + [str(tmp_path / "no.jpg")]
+    with DecodePool(2, cfg, batch_size=4, slots=3) as pool:
+        assert len(pool.pids) == 2
+        futs = [pool.submit(list(enumerate(paths[i:i + 4]))) for i in range(0, len(paths), 4)]
+        os.kill(pool.pids[0], signal.SIGKILL)
+        got = [f.result(timeout=60) for f in futs if f is not None]
+        assert [len(b.ok) for b in got] == [4, 4, 2]
+        assert got[2].bad and "not found" in got[2].bad[0][1]
+        ref = preprocess_batch([load_image(p) for p in paths[:4]], cfg)
+        np.testing.assert_allclose(normalize_uint8(got[0].pixels, cfg), ref, atol=1e-6)
+        for b in got:
+            b.release()
+        deadline = time.monotonic() + 30
+        while len(pool.pids) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pool.pids) == 2 and pool.restarts >= 1  # the dead worker was replaced
+        with pytest.raises(ConfigError, match="at most batch_size"):
+            pool.submit(list(enumerate(paths[:5])))
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter, or None when the pid is gone (zombies count as dead: 'Z')."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from cir_milvus.ingest.decode import DecodePool
+        from cir_milvus.preprocess import PreprocessConfig
+        if __name__ == "__main__":
+            pool = DecodePool(2, PreprocessConfig(size=16), batch_size=2, slots=2)
+            print(*pool.pids, flush=True)
+            time.sleep(120)
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")])}
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True, env=env) as proc:
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            pids = [int(x) for x in line.split()]
+            assert len(pids) == 2 and all(_state(p) not in (None, "Z") for p in pids)
+        finally:
+            proc.kill()  # SIGKILL: no cleanup code of the parent runs
+            proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_state(p) not in (None, "Z") for p in pids):
+        time.sleep(0.1)
+    alive = [p for p in pids if _state(p) not in (None, "Z")]
+    for p in alive:  # do not leave them behind even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"decode workers {alive} outlived their killed parent"
