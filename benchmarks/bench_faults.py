@@ -187,7 +187,7 @@ def bench_zoo(work: Path, uri: str, label: str) -> dict[str, Any]:
     report, summary = work / f"zoo-{label}.jsonl", work / f"zoo-{label}.json"
     t = time.perf_counter()
     run = subprocess.run(_cli(["ingest", str(root), "--uri", uri, "--collection", f"zoo_cli_{uuid.uuid4().hex[:6]}",
-                               "--device", "cpu", "--skip-report", str(report), "--summary-json", str(summary),
+                               "--model", "cir-demo-tiny", "--device", "cpu", "--skip-report", str(report), "--summary-json", str(summary),
                                "--no-progress", "--batch-size", "16"]),
                          env=_env(), capture_output=True, cwd=work, timeout=1800, check=False)
     seconds = round(time.perf_counter() - t, 2)
@@ -263,7 +263,7 @@ def bench_ids(uri: str) -> dict[str, Any]:
 def bench_cli_kills(work: Path, folder: Path, n_images: int, kills: int, uri: str, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     name = f"kills_{uuid.uuid4().hex[:6]}"
-    args = ["ingest", str(folder), "--uri", uri, "--collection", name, "--device", "cpu", "--no-progress",
+    args = ["ingest", str(folder), "--uri", uri, "--collection", name, "--model", "cir-demo-tiny", "--device", "cpu", "--no-progress",
             "--batch-size", "32", "--workers", "2"]
     leftovers: list[str] = []
     killed_after: list[float] = []
@@ -318,7 +318,7 @@ def bench_worker_kills(work: Path, folder: Path, n_images: int, tries: int, hang
         db = str(work / f"worker-kill-{i}.db")
         name = "wk"
         summary = work / f"worker-kill-{i}.json"
-        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", db, "--collection", name, "--device", "cpu",
+        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", db, "--collection", name, "--model", "cir-demo-tiny", "--device", "cpu",
                                       "--no-progress", "--batch-size", "32", "--workers", "2", "--summary-json",
                                       str(summary)]),
                                 env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -419,8 +419,8 @@ def bench_restarts(work: Path, folder: Path, n_images: int, restarts: int, down_
     name = f"restarts_{uuid.uuid4().hex[:6]}"
     summary = work / f"{name}.json"
     try:
-        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", server.uri, "--collection", name, "--device",
-                                      "cpu", "--no-progress", "--batch-size", "16", "--workers", "1",
+        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", server.uri, "--collection", name, "--model",
+                                      "cir-demo-tiny", "--device", "cpu", "--no-progress", "--batch-size", "16", "--workers", "1",
                                       "--summary-json", str(summary)]),
                                 env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(15)

@@ -117,8 +117,12 @@ def test_store_zoo_sources_are_stored_losslessly(zoo: tuple[Path, list[ZooEntry]
         col.close()
 
 
+SECRET = "Zoo-S3cret-0815"  # the token the CLI runs get from $MILVUS_TOKEN: it must never be printed
+
+
 def _cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+           "MILVUS_TOKEN": f"root:{SECRET}"}
     return subprocess.run([sys.executable, "-m", "cir_milvus.cli", *args], cwd=cwd, env=env, capture_output=True,
                           timeout=timeout, check=False)
 
@@ -130,8 +134,8 @@ def test_zoo_through_cli_ingest(zoo: tuple[Path, list[ZooEntry]], backend_uri: s
     report, summary = tmp_path / "skipped.jsonl", tmp_path / "summary.json"
     common = ["--uri", backend_uri, "--collection", _name(), "--device", "cpu"]
     start = time.perf_counter()
-    run = _cli(["ingest", str(root), *common, "--skip-report", str(report), "--summary-json", str(summary),
-                "--no-progress", "--workers", "1", "--batch-size", "16"], cwd=tmp_path)
+    run = _cli(["ingest", str(root), *common, "--model", "cir-demo-tiny", "--skip-report", str(report),
+                "--summary-json", str(summary), "--no-progress", "--workers", "1", "--batch-size", "16"], cwd=tmp_path)
     seconds = time.perf_counter() - start
     out = run.stdout.decode("utf-8") + run.stderr.decode("utf-8")  # valid UTF-8, whatever the file names
     assert run.returncode == 0, out[-3000:]
@@ -142,10 +146,12 @@ def test_zoo_through_cli_ingest(zoo: tuple[Path, list[ZooEntry]], backend_uri: s
     assert {r["source"]: r["kind"] for r in lines} == {e.text: e.kind for e in bad}
     assert all(r["reason"] for r in lines)
     assert not _retry_lines(out), "a permanent error was retried"
+    assert SECRET not in out
     assert seconds < 300
 
     again = _cli(["ingest", str(root), *common, "--summary-json", str(summary), "--no-progress"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr.decode()[-3000:]
+    assert SECRET.encode() not in again.stdout + again.stderr
     counts = json.loads(summary.read_text(encoding="utf-8"))
     assert counts["stored"] == 0 and counts["already_stored"] == len(good) and counts["skipped"] == len(bad)
 
