@@ -166,12 +166,10 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     collection opened without ``--model`` keeps the encoder of its recipe.
     """
     from cir_milvus.encoders.base import create_encoder
-    from cir_milvus.storage.client import connect
     from cir_milvus.storage.collection import CIRCollection
+    from cir_milvus.storage.store import VectorStore
 
-    client = connect(args.uri, token=args.token)
-    exists = client.has_collection(name)
-    client.close()
+    exists = VectorStore.exists(args.uri, name, token=args.token)  # releases the Lite file
     # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing)
     enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official"}
     if preprocess != "clip":

@@ -145,7 +145,7 @@ def score(dataset: CIRDataset, queries: Sequence[CIRQuery], rankings: Sequence[S
 
 
 def _gallery_matrix(col: CIRCollection, ids: Sequence[str]) -> np.ndarray:
-    vecs: dict[str, np.ndarray] = {}
+    vecs: dict[Any, np.ndarray] = {}
     for s in range(0, len(ids), 512):
         vecs.update(col.get_vectors(ids[s : s + 512]))
     missing = [i for i in ids if i not in vecs]
@@ -215,7 +215,7 @@ def evaluate(
     t2 = time.perf_counter()
     hits = col.search_vectors(qv, k=k, filter=filter, filter_params=filter_params)
     t_search = time.perf_counter() - t2
-    milvus_rank = [[h.id for h in row] for row in hits]
+    milvus_rank = [[str(h.id) for h in row] for row in hits]  # eval galleries use string ids
     g = _gallery_matrix(col, ids)
     sims = qv @ g.T  # [Q, G]
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
@@ -317,7 +317,7 @@ def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery
             sub_e.append([])
             continue
         hits = col.search_vectors(qv[i : i + 1], k=len(members), filter="id in {ids}", filter_params={"ids": members})
-        sub_m.append([h.id for h in hits[0]])
+        sub_m.append([str(h.id) for h in hits[0]])
         sub_e.append(sorted(members, key=lambda m: -sims[i, pos[m]]))
     return sub_m, sub_e
 

@@ -71,6 +71,7 @@ from cir_milvus.ingest.decode import (
 from cir_milvus.ingest.decode import _strip_name as _strip_name
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source
 from cir_milvus.preprocess import normalize_uint8
+from cir_milvus.storage.ingest import regular_file_reason as _regular_file_reason
 from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.retry import retry_storage
 from cir_milvus.storage.store import Skipped
@@ -254,6 +255,11 @@ def _decode_here(items: list[tuple[int, Any]], cfg: Any, max_pixels: int, allow_
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 
+def read_check(path: str) -> tuple[str, str | None]:
+    """``(path, why it cannot be read)``: only regular files are read."""
+    return path, _regular_file_reason(path)
+
+
 def record_id(rec: Record, store: Any) -> str:
     """The id of a record: the one it names (checked by the store's id policy) or its content hash.
 
@@ -267,9 +273,18 @@ def record_id(rec: Record, store: Any) -> str:
         return rec.id  # type: ignore[no-any-return]
     src = rec.source
     if isinstance(src, str) and is_url(src):
-        return hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
-    assert src is not None
-    return content_id(src)
+        rid = hashlib.sha256(f"url:{src}".encode()).hexdigest()[:32]
+    else:
+        assert src is not None
+        if isinstance(src, str):
+            _, reason = read_check(src)
+            if reason is not None:  # a FIFO / socket / directory: refused, never opened (a FIFO would block)
+                raise ImageDecodeError(reason)
+        rid = content_id(src)
+    reason = store.check_id(rid)  # e.g. an attached collection with INT64 ids: content hashes do not fit
+    if reason is not None:
+        raise ImageDecodeError(f"{reason}; give every record an id")
+    return rid
 
 
 def record_metadata(rec: Record, store: Any) -> dict[str, Any]:

@@ -376,6 +376,7 @@ class CIRCollection:
                     if reason is None:
                         try:
                             rid = content_id(data)
+                            reason = store.check_id(rid)  # e.g. an attached collection with INT64 ids
                         except ImageDecodeError as e:
                             reason = str(e)
                 if reason is None:
@@ -400,23 +401,18 @@ class CIRCollection:
                         result[t[0]] = t[2]
                 todo = [t for t in todo if t[2] not in present]
             if todo:
-                items = []
+                items: list[tuple[int, Any]] = []
                 for j, t in enumerate(todo):
-                    if isinstance(t[1], (str, os.PathLike)):
-                        data, reason = read_input(t[1])
+                    data = t[1]
+                    if isinstance(data, (str, os.PathLike)):  # ids were given: the file is read only now
+                        data, reason = read_input(data)
                         if reason is not None:
-                            items.append((j, b""))  # reported below with the read error
+                            skip(t[0], reason, t[2])
                             continue
-                        items.append((j, data))
-                    else:
-                        items.append((j, t[1]))
-                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
+                    items.append((j, data))
+                ok, pils, bad = prepare_batch(items, None)
                 for j, reason in bad:
-                    n = todo[j][0]
-                    if isinstance(images[n], (str, os.PathLike)):
-                        _, read_reason = read_input(images[n])
-                        reason = read_reason or reason
-                    skip(n, reason, todo[j][2])
+                    skip(todo[j][0], reason, todo[j][2])
                 if ok:
                     raw = np.asarray(self.encoder.encode_images(pils, batch_size=batch_size, normalize=False),
                                      dtype=np.float32)  # [N, D]
@@ -597,7 +593,7 @@ class CIRCollection:
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
         **composer_params: Any,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
 
         Args:
@@ -675,7 +671,7 @@ class CIRCollection:
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
         **composer_params: Any,
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from cir_milvus.errors import ImageDecodeError
-from cir_milvus.images import path_text, read_image_file
+from cir_milvus.images import path_text, read_image_file, regular_file_problem
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
-__all__ = ["AddResult", "Skipped", "read_input", "source_name"]
+__all__ = ["AddResult", "Skipped", "read_input", "regular_file_reason", "source_name"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ class AddResult(list[Any]):
 def source_name(image: ImageInput) -> str:
     """The stored ``source`` of an input: its path (valid UTF-8), or "" for bytes and PIL images."""
     return path_text(image) if isinstance(image, (str, os.PathLike)) else ""  # lossless, see images.path_text
+
+
+def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it (see
+    :func:`cir_milvus.images.regular_file_problem`: the same reasons as the decoder's)."""
+    return regular_file_problem(path)
 
 
 def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:

@@ -71,6 +71,9 @@ LOOKUP_CHUNK = 1000
 """Ids per ``id in [...]`` lookup / delete call."""
 DESCRIPTION_PREFIX = "cir_milvus.recipe="
 """Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
+STORE_KEY = "cir_milvus.store"
+"""Collection property marking a collection the store created (its own field layout), with or without a recipe."""
+STORE_DESCRIPTION = "cir_milvus.store"
 DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {"HNSW": {"M": 16, "efConstruction": 200}}
 DEFAULT_SEARCH_PARAMS: dict[str, dict[str, Any]] = {"HNSW": {"ef": 128}, "HNSW_SQ": {"ef": 128},
                                                     "IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}}
@@ -277,7 +280,7 @@ def _coerce_scalar(name: str, t: str, v: Any) -> Any:
             f = float(v) if isinstance(v, str) else v
             if not isinstance(f, numbers.Real) or not float(f).is_integer():
                 raise TypeError
-            return int(f)
+            return int(float(f))
         except (TypeError, ValueError, OverflowError):
             raise ValueError(f"typed field {name!r} needs an integer, got {v!r}") from None
     try:
@@ -362,6 +365,18 @@ class VectorStore:
                 disconnect(self._client, self.uri)
             except Exception:  # noqa: BLE001 - the original error matters more
                 log.debug("closing after a failed open", exc_info=True)
+
+    @classmethod
+    def exists(cls, uri: Any, name: str, *, token: str | None = None, timeout: float | None = 10.0,
+               connect_kwargs: Mapping[str, Any] | None = None) -> bool:
+        """Whether the collection exists (the connection is released afterwards: a Lite file stays free)."""
+        client, where, owns = cls._connect(uri, token, timeout, connect_kwargs)
+        try:
+            with milvus_errors(f"check collection {name!r}"):
+                return bool(client.has_collection(name))
+        finally:
+            if owns:
+                disconnect(client, where)
 
     @classmethod
     def create(
@@ -468,8 +483,8 @@ class VectorStore:
                 with milvus_errors(f"drop collection {name!r}"):
                     client.drop_collection(name)
             with milvus_errors(f"create collection {name!r}"):
-                extra = ({"properties": {PROPERTY_KEY: recipe.to_json()}}
-                         if recipe is not None and caps.collection_properties else {})
+                props = {STORE_KEY: "1", **({PROPERTY_KEY: recipe.to_json()} if recipe is not None else {})}
+                extra = {"properties": props} if caps.collection_properties else {}
                 client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong", **extra)
                 client.load_collection(name)
         except BaseException:
@@ -487,8 +502,8 @@ class VectorStore:
                 idx_params: Mapping[str, Any]) -> tuple[Any, Any]:
         from pymilvus import CollectionSchema, DataType, FieldSchema
 
-        description = (DESCRIPTION_PREFIX + recipe.to_json()
-                       if recipe is not None and not caps.collection_properties else "")
+        description = "" if caps.collection_properties else (
+            DESCRIPTION_PREFIX + recipe.to_json() if recipe is not None else STORE_DESCRIPTION)
         cols = [FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES),
                 FieldSchema("vector", DataType.FLOAT_VECTOR, dim=f.dim),
                 FieldSchema("norm", DataType.FLOAT),
@@ -582,7 +597,8 @@ class VectorStore:
                 )
             desc = client.describe_collection(name)
         stored = cls._read_recipe(desc)
-        if stored is None and schema is None:
+        own = STORE_KEY in (desc.get("properties") or {}) or str(desc.get("description") or "") == STORE_DESCRIPTION
+        if stored is None and schema is None and not own:
             raise ConfigError(
                 f"collection {name!r} at {redact_uri(where)} was not created by cir_milvus (no recipe property). "
                 "To attach it, name its fields: schema={'vector_field': ..., 'id_field': ..., 'metric': 'COSINE'} "
@@ -670,7 +686,7 @@ class VectorStore:
         id_params = by_name[id_field].get("params", {}) or {}
         src_params = (by_name[source_field].get("params", {}) or {}) if source_field else {}
         default_norm = s.get("default_norm")
-        if default_norm is not None and (not isinstance(default_norm, numbers.Real) or not default_norm > 0):
+        if default_norm is not None and (not isinstance(default_norm, numbers.Real) or not float(default_norm) > 0):
             raise ConfigError(f"default_norm must be a positive number, got {default_norm!r}")
         return FieldMap(id_field=id_field, id_type=id_type, id_max_bytes=int(id_params.get("max_length", 0) or 0),
                         vector_field=vector_field, dim=dim, metric=metric, norm_field=norm_field,
@@ -776,8 +792,8 @@ class VectorStore:
             typed[k] = val
         missing = [k for k in self.fields.scalars if k not in typed and k not in self.fields.nullable]
         if missing:
-            raise ValueError(f"typed field(s) {missing} have no value (this backend has no nullable fields; give "
-                             "every record a value)")
+            raise ValueError(f"typed field(s) {missing} have no value and are not nullable; give every record a "
+                             "value")
         return typed, rest
 
     def _row(self, rid: Id, vec: np.ndarray, norm: float, source: str, md: dict[str, Any]) -> dict[str, Any]:
@@ -861,6 +877,7 @@ class VectorStore:
             src = sources[i] if sources is not None else ""
             rid = ids[i]
             reason = self.check_id(rid)
+            known = rid if reason is None else None  # an invalid id is not reported as an id
             if reason is None and not np.all(np.isfinite(vecs[i])):
                 reason = "the embedding contains NaN or inf"
             if reason is None:
@@ -871,8 +888,7 @@ class VectorStore:
                     continue
                 except (MetadataError, ValueError) as e:
                     reason = f"bad metadata: {e}"
-            result.skipped.append((i, Skipped(source_text(src) or "<row>", reason, rid if reason[:10] != "invalid id"
-                                                                                   else None)))
+            result.skipped.append((i, Skipped(source_text(src) or "<row>", reason, known)))
         counter = [0]
 
         def retried() -> None:
@@ -1188,7 +1204,7 @@ class VectorStore:
                 row = Hits()
                 groups: set[Any] = set()
                 for h in hits:
-                    if h["id"] in ex:
+                    if self._hit_id(h) in ex:
                         continue
                     hit = self._hit(h)
                     if group_by is not None:
@@ -1202,11 +1218,24 @@ class VectorStore:
                 out.append(row)
         return out
 
+    def _hit_id(self, h: Mapping[str, Any]) -> Any:
+        """A search hit's primary key (pymilvus names it by the primary field: ``id``, ``pk``...)."""
+        ent = h.get("entity", {}) or {}
+        for key in (self.fields.id_field, "id"):
+            if key in ent:
+                return ent[key]
+            try:
+                return h[key]
+            except KeyError:
+                continue
+        raise StorageError(f"a search hit of {self.name!r} has no primary key {self.fields.id_field!r}: {h!r}")
+
     def _hit(self, h: Mapping[str, Any]) -> Hit:
         ent = dict(h.get("entity", {}) or {})
-        ent.setdefault(self.fields.id_field, h["id"])
+        hid = self._hit_id(h)
+        ent.setdefault(self.fields.id_field, hid)
         rec = self._record(ent)
-        return Hit(id=h["id"], score=float(h["distance"]), metadata=rec["metadata"], source=rec["source"])
+        return Hit(id=hid, score=float(h["distance"]), metadata=rec["metadata"], source=rec["source"])
 
     # -- housekeeping -----------------------------------------------------------------------------------------------
     def drop(self) -> None:

@@ -139,20 +139,30 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path, world_files):
     assert "empty" in reasons["empty.jpg"]
     assert [s.source for s in res.skipped] == [str(bad), str(empty)]  # the report names the file, not "<60 bytes>"
     missing = col.add([tmp_path / "gone.png"])
-    assert missing == [None] and missing.stored == 0 and "cannot read" in missing.skipped[0].reason
+    assert missing == [None] and missing.stored == 0 and "not found" in missing.skipped[0].reason
 
 
 def test_add_reads_each_file_once(tmp_path, world_files, monkeypatch):
     _, paths, _ = world_files
-    reads: list[str] = []
-    real_open = Path.open
+    import os
 
-    def counting_open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    reads: list[str] = []
+    real_open = os.open
+
+    def counting_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if os.fspath(path).endswith(".png"):
+            reads.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    real_path_open = Path.open
+
+    def counting_path_open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self.suffix == ".png":
             reads.append(self.name)
-        return real_open(self, *args, **kwargs)
+        return real_path_open(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", counting_open)  # Path.read_bytes opens through Path.open
+    monkeypatch.setattr(os, "open", counting_open)  # images.read_image_file opens with os.open (non-blocking)
+    monkeypatch.setattr(Path, "open", counting_path_open)  # Path.read_bytes opens through Path.open
     col = _create(tmp_path)
     res = col.add(paths[:5])
     assert res.encoded == 5 and sorted(reads) == sorted(p.name for p in paths[:5])
