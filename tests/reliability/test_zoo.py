@@ -237,6 +237,9 @@ print(json.dumps({"stored": stored, "iterated": got}))
 """
 
 
+@pytest.mark.xfail(strict=True, reason="needs store: VectorStore.iter_ids pages with pymilvus's query_iterator, which "
+                   "pastes the last id unescaped into its next filter (id > \"x\" or id != \"\" → pages forever; "
+                   "a\\b → parse error)")
 def test_store_iter_ids_with_payload_ids_terminates(tmp_path: Path) -> None:
     """Iterating ids like ``x" or id != "`` or ``a\\b`` must page through them exactly once (run in a subprocess:
     an iterator that pastes the last id into its next filter loops forever or fails)."""
@@ -244,9 +247,9 @@ def test_store_iter_ids_with_payload_ids_terminates(tmp_path: Path) -> None:
     try:
         run = subprocess.run([sys.executable, "-c", _ITER_SCRIPT, str(tmp_path / "it.db"), str(Path(__file__).parent)],
                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}, capture_output=True,
-                             timeout=120, check=False)
+                             timeout=90, check=False)
     except subprocess.TimeoutExpired:
-        pytest.fail("iter_ids did not finish in 120 s (it pages forever over ids with quotes)")
+        pytest.fail("iter_ids did not finish in 90 s (it pages forever over ids with quotes)")
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     out = json.loads(run.stdout.decode().strip().splitlines()[-1])
     assert out["iterated"] == out["stored"] and len(out["stored"]) >= 9
