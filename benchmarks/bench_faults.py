@@ -560,7 +560,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
     if only is not None and args.output.is_file():  # a partial run updates its sections of an earlier full run
         earlier = json.loads(args.output.read_text(encoding="utf-8"))
-        res = {**earlier, **res, "sections_rerun": sorted(only)}
+        res = {**earlier, **{k: v for k, v in res.items() if k in only}, "sections_rerun": sorted(only),
+               "sections_rerun_machine": res["machine"]}
     print()
     print(table(res))
     args.output.parent.mkdir(parents=True, exist_ok=True)
