@@ -425,7 +425,14 @@ def bench_restarts(work: Path, folder: Path, n_images: int, restarts: int, down_
                                       "cir-demo-tiny", "--device", "cpu", "--no-progress", "--batch-size", "16", "--workers", "1",
                                       "--summary-json", str(summary)]),
                                 env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(15)
+        deadline = time.monotonic() + 300  # stop the server only once rows are being written (mid-ingest)
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if _count_and_dupes(server.uri, name)[0] > 0:
+                    break
+            except Exception:  # noqa: BLE001 - not created yet
+                pass
+            time.sleep(1.0)
         done = 0
         for _ in range(restarts):
             if proc.poll() is not None:
