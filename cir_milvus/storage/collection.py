@@ -410,7 +410,7 @@ class CIRCollection:
                             skip(t[0], reason, t[2])
                             continue
                     items.append((j, data))
-                ok, pils, bad = prepare_batch(items, None)
+                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
                 for j, reason in bad:
                     skip(todo[j][0], reason, todo[j][2])
                 if ok:
@@ -592,6 +592,7 @@ class CIRCollection:
         exclude_reference: bool = True,
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
+        group_by: str | None = None,
         **composer_params: Any,
     ) -> Hits:
         """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
@@ -609,6 +610,7 @@ class CIRCollection:
             exclude_reference: drop the reference (by id) from the hits.
             search_params: index search parameters (HNSW ``ef``, IVF ``nprobe``).
             truncate: cut texts longer than the encoder's context length (with a warning) instead of raising.
+            group_by: a typed field (declared with ``fields=``): at most one hit per value, e.g. per product.
             **composer_params: other composer overrides (``template``, ``head``...).
         """
         if image is None and ref_id is None and (composer or self.recipe.composer["name"]) != "text":
@@ -619,7 +621,7 @@ class CIRCollection:
                          alpha=alpha, truncate=truncate, **composer_params)
         exclude = self._reference_ids(images, [ref_id] if ref_id is not None else None, 1, exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
-                                   exclude_ids=exclude, search_params=search_params)[0]
+                                   exclude_ids=exclude, search_params=search_params, group_by=group_by)[0]
 
     def _reference_ids(self, images: Sequence[ImageInput] | None, ref_ids: Sequence[Id] | None, n: int,
                        exclude: bool) -> list[Any]:
@@ -670,6 +672,7 @@ class CIRCollection:
         exclude_reference: bool = True,
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
+        group_by: str | None = None,
         **composer_params: Any,
     ) -> list[Hits]:
         """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
@@ -679,7 +682,7 @@ class CIRCollection:
                          **composer_params)
         exclude = self._reference_ids(images, ref_ids, len(q), exclude_reference)
         return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
-                                   exclude_ids=exclude, search_params=search_params)
+                                   exclude_ids=exclude, search_params=search_params, group_by=group_by)
 
     def search_vectors(
         self,

@@ -1177,6 +1177,9 @@ class VectorStore:
             if group_by not in self.fields.scalars:
                 raise ConfigError(f"group_by={group_by!r} must be a typed scalar field of {self.name!r} "
                                   f"(fields: {sorted(self.fields.scalars)}); declare it with fields= at creation")
+            if self.fields.scalars[group_by] in ("float", "double"):
+                raise ConfigError(f"group_by={group_by!r} is a {self.fields.scalars[group_by]} field; Milvus groups "
+                                  "by integer, string or bool fields only")
             fields = list(dict.fromkeys([*fields, group_by]))
             native_group = self.capabilities.group_by
             if not native_group:

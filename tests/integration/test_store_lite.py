@@ -213,8 +213,14 @@ def test_update_metadata_through_the_facade_does_not_re_encode(tmp_path: Path, i
             Counting.calls += 1
             return super().encode_images(*a, **k)
 
-    col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=Counting(dim=8), fields={"price": "double"})
-    ids = col.add(images[:3], metadata=[{"price": 10}, {"price": 20}, {"price": 30}])
+    col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=Counting(dim=8),
+                               fields={"price": "double", "product": "varchar"})
+    ids = col.add(images[:3], metadata=[{"price": 10, "product": "a"}, {"price": 20, "product": "a"},
+                                        {"price": 30, "product": "b"}])
+    grouped = col.search(images[0], "x", k=3, composer="image", group_by="product", exclude_reference=False)
+    assert [h.id for h in grouped] == [ids[0], ids[2]]  # one hit per product: the best of "a", then "b"
+    with pytest.raises(ConfigError, match="integer, string or bool"):
+        col.search(images[0], "x", k=3, composer="image", group_by="price")
     calls = Counting.calls
     assert col.update_metadata([ids[1]], {"price": 5}) == 1
     assert Counting.calls == calls
