@@ -173,8 +173,9 @@ def bench_zoo(work: Path, uri: str, label: str) -> dict[str, Any]:
         col = CIRCollection.create(uri, name, encoder=FakeEncoder(dim=32))
         try:
             res = col.add([e.path for e in entries], batch_size=16)
-            stored_ok = sorted(res) == sorted(content_id(e.path) for e in good)
-            out["add"] = {"stored": len(res), "reported": len(res.skipped), "exact": stored_ok and
+            ids = [i for i in res if i is not None]  # one entry per input, None where reported
+            stored_ok = sorted(ids) == sorted(content_id(e.path) for e in good)
+            out["add"] = {"stored": len(ids), "reported": len(res.skipped), "exact": stored_ok and
                           len(res.skipped) == len(entries) - len(good), "rows": len(col),
                           "retry_log_lines": len(counter.lines), "seconds": round(time.perf_counter() - t, 2)}
         finally:
@@ -187,7 +188,7 @@ def bench_zoo(work: Path, uri: str, label: str) -> dict[str, Any]:
     report, summary = work / f"zoo-{label}.jsonl", work / f"zoo-{label}.json"
     t = time.perf_counter()
     run = subprocess.run(_cli(["ingest", str(root), "--uri", uri, "--collection", f"zoo_cli_{uuid.uuid4().hex[:6]}",
-                               "--device", "cpu", "--model", "cir-demo-tiny", "--skip-report", str(report), "--summary-json", str(summary),
+                               "--model", "cir-demo-tiny", "--device", "cpu", "--skip-report", str(report), "--summary-json", str(summary),
                                "--no-progress", "--batch-size", "16"]),
                          env=_env(), capture_output=True, cwd=work, timeout=1800, check=False)
     seconds = round(time.perf_counter() - t, 2)
@@ -229,7 +230,8 @@ def bench_ids(uri: str) -> dict[str, Any]:
     col = CIRCollection.create(uri, f"ids_{uuid.uuid4().hex[:6]}", encoder=FakeEncoder(dim=32))
     try:
         res = col.add(images, ids=[rid for _, rid, _ in kinds])
-        one_call: dict[str, Any] = {"stored": len(res), "reported": len(res.skipped), "error": None}
+        one_call: dict[str, Any] = {"stored": sum(i is not None for i in res), "reported": len(res.skipped),
+                                    "error": None}
     except Exception as e:  # noqa: BLE001 - recorded
         one_call = {"stored": 0, "reported": 0, "error": f"{type(e).__name__}: {str(e)[:200]}"}
     finally:
@@ -263,8 +265,8 @@ def bench_ids(uri: str) -> dict[str, Any]:
 def bench_cli_kills(work: Path, folder: Path, n_images: int, kills: int, uri: str, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     name = f"kills_{uuid.uuid4().hex[:6]}"
-    args = ["ingest", str(folder), "--uri", uri, "--collection", name, "--device", "cpu", "--no-progress",
-            "--model", "cir-demo-tiny", "--batch-size", "32", "--workers", "2"]
+    args = ["ingest", str(folder), "--uri", uri, "--collection", name, "--model", "cir-demo-tiny", "--device", "cpu", "--no-progress",
+            "--batch-size", "32", "--workers", "2"]
     leftovers: list[str] = []
     killed_after: list[float] = []
     for _ in range(kills):
@@ -318,9 +320,8 @@ def bench_worker_kills(work: Path, folder: Path, n_images: int, tries: int, hang
         db = str(work / f"worker-kill-{i}.db")
         name = "wk"
         summary = work / f"worker-kill-{i}.json"
-        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", db, "--collection", name, "--device", "cpu",
-                                      "--model", "cir-demo-tiny", "--no-progress", "--batch-size", "32", "--workers",
-                                      "2", "--summary-json",
+        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", db, "--collection", name, "--model", "cir-demo-tiny", "--device", "cpu",
+                                      "--no-progress", "--batch-size", "32", "--workers", "2", "--summary-json",
                                       str(summary)]),
                                 env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         victim = None
@@ -420,12 +421,18 @@ def bench_restarts(work: Path, folder: Path, n_images: int, restarts: int, down_
     name = f"restarts_{uuid.uuid4().hex[:6]}"
     summary = work / f"{name}.json"
     try:
-        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", server.uri, "--collection", name, "--device",
-                                      "cpu", "--model", "cir-demo-tiny", "--no-progress", "--batch-size", "16",
-                                      "--workers", "1",
+        proc = subprocess.Popen(_cli(["ingest", str(folder), "--uri", server.uri, "--collection", name, "--model",
+                                      "cir-demo-tiny", "--device", "cpu", "--no-progress", "--batch-size", "16", "--workers", "1",
                                       "--summary-json", str(summary)]),
                                 env=_env(), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(15)
+        deadline = time.monotonic() + 300  # stop the server only once rows are being written (mid-ingest)
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if _count_and_dupes(server.uri, name)[0] > 0:
+                    break
+            except Exception:  # noqa: BLE001 - not created yet
+                pass
+            time.sleep(1.0)
         done = 0
         for _ in range(restarts):
             if proc.poll() is not None:
@@ -558,6 +565,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if server is not None:
             server.stop(graceful=2)
         shutil.rmtree(work, ignore_errors=True)
+    if only is not None and args.output.is_file():  # a partial run updates its sections of an earlier full run
+        earlier = json.loads(args.output.read_text(encoding="utf-8"))
+        res = {**earlier, **{k: v for k, v in res.items() if k in only}, "sections_rerun": sorted(only),
+               "sections_rerun_machine": res["machine"]}
     print()
     print(table(res))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ MAX_PIXELS = 89_478_485
 """Pixel cap per image (Pillow's own default bomb threshold); larger images are refused."""
 
 __all__ = ["MAX_PIXELS", "content_id", "describe", "format_support", "load_image", "path_text", "read_image_file",
-           "text_path", "to_rgb", "unreadable_reason"]
+           "regular_file_problem", "text_path", "to_rgb"]
 
 # suffix → (Pillow feature that decodes it, format name); formats Pillow may be built without
 _OPTIONAL_CODECS = {".avif": ("avif", "AVIF"), ".jp2": ("jpg_2000", "JPEG 2000"), ".j2k": ("jpg_2000", "JPEG 2000"),
@@ -175,9 +175,10 @@ def _open_failure(path: str | os.PathLike[str], e: OSError) -> str:
     return f"cannot read ({e.strerror or e})"
 
 
-def unreadable_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` cannot be read as an image file (``None`` for a regular file), in the words of
-    :func:`read_image_file`; it only stats the path, never opens it (the ingest reader's quick check)."""
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a regular file that can be read (``None`` when it is), from ``stat`` alone: nothing is
+    opened. The reasons are those :func:`read_image_file` gives (missing, broken symlink, symlink loop, not a
+    regular file)."""
     try:
         mode = os.stat(path).st_mode
     except OSError as e:

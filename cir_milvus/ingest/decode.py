@@ -129,7 +129,7 @@ def decode_batch_uint8(
             out[len(ok)] = decode_uint8(src, cfg, max_pixels, allow_urls)
             ok.append(idx)
         except ImageDecodeError as e:
-            bad.append((idx, _strip_name(str(e), describe(src) if not isinstance(src, str) else src)))
+            bad.append((idx, _strip_name(str(e), describe(src))))  # describe: the UTF-8 spelling load_image uses
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
             bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
     return ok, bad

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cir_milvus.errors import ImageDecodeError
-from cir_milvus.images import path_text, read_image_file, unreadable_reason
+from cir_milvus.images import path_text, read_image_file, regular_file_problem
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
@@ -68,9 +68,9 @@ def source_name(image: ImageInput) -> str:
 
 
 def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it. The same words as
-    :func:`read_input` uses, so ``add`` and ``ingest`` report the same reason for the same entry."""
-    return unreadable_reason(path)
+    """Why ``path`` is not a readable regular file (``None`` when it is); never opens it (see
+    :func:`cir_milvus.images.regular_file_problem`: the same reasons as the decoder's)."""
+    return regular_file_problem(path)
 
 
 def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:

@@ -150,7 +150,7 @@ def test_add_reads_each_file_once(tmp_path, world_files, monkeypatch):
     real_open = os.open
 
     def counting_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if str(path).endswith(".png"):
+        if os.fspath(path).endswith(".png"):
             reads.append(Path(path).name)
         return real_open(path, *args, **kwargs)
 
@@ -161,8 +161,8 @@ def test_add_reads_each_file_once(tmp_path, world_files, monkeypatch):
             reads.append(self.name)
         return real_path_open(self, *args, **kwargs)
 
-    monkeypatch.setattr(os, "open", counting_open)  # files are opened with os.open (non-blocking, fstat-checked)
-    monkeypatch.setattr(Path, "open", counting_path_open)  # any other read (Path.read_bytes) counts too
+    monkeypatch.setattr(os, "open", counting_open)  # images.read_image_file opens with os.open (non-blocking)
+    monkeypatch.setattr(Path, "open", counting_path_open)  # Path.read_bytes opens through Path.open
     col = _create(tmp_path)
     res = col.add(paths[:5])
     assert res.encoded == 5 and sorted(reads) == sorted(p.name for p in paths[:5])

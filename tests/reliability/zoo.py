@@ -226,7 +226,7 @@ def metadata_kinds() -> list[tuple[str, Any, bool]]:
         ("nan_inf", {"nan": math.nan, "inf": math.inf, "ninf": -math.inf}, True),
         ("numpy_scalars", {"i": np.int64(3), "f": np.float32(0.5), "b": np.bool_(True)}, True),
         ("numpy_array", {"v": np.arange(3)}, True),
-        ("big_int", {"n": 2**70}, True),
+        ("big_int", {"n": 2**70}, True),  # beyond int64 (Milvus JSON integers): stored as its decimal string
         ("datetime", {"t": datetime.datetime(2024, 1, 2, 3, 4, 5)}, True),
         ("decimal", {"d": decimal.Decimal("1.25")}, True),
         ("tuple_and_set", {"t": (1, 2), "s": {3}}, True),
