@@ -1025,20 +1025,32 @@ class VectorStore:
 
     def iter_rows(self, batch_size: int = 1000, *, filter: str = "", filter_params: Mapping[str, Any] | None = None,
                   output_fields: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every matching row (a query iterator), as :meth:`get` returns them."""
-        expr = self.render_filter(filter, filter_params)
+        """Every matching row, as :meth:`get` returns them, in primary-key order, ``batch_size`` per query.
+
+        Pages by primary key like pymilvus's query iterator (the server returns each page in key order), but the
+        cursor goes into the next filter as an escaped literal: pymilvus pastes the last key in unescaped, so an id
+        such as ``x" or id != "`` made its iterator page forever.
+        """
+        size = self._check_k(batch_size, "batch_size")
+        f = self.fields
+        user = self.render_filter(filter, filter_params)
         fields = self._output_fields(output_fields)
-        it = self._call(f"iterate {self.name!r}", lambda: self._client.query_iterator(
-            self.name, batch_size=batch_size, filter=expr, output_fields=fields))
-        try:
-            while True:
-                page = self._call(f"iterate {self.name!r}", it.next)
-                if not page:
-                    return
-                for r in page:
-                    yield self._record(r)
-        finally:
-            it.close()
+        if f.id_field not in fields:
+            fields = [f.id_field, *fields]
+        last: Any = None
+        while True:
+            cursor = "" if last is None else self.render_filter(f"{f.id_field} > {{last}}", {"last": last})
+            expr = " and ".join(f"({e})" for e in (cursor, user) if e) or (
+                f'{f.id_field} != ""' if f.id_type == "varchar" else f"{f.id_field} < {2**63 - 1}")
+            page = self._call(f"iterate {self.name!r}", lambda expr=expr: self._client.query(
+                self.name, filter=expr, output_fields=fields, limit=size, consistency_level=self.consistency,
+                iterator="True", reduce_stop_for_best="True"))
+            if not page:
+                return
+            page = sorted(page, key=lambda r: r[f.id_field])  # key order, whatever the backend returned
+            for r in page:
+                yield self._record(r)
+            last = page[-1][f.id_field]
 
     def iter_ids(self, batch_size: int = 1000) -> Iterator[Id]:
         """Every stored id."""

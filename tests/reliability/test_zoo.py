@@ -238,9 +238,6 @@ print(json.dumps({"stored": stored, "iterated": got}))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="needs store: VectorStore.iter_ids pages with pymilvus's query_iterator, which "
-                   "pastes the last id unescaped into its next filter (id > \"x\" or id != \"\" → pages forever; "
-                   "a\\b → parse error)")
 def test_store_iter_ids_with_payload_ids_terminates(tmp_path: Path) -> None:
     """Iterating ids like ``x" or id != "`` or ``a\\b`` must page through them exactly once (run in a subprocess:
     an iterator that pastes the last id into its next filter loops forever or fails)."""
