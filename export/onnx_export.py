@@ -356,6 +356,7 @@ def export_bundle(
         "source": {"model": src["model"], "pretrained": src["pretrained"], "weights_sha256": src["weights_sha256"],
                    "kind": getattr(getattr(encoder, "spec", None), "kind", None),
                    **({"activation": src["activation"]} if src.get("activation") else {}),
+                   **({"random_weights": True} if src.get("random_weights") else {}),  # said loudly, as in torch
                    **({"text_weights": src["text_weights"], "text_weights_sha256": src["text_weights_sha256"]}
                       if src.get("text_weights_sha256") else {})},
         "precision": "fp32",

@@ -401,6 +401,8 @@ class OrtEncoder:
         }
         if src.get("activation"):  # QuickGELU or GELU in the exported towers (bundles before it: GELU)
             out["activation"] = src["activation"]
+        if src.get("random_weights"):  # exported from random weights (export --random-weights): recorded loudly
+            out["random_weights"] = True
         if src.get("text_weights_sha256"):  # exported with a swapped (RTD) text tower; the text graphs hold it
             out["text_weights_sha256"] = src["text_weights_sha256"]
         return out
