@@ -28,43 +28,4 @@ def backend_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         pytest.importorskip("milvus_lite")
         yield str(tmp_path / "zoo.db")
         return
-    yield request.getfixturevalue("reliability_server_uri")
-
-
-@pytest.fixture(scope="session")
-def _reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import os
-
-    external = os.environ.get("CIR_MILVUS_TEST_URI")
-    if external:
-        yield external
-        return
-    pytest.importorskip("milvus", reason="the server tests need the PyPI Milvus server: pip install 'cir_milvus[server]'")
-    from cir_milvus.storage.embedded import EmbeddedMilvus
-
-    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-server"))
-    try:
-        server.start()
-    except RuntimeError as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield server.uri
-    finally:
-        server.stop(graceful=5)
-
-
-@pytest.fixture
-def reliability_server_uri(_reliability_server: str) -> Iterator[str]:
-    """The server URI; collections created by the test are dropped afterwards."""
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=_reliability_server)
-    before = set(client.list_collections())
-    try:
-        yield _reliability_server
-    finally:
-        try:
-            for name in set(client.list_collections()) - before:
-                client.drop_collection(name)
-        finally:
-            client.close()
+    yield request.getfixturevalue("server_uri")
