@@ -26,3 +26,17 @@ def write_shard(path: Path, samples: list[tuple[str, dict[str, object] | None, b
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def write_synthetic_pngs(root: Path, n: int, seed: int = 5) -> list[Path]:
+    """``n`` rendered synthetic-world gallery images saved as ``root/<id>.png`` (a module-scoped image folder)."""
+    from cir_milvus.synthetic import SyntheticWorld
+
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for it in SyntheticWorld(seed=seed, instances=1).gallery()[:n]:
+        p = root / f"{it.id}.png"
+        it.render().save(p)
+        out.append(p)
+    return out
+

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from ingest_helpers import write_synthetic_pngs
 
 pytest.importorskip("milvus_lite")
 torch = pytest.importorskip("torch")
@@ -17,7 +18,6 @@ from cir_milvus import CIRCollection, ModelNotFoundError, RecipeMismatchError  #
 from cir_milvus.artifacts import CACHE_ENV_VAR, ENV_VAR  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR, demo_weights_path  # noqa: E402
 from cir_milvus.models.spec import file_sha256  # noqa: E402
-from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("images")
-    paths = []
-    for it in SyntheticWorld(seed=5, instances=1).gallery()[:10]:
-        p = root / f"{it.id}.png"
-        it.render().save(p)
-        paths.append(p)
-    return paths
+    return write_synthetic_pngs(tmp_path_factory.mktemp("images"), 10, seed=5)
 
 
 @pytest.fixture(scope="module")

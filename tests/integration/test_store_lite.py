@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ingest_helpers import write_synthetic_pngs
 
 pytest.importorskip("milvus_lite")
 
 from cir_milvus import CIRCollection, ConfigError, FakeEncoder, StorageError, VectorStore  # noqa: E402
 from cir_milvus.ingest import ingest, skip_kind  # noqa: E402
-from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +29,7 @@ PAYLOAD_IDS = ["x'] or id not in ['", 'x"] or id not in ["', "it's", "back\\slas
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("imgs")
-    out = []
-    for it in SyntheticWorld(seed=5, instances=1).gallery()[:12]:
-        p = root / f"{it.id}.png"
-        it.render().save(p)
-        out.append(p)
-    return out
+    return write_synthetic_pngs(tmp_path_factory.mktemp("imgs"), 12, seed=5)
 
 
 def _vecs(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:

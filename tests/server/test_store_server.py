@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ingest_helpers import write_synthetic_pngs
 
 from cir_milvus import CIRCollection, FakeEncoder, VectorStore
 from cir_milvus.ingest import ingest
-from cir_milvus.synthetic import SyntheticWorld
 
 pytestmark = pytest.mark.server
 
@@ -24,13 +24,7 @@ PAYLOAD_IDS = ["x'] or id not in ['", 'x"] or id not in ["', "it's", "back\\slas
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("imgs")
-    out = []
-    for it in SyntheticWorld(seed=6, instances=1).gallery()[:10]:
-        p = root / f"{it.id}.png"
-        it.render().save(p)
-        out.append(p)
-    return out
+    return write_synthetic_pngs(tmp_path_factory.mktemp("imgs"), 10, seed=6)
 
 
 def _name() -> str:
