@@ -53,7 +53,7 @@ MAX_PIXELS = 89_478_485
 """Pixel cap per image (Pillow's own default bomb threshold); larger images are refused."""
 
 __all__ = ["MAX_PIXELS", "content_id", "describe", "format_support", "load_image", "path_text", "read_image_file",
-           "regular_file_problem", "text_path", "to_rgb"]
+           "regular_file_problem", "strip_name", "text_path", "to_rgb"]
 
 # suffix → (Pillow feature that decodes it, format name); formats Pillow may be built without
 _OPTIONAL_CODECS = {".avif": ("avif", "AVIF"), ".jp2": ("jpg_2000", "JPEG 2000"), ".j2k": ("jpg_2000", "JPEG 2000"),
@@ -173,6 +173,12 @@ def _open_failure(path: str | os.PathLike[str], e: OSError) -> str:
     if mode and not stat.S_ISREG(mode):
         return f"not a regular file ({_file_kind(mode)}); only regular files are read"
     return f"cannot read ({e.strerror or e})"
+
+
+def strip_name(message: str, name: str) -> str:
+    """An :class:`ImageDecodeError` message without its leading ``"{name}: "`` (the reason alone, for reports that
+    name the file in a column of their own)."""
+    return message[len(name) + 2:] if message.startswith(name + ": ") else message
 
 
 def regular_file_problem(path: str | os.PathLike[str]) -> str | None:

@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from cir_milvus.ingest.pipeline import MAX_ASPECT, IngestReport, ingest, prepare_batch, retry_storage, skip_kind
+from cir_milvus.ingest.pipeline import MAX_ASPECT, IngestReport, ingest, prepare_batch, skip_kind
 from cir_milvus.ingest.sources import (
     FolderSource,
     IterableSource,
@@ -30,6 +30,5 @@ __all__ = [
     "ingest",
     "open_source",
     "prepare_batch",
-    "retry_storage",
     "skip_kind",
 ]

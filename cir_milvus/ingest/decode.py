@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import MAX_PIXELS, describe, load_image
+from cir_milvus.images import MAX_PIXELS, describe, load_image, strip_name
 from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_image_uint8
 
 __all__ = ["MAX_ASPECT", "MAX_JOB_ATTEMPTS", "DecodePool", "DecodedBatch", "cap_aspect", "decode_batch_uint8",
@@ -90,10 +90,6 @@ def cap_aspect(img: Any) -> Any:
     return img.crop((0, top, w, top + keep))
 
 
-def _strip_name(msg: str, name: str) -> str:
-    return msg[len(name) + 2:] if msg.startswith(name + ": ") else msg
-
-
 def decode_uint8(src: Any, cfg: PreprocessConfig, max_pixels: int = MAX_PIXELS, allow_urls: bool = False) -> np.ndarray:
     """One image (path, bytes, URL or PIL image) → uint8 ``[S, S, 3]`` ready for :func:`normalize_uint8`.
 
@@ -129,7 +125,7 @@ def decode_batch_uint8(
             out[len(ok)] = decode_uint8(src, cfg, max_pixels, allow_urls)
             ok.append(idx)
         except ImageDecodeError as e:
-            bad.append((idx, _strip_name(str(e), describe(src))))  # describe: the UTF-8 spelling load_image uses
+            bad.append((idx, strip_name(str(e), describe(src))))  # describe: the UTF-8 spelling load_image uses
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
             bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
     return ok, bad

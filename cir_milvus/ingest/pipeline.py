@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import MAX_PIXELS, content_id, path_text
+from cir_milvus.images import MAX_PIXELS, content_id, path_text, strip_name
 from cir_milvus.ingest.decode import (
     MAX_ASPECT,
     DecodedBatch,
@@ -68,15 +68,13 @@ from cir_milvus.ingest.decode import (
     default_workers,
     encoder_threads,
 )
-from cir_milvus.ingest.decode import _strip_name as _strip_name
 from cir_milvus.ingest.sources import Record, batched, is_url, open_source
 from cir_milvus.preprocess import normalize_uint8
 from cir_milvus.storage.ingest import regular_file_reason as _regular_file_reason
 from cir_milvus.storage.policy import MetadataError, safe_text
-from cir_milvus.storage.retry import retry_storage
 from cir_milvus.storage.store import Skipped
 
-__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "retry_storage", "skip_kind"]
+__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +238,7 @@ def prepare_batch(
             out.append(load_image(data, max_pixels=max_pixels, mode=loading or "product"))
             ok.append(idx)
         except ImageDecodeError as e:
-            bad.append((idx, _strip_name(str(e), describe(data))))
+            bad.append((idx, strip_name(str(e), describe(data))))
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
             bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
     return ok, out, bad
@@ -466,7 +464,7 @@ def ingest(
                         rid = record_id(rec, store)
                         md = record_metadata(rec, store)
                     except ImageDecodeError as e:
-                        skips.add(rec.name, _strip_name(str(e), str(rec.source)), rec.id)
+                        skips.add(rec.name, strip_name(str(e), str(rec.source)), rec.id)
                         continue
                     if rid in seen_ids:
                         with lock:

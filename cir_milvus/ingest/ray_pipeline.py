@@ -34,8 +34,8 @@ import numpy as np
 
 from cir_milvus._optional import require
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import MAX_PIXELS
-from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, _strip_name, prepare_batch, record_id
+from cir_milvus.images import MAX_PIXELS, strip_name
+from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, prepare_batch, record_id
 from cir_milvus.ingest.sources import Record, ShardSource, open_source
 from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
 from cir_milvus.storage.retry import RetryPolicy
@@ -123,7 +123,7 @@ def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy)
             ids[i] = record_id(rec, ids_policy)
             keep.append(i)
         except ImageDecodeError as e:
-            bad.append((rec.name, _strip_name(str(e), str(rec.source)), rec.id))
+            bad.append((rec.name, strip_name(str(e), str(rec.source)), rec.id))
     _report_skips(tally, bad)
     batch["id"] = ids
     return _select(batch, keep)
@@ -408,7 +408,7 @@ def _driver_prefilter(col: Any, rows: list[dict[str, Any]], report: IngestReport
         try:
             rid = record_id(rec, col.store)
         except ImageDecodeError as e:
-            skips.add(rec.name, _strip_name(str(e), str(rec.source)), rec.id)
+            skips.add(rec.name, strip_name(str(e), str(rec.source)), rec.id)
             continue
         if rid in seen:
             report.duplicates += 1

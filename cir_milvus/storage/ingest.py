@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cir_milvus.errors import ImageDecodeError
-from cir_milvus.images import path_text, read_image_file, regular_file_problem
+from cir_milvus.images import path_text, read_image_file, regular_file_problem, strip_name
 from cir_milvus.storage.store import Skipped
 from cir_milvus.types import ImageInput
 
@@ -83,8 +83,5 @@ def read_input(image: ImageInput) -> tuple[ImageInput, str | None]:
     try:
         return read_image_file(image), None  # opened non-blocking, fstat-checked: a FIFO never blocks
     except ImageDecodeError as e:
-        return image, _reason(str(e), path_text(image))
+        return image, strip_name(str(e), path_text(image))
 
-
-def _reason(message: str, name: str) -> str:
-    return message[len(name) + 2:] if message.startswith(name + ": ") else message

@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cir_milvus.errors import CIRError, CollectionLockedError, CollectionNotFoundError, StorageError
 
-__all__ = ["RetryPolicy", "is_permanent", "retry_storage"]
+__all__ = ["RetryPolicy", "is_permanent"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,9 +122,3 @@ class RetryPolicy:
                         reload()
                     except Exception:  # noqa: BLE001 - best effort; the next attempt reports the real error
                         pass
-
-
-def retry_storage(fn: Callable[[], Any], what: str, *, timeout: float, on_retry: Callable[[], None] | None = None,
-                  reload: Callable[[], None] | None = None) -> Any:
-    """:meth:`RetryPolicy.call` with a ``timeout`` (kept for callers of the ingest module's old helper)."""
-    return RetryPolicy(timeout=timeout).call(fn, what, on_retry=on_retry, reload=reload)

@@ -16,8 +16,9 @@ from PIL import Image
 from cir_milvus.encoders.fake import FakeEncoder
 from cir_milvus.errors import ConfigError, StorageError
 from cir_milvus.images import content_id
-from cir_milvus.ingest import MAX_ASPECT, IngestReport, ingest, prepare_batch, retry_storage, skip_kind
+from cir_milvus.ingest import MAX_ASPECT, IngestReport, ingest, prepare_batch, skip_kind
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
+from cir_milvus.storage.retry import RetryPolicy
 
 
 class MemoryCollection:
@@ -272,7 +273,7 @@ def test_retry_gives_up_after_the_timeout_and_skips_permanent_errors(monkeypatch
         raise StorageError("connection refused")
 
     with pytest.raises(StorageError, match="still failing after"):
-        retry_storage(down, "upsert", timeout=30)
+        RetryPolicy(timeout=30).call(down, "upsert")
     assert 4 <= len(calls) <= 8 and clock[0] <= 30
 
     def missing() -> None:
@@ -280,7 +281,7 @@ def test_retry_gives_up_after_the_timeout_and_skips_permanent_errors(monkeypatch
         raise CollectionNotFoundError("no collection")
 
     with pytest.raises(CollectionNotFoundError):
-        retry_storage(missing, "upsert", timeout=30)
+        RetryPolicy(timeout=30).call(missing, "upsert")
     assert calls.count(2) == 1
 
 
