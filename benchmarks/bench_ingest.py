@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=2048, help="images to ingest (multiples of 512 render evenly)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: CPU count - 1)")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default: one per CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default 64)")
     p.add_argument("--workers", type=int, default=None,
-                   help="decode processes (default: CPU count - 1, at most 8; 0 = decode in-process)")
+                   help="decode processes (default: one per CPU, at most 32, at low priority; 0 = decode in-process)")
     _add_composer_args(p, "default composer stored in the recipe of a NEW collection (change an existing one "
                           "with `cir-milvus set-default`)")
     p.add_argument("--skip-report", type=Path, default=None,

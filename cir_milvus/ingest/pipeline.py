@@ -72,6 +72,7 @@ from cir_milvus.ingest.sources import Record, batched, is_url, open_source
 from cir_milvus.preprocess import normalize_uint8
 from cir_milvus.storage.ingest import regular_file_reason as _regular_file_reason
 from cir_milvus.storage.policy import MetadataError, safe_text
+from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.store import Skipped
 
 __all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
@@ -335,6 +336,22 @@ def _encode_uint8(encoder: Any, pixels: np.ndarray, cfg: Any) -> Any:
     return encoder.encode_pixels(normalize_uint8(pixels, cfg), normalize=False)
 
 
+def seal(store: Any, retry: RetryPolicy | None = None) -> None:
+    """Flush the collection after a job, so its rows are sealed and indexed before the first search.
+
+    Measured on Milvus Lite right after ingesting 1,000 images (``benchmarks/bench_peers.py`` queries): top-10 search
+    took 14-19 ms median and 130-320 ms at worst on the growing segment, 2.7 ms median after a 0.06 s flush. A flush
+    that fails is logged, not raised: every row is stored already.
+    """
+    from cir_milvus.errors import StorageError
+
+    try:
+        store.flush(retry=retry)
+    except StorageError as e:
+        log.warning("stored every row but could not flush %r (%s); searches scan unsealed rows until Milvus seals "
+                    "them", store.name, e)
+
+
 def _default_workers() -> int:
     return default_workers()
 
@@ -368,7 +385,8 @@ def ingest(
             glob), a source object from :mod:`cir_milvus.ingest.sources`, or an iterable of paths / bytes /
             ``(id, source, metadata)`` tuples.
         batch_size: images per encoder batch.
-        workers: decode processes (default: usable CPUs − 1, 1 to 8); ``0`` decodes in a thread of this process.
+        workers: decode processes (default: one per usable CPU, at most 32, at low priority beside the encoder's
+            threads); ``0`` decodes in a thread of this process.
             A worker killed mid-job is restarted and its batch decoded again (the count stays exact).
         prefetch: batches decoded ahead of the encoder (default ``2 × workers``, at least 2).
         skip_existing: do not decode or encode ids already stored (resume). ``False`` re-encodes and overwrites.
@@ -540,7 +558,7 @@ def ingest(
             errors.append(e)
             stop.set()
 
-    # the encoder gets the cores the decode workers leave, and does not busy-wait on them
+    # the encoder keeps every core (the niced decode workers fill its gaps) and does not busy-wait
     threads_before = (encoder.set_threads(encoder_threads(n_workers), spin=False)
                       if pool is not None and hasattr(encoder, "set_threads") else None)
     start = time.perf_counter()
@@ -577,6 +595,8 @@ def ingest(
                 break
         _put(to_write, _DONE, stop)
         writer.join()
+        if not errors and report.stored:
+            seal(store, policy)
     except BaseException as e:
         errors.insert(0, e)
     finally:

@@ -35,7 +35,7 @@ import numpy as np
 from cir_milvus._optional import require
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, strip_name
-from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, prepare_batch, record_id
+from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, prepare_batch, record_id, seal
 from cir_milvus.ingest.sources import Record, ShardSource, open_source
 from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
 from cir_milvus.storage.retry import RetryPolicy
@@ -388,6 +388,8 @@ def ingest_ray(
         report.already_stored += already
         if report.seen < 0:
             report.seen = report.stored + report.duplicates + report.already_stored + len(report.skipped)
+        if report.stored:
+            seal(col.store, RetryPolicy(timeout=retry_timeout))
     finally:
         skips.close()
         report.seconds = time.perf_counter() - start

@@ -1258,9 +1258,9 @@ class VectorStore:
         self._call(f"drop collection {self.name!r}", lambda: self._client.drop_collection(self.name))
         self.close()
 
-    def flush(self) -> None:
-        """Seal growing segments so they get indexed."""
-        self._call(f"flush {self.name!r}", lambda: self._client.flush(self.name))
+    def flush(self, *, retry: RetryPolicy | None = None) -> None:
+        """Seal growing segments so they get indexed (``retry`` overrides the store's retry policy for this call)."""
+        self._call(f"flush {self.name!r}", lambda: self._client.flush(self.name), retry=retry)
 
     def index_info(self) -> dict[str, Any]:
         """The vector index's description (type, metric, indexed / total rows where the backend says)."""

@@ -82,8 +82,25 @@ def test_box_resize_matches_resize_then_crop_within_one_level() -> None:
     assert np.abs(exact - boxed).max() <= 1
 
 
-def test_default_workers_leave_a_core_for_the_encoder() -> None:
-    assert default_workers(1) == 1 and default_workers(2) == 1 and default_workers(4) == 3 and default_workers(64) == 8
+def test_default_workers_one_per_core_and_the_encoder_keeps_every_core() -> None:
+    from cir_milvus.ingest.decode import encoder_threads
+
+    assert [default_workers(c) for c in (1, 2, 4, 64)] == [1, 2, 4, 32]
+    assert [encoder_threads(default_workers(c), c) for c in (1, 2, 16)] == [1, 2, 16]
+
+
+def test_decode_workers_run_niced(tmp_path: Path) -> None:
+    """The workers yield a contended core to the encoder: they run at a niceness above the parent's."""
+    from cir_milvus.ingest.decode import DECODE_NICE
+
+    cfg = PreprocessConfig(size=16)
+    png = tmp_path / "a.png"
+    Image.new("RGB", (20, 20), (10, 20, 30)).save(png)
+    with DecodePool(1, cfg, batch_size=1, slots=1) as pool:
+        pool.submit([(0, str(png))]).result().release()  # the worker is past its start-up
+        (pid,) = pool.pids
+        nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert nice == min(19, os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICE)
 
 
 def test_pool_writes_shared_memory_and_survives_a_killed_worker(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import zlib
 from pathlib import Path
@@ -36,6 +37,8 @@ class MemoryCollection:
         self.fail_upserts = fail_upserts
         self.fail_lookups = fail_lookups
         self.lookups = 0
+        self.flushes = 0
+        self.fail_flush = False
         caps = Capabilities(is_lite=True, version="memory", index_types=frozenset({"FLAT"}), filter_templates=False)
         self.store = VectorStore(self, "mem", uri="memory", caps=caps, fields=FieldMap(dim=encoder.dim),
                                  recipe=None, owns_client=False)
@@ -60,6 +63,11 @@ class MemoryCollection:
 
     def load_collection(self, name: str) -> None:
         pass
+
+    def flush(self, name: str) -> None:
+        if self.fail_flush:
+            raise StorageError("Milvus failed to flush: connection refused")  # transient: retried, then given up
+        self.flushes += 1
 
 
 class PixelFakeEncoder(FakeEncoder):
@@ -352,8 +360,8 @@ def test_shards_end_to_end_with_progress_bar(tmp_path: Path, capsys: pytest.Capt
     assert "img/s" in err and "skipped=1" in err
 
 
-def test_the_encoder_gets_the_cores_the_decode_workers_leave_and_they_are_restored(tmp_path: Path) -> None:
-    from cir_milvus.ingest.decode import encoder_threads
+def test_the_encoder_keeps_every_core_without_spinning_and_its_setting_is_restored(tmp_path: Path) -> None:
+    from cir_milvus.ingest.decode import encoder_threads, usable_cpus
 
     class Threaded(PixelFakeEncoder):
         def __init__(self) -> None:
@@ -373,4 +381,23 @@ def test_the_encoder_gets_the_cores_the_decode_workers_leave_and_they_are_restor
     rep = ingest(MemoryCollection(enc), _images(tmp_path, 6), batch_size=3, workers=1, progress=False)
     assert rep.stored == 6
     assert set(enc.during) == {(encoder_threads(1), False)}  # no busy-waiting beside the decode worker
+    assert encoder_threads(1) == usable_cpus()
     assert enc.setting == (7, True)
+
+
+def test_a_job_ends_with_one_flush_and_a_failed_flush_loses_nothing(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Rows are sealed after the job (searches right after an ingest scan unsealed rows otherwise); a resumed job
+    with nothing new does not flush, and a flush that fails is a warning, not a failed job."""
+    col = MemoryCollection(FakeEncoder(dim=8))
+    paths = _images(tmp_path, 5)
+    assert ingest(col, paths, batch_size=2, workers=0, progress=False).stored == 5
+    assert col.flushes == 1
+    assert ingest(col, paths, batch_size=2, workers=0, progress=False).already_stored == 5
+    assert col.flushes == 1
+    col.fail_flush = True
+    more = _images(tmp_path, 3, offset=10)
+    with caplog.at_level(logging.WARNING):
+        rep = ingest(col, more, batch_size=2, workers=0, progress=False, retry_timeout=0.3)
+    assert rep.stored == 3 and len(col.rows) == 8
+    assert "could not flush" in caplog.text
