@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cir_milvus.errors import BackendUnavailableError, CIRError, ConfigError
+from cir_milvus.preprocess import DECODE_MODES
 
 __all__ = ["DEMO_HEADS", "build_parser", "main", "read_collection_info", "resolve_head"]
 
@@ -248,6 +249,16 @@ def _add_model_args(p: argparse.ArgumentParser, creating: bool = True) -> None:
     p.add_argument("--text-weights", default=None,
                    help="tuned text tower (RTD checkpoint or `cir_milvus.train rtd` output) swapped in for queries; "
                         "the stored gallery stays valid")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="torch encoder arithmetic (default fp16 on CUDA, fp32 on CPU); bf16 runs on the AMX / "
+                        "AVX-512 BF16 units of recent x86 CPUs (measured change of the embeddings: README, "
+                        "'Ingest speed'); ONNX bundles fix theirs at export")
+    if creating:
+        p.add_argument("--decode", default=None, choices=DECODE_MODES,
+                       help="how much full-resolution JPEG work decoding may skip, recorded in the recipe so "
+                            "queries decode like the gallery: exact (default: the reference transform), reduce "
+                            "(Pillow reducing_gap), draft (JPEG DCT-domain scaling); measured speed and embedding "
+                            "change: README, 'Ingest speed'")
 
 
 def _add_composer_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -461,14 +472,21 @@ def _check_backend(encoder_recipe: dict[str, Any], model: str | None, name: str)
             "or pip install 'cir_milvus[torch]'")
 
 
+def _check_precision(precision: str | None, model: str | None) -> None:
+    if precision is not None and model is not None and model.startswith("bundle:"):
+        raise ConfigError(f"--precision {precision} is for torch encoders; an ONNX bundle fixes its precision at "
+                          "export (cir-milvus export --precision fp32|int8): drop --precision")
+
+
 def _open(args: argparse.Namespace, encoder_recipe: dict[str, Any]) -> Any:
     from cir_milvus.storage.collection import CIRCollection
 
     _check_backend(encoder_recipe, args.model, args.collection)
+    _check_precision(args.precision, args.model or ("bundle:" if encoder_recipe.get("backend") == "onnx" else None))
     pretrained = DEMO_WEIGHTS if args.model == DEMO_MODEL and args.pretrained is None else args.pretrained
     return CIRCollection.open(args.uri, args.collection, model=args.model, pretrained=pretrained,
-                              token=args.token, device=args.device, text_weights=args.text_weights,
-                              timeout=args.timeout)
+                              token=args.token, device=args.device, precision=args.precision,
+                              text_weights=args.text_weights, timeout=args.timeout)
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -532,6 +550,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.random_weights:
             raise ConfigError(f"--random-weights is for creating a collection; {args.collection!r} exists already")
         stored = read_collection_info(args.uri, args.collection, args.token, args.timeout)["recipe"]
+        recorded = (stored["encoder"].get("preprocess") or {}).get("decode", "exact")
+        if args.decode is not None and args.decode != recorded:
+            raise ConfigError(
+                f"collection {args.collection!r} decodes its images with --decode {recorded} (recorded in its recipe, "
+                f"so queries and new images match the gallery); drop --decode {args.decode}, or ingest into a new "
+                "--collection to use it")
         if (composer is not None or params) and not _same_default(stored["composer"], composer, params):
             raise ConfigError(
                 f"collection {args.collection!r} exists with default composer {_describe_composer(stored['composer'])}"
@@ -553,10 +577,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print(f"WARNING: creating {args.collection!r} with RANDOM weights for {model} (--random-weights): the "
                   "vectors are untrained and search results meaningless", file=sys.stderr)
         _check_backend({}, model, args.collection)
+        _check_precision(args.precision, model)
         from cir_milvus.encoders.base import create_encoder
 
-        encoder = create_encoder(model, pretrained, device=args.device,
-                                 **({"text_weights": args.text_weights} if args.text_weights else {}))
+        kw = {k: v for k, v in (("text_weights", args.text_weights), ("precision", args.precision),
+                                ("decode", args.decode)) if v is not None}
+        encoder = create_encoder(model, pretrained, device=args.device, **kw)
         col = CIRCollection.create(args.uri, args.collection, encoder=encoder, token=args.token,
                                    composer=composer or "slerp", composer_params=params,
                                    timeout=args.timeout)

@@ -177,11 +177,17 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     text_weights = getattr(args, "text_weights", None)
     if text_weights:
         enc_kwargs["text_weights"] = text_weights
+    if getattr(args, "decode", None) not in (None, "exact"):
+        raise ConfigError(f"eval decodes benchmark images exactly as the official code does; drop --decode "
+                          f"{args.decode} (it is an ingest speed option)")
+    if getattr(args, "precision", None) is not None:
+        enc_kwargs["precision"] = args.precision
     if exists:
         pretrained = "cir-demo" if args.model == "cir-demo-tiny" and args.pretrained is None else args.pretrained
         encoder = create_encoder(args.model, pretrained, **enc_kwargs) if args.model is not None else None
         try:
             return CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
+                                      precision=getattr(args, "precision", None) if encoder is None else None,
                                       text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e

@@ -266,3 +266,58 @@ def test_every_cli_command_releases_its_lite_file(tmp_path: Path, image_dir: Pat
         proc = subprocess.run([sys.executable, "-c", probe, db], capture_output=True, text=True, timeout=300,
                               check=False)
         assert proc.returncode == 0 and "imgs" in proc.stdout, (argv[0], proc.stderr[-2000:])
+
+
+def test_decode_and_precision_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--decode is recorded in the recipe and fixed for the collection's life; --precision changes the arithmetic
+    only; bundles refuse --precision."""
+    import numpy as np
+
+    from cir_milvus import CIRCollection
+    from cir_milvus.encoders.torch import TorchEncoder
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for it in SyntheticWorld(seed=3, instances=1).gallery()[:4]:
+        it.render(512).save(photos / f"{it.id}.jpg", quality=90)  # >= 4x the demo size: DCT scaling applies
+    db = str(tmp_path / "d.db")
+    common = ["--uri", db, "--collection", "fast", "--no-progress", "-q"]
+    code, _, err = run(capsys, "ingest", str(photos), *common, "--model", "cir-demo-tiny", "--decode", "draft",
+                       "--device", "cpu")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", "--uri", db, "--collection", "fast", "--json")
+    assert json.loads(out)["recipe"]["encoder"]["preprocess"]["decode"] == "draft"
+    files = sorted(str(p) for p in photos.iterdir())
+    col = CIRCollection.open(db, "fast", device="cpu")
+    try:
+        ids = list(col.iter_ids())
+        got = col.get_vectors(ids)
+        assert col.encoder.preprocess_config.decode == "draft"  # reopening decodes queries like the gallery
+    finally:
+        col.close()
+    stored = np.stack([got[i] for i in ids])
+    stored /= np.linalg.norm(stored, axis=1, keepdims=True)
+    draft = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu", decode="draft").encode_images(files)
+    exact = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu").encode_images(files)
+    best_draft = (stored @ np.asarray(draft).T).max(axis=1)
+    assert np.all(best_draft > 0.99999)  # every stored vector is a draft-decoded one...
+    assert not np.allclose(np.asarray(draft), np.asarray(exact), atol=1e-6)  # ...which differs from exact decoding
+    code, _, err = run(capsys, "ingest", str(photos), *common, "--decode", "exact")
+    assert code == 2 and "--decode draft" in err and "new" in err
+    code, _, err = run(capsys, "ingest", str(photos), "--uri", db, "--collection", "b", "--no-progress",
+                       "--model", f"bundle:{tmp_path / 'nowhere'}", "--precision", "bf16")
+    assert code == 2 and "--precision" in err and "export" in err
+    # bf16 arithmetic: a new collection of the same images, vectors within bf16 rounding of fp32
+    code, _, err = run(capsys, "ingest", str(photos), "--uri", db, "--collection", "bf16", "--no-progress", "-q",
+                       "--model", "cir-demo-tiny", "--precision", "bf16", "--device", "cpu")
+    assert code == 0, err
+    col = CIRCollection.open(db, "bf16", device="cpu")
+    try:
+        got16 = col.get_vectors(list(col.iter_ids()))
+    finally:
+        col.close()
+    v16 = np.stack([got16[i] for i in ids])
+    v16 /= np.linalg.norm(v16, axis=1, keepdims=True)
+    ex = np.asarray(exact)
+    cos = (v16 @ ex.T).max(axis=1)
+    assert np.all(cos > 0.999) and not np.allclose(v16, ex[np.argmax(v16 @ ex.T, axis=1)], atol=1e-6)

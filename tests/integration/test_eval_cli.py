@@ -248,3 +248,13 @@ def test_searle_head_on_fashioniq(roots: dict[str, Path], db: str, tmp_path: Pat
     params = cfg["composer"]["params"]
     assert params["preprocess"] == "targetpad" and params["fiq_join"] == "both"
     assert params["template"] == "a photo of $ that {}"
+
+
+def test_eval_refuses_a_decode_shortcut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Benchmarks decode exactly as the official code: --decode is an ingest speed option, refused by eval."""
+    from cir_milvus.cli import main
+
+    code = main(["eval", "synthetic", "--root", str(tmp_path), "--uri", str(tmp_path / "e.db"), "--model",
+                 "cir-demo-tiny", "--decode", "draft", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--decode draft" in err and "official" in err
