@@ -78,6 +78,15 @@ class Composer(ABC):
         """JSON-able description stored in the collection recipe."""
         return {"name": self.name, "params": dict(self.params)}
 
+    def text_features(self, encoder: Encoder, texts: Sequence[Any]) -> Any:
+        """Work on the texts alone, independent of the image; ``None`` (the default) when there is none.
+
+        :meth:`CIRCollection.compose <cir_milvus.CIRCollection.compose>` runs it while the reference image decodes
+        and encodes, and hands the result back as ``compose(..., text_features=...)``; a composer that returns
+        something here must accept that keyword.
+        """
+        return None
+
     @abstractmethod
     def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
         """Compose query vectors.

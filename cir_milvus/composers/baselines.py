@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cir_milvus.composers.base import Composer, as_text, register_composer
 from cir_milvus.composers.slerp import _normalize, to_numpy
@@ -44,7 +44,11 @@ class TextOnlyComposer(Composer):
 class SumComposer(Composer):
     """``normalize(normalize(image) + normalize(text))``."""
 
-    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
+    def text_features(self, encoder: Encoder, texts: Sequence[Any]) -> Any:
+        return encoder.encode_texts([as_text(t) for t in texts], normalize=True)
+
+    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str], *,
+                text_features: Any = None) -> Embeddings:
         img = _normalize(_require_image(self.name, image_embeddings))
-        txt = encoder.encode_texts([as_text(t) for t in texts], normalize=True)
+        txt = text_features if text_features is not None else self.text_features(encoder, texts)
         return to_numpy(_normalize(img + txt))

@@ -91,13 +91,17 @@ class SlerpComposer(Composer):
             raise ConfigError(f"slerp alpha must be a number in [0, 1] (it weights the text), got {alpha!r}")
         self.params["alpha"] = float(alpha)
 
-    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str]) -> Embeddings:
+    def text_features(self, encoder: Encoder, texts: Sequence[Any]) -> Any:
+        """The normalised text embeddings (on the encoder's device when it offers device tensors)."""
+        if getattr(encoder, "supports_device_output", False):
+            return encoder.encode_texts([as_text(t) for t in texts], normalize=True, device_output=True)  # type: ignore[call-arg]
+        return encoder.encode_texts([as_text(t) for t in texts], normalize=True)
+
+    def compose(self, encoder: Encoder, image_embeddings: Embeddings | None, texts: Sequence[str], *,
+                text_features: Any = None) -> Embeddings:
         if image_embeddings is None:
             raise ConfigError("slerp needs a reference image (or ref_id)")
-        if getattr(encoder, "supports_device_output", False):
-            img = encoder.to_device(image_embeddings)  # type: ignore[attr-defined]
-            txt = encoder.encode_texts([as_text(t) for t in texts], normalize=True, device_output=True)  # type: ignore[call-arg]
-        else:
-            img = image_embeddings
-            txt = encoder.encode_texts([as_text(t) for t in texts], normalize=True)
+        img = (encoder.to_device(image_embeddings)  # type: ignore[attr-defined]
+               if getattr(encoder, "supports_device_output", False) else image_embeddings)
+        txt = text_features if text_features is not None else self.text_features(encoder, texts)
         return to_numpy(slerp(_normalize(img), txt, self.params["alpha"]))

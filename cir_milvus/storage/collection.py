@@ -7,9 +7,11 @@ images into vectors (the encoder) and (image, text) queries into query vectors (
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -570,11 +572,21 @@ class CIRCollection:
             bad = [t for t in texts if t is None or (isinstance(t, str) and not t.strip())]
             if bad:
                 raise ConfigError(f"composer {comp.name!r} needs a non-empty modification text")
-        img = self._query_image_embeddings(comp, images, ref_ids, n)
-        if img is not None and img.shape[0] != n:
-            raise ConfigError(f"{img.shape[0]} reference images for {n} texts")
         with text_truncation(truncate):
-            q = comp.compose(self.encoder, img, list(texts))
+            early = _TextFeatures(comp, self.encoder, list(texts)) if images is not None and ref_ids is None else None
+            try:
+                img = self._query_image_embeddings(comp, images, ref_ids, n)
+            except BaseException:
+                if early is not None:
+                    early.discard()  # the image's error is the one to report
+                raise
+            features = early.result() if early is not None else None
+            if img is not None and img.shape[0] != n:
+                raise ConfigError(f"{img.shape[0]} reference images for {n} texts")
+            if features is not None:
+                q = comp.compose(self.encoder, img, list(texts), text_features=features)  # type: ignore[call-arg]
+            else:
+                q = comp.compose(self.encoder, img, list(texts))
         return np.asarray(q, dtype=np.float32)
 
     def search(
@@ -715,3 +727,41 @@ class CIRCollection:
         recipe = dataclasses.replace(self.recipe, composer=portable_composer(comp.config(), lite_base_dir(self.uri)))
         self.store.set_recipe(recipe)
         self._composers[name] = comp
+
+
+class _TextFeatures:
+    """A composer's text-only work (:meth:`Composer.text_features`) in a thread of its own, started before the
+    reference image is decoded and encoded so the two overlap (Pillow's decode and resize release the GIL).
+
+    Measured with ``benchmarks/bench_peers.py`` (demo model, 2-core CPU): see the README's "Ingest speed" section.
+    Errors surface from :meth:`result` exactly as they would have from the composer.
+    """
+
+    def __init__(self, comp: Composer, encoder: Any, texts: list[Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        if not (comp.needs_text and comp.needs_image) or type(comp).text_features is Composer.text_features:
+            self._thread: threading.Thread | None = None
+            return
+        ctx = contextvars.copy_context()  # the caller's text_truncation setting
+
+        def run() -> None:
+            try:
+                self._value = ctx.run(comp.text_features, encoder, texts)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="cir-text-features", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        if self._thread is None:
+            return None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def discard(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
