@@ -37,8 +37,11 @@ def source_photos() -> tuple[list[Image.Image], str]:
         return out, "procedural gradients (install scikit-image for its real photos)"
 
 
-def make_photos(folder: Path, n: int, seed: int = 0) -> tuple[list[str], str]:
-    """Write ``n`` photo-like JPEGs into ``folder`` (reused when already there). Returns (paths, description)."""
+def make_photos(folder: Path, n: int, seed: int = 0, long_side: tuple[int, int] = (500, 1024)) -> tuple[list[str], str]:
+    """Write ``n`` photo-like JPEGs into ``folder`` (reused when already there). Returns (paths, description).
+
+    ``long_side``: range of the long side in pixels (default camera-web sizes; ``(2016, 4032)`` for phone photos).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     srcs, desc = source_photos()
     rng = np.random.default_rng(seed)
@@ -51,7 +54,7 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> tuple[list[str], str]:
         w, h = src.size
         cw, ch = max(32, int(w * fw)), max(32, int(h * fh))
         x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        long, short = int(rng.integers(500, 1025)), 0
+        long, short = int(rng.integers(long_side[0], long_side[1] + 1)), 0
         short = int(long * 0.75)
         size = (long, short) if rng.random() < 0.7 else (short, long)
         quality = int(rng.integers(85, 96))

@@ -324,8 +324,11 @@ def export_bundles(model: str, pretrained: str | None, out: Path) -> None:
     from cir_milvus.encoders.torch import TorchEncoder
 
     enc = TorchEncoder(model, pretrained, device="cpu")
+    sha = enc.recipe["weights_sha256"]
     for prec in ("fp32", "int8"):
-        if not (out / prec / "manifest.json").exists():
+        manifest = out / prec / "manifest.json"
+        # a kept bundle is reused only when it was exported from these very weights
+        if not manifest.exists() or json.loads(manifest.read_text())["source"].get("weights_sha256") != sha:
             export_bundle(enc, out / prec, precision=prec, fused=False, overwrite=True)
 
 
