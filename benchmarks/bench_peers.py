@@ -286,10 +286,11 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
         res["decode_workers"] = workers
         res["peak_rss_children_mb"] = round(workers * max(worker_hwm, default=0.0), 1)
         # encode alone: the encoder as the ingest runs it (every core, no spinning), on pixels in memory
-        if hasattr(enc, "set_threads"):
-            enc.set_threads(encoder_threads(workers), spin=False)
+        before = enc.set_threads(encoder_threads(workers), spin=False) if hasattr(enc, "set_threads") else None
         pix = np.random.default_rng(0).standard_normal((a.encode_batch, 3, cfg.size, cfg.size)).astype(np.float32)
         res["encode_alone_per_s"] = _rate(lambda: enc.encode_pixels(pix), a.encode_batch)
+        if before is not None:  # queries run with the encoder's own setting, as after an ingest
+            enc.set_threads(before[0], spin=before[1])
         size = cfg.size
         enc_model = getattr(enc, "model", None)
         if stack == "cir-torch":

@@ -371,10 +371,9 @@ class TorchEncoder:
     def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
         """Set torch's intra-op threads on CPU (process-wide; ``None`` leaves them); returns the previous setting.
 
-        :func:`cir_milvus.ingest.ingest` gives the encoder the cores its decode workers leave free: on a shared CPU,
-        more torch threads than free cores make every parallel region wait for a descheduled thread (measured on the
-        2-core dev machine under load: a demo-model text query took 828 ms with 2 threads, 17 ms with 1). ``spin`` is
-        accepted for interface parity with the onnxruntime backend.
+        :func:`cir_milvus.ingest.ingest` calls it with :func:`~cir_milvus.ingest.decode.encoder_threads` (every core;
+        its decode workers run niced beside them) and restores the previous setting afterwards. ``spin`` is accepted
+        for interface parity with the onnxruntime backend.
         """
         prev = int(self._torch.get_num_threads())
         if threads is not None and not self.device.startswith("cuda") and threads != prev:
