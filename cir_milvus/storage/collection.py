@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -729,6 +731,15 @@ class CIRCollection:
         self._composers[name] = comp
 
 
+@functools.cache
+def _takes_text_features(cls: type[Composer]) -> bool:
+    """Whether a composer class does text-only work early AND its ``compose`` accepts the result (a subclass that
+    overrides ``compose`` with the three-argument signature keeps working, without the overlap)."""
+    if cls.text_features is Composer.text_features:
+        return False
+    return "text_features" in inspect.signature(cls.compose).parameters
+
+
 class _TextFeatures:
     """A composer's text-only work (:meth:`Composer.text_features`) in a thread of its own, started before the
     reference image is decoded and encoded so the two overlap (Pillow's decode and resize release the GIL).
@@ -740,7 +751,7 @@ class _TextFeatures:
     def __init__(self, comp: Composer, encoder: Any, texts: list[Any]) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
-        if not (comp.needs_text and comp.needs_image) or type(comp).text_features is Composer.text_features:
+        if not (comp.needs_text and comp.needs_image) or not _takes_text_features(type(comp)):
             self._thread: threading.Thread | None = None
             return
         ctx = contextvars.copy_context()  # the caller's text_truncation setting

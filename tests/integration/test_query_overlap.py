@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from cir_milvus import CIRCollection
-from cir_milvus.composers import get_composer
+from cir_milvus.composers import get_composer, register_composer
+from cir_milvus.composers.slerp import SlerpComposer
 from cir_milvus.encoders.fake import FakeEncoder
 from cir_milvus.errors import ConfigError, ImageDecodeError
 
@@ -82,3 +83,30 @@ def test_the_image_error_wins_and_truncation_reaches_the_text_thread(tmp_path: P
         assert isinstance(hits, list)
     finally:
         col.close()
+
+
+class HalvedSlerp(SlerpComposer):
+    """A plugin written against the three-argument compose (before text_features existed)."""
+
+    def compose(self, encoder: Any, image_embeddings: Any, texts: Any) -> Any:  # type: ignore[override]
+        return super().compose(encoder, image_embeddings, texts) * 0.5
+
+
+def test_a_subclass_with_the_old_compose_signature_still_works(tmp_path: Path, photo: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin that subclasses SlerpComposer and overrides compose(encoder, image_embeddings, texts) is called the
+    old way (no text_features keyword), so it keeps working, without the overlap."""
+    from cir_milvus.composers import base, list_composers
+
+    list_composers()  # built-ins and entry points loaded before the registry is copied
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))  # this test's plugin does not outlive it
+    register_composer("test-halved-slerp")(HalvedSlerp)
+    col = _col(tmp_path, FakeEncoder(dim=16))
+    try:
+        q = col.compose([photo], ["make it red"], composer="test-halved-slerp", alpha=0.8)
+    finally:
+        col.close()
+    plain = FakeEncoder(dim=16)
+    expected = SlerpComposer(alpha=0.8).compose(plain, np.asarray(plain.encode_images([photo], normalize=False)),
+                                                ["make it red"]) * 0.5
+    np.testing.assert_allclose(q, expected, rtol=1e-6, atol=1e-6)
