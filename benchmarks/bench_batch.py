@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tmpdir = None if a.data else tempfile.TemporaryDirectory(prefix="cir-batch-")
     data = a.data or Path(tmpdir.name)  # type: ignore[union-attr]
     batches = [int(b) for b in a.batches.split(",")]
-    res: dict[str, Any] = {"machine": {"platform": platform.platform(), "threads": encoder_threads(0)},
+    res: dict[str, Any] = {"machine": {"platform": platform.platform(), "threads": encoder_threads()},
                            "command": "python benchmarks/bench_batch.py " + " ".join(argv or sys.argv[1:]),
                            "models": {}}
     for model in a.models.split(","):
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "onnx fp32": OrtEncoder(data / f"bundles-{model}" / "fp32", device="cpu"),
                 "onnx int8": OrtEncoder(data / f"bundles-{model}" / "int8", device="cpu")}
         for e in encs.values():
-            e.set_threads(encoder_threads(0), spin=False)
+            e.set_threads(encoder_threads(), spin=False)
         size = encs["torch fp32"].preprocess_config.size
         cells = [(name, b) for name in encs for b in batches]
         rates: dict[str, list[float]] = {f"{n} b{b}": [] for n, b in cells}

@@ -286,7 +286,7 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
         res["decode_workers"] = workers
         res["peak_rss_children_mb"] = round(workers * max(worker_hwm, default=0.0), 1)
         # encode alone: the encoder as the ingest runs it (every core, no spinning), on pixels in memory
-        before = enc.set_threads(encoder_threads(workers), spin=False) if hasattr(enc, "set_threads") else None
+        before = enc.set_threads(encoder_threads(), spin=False) if hasattr(enc, "set_threads") else None
         pix = np.random.default_rng(0).standard_normal((a.encode_batch, 3, cfg.size, cfg.size)).astype(np.float32)
         res["encode_alone_per_s"] = _rate(lambda: enc.encode_pixels(pix), a.encode_batch)
         if before is not None:  # queries run with the encoder's own setting, as after an ingest

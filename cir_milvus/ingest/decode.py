@@ -67,16 +67,14 @@ DECODE_NICE = 10
 MAX_DEFAULT_WORKERS = 32
 
 
-def encoder_threads(workers: int, cpus: int | None = None) -> int:
-    """Intra-op threads for the encoder beside ``workers`` decode processes: every usable core.
+def encoder_threads(cpus: int | None = None) -> int:
+    """Intra-op threads for the encoder beside the decode workers: every usable core.
 
     The decode workers run at :data:`DECODE_NICE`, so the encoder's threads win a contended core and the workers
     fill whatever the encoder leaves idle. Measured on the 2-core dev CPU (``benchmarks/bench_peers.py``): giving the
     encoder only the cores the workers leave halved ViT-B-32 ingest (10.4 vs 15.5 images/s), because a
-    decode-bound worker core then sits idle while the encoder is the bottleneck. ``workers`` is accepted so the
-    policy can change in one place.
+    decode-bound worker core then sits idle while the encoder is the bottleneck.
     """
-    del workers
     return max(1, cpus if cpus is not None else usable_cpus())
 
 

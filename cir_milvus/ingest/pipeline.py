@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.errors import ConfigError, ImageDecodeError, StorageError
 from cir_milvus.images import MAX_PIXELS, content_id, path_text, strip_name
 from cir_milvus.ingest.decode import (
     MAX_ASPECT,
@@ -343,8 +343,6 @@ def seal(store: Any, retry: RetryPolicy | None = None) -> None:
     took 14-19 ms median and 130-320 ms at worst on the growing segment, 2.7 ms median after a 0.06 s flush. A flush
     that fails is logged, not raised: every row is stored already.
     """
-    from cir_milvus.errors import StorageError
-
     try:
         store.flush(retry=retry)
     except StorageError as e:
@@ -559,7 +557,7 @@ def ingest(
             stop.set()
 
     # the encoder keeps every core (the niced decode workers fill its gaps) and does not busy-wait
-    threads_before = (encoder.set_threads(encoder_threads(n_workers), spin=False)
+    threads_before = (encoder.set_threads(encoder_threads(), spin=False)
                       if pool is not None and hasattr(encoder, "set_threads") else None)
     start = time.perf_counter()
     reader = threading.Thread(target=read, name="cir-ingest-reader", daemon=True)

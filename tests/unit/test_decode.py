@@ -86,7 +86,7 @@ def test_default_workers_one_per_core_and_the_encoder_keeps_every_core() -> None
     from cir_milvus.ingest.decode import encoder_threads
 
     assert [default_workers(c) for c in (1, 2, 4, 64)] == [1, 2, 4, 32]
-    assert [encoder_threads(default_workers(c), c) for c in (1, 2, 16)] == [1, 2, 16]
+    assert [encoder_threads(c) for c in (1, 2, 16)] == [1, 2, 16]
 
 
 def test_decode_workers_run_niced(tmp_path: Path) -> None:

@@ -380,8 +380,8 @@ def test_the_encoder_keeps_every_core_without_spinning_and_its_setting_is_restor
     enc = Threaded()
     rep = ingest(MemoryCollection(enc), _images(tmp_path, 6), batch_size=3, workers=1, progress=False)
     assert rep.stored == 6
-    assert set(enc.during) == {(encoder_threads(1), False)}  # no busy-waiting beside the decode worker
-    assert encoder_threads(1) == usable_cpus()
+    assert set(enc.during) == {(encoder_threads(), False)}  # no busy-waiting beside the decode worker
+    assert encoder_threads() == usable_cpus()
     assert enc.setting == (7, True)
 
 
