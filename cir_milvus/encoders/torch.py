@@ -373,7 +373,8 @@ class TorchEncoder:
 
         :func:`cir_milvus.ingest.ingest` calls it with :func:`~cir_milvus.ingest.decode.encoder_threads` (every core;
         its decode workers run niced beside them) and restores the previous setting afterwards. ``spin`` is accepted
-        for interface parity with the onnxruntime backend.
+        for interface parity with the onnxruntime backend: torch's OpenMP threads cannot change their wait policy
+        once loaded; ``import cir_milvus`` before torch makes them wait passively (:mod:`cir_milvus._runtime`).
         """
         prev = int(self._torch.get_num_threads())
         if threads is not None and not self.device.startswith("cuda") and threads != prev:

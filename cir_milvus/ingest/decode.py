@@ -66,6 +66,10 @@ DECODE_NICE = 10
 """Niceness of the decode workers: the encoder's threads take a core back from a worker when both want it."""
 MAX_DEFAULT_WORKERS = 32
 
+_NO_MAIN_GUARD = ("Decode workers are spawned processes that import your main module; a script that calls "
+                  "ingest() (or starts a DecodePool) at module level must guard the call with "
+                  "`if __name__ == \"__main__\":` (or pass workers=0 to decode in this process).")
+
 
 def encoder_threads(cpus: int | None = None) -> int:
     """Intra-op threads for the encoder beside the decode workers: every usable core.
@@ -268,6 +272,7 @@ class DecodePool:
         self.max_pixels = max_pixels
         self.allow_urls = allow_urls
         self.restarts = 0
+        self._initial_workers = workers
         self.max_restarts = 4 * workers if max_restarts is None else max_restarts
         self.in_process = 0
         """Jobs decoded in the parent after worker deaths."""
@@ -283,7 +288,21 @@ class DecodePool:
         self._wake_r, self._wake_w = self._ctx.Pipe(duplex=False)
         self._closed = threading.Event()
         self._next_id = 0
-        self._workers = [_Worker(self._ctx, self._args) for _ in range(workers)]
+        self._completed = 0
+        self._cannot_start = False
+        """Jobs finished by a worker (0 while no worker has ever got going)."""
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(workers):
+                self._workers.append(_Worker(self._ctx, self._args))
+        except BaseException as e:
+            self._stop_workers()
+            self._free_shm()
+            if isinstance(e, RuntimeError) and "__mp_main__" in sys.modules:
+                # multiprocessing refuses to start processes while a spawned child is still importing the main
+                # module: the user's script ran ingest() at import time, once more in each decode worker
+                raise ConfigError(_NO_MAIN_GUARD) from e
+            raise
         self._thread = threading.Thread(target=self._dispatch, name="cir-decode-dispatch", daemon=True)
         self._thread.start()
 
@@ -325,21 +344,8 @@ class DecodePool:
         self._closed.set()
         self._wake()
         self._thread.join(timeout=10)
-        for w in self._workers:
-            with contextlib.suppress(Exception):
-                w.conn.send(None)
-        deadline = time.monotonic() + 2.0
-        for w in self._workers:
-            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join(timeout=2.0)
-            with contextlib.suppress(Exception):
-                w.conn.close()
-        for shm in self._shm:
-            with contextlib.suppress(Exception):
-                shm.close()
-                shm.unlink()
+        self._stop_workers()
+        self._free_shm()
         with self._lock:
             left = list(self._pending)
             self._pending.clear()
@@ -351,6 +357,25 @@ class DecodePool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _stop_workers(self) -> None:
+        for w in self._workers:
+            with contextlib.suppress(Exception):
+                w.conn.send(None)
+        deadline = time.monotonic() + 2.0
+        for w in self._workers:
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=2.0)
+            with contextlib.suppress(Exception):
+                w.conn.close()
+
+    def _free_shm(self) -> None:
+        for shm in self._shm:
+            with contextlib.suppress(Exception):
+                shm.close()
+                shm.unlink()
 
     # -- dispatcher -----------------------------------------------------------------------------------------------
     def _wake(self) -> None:
@@ -385,11 +410,11 @@ class DecodePool:
         self._finish(job, ok, bad)
 
     def _on_death(self, w: _Worker) -> None:
-        code = w.process.exitcode
         job, w.job = w.job, None
         with contextlib.suppress(Exception):
             w.conn.close()
         w.process.join(timeout=1.0)
+        code = w.process.exitcode
         if job is not None:
             job.attempts += 1
             log.warning("decode worker %s died (exit code %s) during a job of %d images; %s", w.process.pid, code,
@@ -401,6 +426,15 @@ class DecodePool:
                     self._pending.appendleft(job)
         self._workers.remove(w)
         if self._closed.is_set():
+            return
+        if code == 1 and self._completed == 0 and self.restarts + 1 >= self._initial_workers:
+            # every worker has exited with an error before any finished a job: they cannot start (most often a
+            # script without a main guard, see _NO_MAIN_GUARD); restarting them would fail the same way
+            if not self._cannot_start:
+                log.warning("decode workers exit with an error as they start (exit code 1); decoding in this process "
+                            "instead. %s", _NO_MAIN_GUARD)
+            self._cannot_start = True
+        if self._cannot_start:
             return
         if self.restarts < self.max_restarts:
             self.restarts += 1
@@ -443,6 +477,7 @@ class DecodePool:
                         self._on_death(w)
                         continue
                     job, w.job = w.job, None
+                    self._completed += 1
                     if job.job_id == job_id:
                         self._finish(job, ok, bad)
                 elif w.process.sentinel in ready or not w.process.is_alive():

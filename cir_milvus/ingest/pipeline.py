@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from cir_milvus._runtime import openmp_spins
 from cir_milvus.errors import ConfigError, ImageDecodeError, StorageError
 from cir_milvus.images import MAX_PIXELS, content_id, path_text, strip_name
 from cir_milvus.ingest.decode import (
@@ -557,6 +558,10 @@ def ingest(
             stop.set()
 
     # the encoder keeps every core (the niced decode workers fill its gaps) and does not busy-wait
+    if pool is not None and openmp_spins():
+        log.info("torch's OpenMP threads spin while they wait, taking cores from the decode workers (torch was "
+                 "imported before cir_milvus); set OMP_WAIT_POLICY=PASSIVE before importing torch for faster ingest "
+                 "(see cir_milvus._runtime)")
     threads_before = (encoder.set_threads(encoder_threads(), spin=False)
                       if pool is not None and hasattr(encoder, "set_threads") else None)
     start = time.perf_counter()

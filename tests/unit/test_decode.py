@@ -164,3 +164,29 @@ def test_workers_die_when_the_parent_is_killed(tmp_path: Path) -> None:
     for p in alive:  # do not leave them behind even when the test fails
         os.kill(p, signal.SIGKILL)
     assert not alive, f"decode workers {alive} outlived their killed parent"
+
+
+def test_a_script_without_main_guard_decodes_in_process_and_says_why(tmp_path: Path) -> None:
+    # spawn re-imports the main module in every worker, so an unguarded script starts its pool again there; the
+    # workers cannot start. The job must still finish (in the parent), with one warning that names the main guard,
+    # no worker restarts beyond the first failure of each, and no shared memory left behind by the failed pools.
+    photos = [str(_jpeg(tmp_path / f"{i}.jpg", 80, 60, seed=i)) for i in range(5)]
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from cir_milvus.ingest.decode import DecodePool
+        from cir_milvus.preprocess import PreprocessConfig
+        pool = DecodePool(2, PreprocessConfig(size=16), batch_size=8, slots=2)
+        batch = pool.submit(list(enumerate({photos!r}))).result(timeout=120)
+        print("decoded", len(batch.ok), "restarts", pool.restarts, flush=True)
+        batch.release()
+        pool.close()
+    """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "decoded 5 restarts 1" in proc.stdout
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("decode workers exit with an error")]
+    assert len(warnings) == 1 and 'if __name__ == "__main__":' in warnings[0]
+    assert "ConfigError: Decode workers are spawned processes" in proc.stderr  # what each worker said
+    assert "leaked shared_memory" not in proc.stderr
