@@ -12,9 +12,11 @@ once, in a rotated order, so the shared machine's load drifts over all of them a
   slerp in numpy, ``client.search``.
 - ``lancedb``: LanceDB's registered ``open-clip`` embedding function (a ``LanceModel`` with ``SourceField`` image
   URIs; ``table.add`` computes the vectors); queries: the function's image + text embeddings, slerp, ``table.search``.
-- ``cir-*``: :func:`cir_milvus.ingest.ingest` into a Milvus Lite collection (``cir-torch`` = defaults; ``-draft`` =
-  ``decode="draft"``; ``cir-onnx-fp32`` / ``-int8`` = an exported bundle through onnxruntime); queries:
-  ``CIRCollection.search(image_path, text, k=10)``.
+- ``cir-*``: :func:`cir_milvus.ingest.ingest` into a Milvus Lite collection (``cir-torch`` = defaults: ``reduce``
+  decode, fp32; ``-exact`` = the reference transform; ``-draft`` = ``decode="draft"``; ``-bf16`` = bfloat16 autocast;
+  ``cir-onnx-fp32`` / ``-int8`` = an exported bundle through onnxruntime); the script imports cir_milvus first, as a
+  user's script does (its OpenMP wait policy then applies); queries: ``CIRCollection.search(image_path, text, k=10)``.
+  Every stack starts without ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT`` in its environment.
 
 Per stack and round: ingest images/s (paths → rows stored), decode-alone and encode-alone images/s (the stack's own
 decode+preprocess over all cores it uses; its encoder on pixels in memory, batch 64), peak RSS (parent and children),
@@ -45,11 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _photos import make_photos  # noqa: E402
 
 # cir stacks: name -> (backend, decode, precision); cir-torch is the library's default
-CIR_STACKS: dict[str, tuple[str, str, str]] = {
-    "cir-torch": ("torch", "exact", "fp32"),
-    "cir-torch-reduce": ("torch", "reduce", "fp32"),
+CIR_STACKS: dict[str, tuple[str, str | None, str]] = {  # backend, decode (None: the library default), precision
+    "cir-torch": ("torch", None, "fp32"),
+    "cir-torch-exact": ("torch", "exact", "fp32"),
     "cir-torch-draft": ("torch", "draft", "fp32"),
-    "cir-torch-bf16": ("torch", "exact", "bf16"),
+    "cir-torch-bf16": ("torch", None, "bf16"),
     "cir-torch-bf16-draft": ("torch", "draft", "bf16"),
     "cir-onnx-fp32-draft": ("onnx", "draft", "fp32"),
     "cir-onnx-int8-draft": ("onnx", "draft", "int8"),
