@@ -25,6 +25,7 @@ from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
 from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.ingest import AddResult, read_input, source_name
 from cir_milvus.storage.policy import MetadataError, safe_text
@@ -63,8 +64,6 @@ def adopt_recorded_decode(name: str, stored_encoder: Mapping[str, Any], encoder:
         stored_encoder: the collection's recipe ``encoder`` dict.
         encoder: the encoder built or given.
     """
-    from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig
-
     cfg = getattr(encoder, "preprocess_config", None)
     with_decode = getattr(encoder, "with_decode", None)
     stored = stored_encoder.get("preprocess")
