@@ -256,9 +256,11 @@ def _add_model_args(p: argparse.ArgumentParser, creating: bool = True) -> None:
     if creating:
         p.add_argument("--decode", default=None, choices=DECODE_MODES,
                        help="how much full-resolution JPEG work decoding may skip, recorded in the recipe so "
-                            "queries decode like the gallery: exact (default: the reference transform), reduce "
-                            "(Pillow reducing_gap), draft (JPEG DCT-domain scaling); measured speed and embedding "
-                            "change: README, 'Ingest speed'")
+                            "queries decode like the gallery: exact (the reference transform), reduce (Pillow "
+                            "reducing_gap; the default where it applies: clip/targetpad preprocessing with "
+                            "shortest-side resize, else exact), draft (JPEG DCT-domain scaling); an existing "
+                            "collection keeps its recorded mode; measured speed and embedding change: README, "
+                            "'Ingest speed'")
 
 
 def _add_composer_args(p: argparse.ArgumentParser, what: str) -> None:

@@ -41,7 +41,7 @@ from cir_milvus_export.parity import (
 )
 from cir_milvus_export.tokenizer import save_clip_tokenizer
 
-from cir_milvus.encoders.ort import BUNDLE_FORMAT, MANIFEST, BundleTokenizer
+from cir_milvus.encoders.ort import BUNDLE_FORMAT, MANIFEST, BundleTokenizer, bundle_preprocess
 from cir_milvus.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
@@ -337,7 +337,8 @@ def export_bundle(
             f"the bundle tokenizer (CLIP BPE) does not reproduce {encoder.spec.model}'s token ids for "
             f"{agreement['different'][:3]}; only open_clip models with the CLIP SimpleTokenizer can be exported"
         )
-    (out / "preprocess.json").write_text(json.dumps(encoder.preprocess_config.to_dict(), indent=2) + "\n")
+    # the decode mode is written only when it is not the library default (the bundle rule: bundle_preprocess)
+    (out / "preprocess.json").write_text(json.dumps(bundle_preprocess(encoder.preprocess_config), indent=2) + "\n")
 
     src = encoder.recipe
     from cir_milvus.composers.slerp import SlerpComposer

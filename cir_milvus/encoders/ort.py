@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import html
 import json
@@ -40,11 +41,11 @@ from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
-from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, default_decode, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_sha256", "clean_text",
-           "load_manifest", "session_options", "verify_bundle"]
+__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_preprocess", "bundle_sha256",
+           "clean_text", "load_manifest", "session_options", "verify_bundle"]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,23 @@ def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] |
             )
         hashes[name] = got
     return hashes
+
+
+def bundle_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
+    """The ``preprocess.json`` of a bundle exported from an encoder preprocessing with ``cfg``.
+
+    The bundle rule for the decode mode: a ``"decode"`` key is written only when ``cfg.decode`` differs from the
+    library default for ``cfg`` (:func:`~cir_milvus.preprocess.default_decode`), and :class:`OrtEncoder` reads a
+    missing key as that default. So a bundle exported from a default encoder holds the same ``preprocess.json``
+    (and keeps the same :func:`bundle_sha256`) as one exported before the default changed, and serves with the
+    same mode as the torch encoder it came from; an encoder built with another mode on purpose records it.
+    Collections record their own mode either way (a bundle's only sets the default of new collections).
+    """
+    d = cfg.to_dict()
+    d.pop("decode", None)
+    if cfg.decode != default_decode(cfg):
+        d["decode"] = cfg.decode
+    return d
 
 
 # -- text ------------------------------------------------------------------------------------------------------------
@@ -335,8 +353,11 @@ class OrtEncoder:
             id is computed from the files (:func:`bundle_sha256`) and recorded in the recipe, so a collection built
             from this bundle refuses other weights even behind an edited manifest.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
-        decode: ``"exact"``, ``"reduce"`` or ``"draft"`` (default: the bundle's, else ``"exact"``); see
-            :mod:`cir_milvus.preprocess`. Recorded in the recipe.
+        decode: ``"exact"``, ``"reduce"`` or ``"draft"``; see :mod:`cir_milvus.preprocess`. Default (``None``): the
+            mode the bundle's ``preprocess.json`` records, else the library default
+            (:func:`~cir_milvus.preprocess.default_decode`: ``"reduce"`` for ``clip``/``targetpad`` with
+            ``resize_mode="shortest"``, ``"exact"`` otherwise; see :func:`bundle_preprocess`). Recorded in the
+            recipe; an existing collection decodes with its recorded mode whatever this one (:meth:`with_decode`).
 
     Raises:
         ModelNotFoundError: no bundle at ``bundle_dir``.
@@ -376,14 +397,31 @@ class OrtEncoder:
         self._width = int(m["dims"]["token_width"])
         self.precision = str(m.get("precision", "fp32"))
         pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
-        self.preprocess_config = (PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
-                                  .with_decode(decode))
+        cfg = PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
+        # None: the bundle's recorded mode, else the library default (the bundle rule, see bundle_preprocess)
+        self.preprocess_config = cfg.with_decode(default_decode(cfg, decode if decode is not None else pre.get("decode")))
         self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
         self._threads = threads
         self._spin = True
         self._sessions: dict[str, Any] = {}
+
+    def with_decode(self, decode: str) -> OrtEncoder:
+        """This encoder decoding images with ``decode``: a shallow copy sharing the bundle, tokenizer and
+        onnxruntime sessions, with only ``preprocess_config.decode`` replaced (``self`` when it already decodes so).
+
+        :class:`~cir_milvus.CIRCollection` uses it to serve a collection with the mode its recipe records.
+
+        Raises:
+            ConfigError: ``decode`` is not ``"exact"``, ``"reduce"`` or ``"draft"``.
+        """
+        cfg = self.preprocess_config.with_decode(default_decode(self.preprocess_config, decode))
+        if cfg is self.preprocess_config:
+            return self
+        out = copy.copy(self)
+        out.preprocess_config = cfg
+        return out
 
     # -- metadata -------------------------------------------------------------------------------------------------
     @property

@@ -92,9 +92,9 @@ def encoder_from_recipe(
     mode = (r.get("preprocess") or {}).get("mode", "clip")
     loading = (r.get("preprocess") or {}).get("loading")  # benchmark collections decode as the official code does
     load_kw: dict[str, Any] = {"image_loading": loading} if loading else {}
-    decode = (r.get("preprocess") or {}).get("decode")
-    if decode:  # queries decode like the gallery did
-        load_kw["decode"] = decode
+    # queries decode like the gallery did: a recipe without the key was decoded exactly (encoders now default to
+    # reduce, so "exact" is passed explicitly)
+    load_kw["decode"] = (r.get("preprocess") or {}).get("decode") or "exact"
     if backend == "fake":
         raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(dim=..., seed=...)")
     if backend == "onnx":

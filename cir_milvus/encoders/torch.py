@@ -5,6 +5,7 @@ This is the only runtime module that imports torch (lazily, through :func:`cir_m
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.models.spec import ModelSpec, file_sha256, load_open_clip, model_activation, resolve_model
 from cir_milvus.models.text_tower import load_text_tower
-from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_batch
+from cir_milvus.preprocess import PreprocessConfig, decode_size, default_decode, preprocess_batch
 from cir_milvus.types import ImageInput
 
 __all__ = ["TorchEncoder", "inject_pseudo_tokens"]
@@ -100,9 +101,13 @@ class TorchEncoder:
             code's data sets: ``Image.open`` only; used by evaluation); see :func:`cir_milvus.images.load_image`.
         quick_gelu: ``None`` follows open_clip's pretrained config (QuickGELU for OpenAI tags); ``True``/``False``
             force the activation (e.g. ``True`` for a local file of OpenAI weights). Recorded as ``activation``.
-        decode: ``"exact"`` (default), ``"reduce"`` or ``"draft"``: how much full-resolution work image decoding may
-            skip (:mod:`cir_milvus.preprocess`); recorded in the recipe, so a collection's queries decode like its
-            gallery.
+        decode: ``"exact"``, ``"reduce"`` or ``"draft"``: how much full-resolution work image decoding may skip
+            (:mod:`cir_milvus.preprocess`). Default (``None``): :func:`~cir_milvus.preprocess.default_decode`,
+            ``"reduce"`` for ``clip``/``targetpad`` with ``resize_mode="shortest"`` (embedding cosine against exact
+            ≥ 0.9999), ``"exact"`` otherwise (``hf_clip``, squash/longest). Pass ``"exact"`` for the reference
+            transform (the evaluation harness and training do). Recorded in the recipe, so a collection's queries
+            decode like its gallery; an existing collection decodes with its recorded mode whatever this one
+            (:meth:`with_decode`).
         text_weights: a tuned text tower swapped in over ``pretrained``'s (an RTD checkpoint, Hugging Face
             ``CLIPTextModelWithProjection`` weights or a ``cir_milvus.train rtd`` output; see
             :func:`cir_milvus.models.text_tower.load_text_tower`). The image tower is unchanged, so this encoder
@@ -156,13 +161,30 @@ class TorchEncoder:
             resize_mode=pcfg.get("resize_mode", "shortest"),
             fill_color=int(pcfg.get("fill_color", 0) or 0),
             loading=image_loading,
-        ).with_decode(decode)
+        )
+        self.preprocess_config = self.preprocess_config.with_decode(default_decode(self.preprocess_config, decode))
         self.context_length = int(getattr(self.tokenizer, "context_length", 77))
         with self._torch.no_grad():
             probe = self.model.encode_text(self._torch.zeros(1, self.context_length, dtype=self._torch.long,
                                                               device=self.device))
         self.dim = int(probe.shape[-1])
         self._sha: str | None = None
+
+    def with_decode(self, decode: str) -> TorchEncoder:
+        """This encoder decoding images with ``decode``: a shallow copy sharing the model, tokenizer and device, with
+        only ``preprocess_config.decode`` replaced (``self`` when it already decodes so).
+
+        :class:`~cir_milvus.CIRCollection` uses it to serve a collection with the mode its recipe records.
+
+        Raises:
+            ConfigError: ``decode`` is not ``"exact"``, ``"reduce"`` or ``"draft"``.
+        """
+        cfg = self.preprocess_config.with_decode(default_decode(self.preprocess_config, decode))
+        if cfg is self.preprocess_config:
+            return self
+        out = copy.copy(self)
+        out.preprocess_config = cfg
+        return out
 
     # -- metadata -------------------------------------------------------------------------------------------------
     @property

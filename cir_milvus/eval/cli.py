@@ -170,8 +170,9 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     from cir_milvus.storage.store import VectorStore
 
     exists = VectorStore.exists(args.uri, name, token=args.token)  # releases the Lite file
-    # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing)
-    enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official"}
+    # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing) and resized with
+    # the reference transform (decode="exact": the library default for new collections is "reduce")
+    enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official", "decode": "exact"}
     if preprocess != "clip":
         enc_kwargs["preprocess"] = preprocess
     text_weights = getattr(args, "text_weights", None)
@@ -186,11 +187,18 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
         pretrained = "cir-demo" if args.model == "cir-demo-tiny" and args.pretrained is None else args.pretrained
         encoder = create_encoder(args.model, pretrained, **enc_kwargs) if args.model is not None else None
         try:
-            return CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
-                                      precision=getattr(args, "precision", None) if encoder is None else None,
-                                      text_weights=text_weights if encoder is None else None)
+            col = CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
+                                     precision=getattr(args, "precision", None) if encoder is None else None,
+                                     text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
+        recorded = (col.recipe.encoder.get("preprocess") or {}).get("decode", "exact")
+        if recorded != "exact":  # the collection's mode wins on open: refuse rather than score a non-reference gallery
+            col.close()
+            raise ConfigError(f"collection {name!r} decoded its images with decode={recorded!r}, but eval scores "
+                              "galleries decoded exactly as the official code does; pass --collection NAME to build "
+                              "an exact one")
+        return col
     from cir_milvus.cli import creation_model
 
     model, pretrained = creation_model(args)

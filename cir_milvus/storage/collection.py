@@ -25,6 +25,7 @@ from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
 from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.ingest import AddResult, read_input, source_name
 from cir_milvus.storage.policy import MetadataError, safe_text
@@ -47,6 +48,34 @@ def _version() -> str:
     from cir_milvus import __version__
 
     return __version__
+
+
+def adopt_recorded_decode(name: str, stored_encoder: Mapping[str, Any], encoder: Encoder) -> Encoder:
+    """The encoder that serves a collection: ``encoder`` decoding images with the mode the collection records.
+
+    A collection owns its decode mode (:mod:`cir_milvus.preprocess`; a recipe without ``"decode"`` means
+    ``"exact"``): its gallery was decoded so, and its queries must be too. An encoder that differs only there is not
+    a mismatch: the collection gets ``encoder.with_decode(recorded)``, a copy sharing the model (logged at INFO).
+    Encoders without ``with_decode``/``preprocess_config`` (FakeEncoder, plugins) are returned unchanged, and any
+    other preprocessing difference is left for :func:`~cir_milvus.storage.recipe.check_compatible` to refuse.
+
+    Args:
+        name: the collection (for the log line).
+        stored_encoder: the collection's recipe ``encoder`` dict.
+        encoder: the encoder built or given.
+    """
+    cfg = getattr(encoder, "preprocess_config", None)
+    with_decode = getattr(encoder, "with_decode", None)
+    stored = stored_encoder.get("preprocess")
+    if not isinstance(cfg, PreprocessConfig) or not callable(with_decode) or not isinstance(stored, Mapping):
+        return encoder
+    recorded = stored.get("decode", "exact")
+    if recorded == cfg.decode or recorded not in DECODE_MODES:
+        return encoder
+    log.info("collection %r decodes images with decode=%r (recorded in its recipe); the encoder's decode=%r is not "
+             "used for it", name, recorded, cfg.decode)
+    adopted: Encoder = with_decode(recorded)
+    return adopted
 
 
 def mean_image_norm(encoder: Encoder, n: int = NORM_SAMPLE) -> float:
@@ -162,7 +191,8 @@ class CIRCollection:
             fields: typed scalar fields, e.g. ``{"price": "double", "product": ("varchar", 64)}``: metadata keys
                 of these names are stored in them (numeric filters such as ``price < 20``, ``group_by``).
             partition_key: one of ``fields`` to partition by (multi-tenant catalogues).
-            exist_ok: open the collection if it exists (the recipe must match).
+            exist_ok: open the collection if it exists (the recipe must match; the existing collection keeps its
+                recorded decode mode, see :meth:`open`).
             overwrite: drop an existing collection of this name first (after validating everything).
             token: ``"user:password"`` or API key for servers.
             device, precision: encoder options (default: CUDA + fp16 when available, else CPU fp32).
@@ -193,6 +223,7 @@ class CIRCollection:
         try:
             if store.recipe is not recipe:  # exist_ok: opened an existing one
                 assert store.recipe is not None
+                enc = adopt_recorded_decode(name, store.recipe.encoder, enc)
                 check_compatible(name, store.recipe, enc.recipe)
                 return cls(store, enc)
             col = cls(store, enc)
@@ -242,9 +273,15 @@ class CIRCollection:
         composers get raw embeddings rebuilt with ``default_norm``: by default the encoder's mean image-embedding
         norm on a synthetic sample (:func:`mean_image_norm`; recorded in the recipe as ``mean_image_norm``).
 
+        The collection decodes images with the mode its recipe records (``decode``; none recorded: ``"exact"``):
+        a ``model=``/``encoder=`` built with another decode mode serves it through a copy that decodes with the
+        recorded one (:func:`adopt_recorded_decode`; ``col.encoder`` is that copy), so queries decode like the
+        gallery.
+
         Raises:
             CollectionNotFoundError: no such collection (the message lists the existing ones).
-            RecipeMismatchError: the given model/encoder differs from the recipe (both are named).
+            RecipeMismatchError: the given model/encoder differs from the recipe (both are named); a different
+                decode mode alone is not a mismatch (see above).
         """
         if encoder is not None and text_weights is not None:
             raise ConfigError("pass text_weights= to the encoder you build, or drop encoder= and let open() build it")
@@ -279,7 +316,7 @@ class CIRCollection:
                     encoder = encoder_from_recipe(recipe.encoder, device=device, precision=precision,
                                                   text_weights=text_weights, base_dir=lite_base_dir(uri),
                                                   search_path=search_path)
-                enc = cls._build_encoder(model, pretrained, encoder, kwargs)
+                enc = adopt_recorded_decode(name, recipe.encoder, cls._build_encoder(model, pretrained, encoder, kwargs))
                 check_compatible(name, recipe, enc.recipe)
             if store.fields.norm_field is None and store.fields.default_norm is None:
                 norm = recipe.encoder.get("mean_image_norm")

@@ -348,10 +348,13 @@ def setup(cfg: TrainConfig) -> tuple[Precision, Any]:
 
 
 def load_encoder(cfg: TrainConfig, prec: Precision) -> Any:
-    """The frozen backbone as a :class:`~cir_milvus.encoders.torch.TorchEncoder` (fp32 weights, eval mode)."""
+    """The frozen backbone as a :class:`~cir_milvus.encoders.torch.TorchEncoder` (fp32 weights, eval mode).
+
+    Training and validation images get the reference transform (``decode="exact"``), as in the research code.
+    """
     from cir_milvus.encoders.torch import TorchEncoder
 
-    enc = TorchEncoder(cfg.model, cfg.pretrained, device=prec.device, precision="fp32")
+    enc = TorchEncoder(cfg.model, cfg.pretrained, device=prec.device, precision="fp32", decode="exact")
     if cfg.grad_checkpointing:
         enc.model.set_grad_checkpointing(True)
     enc.model.requires_grad_(False)

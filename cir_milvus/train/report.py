@@ -119,7 +119,7 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
     results: dict[tuple[str, str], Any] = {}
 
     def collection(name: str, pretrained: str) -> Any:
-        enc = TorchEncoder(DEMO_MODEL, pretrained, device=device)
+        enc = TorchEncoder(DEMO_MODEL, pretrained, device=device, decode="exact")  # as the eval harness
         col = CIRCollection.create(str(out / f"{name}.db"), name, encoder=enc, overwrite=True)
         ingest_dataset(test, col, progress=False)
         col.wait_for_index()
@@ -150,7 +150,7 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
     from cir_milvus.storage.recipe import Recipe, check_compatible
 
     checks: dict[str, str] = {}
-    rtd_enc = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device=device, text_weights=rtd_path)
+    rtd_enc = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device=device, text_weights=rtd_path, decode="exact")
     try:
         rtd = CIRCollection.open(str(out / "base.db"), "base", encoder=rtd_enc)
         checks["rtd_open"] = "CIRCollection.open(base, encoder=base weights + RTD text tower) served the base gallery"
@@ -172,8 +172,9 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
         checks["tat"] = "accepted (unexpected)"
     except RecipeMismatchError as e:
         checks["tat"] = f"refused: {str(e).split(': ', 1)[-1][:160]}"
+    tat_enc = TorchEncoder(DEMO_MODEL, tat_path, device=device, decode="exact")
     try:
-        CIRCollection.open(str(out / "base.db"), "base", encoder=TorchEncoder(DEMO_MODEL, tat_path, device=device))
+        CIRCollection.open(str(out / "base.db"), "base", encoder=tat_enc)
         checks["tat_open"] = "opened (unexpected)"
     except RecipeMismatchError:
         checks["tat_open"] = "CIRCollection.open(base, encoder=TAT) raised RecipeMismatchError (re-ingest needed)"

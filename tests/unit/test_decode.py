@@ -17,7 +17,14 @@ from PIL import Image
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.ingest.decode import DecodePool, decode_uint8, default_workers
-from cir_milvus.preprocess import PreprocessConfig, normalize_uint8, preprocess_batch, preprocess_image_uint8
+from cir_milvus.preprocess import (
+    DEFAULT_DECODE,
+    PreprocessConfig,
+    default_decode,
+    normalize_uint8,
+    preprocess_batch,
+    preprocess_image_uint8,
+)
 
 
 def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
@@ -45,6 +52,20 @@ def test_decode_mode_is_validated_and_recorded_only_when_not_exact() -> None:
     assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()).decode == "exact"
     with pytest.raises(ConfigError, match="decode must be one of"):
         PreprocessConfig(decode="fast")  # type: ignore[arg-type]
+
+
+def test_default_decode_is_reduce_only_where_the_shortcut_applies() -> None:
+    assert DEFAULT_DECODE == "reduce"
+    assert PreprocessConfig().decode == "exact"  # the dataclass stays the reference transform
+    assert default_decode(PreprocessConfig(mode="clip")) == "reduce"
+    assert default_decode(PreprocessConfig(mode="targetpad")) == "reduce"
+    assert default_decode(PreprocessConfig(mode="hf_clip")) == "exact"  # LinCIR / RTD recipes unchanged
+    assert default_decode(PreprocessConfig(resize_mode="squash")) == "exact"
+    assert default_decode(PreprocessConfig(resize_mode="longest")) == "exact"
+    assert [default_decode(PreprocessConfig(mode="hf_clip"), m) for m in ("exact", "reduce", "draft")] == [
+        "exact", "reduce", "draft"]  # an explicit mode is kept
+    with pytest.raises(ConfigError, match="decode must be one of"):
+        default_decode(PreprocessConfig(), "fast")
 
 
 def test_exact_uint8_path_equals_the_reference_preprocessing(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from cir_milvus_export.tokenizer import EOT_ID, SOT_ID, build_clip_tokenizer  # 
 
 from cir_milvus.composers.slerp import slerp  # noqa: E402
 from cir_milvus.encoders import create_encoder, list_encoders  # noqa: E402
-from cir_milvus.encoders.ort import BundleTokenizer, OrtEncoder, load_manifest  # noqa: E402
+from cir_milvus.encoders.ort import BundleTokenizer, OrtEncoder, bundle_preprocess, load_manifest  # noqa: E402
 from cir_milvus.encoders.torch import inject_pseudo_tokens  # noqa: E402
 from cir_milvus.errors import ConfigError, ExportError, ModelNotFoundError  # noqa: E402
 
@@ -75,12 +75,38 @@ def test_bundle_layout_and_manifest(bundle: Path, tiny_torch_encoder) -> None:  
     assert m["composers"]["slerp"]["alpha"] == 0.8
     assert m["heads"]["searle"]["template"] == "a photo of $ that {}" and m["heads"]["searle"]["placeholder_id"] == 259
     assert set(m["files"]) == names - {"manifest.json"}
-    assert json.loads((bundle / "preprocess.json").read_text()) == tiny_torch_encoder.preprocess_config.to_dict()
+    # the decode mode is left out at the library default (see test_bundle_decode_rule)
+    assert json.loads((bundle / "preprocess.json").read_text()) == {
+        k: v for k, v in tiny_torch_encoder.preprocess_config.to_dict().items() if k != "decode"}
     g = m["graphs"]
     assert g["text_pseudo"]["inputs"]["input_ids"] == {"dtype": "int64", "shape": ["batch", 32]}
     assert g["text_pseudo"]["inputs"]["placeholder_id"]["shape"] == [1]
     assert g["image"]["inputs"]["pixels"] == {"dtype": "float32", "shape": ["batch", 3, 64, 64]}
     assert g["fused_slerp"]["outputs"]["query"]["shape"] == ["batch", 128]
+
+
+def test_bundle_decode_rule(bundle: Path, tiny_torch_encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A bundle exported from a default encoder records no decode mode (its preprocess.json, so its bundle_sha256,
+    is the one exported before the default changed) and serves with the library default, like the torch encoder it
+    came from; an encoder built with another mode on purpose records it, and the bundle serves with it."""
+    assert tiny_torch_encoder.preprocess_config.decode == "reduce"
+    assert "decode" not in json.loads((bundle / "preprocess.json").read_text())
+    ort = OrtEncoder(bundle)
+    assert ort.preprocess_config == tiny_torch_encoder.preprocess_config
+    assert OrtEncoder(bundle, decode="exact").preprocess_config.decode == "exact"  # an explicit mode wins
+    exact = tiny_torch_encoder.with_decode("exact")
+    assert exact.model is tiny_torch_encoder.model and tiny_torch_encoder.preprocess_config.decode == "reduce"
+    recorded = bundle_preprocess(exact.preprocess_config)
+    assert recorded["decode"] == "exact"
+    assert "decode" not in bundle_preprocess(exact.preprocess_config.with_mode("hf_clip"))  # exact is its default
+    other = tmp_path / "exact-bundle"
+    shutil.copytree(bundle, other)
+    (other / "preprocess.json").write_text(json.dumps(recorded))
+    assert OrtEncoder(other, verify=False).preprocess_config == exact.preprocess_config
+    # with_decode: a copy sharing the sessions, only the decode mode replaced
+    copy = ort.with_decode("exact")
+    assert copy is not ort and copy.preprocess_config.decode == "exact" and ort.preprocess_config.decode == "reduce"
+    assert copy.session("image") is ort.session("image") and ort.with_decode("reduce") is ort
 
 
 def test_weights_are_shared_between_graphs(bundle: Path) -> None:

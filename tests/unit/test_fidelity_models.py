@@ -82,7 +82,8 @@ def test_openai_tag_builds_quickgelu_and_matches_an_independent_quickgelu_model(
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.models.spec import file_sha256
 
-    enc = TorchEncoder("ViT-B-32", "openai", device="cpu")  # filterwarnings=error: no "QuickGELU mismatch" either
+    # the reference transform (decode="exact"); filterwarnings=error: no "QuickGELU mismatch" either
+    enc = TorchEncoder("ViT-B-32", "openai", device="cpu", decode="exact")
     assert serve_hub, "the weights must come through open_clip's tag download"
     assert enc.recipe["weights_sha256"] == file_sha256(openai_b32_file)  # the served file's content
     acts = {type(b.mlp.gelu) for b in enc.model.visual.transformer.resblocks}
@@ -145,6 +146,9 @@ def test_open_clip_preprocess_cfg_is_honoured(tmp_path: Path, resize_mode: str) 
     enc = TorchEncoder(f"local-dir:{folder}", device="cpu")
     pc = enc.preprocess_config
     assert (pc.resize_mode, pc.interpolation, pc.mean) == (resize_mode, "bilinear", (0.5, 0.5, 0.5))
+    # the default decode mode: reduce only where the shortcut applies, so squash/longest models record exact
+    assert pc.decode == ("reduce" if resize_mode == "shortest" else "exact")
+    enc = enc.with_decode("exact")  # the reference transform
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     official = image_transform_v2(PreprocessCfg(**enc.model.visual.preprocess_cfg), is_train=False)

@@ -55,7 +55,7 @@ def test_normalize_false_returns_raw_features(tiny_torch_encoder, images) -> Non
 def test_raw_image_features_equal_the_model_on_open_clip_preprocessing(tiny_torch_encoder, images) -> None:  # type: ignore[no-untyped-def]
     import open_clip
 
-    enc = tiny_torch_encoder
+    enc = tiny_torch_encoder.with_decode("exact")  # the reference transform (the default decode is "reduce")
     transform = open_clip.image_transform(64, is_train=False)
     with torch.no_grad():
         expected = enc.model.encode_image(torch.stack([transform(im) for im in images])).numpy()
@@ -180,7 +180,9 @@ def test_recipe(tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
     assert recipe["backend"] == "torch" and recipe["model"] == "cir-demo-tiny"
     assert recipe["pretrained"] is None and recipe["weights_sha256"] is None  # random weights: no file
     assert recipe["dim"] == DIM
-    assert PreprocessConfig.from_dict(recipe["preprocess"]) == PreprocessConfig(size=64)
+    # a new encoder decodes with the library default, and records it (collections made before recorded nothing: exact)
+    assert recipe["preprocess"]["decode"] == "reduce"
+    assert PreprocessConfig.from_dict(recipe["preprocess"]) == PreprocessConfig(size=64, decode="reduce")
 
 
 def test_create_encoder_builds_the_torch_backend() -> None:
