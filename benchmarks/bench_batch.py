@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _rate(fn: Any, n: int, seconds: float = 2.0) -> float:
+def rate(fn: Any, n: int, seconds: float = 2.0) -> float:
+    """Calls of ``fn`` (``n`` items each) per second over at least ``seconds``, after one warm-up call."""
     fn()  # warm-up
     done, t0 = 0, time.perf_counter()
     while True:
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for r in range(a.rounds):
             for name, b in cells[r % len(cells):] + cells[: r % len(cells)]:
                 x = np.random.default_rng(0).standard_normal((b, 3, size, size)).astype(np.float32)
-                rate = _rate(lambda e=encs[name], x=x: e.encode_pixels(x), b)
-                rates[f"{name} b{b}"].append(rate)
-                print(f"[{model}] round {r + 1} {name:<11} batch {b:>4}: {rate:8.1f} images/s", flush=True)
+                rate_ = rate(lambda e=encs[name], x=x: e.encode_pixels(x), b)
+                rates[f"{name} b{b}"].append(rate_)
+                print(f"[{model}] round {r + 1} {name:<11} batch {b:>4}: {rate_:8.1f} images/s", flush=True)
         out = {k: {"median": round(statistics.median(v), 1), "min": round(min(v), 1), "max": round(max(v), 1)}
                for k, v in rates.items()}
         res["models"][model] = out

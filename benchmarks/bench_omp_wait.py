@@ -35,6 +35,7 @@ METRICS = ("ingest_per_s", "ingest_parent_cpu_s", "encode_per_s", "text_p50_ms",
 
 def _child(a: argparse.Namespace) -> None:
     import numpy as np
+    from bench_batch import rate
 
     from cir_milvus import CIRCollection
     from cir_milvus.encoders.torch import TorchEncoder
@@ -45,7 +46,7 @@ def _child(a: argparse.Namespace) -> None:
     enc = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu")
     s = enc.preprocess_config.size
     px = np.random.default_rng(0).integers(0, 256, (64, s, s, 3), dtype=np.uint8)
-    out["encode_per_s"] = _rate(lambda: enc.encode_uint8(px), 64)
+    out["encode_per_s"] = rate(lambda: enc.encode_uint8(px), 64, seconds=3.0)
     lat = []
     enc.encode_texts(["warm up"])
     for i in range(100):
@@ -64,19 +65,8 @@ def _child(a: argparse.Namespace) -> None:
     if a.vit:
         vit = TorchEncoder("ViT-B-32", a.vit, device="cpu")
         vx = np.random.default_rng(0).integers(0, 256, (64, 224, 224, 3), dtype=np.uint8)
-        out["vit_encode_per_s"] = _rate(lambda: vit.encode_uint8(vx), 64, seconds=6.0)
+        out["vit_encode_per_s"] = rate(lambda: vit.encode_uint8(vx), 64, seconds=6.0)
     print("RESULT " + json.dumps(out), flush=True)
-
-
-def _rate(fn: Any, n: int, seconds: float = 3.0) -> float:
-    fn()  # warm-up
-    done, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        done += n
-        el = time.perf_counter() - t0
-        if el >= seconds:
-            return done / el
 
 
 def _run_cell(env_extra: dict[str, str], a: argparse.Namespace, photos: Path, vit: str) -> dict[str, Any]:

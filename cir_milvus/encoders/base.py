@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from cir_milvus.errors import ConfigError
+from cir_milvus.preprocess import default_decode
 from cir_milvus.types import Embeddings, ImageInput
+
+_E = TypeVar("_E")
 
 __all__ = [
     "Encoder",
     "check_text_lengths",
+    "copy_with_decode",
     "create_encoder",
     "l2_normalize",
     "list_encoders",
     "register_encoder",
     "text_truncation",
 ]
+
+
+def copy_with_decode(encoder: _E, decode: str) -> _E:
+    """``encoder`` decoding images with ``decode``: a shallow copy sharing everything (model, sessions, tokenizer)
+    but ``preprocess_config``, or ``encoder`` itself when it already decodes so. The one implementation behind the
+    backends' ``with_decode``.
+
+    Raises:
+        ConfigError: ``decode`` is not ``"exact"``, ``"reduce"`` or ``"draft"``.
+    """
+    current = encoder.preprocess_config  # type: ignore[attr-defined]
+    cfg = current.with_decode(default_decode(current, decode))
+    if cfg is current:
+        return encoder
+    out = copy.copy(encoder)
+    out.preprocess_config = cfg  # type: ignore[attr-defined]
+    return out
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> Embeddings:

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import html
 import json
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus._optional import available, require
-from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
+from cir_milvus.encoders.base import check_text_lengths, copy_with_decode, l2_normalize, register_encoder
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError, ModelNotFoundError
 from cir_milvus.images import load_image
@@ -416,12 +415,7 @@ class OrtEncoder:
         Raises:
             ConfigError: ``decode`` is not ``"exact"``, ``"reduce"`` or ``"draft"``.
         """
-        cfg = self.preprocess_config.with_decode(default_decode(self.preprocess_config, decode))
-        if cfg is self.preprocess_config:
-            return self
-        out = copy.copy(self)
-        out.preprocess_config = cfg
-        return out
+        return copy_with_decode(self, decode)
 
     # -- metadata -------------------------------------------------------------------------------------------------
     @property

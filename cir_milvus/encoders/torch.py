@@ -5,14 +5,13 @@ This is the only runtime module that imports torch (lazily, through :func:`cir_m
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from cir_milvus._optional import require
-from cir_milvus.encoders.base import check_text_lengths, register_encoder
+from cir_milvus.encoders.base import check_text_lengths, copy_with_decode, register_encoder
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
@@ -179,12 +178,7 @@ class TorchEncoder:
         Raises:
             ConfigError: ``decode`` is not ``"exact"``, ``"reduce"`` or ``"draft"``.
         """
-        cfg = self.preprocess_config.with_decode(default_decode(self.preprocess_config, decode))
-        if cfg is self.preprocess_config:
-            return self
-        out = copy.copy(self)
-        out.preprocess_config = cfg
-        return out
+        return copy_with_decode(self, decode)
 
     # -- metadata -------------------------------------------------------------------------------------------------
     @property

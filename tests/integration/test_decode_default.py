@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from ingest_helpers import photo_like
 
 pytest.importorskip("milvus_lite")
 pytest.importorskip("open_clip")
@@ -22,16 +22,8 @@ MODEL, WEIGHTS = "cir-demo-tiny", "cir-demo"
 
 
 def _photo(path: Path, w: int, h: int, seed: int) -> Path:
-    """A photo-like JPEG (smooth gradients, shapes, sensor noise) far above the 64 px input: reduce changes it."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([128 + 100 * np.sin(xx / (w / rng.uniform(1, 4)) + c) * np.cos(yy / (h / rng.uniform(1, 4)))
-                     for c in range(3)], axis=-1)  # [H, W, 3]
-    for _ in range(6):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, min(w, h) / 3)
-        base[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
-    base += rng.normal(0, 6, base.shape)
-    Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(path, quality=90)
+    """A photo-like JPEG far above the 64 px input: reduce changes it."""
+    photo_like(w, h, seed).save(path, quality=90)
     return path
 
 

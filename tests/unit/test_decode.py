@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ingest_helpers import photo_like
 from PIL import Image
 
 from cir_milvus.errors import ConfigError
@@ -27,21 +28,8 @@ from cir_milvus.preprocess import (
 )
 
 
-def _photo(w: int, h: int, seed: int = 0) -> Image.Image:
-    """Smooth gradients + a few shapes + sensor noise: JPEG-friendly like a photo, unlike white noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([128 + 100 * np.sin(xx / (w / rng.uniform(1, 4)) + c) * np.cos(yy / (h / rng.uniform(1, 4)))
-                     for c in range(3)], axis=-1)  # [H, W, 3]
-    for _ in range(6):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, min(w, h) / 3)
-        base[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.uniform(0, 255, 3)
-    base += rng.normal(0, 6, base.shape)
-    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
-
-
 def _jpeg(path: Path, w: int, h: int, seed: int = 0) -> Path:
-    _photo(w, h, seed).save(path, quality=90)
+    photo_like(w, h, seed).save(path, quality=90)
     return path
 
 
@@ -90,14 +78,14 @@ def test_draft_decodes_large_jpegs_smaller_and_stays_close(tmp_path: Path) -> No
         assert 0.99 < cos < 1.0  # changed, but only slightly (the embedding effect is measured in bench_peers)
     # PNGs and small JPEGs are untouched by draft
     png = tmp_path / "big.png"
-    _photo(800, 600).save(png)
+    photo_like(800, 600).save(png)
     assert load_image(png, draft=(128, 128)).size == (800, 600)
     small = _jpeg(tmp_path / "small.jpg", 250, 200)
     assert load_image(small, draft=(128, 128)).size == (250, 200)
 
 
 def test_box_resize_matches_resize_then_crop_within_one_level() -> None:
-    img = _photo(333, 257, seed=3)
+    img = photo_like(333, 257, seed=3)
     exact = preprocess_image_uint8(img, PreprocessConfig(size=48)).astype(int)
     boxed = preprocess_image_uint8(img, PreprocessConfig(size=48, decode="reduce")).astype(int)  # < 3x: no reduce
     assert np.abs(exact - boxed).max() <= 1
