@@ -289,8 +289,9 @@ class DecodePool:
         self._closed = threading.Event()
         self._next_id = 0
         self._completed = 0
-        self._cannot_start = False
         """Jobs finished by a worker (0 while no worker has ever got going)."""
+        self._cannot_start = False
+        """Every worker exited with an error before any finished a job: no more restarts, decode in-process."""
         self._workers: list[_Worker] = []
         try:
             for _ in range(workers):
