@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         _child(a)
         return {}
     from _photos import make_photos
-    from bench_peers import random_checkpoint
+    from bench_peers import random_checkpoint, summary
 
     tmpdir = None if a.data else tempfile.TemporaryDirectory(prefix="cir-omp-")
     data = a.data or Path(tmpdir.name)  # type: ignore[union-attr]
@@ -121,10 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 h.kill()
         cond = {}
         for name in names:
-            cond[name] = {m: {"median": round(statistics.median(x[m] for x in runs[name]), 2),
-                              "min": round(min(x[m] for x in runs[name]), 2),
-                              "max": round(max(x[m] for x in runs[name]), 2)}
-                          for m in METRICS if m in runs[name][0]}
+            cond[name] = {m: summary([x[m] for x in runs[name]]) for m in METRICS if m in runs[name][0]}
             cond[name]["env"] = {k: runs[name][0][k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
         res["conditions"][f"load {load}"] = cond
     print(table(res))

@@ -331,7 +331,8 @@ def run_stack(stack: str, a: argparse.Namespace) -> dict[str, Any]:
 # -- the driver -----------------------------------------------------------------------------------------------------
 
 
-def _summary(xs: list[float]) -> dict[str, float]:
+def summary(xs: list[float]) -> dict[str, float]:
+    """Median and min–max, rounded to 2 decimals."""
     return {"median": round(statistics.median(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2)}
 
 
@@ -404,12 +405,12 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
     best_fp32 = max(max(g["numpy"], g["torch"]) for g in gemm)
     best_bf16 = max(g["torch_bf16"] for g in gemm)
     out: dict[str, Any] = {"model": model, "pretrained": pretrained, "images": n, "rounds": rounds,
-                           "gemm_gflops": {k: _summary([g[k] for g in gemm]) for k in ("numpy", "torch", "torch_bf16")},
+                           "gemm_gflops": {k: summary([g[k] for g in gemm]) for k in ("numpy", "torch", "torch_bf16")},
                            "gflop_per_image": gflop, "stacks": {}, "ratios": {}, "p99_vs_best_peer": {}}
     for stack, rows in runs.items():
         if not rows:
             continue
-        s = {k: _summary([x[k] for x in rows]) for k in ("ingest_per_s", "decode_alone_per_s", "encode_alone_per_s",
+        s = {k: summary([x[k] for x in rows]) for k in ("ingest_per_s", "decode_alone_per_s", "encode_alone_per_s",
                                                          "query_p50_ms", "query_p99_ms", "recall@10_vs_exact",
                                                          "peak_rss_mb", "peak_rss_children_mb")}
         if gflop:  # against the bound of the stack's own arithmetic (int8 has none measured here: fp32's)
@@ -428,11 +429,11 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
         for peer in PEERS:
             pairs = [(x["ingest_per_s"], y["ingest_per_s"]) for x, y in zip(runs.get(stack, []), runs.get(peer, []))]
             if pairs:
-                out["ratios"][f"{stack}/{peer}"] = _summary([x / y for x, y in pairs])
+                out["ratios"][f"{stack}/{peer}"] = summary([x / y for x, y in pairs])
         rounds_p99 = [(x["query_p99_ms"], min(y["query_p99_ms"] for y in peers))
                       for x, *peers in zip(runs.get(stack, []), *(runs.get(q, []) for q in PEERS))]
         if rounds_p99:
-            out["p99_vs_best_peer"][stack] = _summary([x / y for x, y in rounds_p99])
+            out["p99_vs_best_peer"][stack] = summary([x / y for x, y in rounds_p99])
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cir_milvus.errors import BackendUnavailableError, CIRError, ConfigError
-from cir_milvus.preprocess import DECODE_MODES
+from cir_milvus.preprocess import DECODE_MODES, recorded_decode
 
 __all__ = ["DEMO_HEADS", "build_parser", "main", "read_collection_info", "resolve_head"]
 
@@ -552,7 +552,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.random_weights:
             raise ConfigError(f"--random-weights is for creating a collection; {args.collection!r} exists already")
         stored = read_collection_info(args.uri, args.collection, args.token, args.timeout)["recipe"]
-        recorded = (stored["encoder"].get("preprocess") or {}).get("decode", "exact")
+        recorded = recorded_decode(stored["encoder"].get("preprocess"))
         if args.decode is not None and args.decode != recorded:
             raise ConfigError(
                 f"collection {args.collection!r} decodes its images with --decode {recorded} (recorded in its recipe, "

@@ -44,6 +44,7 @@ and training pass ``decode="exact"``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ __all__ = [
     "decode_shortcuts_apply",
     "decode_size",
     "default_decode",
+    "recorded_decode",
     "normalize_uint8",
     "preprocess_batch",
     "preprocess_image",
@@ -166,7 +168,7 @@ class PreprocessConfig:
             resize_mode=d.get("resize_mode", "shortest"),
             fill_color=int(d.get("fill_color", 0)),
             loading=d.get("loading", "product"),
-            decode=d.get("decode", "exact"),
+            decode=recorded_decode(d),
         )
 
     def with_mode(self, mode: str | None) -> PreprocessConfig:
@@ -183,6 +185,14 @@ def decode_shortcuts_apply(cfg: PreprocessConfig) -> bool:
     """Whether ``cfg.decode`` can change any pixel: only the ``clip``/``targetpad`` modes with
     ``resize_mode="shortest"`` take decode shortcuts (``hf_clip`` and the other resize modes always run exactly)."""
     return cfg.mode != "hf_clip" and cfg.resize_mode == "shortest"
+
+
+def recorded_decode(preprocess: Mapping[str, Any] | None) -> DecodeMode:
+    """The decode mode a recipe's ``preprocess`` dict records: ``"exact"`` when it records none (``to_dict`` omits
+    ``"exact"``, and every recipe written before ``reduce`` became the default has no key). The one reading of that
+    rule for recipes; a bundle's ``preprocess.json`` without the key follows :func:`default_decode` instead (see
+    :func:`cir_milvus.encoders.ort.bundle_preprocess`)."""
+    return (preprocess or {}).get("decode") or "exact"  # type: ignore[no-any-return]
 
 
 def default_decode(cfg: PreprocessConfig, decode: str | None = None) -> DecodeMode:

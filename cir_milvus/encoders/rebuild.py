@@ -19,6 +19,7 @@ from cir_milvus.encoders.base import Encoder, create_encoder
 from cir_milvus.encoders.ort import MANIFEST, bundle_sha256
 from cir_milvus.errors import ConfigError
 from cir_milvus.models.spec import recorded_activation
+from cir_milvus.preprocess import recorded_decode
 
 __all__ = ["encoder_from_recipe", "local_dir_sha256"]
 
@@ -92,9 +93,8 @@ def encoder_from_recipe(
     mode = (r.get("preprocess") or {}).get("mode", "clip")
     loading = (r.get("preprocess") or {}).get("loading")  # benchmark collections decode as the official code does
     load_kw: dict[str, Any] = {"image_loading": loading} if loading else {}
-    # queries decode like the gallery did: a recipe without the key was decoded exactly (encoders now default to
-    # reduce, so "exact" is passed explicitly)
-    load_kw["decode"] = (r.get("preprocess") or {}).get("decode") or "exact"
+    # queries decode like the gallery did (passed explicitly: an encoder's own default may differ)
+    load_kw["decode"] = recorded_decode(r.get("preprocess"))
     if backend == "fake":
         raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(dim=..., seed=...)")
     if backend == "onnx":

@@ -34,6 +34,7 @@ from cir_milvus.eval.submission import (
     write_circo_submission,
     write_cirr_submission,
 )
+from cir_milvus.preprocess import recorded_decode
 
 __all__ = [
     "SWEEP_METRICS",
@@ -192,7 +193,7 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
                                      text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
-        recorded = (col.recipe.encoder.get("preprocess") or {}).get("decode", "exact")
+        recorded = recorded_decode(col.recipe.encoder.get("preprocess"))
         if recorded != "exact":  # the collection's mode wins on open: refuse rather than score a non-reference gallery
             col.close()
             raise ConfigError(f"collection {name!r} decoded its images with decode={recorded!r}, but eval scores "

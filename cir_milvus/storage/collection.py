@@ -25,7 +25,7 @@ from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
 from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig
+from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig, recorded_decode
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.ingest import AddResult, read_input, source_name
 from cir_milvus.storage.policy import MetadataError, safe_text
@@ -69,7 +69,7 @@ def adopt_recorded_decode(name: str, stored_encoder: Mapping[str, Any], encoder:
     stored = stored_encoder.get("preprocess")
     if not isinstance(cfg, PreprocessConfig) or not callable(with_decode) or not isinstance(stored, Mapping):
         return encoder
-    recorded = stored.get("decode", "exact")
+    recorded = recorded_decode(stored)
     if recorded == cfg.decode or recorded not in DECODE_MODES:
         return encoder
     log.info("collection %r decodes images with decode=%r (recorded in its recipe); the encoder's decode=%r is not "
