@@ -20,7 +20,7 @@ from cir_milvus.models.text_tower import load_text_tower
 from cir_milvus.preprocess import PreprocessConfig, decode_size, default_decode, preprocess_batch
 from cir_milvus.types import ImageInput
 
-__all__ = ["TorchEncoder", "inject_pseudo_tokens"]
+__all__ = ["TorchEncoder", "inject_pseudo_tokens", "pooled_prefix", "text_tower_forward"]
 
 
 def _pick_device(device: str | None) -> str:
@@ -32,17 +32,97 @@ def _pick_device(device: str | None) -> str:
     return device
 
 
-def _text_tower(model: Any) -> Any:
-    """The module holding token_embedding/positional_embedding/transformer/ln_final/text_projection."""
+def _open_clip_text_tower(model: Any) -> Any | None:
+    """The module holding token_embedding/positional_embedding/transformer/ln_final/text_projection, or ``None``."""
     tower = getattr(model, "text", None)
     if tower is not None and hasattr(tower, "token_embedding"):
         return tower  # CustomTextCLIP with an open_clip TextTransformer
     if hasattr(model, "token_embedding"):
         return model  # CLIP
-    raise ConfigError(
-        f"{type(model).__name__} has no open_clip text transformer (Hugging Face text towers are not supported "
-        "for pseudo-token composition)"
-    )
+    return None
+
+
+def _text_tower(model: Any) -> Any:
+    tower = _open_clip_text_tower(model)
+    if tower is None:
+        raise ConfigError(
+            f"{type(model).__name__} has no open_clip text transformer (Hugging Face text towers are not supported "
+            "for pseudo-token composition)"
+        )
+    return tower
+
+
+def _pool_type(tower: Any) -> str:
+    return str(getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax")))
+
+
+def _eos_id(tower: Any) -> int | None:
+    return getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+
+
+def pooled_prefix(model: Any, input_ids: Any) -> int | None:
+    """Length of the shortest prefix of ``input_ids`` ``[B, L]`` that determines the text tower's pooled features,
+    or ``None`` when they may depend on every position.
+
+    CLIP's text tower attends causally (position ``p`` sees positions ``<= p`` only) and pools one position per row,
+    the end-of-text token (``argmax`` of the ids, or the first ``eos`` id), so the features of ``input_ids[:, :n]``
+    with ``n`` = the last pooled position + 1 equal those of the whole padded row: the padding after it (70 of
+    CLIP's 77 positions for a seven-token query) is computed and thrown away. Towers that attend both ways (SigLIP),
+    append a CLS embedding (CoCa), pool another way, or are not open_clip transformers get ``None``.
+
+    Args:
+        model: an open_clip model.
+        input_ids: int64 token ids ``[B, L]`` (numpy or a CPU tensor).
+    """
+    tower = _open_clip_text_tower(model)
+    if tower is None or getattr(tower, "attn_mask", None) is None or getattr(tower, "cls_emb", None) is not None:
+        return None
+    ids = np.asarray(input_ids)
+    if ids.ndim != 2 or ids.shape[0] == 0:
+        return None
+    pool = _pool_type(tower)
+    if pool == "argmax":
+        pos = ids.argmax(axis=1)  # first maximum, as torch.argmax
+    elif pool == "eos" and _eos_id(tower) is not None:
+        pos = (ids == _eos_id(tower)).argmax(axis=1)
+    else:
+        return None
+    n = int(pos.max()) + 1
+    return n if n < ids.shape[1] else None
+
+
+def text_tower_forward(model: Any, input_ids: Any, pseudo_tokens: Any = None, placeholder_id: Any = None) -> Any:
+    """The open_clip text tower's un-normalised pooled features ``[B, D]`` of token ids ``[B, n]``, ``n`` up to the
+    context length, with ``pseudo_tokens`` ``[B, W]`` as the token embedding wherever ``input_ids == placeholder_id``.
+
+    A prefix shorter than the context length uses the first ``n`` position embeddings and the causal mask cut to
+    ``n × n``: with ``n`` from :func:`pooled_prefix` the result equals the full-length forward. A full-length input
+    runs the tower's own arithmetic unchanged (the ONNX export traces it).
+    """
+    torch = require("torch")
+    from open_clip.transformer import text_global_pool
+
+    tower = _text_tower(model)
+    if getattr(tower, "cls_emb", None) is not None:
+        raise ConfigError("text towers with a CLS embedding (CoCa) are not supported for pseudo tokens")
+    cast_dtype = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(input_ids).to(cast_dtype)  # [B, n, W]
+    if pseudo_tokens is not None:
+        tok = pseudo_tokens.to(device=x.device, dtype=cast_dtype)[:, None, :]  # [B, 1, W]
+        x = torch.where((input_ids == placeholder_id)[:, :, None], tok, x)  # [B, n, W]
+    pos, attn_mask = tower.positional_embedding, tower.attn_mask
+    n = input_ids.shape[1]
+    if n != pos.shape[0]:  # a prefix: its positions, the causal mask cut to n x n
+        pos = pos[:n]
+        attn_mask = attn_mask[:n, :n] if attn_mask is not None else None
+    x = x + pos.to(cast_dtype)
+    x = tower.transformer(x, attn_mask=attn_mask)
+    x = tower.ln_final(x)  # [B, n, W]
+    x = text_global_pool(x, input_ids, _pool_type(tower), eos_token_id=_eos_id(tower))  # [B, W]
+    proj = tower.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj  # [B, D]
+    return x
 
 
 def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeholder_id: int) -> Any:
@@ -52,37 +132,18 @@ def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeho
     is inserted, so positions and EOT pooling are unchanged (methods.md §0, §9). Every position equal to
     ``placeholder_id`` gets the token: to fill only the template's slot, mark it first with
     :func:`cir_milvus.encoders.slots.mark_slot` (as :meth:`TorchEncoder.encode_texts_with_pseudo_tokens` does).
+    The forward is :func:`text_tower_forward`.
 
     Args:
         model: an open_clip CLIP / CustomTextCLIP.
-        input_ids: int64 ``[B, L]``.
+        input_ids: int64 ``[B, L]`` (or the :func:`pooled_prefix` of it).
         pseudo_tokens: ``[B, W]`` (W = text width), one token per prompt.
         placeholder_id: the token id to inject at (``$`` = 259, ``*`` = 265 in CLIP BPE, or a slot sentinel).
 
     Returns:
         The un-normalised text features ``[B, D]``.
     """
-    torch = require("torch")
-    from open_clip.transformer import text_global_pool
-
-    tower = _text_tower(model)
-    cast_dtype = tower.transformer.get_cast_dtype()
-    x = tower.token_embedding(input_ids).to(cast_dtype)  # [B, L, W]
-    tok = pseudo_tokens.to(device=x.device, dtype=cast_dtype)[:, None, :]  # [B, 1, W]
-    x = torch.where((input_ids == placeholder_id)[:, :, None], tok, x)  # [B, L, W]
-    x = x + tower.positional_embedding.to(cast_dtype)
-    attn_mask = tower.attn_mask
-    if getattr(tower, "cls_emb", None) is not None:
-        raise ConfigError("text towers with a CLS embedding (CoCa) are not supported for pseudo tokens")
-    x = tower.transformer(x, attn_mask=attn_mask)
-    x = tower.ln_final(x)  # [B, L, W]
-    pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
-    eos = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
-    x = text_global_pool(x, input_ids, pool_type, eos_token_id=eos)  # [B, W]
-    proj = tower.text_projection
-    if proj is not None:
-        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj  # [B, D]
-    return x
+    return text_tower_forward(model, input_ids, pseudo_tokens, placeholder_id)
 
 
 class TorchEncoder:
@@ -328,6 +389,15 @@ class TorchEncoder:
         x = self._torch.cat(outs)
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
+    def _text_features(self, ids: Any, pseudo_tokens: Any = None, inject_id: int | None = None) -> Any:
+        """Pooled text features of CPU token ids ``[B, L]``, over their :func:`pooled_prefix` where the tower allows
+        (the same features; a short query costs a tenth of the full context), else open_clip's own forward."""
+        n = pooled_prefix(self.model, ids)
+        if n is None and pseudo_tokens is None:
+            return self.model.encode_text(ids.to(self.device))  # any text tower, full length
+        ids = ids[:, :n].to(self.device) if n is not None else ids.to(self.device)
+        return text_tower_forward(self.model, ids, pseudo_tokens, inject_id)
+
     def encode_texts(
         self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, device_output: bool = False,
         truncate: bool | None = None,
@@ -338,8 +408,8 @@ class TorchEncoder:
         outs = []
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
-                ids = self.tokenizer(list(texts[s : s + batch_size])).to(self.device)
-                outs.append(self._out(self.model.encode_text(ids), normalize, True))
+                ids = self.tokenizer(list(texts[s : s + batch_size]))  # [B, L] on the CPU
+                outs.append(self._out(self._text_features(ids), normalize, True))
         if not outs:
             return np.zeros((0, self.dim), dtype=np.float32)
         x = torch.cat(outs)
@@ -378,9 +448,8 @@ class TorchEncoder:
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
                 marked, inject_id = mark_slot(ids_all[s : s + batch_size], pid, slot)
-                ids = torch.from_numpy(marked).to(self.device)
                 tok = tokens[s : s + batch_size].to(self.device)
-                outs.append(self._out(inject_pseudo_tokens(self.model, ids, tok, inject_id), normalize, True))
+                outs.append(self._out(self._text_features(torch.from_numpy(marked), tok, inject_id), normalize, True))
         x = torch.cat(outs) if outs else torch.zeros(0, self.dim)
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
