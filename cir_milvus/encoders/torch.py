@@ -20,7 +20,7 @@ from cir_milvus.models.text_tower import load_text_tower
 from cir_milvus.preprocess import PreprocessConfig, decode_size, default_decode, preprocess_batch
 from cir_milvus.types import ImageInput
 
-__all__ = ["TorchEncoder", "inject_pseudo_tokens", "pooled_prefix", "text_tower_forward"]
+__all__ = ["TorchEncoder", "encode_token_ids", "inject_pseudo_tokens", "pooled_prefix", "text_tower_forward"]
 
 
 def _pick_device(device: str | None) -> str:
@@ -72,12 +72,12 @@ def pooled_prefix(model: Any, input_ids: Any) -> int | None:
 
     Args:
         model: an open_clip model.
-        input_ids: int64 token ids ``[B, L]`` (numpy or a CPU tensor).
+        input_ids: int64 token ids ``[B, L]`` (numpy or a tensor on any device).
     """
     tower = _open_clip_text_tower(model)
     if tower is None or getattr(tower, "attn_mask", None) is None or getattr(tower, "cls_emb", None) is not None:
         return None
-    ids = np.asarray(input_ids)
+    ids = input_ids.detach().cpu().numpy() if hasattr(input_ids, "detach") else np.asarray(input_ids)
     if ids.ndim != 2 or ids.shape[0] == 0:
         return None
     pool = _pool_type(tower)
@@ -123,6 +123,24 @@ def text_tower_forward(model: Any, input_ids: Any, pseudo_tokens: Any = None, pl
     if proj is not None:
         x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj  # [B, D]
     return x
+
+
+def encode_token_ids(model: Any, input_ids: Any, pseudo_tokens: Any = None, placeholder_id: Any = None, *,
+                     device: Any = None) -> Any:
+    """Un-normalised text features ``[B, D]`` of token ids ``[B, L]``, computed over their :func:`pooled_prefix`
+    (the same features as the full context; a short caption costs a fraction), with ``pseudo_tokens`` injected at
+    ``placeholder_id`` when given. The one text forward of the encoders and the training recipes.
+
+    Towers :func:`pooled_prefix` does not cut run in full: open_clip's own ``encode_text`` for plain ids (any text
+    tower), :func:`text_tower_forward` with pseudo tokens. ``device``: where to move the (cut) ids first.
+    """
+    n = pooled_prefix(model, input_ids)
+    ids = input_ids[:, :n] if n is not None else input_ids
+    if device is not None:
+        ids = ids.to(device)
+    if n is None and pseudo_tokens is None:
+        return model.encode_text(ids)
+    return text_tower_forward(model, ids, pseudo_tokens, placeholder_id)
 
 
 def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeholder_id: int) -> Any:
@@ -389,15 +407,6 @@ class TorchEncoder:
         x = self._torch.cat(outs)
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
-    def _text_features(self, ids: Any, pseudo_tokens: Any = None, inject_id: int | None = None) -> Any:
-        """Pooled text features of CPU token ids ``[B, L]``, over their :func:`pooled_prefix` where the tower allows
-        (the same features; a short query costs a tenth of the full context), else open_clip's own forward."""
-        n = pooled_prefix(self.model, ids)
-        if n is None and pseudo_tokens is None:
-            return self.model.encode_text(ids.to(self.device))  # any text tower, full length
-        ids = ids[:, :n].to(self.device) if n is not None else ids.to(self.device)
-        return text_tower_forward(self.model, ids, pseudo_tokens, inject_id)
-
     def encode_texts(
         self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, device_output: bool = False,
         truncate: bool | None = None,
@@ -409,7 +418,7 @@ class TorchEncoder:
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
                 ids = self.tokenizer(list(texts[s : s + batch_size]))  # [B, L] on the CPU
-                outs.append(self._out(self._text_features(ids), normalize, True))
+                outs.append(self._out(encode_token_ids(self.model, ids, device=self.device), normalize, True))
         if not outs:
             return np.zeros((0, self.dim), dtype=np.float32)
         x = torch.cat(outs)
@@ -449,7 +458,8 @@ class TorchEncoder:
             for s in range(0, len(texts), batch_size):
                 marked, inject_id = mark_slot(ids_all[s : s + batch_size], pid, slot)
                 tok = tokens[s : s + batch_size].to(self.device)
-                outs.append(self._out(self._text_features(torch.from_numpy(marked), tok, inject_id), normalize, True))
+                feats = encode_token_ids(self.model, torch.from_numpy(marked), tok, inject_id, device=self.device)
+                outs.append(self._out(feats, normalize, True))
         x = torch.cat(outs) if outs else torch.zeros(0, self.dim)
         return x if device_output else x.cpu().numpy().astype(np.float32)
 

@@ -366,10 +366,10 @@ class LinCIRRecipe(HeadRecipe):
 
     def compose(self, reference: Any, texts: Sequence[str]) -> Any:
         """Query features of LinCIR's prompt ``"a photo of $ that {text}"`` with ``$ := φ(reference)``."""
-        from cir_milvus.encoders.torch import inject_pseudo_tokens
+        from cir_milvus.encoders.torch import encode_token_ids
 
-        ids = self.encoder.tokenizer([self.template.format(t) for t in texts]).to(self.precision.device)  # [Q, L]
-        return inject_pseudo_tokens(self.model, ids, self.phi(reference), self.pid)  # [Q, D]
+        ids = self.encoder.tokenizer([self.template.format(t) for t in texts])  # [Q, L]
+        return encode_token_ids(self.model, ids, self.phi(reference), self.pid, device=self.precision.device)  # [Q, D]
 
     def validate(self) -> float:
         """R@1 on the validation split with the current φ (see :mod:`cir_milvus.train.validation`)."""
@@ -403,10 +403,10 @@ class LinCIRRecipe(HeadRecipe):
     def loss(self, batch: dict[str, Any]) -> Any:
         import torch
 
-        from cir_milvus.encoders.torch import inject_pseudo_tokens
+        from cir_milvus.encoders.torch import encode_token_ids
 
         with torch.no_grad():
-            e = self.model.encode_text(batch["ids"]).float()  # [B, D] un-normalised target
+            e = encode_token_ids(self.model, batch["ids"]).float()  # [B, D] un-normalised target
         tok = self.phi(e + self.cfg.noise_scale * batch["noise"])  # [B, W]
-        pred = inject_pseudo_tokens(self.model, batch["ids_masked"], tok, self.pid).float()  # [B, D]
+        pred = encode_token_ids(self.model, batch["ids_masked"], tok, self.pid).float()  # [B, D]
         return torch.nn.functional.mse_loss(pred, e)

@@ -204,11 +204,11 @@ class Pic2WordRecipe(HeadRecipe):
         return {"image_embeds": v}
 
     def loss(self, batch: dict[str, Any]) -> Any:
-        from cir_milvus.encoders.torch import inject_pseudo_tokens
+        from cir_milvus.encoders.torch import encode_token_ids
 
         v = batch["image_embeds"]
         tok = self.mapper(v)  # [B, W]
         ids = self.ids.expand(len(v), -1)  # [B, L]
-        w = inject_pseudo_tokens(self.model, ids, tok, self.pid)  # [B, D]
+        w = encode_token_ids(self.model, ids, tok, self.pid)  # [B, D]
         scale = self.model.logit_scale.detach().exp().float()
         return clip_infonce(v, w, scale)

@@ -307,10 +307,10 @@ class RTDRecipe:
 
     def compose(self, reference: Any, texts: Any) -> Any:
         """Query features: the tuned tower on the head's prompt with the frozen φ's token of the reference."""
-        from cir_milvus.encoders.torch import inject_pseudo_tokens
+        from cir_milvus.encoders.torch import encode_token_ids
 
-        ids = self.encoder.tokenizer([self.template.format(t) for t in texts]).to(self.precision.device)  # [Q, L]
-        return inject_pseudo_tokens(self.text, ids, self.head.module(reference), self.pid)  # [Q, D]
+        ids = self.encoder.tokenizer([self.template.format(t) for t in texts])  # [Q, L]
+        return encode_token_ids(self.text, ids, self.head.module(reference), self.pid, device=self.precision.device)
 
     def validate(self) -> float:
         """R@1 on the validation split with the current text tower (see :mod:`cir_milvus.train.validation`)."""
@@ -325,6 +325,8 @@ class RTDRecipe:
     def batch(self, step: int) -> dict[str, Any]:
         """Token ids of the prompts, the frozen targets, and the pseudo tokens of the step's triplets."""
         import torch
+
+        from cir_milvus.encoders.torch import encode_token_ids
 
         cfg, tok = self.cfg, self.encoder.tokenizer
         dev = self.precision.device
@@ -342,20 +344,20 @@ class RTDRecipe:
         u = rng.uniform(0, 1, (len(rows), 1)).astype(np.float32)  # [B, 1]
         n = rng.standard_normal((len(rows), self.encoder.dim)).astype(np.float32)  # [B, D]
         with torch.no_grad(), self.precision.autocast():
-            e_r = self.frozen.encode_text(tok(t_r).to(dev)).float()  # [B, D]
-            e_t = self.frozen.encode_text(tok(t_t).to(dev)).float()  # [B, D]
+            e_r = encode_token_ids(self.frozen, tok(t_r), device=dev).float()  # [B, D]
+            e_t = encode_token_ids(self.frozen, tok(t_t), device=dev).float()  # [B, D]
             pseudo = self.head.module(e_r + cfg.noise_scale * torch.from_numpy(u * n).to(dev)).float()  # [B, W]
         return {"ids_query": ids_q.to(dev), "ids_ref": tok([self.ref_prompt] * len(rows)).to(dev),
                 "target": e_t, "reference": e_r, "tok": pseudo}
 
     def loss(self, batch: dict[str, Any]) -> Any:
 
-        from cir_milvus.encoders.torch import inject_pseudo_tokens
+        from cir_milvus.encoders.torch import encode_token_ids
 
-        q = inject_pseudo_tokens(self.text, batch["ids_query"], batch["tok"], self.pid)  # [B, D]
+        q = encode_token_ids(self.text, batch["ids_query"], batch["tok"], self.pid)  # [B, D]
         q_ref = None
         if self.cfg.refined_batch:
-            q_ref = inject_pseudo_tokens(self.text, batch["ids_ref"], batch["tok"], self.pid)  # [B, D]
+            q_ref = encode_token_ids(self.text, batch["ids_ref"], batch["tok"], self.pid)  # [B, D]
         return grouped_nt_xent(q, q_ref, batch["target"], batch["reference"], self.cfg.temperature,
                                self.cfg.loss_group)
 

@@ -132,11 +132,13 @@ class TATRecipe:
         """Pixels and the frozen text tower's features of the step's pairs."""
         import torch
 
+        from cir_milvus.encoders.torch import encode_token_ids
+
         images, caps, positives = self.images.labelled_batch(self.cfg.batch_size, self.cfg.seed, step)
         pixels = torch.from_numpy(np.ascontiguousarray(self.encoder.pixels(images))).to(self.precision.device)
-        ids = self.encoder.tokenizer(list(caps or [])).to(self.precision.device)
+        ids = self.encoder.tokenizer(list(caps or []))  # [B, L]
         with torch.no_grad(), self.precision.autocast():
-            text = self.model.encode_text(ids).float()  # [B, D]
+            text = encode_token_ids(self.model, ids, device=self.precision.device).float()  # [B, D]
         out = {"pixels": pixels, "text": text}
         if self.cfg.multi_positive and positives is not None:
             out["positives"] = torch.from_numpy(positives).to(self.precision.device)
