@@ -150,7 +150,8 @@ def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeho
     is inserted, so positions and EOT pooling are unchanged (methods.md §0, §9). Every position equal to
     ``placeholder_id`` gets the token: to fill only the template's slot, mark it first with
     :func:`cir_milvus.encoders.slots.mark_slot` (as :meth:`TorchEncoder.encode_texts_with_pseudo_tokens` does).
-    The forward is :func:`text_tower_forward`.
+    The forward is :func:`text_tower_forward` over the ids as given: the ONNX export traces it at the full context;
+    the encoders and training recipes call :func:`encode_token_ids`, which cuts the ids to their pooled prefix first.
 
     Args:
         model: an open_clip CLIP / CustomTextCLIP.
