@@ -7,8 +7,9 @@
 (:func:`cir_milvus.encoders.torch.pooled_prefix`); the reference is what it ran before and what open_clip users
 run, ``model.encode_text`` on the tokenizer's padded ``[N, L]`` ids (L = 77 for CLIP), after the same over-length
 check (both include tokenisation and the check; they differ only in the forward). Per model and round (the two
-ways alternate): one query caption (latency, ms), a SEARLE-style prompt with a pseudo token (``a photo of $ that {caption}``), and
-256 captions at once (captions/s, as the evaluation harness encodes them). Reports medians with min–max over the
+ways alternate): one query caption (latency, ms), a SEARLE-style prompt with a pseudo token (``a photo of $ that {caption}``),
+256 short captions at once, and 1,024 captions of 3 to 40 words in batches of 256 (captions/s; the evaluation
+harness encodes its captions so; ``encode_texts`` batches texts of similar length together). Reports medians with min–max over the
 rounds, the per-round speed-up, and the largest difference between the two ways' features (they are the same
 features; the difference is float rounding). JSON in ``benchmarks/results/text.json``.
 """
@@ -54,6 +55,10 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace) -> di
     enc = TorchEncoder(model, pretrained, device="cpu")
     m = enc.model
     batch = [CAPTIONS[i % len(CAPTIONS)] + f" {i}" for i in range(256)]
+    words = " ".join(CAPTIONS).split()
+    rng = np.random.default_rng(0)
+    limit = enc.context_length - 4
+    mixed = [" ".join(rng.choice(words, int(rng.integers(3, min(40, limit))))) for _ in range(1024)]
     prompts = [f"a photo of $ that {c}" for c in CAPTIONS]
     tokens = torch.randn(len(prompts), enc.token_width())
     pid = enc.placeholder_id("$")
@@ -62,6 +67,9 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace) -> di
         enc.token_counts(texts)
         with torch.no_grad():
             return m.encode_text(enc.tokenizer(texts))
+
+    def full_batches(texts: list[str]) -> Any:  # batches of 256 in the given order, as encode_texts did
+        return [full_text(texts[s:s + 256]) for s in range(0, len(texts), 256)]
 
     def full_pseudo(k: int) -> Any:
         enc.token_counts(prompts[k:k + 1])
@@ -73,24 +81,28 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace) -> di
         "full context (open_clip encode_text)": {
             "query_ms": lambda i: full_text([CAPTIONS[i % len(CAPTIONS)]]),
             "pseudo_ms": lambda i: full_pseudo(i % len(prompts)),
-            "batch": lambda: full_text(batch)},
+            "batch": lambda: full_text(batch),
+            "mixed": lambda: full_batches(mixed)},
         "pooled prefix (cir_milvus)": {
             "query_ms": lambda i: enc.encode_texts([CAPTIONS[i % len(CAPTIONS)]], normalize=False),
             "pseudo_ms": lambda i: enc.encode_texts_with_pseudo_tokens(prompts[i % len(prompts):][:1],
                                                                        tokens[i % len(prompts):][:1], normalize=False),
-            "batch": lambda: enc.encode_texts(batch, normalize=False)},
+            "batch": lambda: enc.encode_texts(batch, normalize=False),
+            "mixed": lambda: enc.encode_texts(mixed, normalize=False)},
     }
-    got: dict[str, dict[str, list[float]]] = {w: {"query_ms": [], "pseudo_ms": [], "batch_per_s": []} for w in ways}
+    got: dict[str, dict[str, list[float]]] = {w: {"query_ms": [], "pseudo_ms": [], "batch_per_s": [], "mixed_per_s": []}
+                                              for w in ways}
     for r in range(a.rounds):
         for w in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
             f = ways[w]
             for key in ("query_ms", "pseudo_ms"):
                 it = iter(range(10**9))
                 got[w][key].append(_median_ms(lambda f=f, key=key, it=it: f[key](next(it)), a.calls))
-            f["batch"]()  # warm-up
-            t0 = time.perf_counter()
-            f["batch"]()
-            got[w]["batch_per_s"].append(len(batch) / (time.perf_counter() - t0))
+            for key, texts in (("batch", batch), ("mixed", mixed)):
+                f[key]()  # warm-up
+                t0 = time.perf_counter()
+                f[key]()
+                got[w][f"{key}_per_s"].append(len(texts) / (time.perf_counter() - t0))
     full, prefix = (np.asarray(full_text(batch)), np.asarray(enc.encode_texts(batch, normalize=False)))
     cos = (full * prefix).sum(1) / (np.linalg.norm(full, axis=1) * np.linalg.norm(prefix, axis=1))
     base, ours = list(ways)
@@ -112,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--calls", type=int, default=30, help="timed calls per latency figure and round")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "text.json")
     a = p.parse_args(argv)
-    import cir_milvus  # noqa: F401  (first, as a user's script: its OpenMP wait policy applies before torch)
     import torch
+
+    import cir_milvus  # noqa: F401  (first, as a user's script: its OpenMP wait policy applies before torch)
 
     res: dict[str, Any] = {"machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
                            "command": "python benchmarks/bench_text.py " + " ".join(argv or sys.argv[1:]),
@@ -126,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"max |diff| {m['max_abs_diff']:.2e}, min cosine {m['min_cosine']:.7f}")
         for w, d in m["ways"].items():
             print(f"  {w:38s} query {d['query_ms']['median']:7.2f} ms  pseudo {d['pseudo_ms']['median']:7.2f} ms  "
-                  f"batch {d['batch_per_s']['median']:8.1f} captions/s")
+                  f"batch {d['batch_per_s']['median']:8.1f}  mixed {d['mixed_per_s']['median']:8.1f} captions/s")
         print("  speed-up " + ", ".join(f"{k} {v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
                                         for k, v in m["speedup"].items()), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -412,17 +412,24 @@ class TorchEncoder:
         self, texts: Sequence[str], *, batch_size: int = 256, normalize: bool = True, device_output: bool = False,
         truncate: bool | None = None,
     ) -> Any:
-        """Encode texts. Over-long texts raise ``ConfigError`` unless ``truncate=True`` (warns, then truncates)."""
-        check_text_lengths(texts, self.token_counts(texts), self.context_length, truncate)
+        """Encode texts. Over-long texts raise ``ConfigError`` unless ``truncate=True`` (warns, then truncates).
+
+        Batches are formed from texts of similar token counts (the order of the output is the input's), so each batch
+        runs the text tower only as far as its own longest text (:func:`encode_token_ids`).
+        """
+        counts = self.token_counts(texts)
+        check_text_lengths(texts, counts, self.context_length, truncate)
         torch = self._torch
+        order = np.argsort(counts, kind="stable")  # shortest first
         outs = []
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
-                ids = self.tokenizer(list(texts[s : s + batch_size]))  # [B, L] on the CPU
+                ids = self.tokenizer([texts[i] for i in order[s : s + batch_size]])  # [B, L] on the CPU
                 outs.append(self._out(encode_token_ids(self.model, ids, device=self.device), normalize, True))
         if not outs:
             return np.zeros((0, self.dim), dtype=np.float32)
         x = torch.cat(outs)
+        x = x[torch.from_numpy(np.argsort(order)).to(x.device)]  # back to the input order
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
     def encode_texts_with_pseudo_tokens(

@@ -98,3 +98,18 @@ def test_towers_whose_features_see_the_padding_are_not_cut(kw: dict[str, object]
 def test_no_cut_when_a_row_fills_the_context() -> None:
     full = torch.tensor([[1, *range(3, 13), 49]])  # the largest id (argmax pooling) at the last position
     assert pooled_prefix(_tower(), full) is None
+
+
+def test_batches_group_texts_of_similar_length_and_keep_the_input_order(tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
+    enc = tiny_torch_encoder
+    texts = ["a red star", " ".join(["word"] * 20), "x", " ".join(["blue"] * 12), "two words"]
+    with torch.no_grad():
+        want = enc.model.encode_text(enc.tokenizer(texts)).numpy()  # [N, D], in the input order
+    seen, handle = _seen_lengths(enc.model)
+    try:
+        got = enc.encode_texts(texts, batch_size=2, normalize=False)
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+    counts = sorted(enc.token_counts(texts))
+    assert seen == [counts[1], counts[3], counts[4]]  # batches of the 2 shortest, the next 2, the longest
