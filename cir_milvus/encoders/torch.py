@@ -165,6 +165,13 @@ def inject_pseudo_tokens(model: Any, input_ids: Any, pseudo_tokens: Any, placeho
     return text_tower_forward(model, input_ids, pseudo_tokens, placeholder_id)
 
 
+def _by_length(counts: Sequence[int], batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Batches of indices of similar token count (shortest first), and the permutation back to the input order:
+    each batch then runs the text tower only as far as its own longest text (:func:`encode_token_ids`)."""
+    order = np.argsort(np.asarray(counts, dtype=np.int64), kind="stable")
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)], np.argsort(order)
+
+
 class TorchEncoder:
     """open_clip image and text towers behind the :class:`~cir_milvus.encoders.Encoder` interface.
 
@@ -420,16 +427,16 @@ class TorchEncoder:
         counts = self.token_counts(texts)
         check_text_lengths(texts, counts, self.context_length, truncate)
         torch = self._torch
-        order = np.argsort(counts, kind="stable")  # shortest first
+        batches, back = _by_length(counts, batch_size)
         outs = []
         with torch.no_grad():
-            for s in range(0, len(texts), batch_size):
-                ids = self.tokenizer([texts[i] for i in order[s : s + batch_size]])  # [B, L] on the CPU
+            for idx in batches:
+                ids = self.tokenizer([texts[i] for i in idx])  # [B, L] on the CPU
                 outs.append(self._out(encode_token_ids(self.model, ids, device=self.device), normalize, True))
         if not outs:
             return np.zeros((0, self.dim), dtype=np.float32)
         x = torch.cat(outs)
-        x = x[torch.from_numpy(np.argsort(order)).to(x.device)]  # back to the input order
+        x = x[torch.from_numpy(back).to(x.device)]  # back to the input order
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
     def encode_texts_with_pseudo_tokens(
@@ -447,10 +454,12 @@ class TorchEncoder:
 
         ``slot``: which placeholder token of a prompt gets the token: ``0`` the first (SEARLE, Pic2Word: the
         template's slot when it precedes the user text), a negative index counts from the end, ``None`` every one
-        (LinCIR's evaluation). A user's own ``$`` elsewhere in the text keeps its word embedding.
+        (LinCIR's evaluation). A user's own ``$`` elsewhere in the text keeps its word embedding. Batched by length
+        as :meth:`encode_texts`.
         """
         torch = self._torch
-        check_text_lengths(texts, self.token_counts(texts), self.context_length)
+        counts = self.token_counts(texts)
+        check_text_lengths(texts, counts, self.context_length)
         pid = self.placeholder_id(placeholder)
         ids_all = self.tokenize(texts)
         missing = [t for t, ids in zip(texts, ids_all) if not (ids == pid).any()]
@@ -461,14 +470,19 @@ class TorchEncoder:
             )
         tokens = pseudo_tokens if isinstance(pseudo_tokens, torch.Tensor) else torch.as_tensor(
             np.asarray(pseudo_tokens, dtype=np.float32))
+        batches, back = _by_length(counts, batch_size)
         outs = []
         with torch.no_grad():
-            for s in range(0, len(texts), batch_size):
-                marked, inject_id = mark_slot(ids_all[s : s + batch_size], pid, slot)
-                tok = tokens[s : s + batch_size].to(self.device)
+            for idx in batches:
+                marked, inject_id = mark_slot(ids_all[idx], pid, slot)
+                tok = tokens[torch.from_numpy(idx)].to(self.device)
                 feats = encode_token_ids(self.model, torch.from_numpy(marked), tok, inject_id, device=self.device)
                 outs.append(self._out(feats, normalize, True))
-        x = torch.cat(outs) if outs else torch.zeros(0, self.dim)
+        if not outs:
+            x = torch.zeros(0, self.dim)
+        else:
+            x = torch.cat(outs)
+            x = x[torch.from_numpy(back).to(x.device)]  # back to the input order
         return x if device_output else x.cpu().numpy().astype(np.float32)
 
     def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:

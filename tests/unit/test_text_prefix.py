@@ -113,3 +113,20 @@ def test_batches_group_texts_of_similar_length_and_keep_the_input_order(tiny_tor
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
     counts = sorted(enc.token_counts(texts))
     assert seen == [counts[1], counts[3], counts[4]]  # batches of the 2 shortest, the next 2, the longest
+
+
+def test_pseudo_token_batches_are_grouped_by_length_with_each_token_kept_on_its_prompt(tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
+    enc = tiny_torch_encoder
+    prompts = [f"a photo of $ that {t}" for t in ["is blue", " ".join(["word"] * 15), "x", " ".join(["red"] * 8)]]
+    tokens = np.random.default_rng(1).standard_normal((len(prompts), enc.token_width())).astype(np.float32)
+    marked, inject_id = mark_slot(enc.tokenize(prompts), enc.placeholder_id("$"), 0)
+    with torch.no_grad():  # full context, input order, one batch
+        want = inject_pseudo_tokens(enc.model, torch.from_numpy(marked), torch.from_numpy(tokens), inject_id).numpy()
+    seen, handle = _seen_lengths(enc.model)
+    try:
+        got = enc.encode_texts_with_pseudo_tokens(prompts, tokens, batch_size=2, normalize=False)
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+    counts = sorted(enc.token_counts(prompts))
+    assert seen == [counts[1], counts[3]]
