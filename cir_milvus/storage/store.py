@@ -1042,9 +1042,13 @@ class VectorStore:
             cursor = "" if last is None else self.render_filter(f"{f.id_field} > {{last}}", {"last": last})
             expr = " and ".join(f"({e})" for e in (cursor, user) if e) or (
                 f'{f.id_field} != ""' if f.id_type == "varchar" else f"{f.id_field} < {2**63 - 1}")
-            page = self._call(f"iterate {self.name!r}", lambda expr=expr: self._client.query(
-                self.name, filter=expr, output_fields=fields, limit=size, consistency_level=self.consistency,
-                iterator="True", reduce_stop_for_best="True"))
+
+            def fetch(expr: str = expr) -> list[dict[str, Any]]:
+                return self._client.query(  # type: ignore[no-any-return]
+                    self.name, filter=expr, output_fields=fields, limit=size, consistency_level=self.consistency,
+                    iterator="True", reduce_stop_for_best="True")
+
+            page = self._call(f"iterate {self.name!r}", fetch)
             if not page:
                 return
             page = sorted(page, key=lambda r: r[f.id_field])  # key order, whatever the backend returned
