@@ -130,7 +130,7 @@ def _square(img: Image.Image, size: int) -> Image.Image:
     """Fit inside a ``size`` square without distortion (letterboxed on white)."""
     img = img.convert("RGB")
     scale = size / max(img.size)
-    resized = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    resized = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BICUBIC)
     tile = Image.new("RGB", (size, size), (255, 255, 255))
     tile.paste(resized, ((size - resized.width) // 2, (size - resized.height) // 2))
     return tile
@@ -225,10 +225,10 @@ def plot_recall_vs_alpha(
                 ax.plot(alphas, ys, styles[s % len(styles)], marker="o", ms=4, color=colours[c % len(colours)],
                         label=f"{name} {metric}")
         for b, (name, values) in enumerate((baselines or {}).items()):
-            metric = next((m for m in metrics if m in values), None)
-            if metric is not None:
-                ax.axhline(values[metric], color=colours[(len(sweeps) + b) % len(colours)], lw=1, alpha=0.8,
-                           ls=(0, (4, 2)), label=f"{name} {metric}")
+            found = next((m for m in metrics if m in values), None)
+            if found is not None:
+                ax.axhline(values[found], color=colours[(len(sweeps) + b) % len(colours)], lw=1, alpha=0.8,
+                           ls=(0, (4, 2)), label=f"{name} {found}")
         ax.set_xlabel("alpha (weight of the text; 1 = text only)")
         ax.set_ylabel("recall (%)")
         ax.grid(alpha=0.3)
