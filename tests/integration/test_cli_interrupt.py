@@ -55,6 +55,9 @@ def test_ctrl_c_during_ingest_ends_cleanly_and_resumes(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        for pipe in (proc.stdout, proc.stderr):  # a failure above must not leave them to a later test's GC
+            if pipe is not None:
+                pipe.close()
     err = buf + err
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
