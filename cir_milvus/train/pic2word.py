@@ -166,7 +166,11 @@ class Pic2WordRecipe(HeadRecipe):
         self.mapper = Pic2WordMapper(self.encoder.dim, cfg.middle_dim, self.encoder.token_width(), cfg.n_layer,
                                      cfg.dropout).to(self.precision.device)
         self.pid = self.encoder.placeholder_id(cfg.placeholder)
-        self.ids = self.encoder.tokenizer([cfg.prompt]).to(self.precision.device)  # [1, L]
+        from cir_milvus.encoders.torch import pooled_prefix
+
+        ids = self.encoder.tokenizer([cfg.prompt])  # [1, L]
+        # the prompt never changes: cut it to its pooled prefix once, not every step
+        self.ids = ids[:, : pooled_prefix(self.model, ids) or ids.shape[1]].to(self.precision.device)  # [1, n]
         self.images = read_images(cfg.images)
         pc = self.encoder.preprocess_config
         self.transform = train_transform(pc.size, tuple(pc.mean), tuple(pc.std), cfg.crop_scale)
@@ -204,11 +208,11 @@ class Pic2WordRecipe(HeadRecipe):
         return {"image_embeds": v}
 
     def loss(self, batch: dict[str, Any]) -> Any:
-        from cir_milvus.encoders.torch import encode_token_ids
+        from cir_milvus.encoders.torch import text_tower_forward
 
         v = batch["image_embeds"]
         tok = self.mapper(v)  # [B, W]
-        ids = self.ids.expand(len(v), -1)  # [B, L]
-        w = encode_token_ids(self.model, ids, tok, self.pid)  # [B, D]
+        ids = self.ids.expand(len(v), -1)  # [B, n], already the pooled prefix
+        w = text_tower_forward(self.model, ids, tok, self.pid)  # [B, D]
         scale = self.model.logit_scale.detach().exp().float()
         return clip_infonce(v, w, scale)
