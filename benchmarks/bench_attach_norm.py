@@ -1,6 +1,6 @@
 """What the attach default norm costs: pseudo-token (Pic2Word) retrieval from stored references on the synthetic
 world, with each reference's TRUE raw embedding vs its normalised vector × the documented default (the encoder's
-mean image-embedding norm on 16 synthetic images, :func:`cir_milvus.storage.collection.mean_image_norm`).
+mean image-embedding norm on 16 synthetic images, :func:`cir_milvus.collection.facade.mean_image_norm`).
 
     python benchmarks/bench_attach_norm.py            # CPU, demo model; writes benchmarks/results/attach_norm.json
 
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     from cir_milvus import create_encoder, get_composer
+    from cir_milvus.collection.facade import mean_image_norm
     from cir_milvus.models.demo import DATA_DIR
-    from cir_milvus.storage.collection import mean_image_norm
     from cir_milvus.synthetic import SyntheticWorld
 
     enc = create_encoder("cir-demo-tiny", "cir-demo", device="cpu")

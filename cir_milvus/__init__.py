@@ -14,6 +14,7 @@ collections that cir_milvus did not create.
 from __future__ import annotations
 
 from cir_milvus import _runtime  # noqa: F401  (first: sets OpenMP's wait policy before anything loads torch)
+from cir_milvus.collection import AddResult, CIRCollection
 from cir_milvus.composers import Composer, get_composer, list_composers, register_composer, slerp
 from cir_milvus.encoders import Encoder, FakeEncoder, create_encoder, list_encoders, register_encoder
 from cir_milvus.errors import (
@@ -30,7 +31,7 @@ from cir_milvus.errors import (
     RecipeMismatchError,
     StorageError,
 )
-from cir_milvus.storage import AddResult, CIRCollection, Hit, Hits, Recipe, RetryPolicy, Skipped, VectorStore
+from cir_milvus.storage import Hit, Hits, Recipe, RetryPolicy, Skipped, VectorStore
 
 __version__ = "0.1.0"
 

@@ -481,7 +481,7 @@ def _check_precision(precision: str | None, model: str | None) -> None:
 
 
 def _open(args: argparse.Namespace, encoder_recipe: dict[str, Any]) -> Any:
-    from cir_milvus.storage.collection import CIRCollection
+    from cir_milvus.collection import CIRCollection
 
     _check_backend(encoder_recipe, args.model, args.collection)
     _check_precision(args.precision, args.model or ("bundle:" if encoder_recipe.get("backend") == "onnx" else None))
@@ -573,7 +573,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if exists:
         col = _open(args, stored["encoder"])
     else:
-        from cir_milvus.storage.collection import CIRCollection
+        from cir_milvus.collection import CIRCollection
 
         if pretrained is None and not model.startswith(("bundle:", "hf-hub:", "local-dir:")) and model != "fake":
             print(f"WARNING: creating {args.collection!r} with RANDOM weights for {model} (--random-weights): the "

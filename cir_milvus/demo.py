@@ -58,9 +58,9 @@ def run_demo(
         grid_rows: queries shown in the contact sheet.
         print_fn: where the report goes.
     """
+    from cir_milvus.collection import CIRCollection
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS
-    from cir_milvus.storage.collection import CIRCollection
 
     t0 = time.perf_counter()
     workdir = Path(workdir)

@@ -52,8 +52,14 @@ from cir_milvus.types import ImageInput
 MAX_PIXELS = 89_478_485
 """Pixel cap per image (Pillow's own default bomb threshold); larger images are refused."""
 
-__all__ = ["MAX_PIXELS", "content_id", "describe", "format_support", "load_image", "path_text", "read_image_file",
-           "regular_file_problem", "strip_name", "text_path", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "content_id", "describe", "format_support", "is_url", "load_image",
+           "path_text", "read_bytes", "read_image_file", "refuse_url", "regular_file_problem", "strip_name",
+           "text_path", "to_rgb"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".jp2", ".j2k", ".jpx",
+                  ".jpf")
+"""File name endings taken for images wherever folders are searched (ingestion, training); AVIF and JPEG 2000
+need a Pillow built with them (:func:`format_support`)."""
 
 # suffix → (Pillow feature that decodes it, format name); formats Pillow may be built without
 _OPTIONAL_CODECS = {".avif": ("avif", "AVIF"), ".jp2": ("jpg_2000", "JPEG 2000"), ".j2k": ("jpg_2000", "JPEG 2000"),
@@ -210,6 +216,49 @@ def read_image_file(path: str | os.PathLike[str], *, name: str | None = None) ->
             return f.read()
         except OSError as e:
             raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})") from e
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` names an ``http(s)://`` image."""
+    return path.lower().startswith(("http://", "https://"))
+
+
+def refuse_url(path: str, where: str) -> None:
+    """Raise the error for a remote image nobody allowed fetching (``allow_urls`` / ``--allow-urls``).
+
+    Raises:
+        ConfigError: always; the message says how to download first or allow it.
+    """
+    raise ConfigError(
+        f"{where} names a remote image {path!r}; cir_milvus does not fetch URLs unless asked. Download the images "
+        "first (e.g. with img2dataset, then use --shards), or pass allow_urls=True (--allow-urls) to fetch them"
+    )
+
+
+def read_bytes(source: str | bytes, *, allow_urls: bool = False, timeout: float = 30.0,
+               max_bytes: int = 256 * 1024 * 1024) -> bytes:
+    """The encoded image: the bytes themselves, a file's contents, or (only with ``allow_urls``) a download.
+
+    Raises:
+        OSError: a file that cannot be read or a failed download (the caller reports it as skipped).
+        ConfigError: a URL without ``allow_urls``.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if is_url(source):
+        if not allow_urls:
+            refuse_url(source, "a record")
+        import urllib.request
+
+        with urllib.request.urlopen(source, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked above
+            data = resp.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise OSError(f"download larger than {max_bytes} bytes")
+        return bytes(data)
+    try:
+        return read_image_file(source)  # regular files only: a FIFO never blocks the reader
+    except ImageDecodeError as e:
+        raise OSError(str(e)) from e
 
 
 def _file_kind(mode: int) -> str:

@@ -166,8 +166,8 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     The encoder is built with the gallery preprocessing of the composer's protocol (``preprocess``); an existing
     collection opened without ``--model`` keeps the encoder of its recipe.
     """
+    from cir_milvus.collection import CIRCollection
     from cir_milvus.encoders.base import create_encoder
-    from cir_milvus.storage.collection import CIRCollection
     from cir_milvus.storage.store import VectorStore
 
     exists = VectorStore.exists(args.uri, name, token=args.token)  # releases the Lite file

@@ -23,7 +23,7 @@ from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRQuery, CIRRDat
 from cir_milvus.eval.metrics import circo_metrics, cirr_metrics, fashioniq_metrics, recall_at_k
 
 if TYPE_CHECKING:
-    from cir_milvus.storage.collection import CIRCollection
+    from cir_milvus.collection import CIRCollection
 
 __all__ = [
     "EvalResult",

@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
@@ -41,17 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import MAX_PIXELS, describe, load_image, strip_name
-from cir_milvus.preprocess import PreprocessConfig, decode_size, preprocess_image_uint8
+from cir_milvus.collection.decode import MAX_ASPECT, DecodedBatch, cap_aspect, decode_batch_uint8, decode_uint8
+from cir_milvus.errors import ConfigError
+from cir_milvus.images import MAX_PIXELS
+from cir_milvus.preprocess import PreprocessConfig
 
 __all__ = ["DECODE_NICE", "MAX_ASPECT", "MAX_JOB_ATTEMPTS", "DecodePool", "DecodedBatch", "cap_aspect",
            "decode_batch_uint8", "decode_uint8", "default_workers", "encoder_threads", "usable_cpus"]
 
 log = logging.getLogger(__name__)
 
-MAX_ASPECT = 32.0
-"""Aspect ratios beyond this are centre-cropped to it before preprocessing (bounds resize memory)."""
 MAX_JOB_ATTEMPTS = 2
 """Worker deaths one job may cause before it is decoded in the parent instead."""
 _POLL_S = 0.2
@@ -92,61 +91,6 @@ def default_workers(cpus: int | None = None) -> int:
     (``decode="reduce"``); ViT-B-32: 15.5 vs 10.4.
     """
     return max(1, min(MAX_DEFAULT_WORKERS, cpus if cpus is not None else usable_cpus()))
-
-
-def cap_aspect(img: Any) -> Any:
-    """Centre-crop an image whose aspect ratio exceeds :data:`MAX_ASPECT` to that ratio."""
-    w, h = img.size
-    if max(w, h) <= MAX_ASPECT * min(w, h):
-        return img
-    if w > h:
-        keep = max(1, int(MAX_ASPECT * h))
-        left = (w - keep) // 2
-        return img.crop((left, 0, left + keep, h))
-    keep = max(1, int(MAX_ASPECT * w))
-    top = (h - keep) // 2
-    return img.crop((0, top, w, top + keep))
-
-
-def decode_uint8(src: Any, cfg: PreprocessConfig, max_pixels: int = MAX_PIXELS, allow_urls: bool = False) -> np.ndarray:
-    """One image (path, bytes, URL or PIL image) → uint8 ``[S, S, 3]`` ready for :func:`normalize_uint8`.
-
-    Raises:
-        ImageDecodeError: unreadable input (the message names the reason).
-    """
-    from cir_milvus.ingest.sources import is_url, read_bytes
-
-    data = src
-    if isinstance(src, str) and is_url(src):
-        try:
-            data = read_bytes(src, allow_urls=allow_urls)
-        except OSError as e:
-            raise ImageDecodeError(f"download failed ({e})") from e
-    img = load_image(data, max_pixels=max_pixels, mode=cfg.loading, draft=decode_size(cfg))
-    # benchmark images (official loading) are preprocessed exactly as the research code does: no aspect cap
-    return preprocess_image_uint8(cap_aspect(img) if cfg.loading == "product" else img, cfg)
-
-
-def decode_batch_uint8(
-    items: list[tuple[int, Any]], cfg: PreprocessConfig, out: np.ndarray, max_pixels: int = MAX_PIXELS,
-    allow_urls: bool = False,
-) -> tuple[list[int], list[tuple[int, str]]]:
-    """Decode ``(index, source)`` pairs into ``out`` (uint8 ``[>= N, S, S, 3]``); the k-th good image goes to ``out[k]``.
-
-    Returns:
-        ``(ok_indices, [(index, reason), ...])``; unreadable inputs are reasons, never exceptions.
-    """
-    ok: list[int] = []
-    bad: list[tuple[int, str]] = []
-    for idx, src in items:
-        try:
-            out[len(ok)] = decode_uint8(src, cfg, max_pixels, allow_urls)
-            ok.append(idx)
-        except ImageDecodeError as e:
-            bad.append((idx, strip_name(str(e), describe(src))))  # describe: the UTF-8 spelling load_image uses
-        except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
-            bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
-    return ok, bad
 
 
 # -- worker process -------------------------------------------------------------------------------------------------
@@ -202,24 +146,6 @@ def _worker_main(conn: Any, parent_pid: int, cfg_dict: dict[str, Any], max_pixel
 
 
 # -- the pool -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DecodedBatch:
-    """A decoded job: ``pixels[k]`` (uint8 ``[S, S, 3]``) is the image of item ``ok[k]``.
-
-    ``pixels`` may be a view of a shared-memory slot: call :meth:`release` once it has been consumed (normalised).
-    """
-
-    ok: list[int]
-    pixels: np.ndarray
-    bad: list[tuple[int, str]]
-    _release: Any = field(default=None, repr=False)
-
-    def release(self) -> None:
-        if self._release is not None:
-            self._release()
-            self._release = None
 
 
 @dataclass

@@ -59,24 +59,18 @@ from typing import Any
 import numpy as np
 
 from cir_milvus._runtime import openmp_spins
+from cir_milvus.collection.decode import MAX_ASPECT, DecodedBatch, decode_here, prepare_batch
+from cir_milvus.collection.record import regular_file_reason as _regular_file_reason
 from cir_milvus.errors import ConfigError, ImageDecodeError, StorageError
-from cir_milvus.images import MAX_PIXELS, content_id, path_text, strip_name
-from cir_milvus.ingest.decode import (
-    MAX_ASPECT,
-    DecodedBatch,
-    DecodePool,
-    decode_batch_uint8,
-    default_workers,
-    encoder_threads,
-)
-from cir_milvus.ingest.sources import Record, batched, is_url, open_source
+from cir_milvus.images import MAX_PIXELS, content_id, is_url, path_text, strip_name
+from cir_milvus.ingest.decode import DecodePool, default_workers, encoder_threads
+from cir_milvus.ingest.sources import Record, batched, open_source
 from cir_milvus.preprocess import normalize_uint8
-from cir_milvus.storage.ingest import regular_file_reason as _regular_file_reason
 from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.store import Skipped
 
-__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "skip_kind"]
+__all__ = ["MAX_ASPECT", "IngestReport", "ingest", "prepare_batch", "skip_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -196,61 +190,6 @@ class _SkipLog:
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
-
-
-# -- decoding (runs in worker processes) ----------------------------------------------------------------------------
-
-
-def prepare_batch(
-    items: list[tuple[int, str | bytes]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
-    allow_urls: bool = False, loading: str | None = None,
-) -> tuple[list[int], Any, list[tuple[int, str]]]:
-    """Decode (and, with a preprocess config, preprocess) one batch in this process.
-
-    Args:
-        items: ``(index, path or bytes)`` pairs.
-        preprocess: ``PreprocessConfig.to_dict()`` of the encoder, or ``None`` to return RGB PIL images.
-        max_pixels: decompression-bomb cap.
-        allow_urls: fetch ``http(s)://`` sources.
-        loading: the image loading mode (:func:`~cir_milvus.images.load_image`) when there is no preprocess config
-            (default ``"product"``); with one, the config's ``loading`` decides.
-
-    Returns:
-        ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
-    """
-    from cir_milvus.images import describe, load_image
-    from cir_milvus.ingest.sources import read_bytes
-    from cir_milvus.preprocess import PreprocessConfig, normalize_uint8
-
-    if preprocess is not None:
-        cfg = PreprocessConfig.from_dict(preprocess)
-        decoded = _decode_here(items, cfg, max_pixels, allow_urls)
-        return decoded.ok, normalize_uint8(decoded.pixels, cfg), decoded.bad  # [N, 3, S, S]
-    ok: list[int] = []
-    out: list[Any] = []
-    bad: list[tuple[int, str]] = []
-    for idx, src in items:
-        data: str | bytes = src
-        try:
-            if isinstance(src, str) and is_url(src):
-                try:
-                    data = read_bytes(src, allow_urls=allow_urls)
-                except OSError as e:
-                    raise ImageDecodeError(f"download failed ({e})") from e
-            out.append(load_image(data, max_pixels=max_pixels, mode=loading or "product"))
-            ok.append(idx)
-        except ImageDecodeError as e:
-            bad.append((idx, strip_name(str(e), describe(data))))
-        except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
-            bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
-    return ok, out, bad
-
-
-def _decode_here(items: list[tuple[int, Any]], cfg: Any, max_pixels: int, allow_urls: bool) -> DecodedBatch:
-    """Decode a batch to uint8 in this process (no workers, or the FakeEncoder path)."""
-    buf = np.empty((len(items), cfg.size, cfg.size, 3), dtype=np.uint8)  # [N, S, S, 3]
-    ok, bad = decode_batch_uint8(items, cfg, buf, max_pixels, allow_urls)
-    return DecodedBatch(ok, buf[: len(ok)], bad)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
@@ -530,7 +469,7 @@ def ingest(
             return pool.submit(items, stop)
         fut: Future[Any] = Future()
         if pcfg is not None:
-            fut.set_result(_decode_here(items, pcfg, max_pixels, allow_urls))
+            fut.set_result(decode_here(items, pcfg, max_pixels, allow_urls))
         else:
             fut.set_result(prepare_batch(items, None, max_pixels, allow_urls))
         return fut

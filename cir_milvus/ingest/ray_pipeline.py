@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from cir_milvus._optional import require
+from cir_milvus.collection.decode import prepare_batch
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, strip_name
-from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, prepare_batch, record_id, seal
+from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, record_id, seal
 from cir_milvus.ingest.sources import Record, ShardSource, open_source
 from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
 from cir_milvus.storage.retry import RetryPolicy

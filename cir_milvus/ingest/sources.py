@@ -37,22 +37,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cir_milvus.errors import ConfigError, DatasetError
-from cir_milvus.images import format_support, path_text
+from cir_milvus.images import IMAGE_SUFFIXES, format_support, is_url, path_text, refuse_url
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "FolderSource",
     "ListSource",
     "Record",
     "ShardSource",
     "expand_shards",
-    "is_url",
     "open_source",
 ]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif", ".jp2", ".j2k", ".jpx",
-                  ".jpf")
-"""File name endings that folders are searched for; AVIF and JPEG 2000 need a Pillow built with them."""
 PATH_COLUMNS = ("path", "image", "image_path", "filepath", "file", "url")
 ID_COLUMNS = ("id", "key")
 
@@ -74,17 +69,6 @@ class Record(NamedTuple):
         if isinstance(self.source, str):
             return self.source
         return f"<{len(self.source)} bytes>" if isinstance(self.source, bytes) else "<no image>"
-
-
-def is_url(path: str) -> bool:
-    return path.lower().startswith(("http://", "https://"))
-
-
-def _refuse_url(path: str, where: str) -> None:
-    raise ConfigError(
-        f"{where} names a remote image {path!r}; cir_milvus does not fetch URLs unless asked. Download the images "
-        "first (e.g. with img2dataset, then use --shards), or pass allow_urls=True (--allow-urls) to fetch them"
-    )
 
 
 # -- folders --------------------------------------------------------------------------------------------------------
@@ -364,7 +348,7 @@ class ListSource:
             p = str(raw_path).strip()
             if is_url(p):
                 if not self.allow_urls:
-                    _refuse_url(p, f"{self.path}:{n}")
+                    refuse_url(p, f"{self.path}:{n}")
                 src = p
             else:
                 src = str(Path(p) if Path(p).is_absolute() else self.root / p)
@@ -561,7 +545,7 @@ class IterableSource:
         for item in self.items:
             rec = _as_record(item)
             if isinstance(rec.source, str) and is_url(rec.source) and not self.allow_urls:
-                _refuse_url(rec.source, "the input")
+                refuse_url(rec.source, "the input")
             yield rec
 
 
@@ -592,7 +576,7 @@ def open_source(spec: Any, *, allow_urls: bool = False, root: str | os.PathLike[
     if isinstance(spec, (str, os.PathLike)):
         s = os.fspath(spec)
         if is_url(s) and not allow_urls:
-            _refuse_url(s, "the source")
+            refuse_url(s, "the source")
         p = Path(s)
         if p.is_dir():
             return FolderSource(p)
@@ -614,32 +598,3 @@ def batched(records: Iterable[Record], n: int) -> Iterator[list[Record]]:
         if not chunk:
             return
         yield chunk
-
-
-def read_bytes(source: str | bytes, *, allow_urls: bool = False, timeout: float = 30.0,
-               max_bytes: int = 256 * 1024 * 1024) -> bytes:
-    """The encoded image: the bytes themselves, a file's contents, or (only with ``allow_urls``) a download.
-
-    Raises:
-        OSError: a file that cannot be read or a failed download (the caller reports it as skipped).
-        ConfigError: a URL without ``allow_urls``.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if is_url(source):
-        if not allow_urls:
-            _refuse_url(source, "a record")
-        import urllib.request
-
-        with urllib.request.urlopen(source, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked above
-            data = resp.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise OSError(f"download larger than {max_bytes} bytes")
-        return bytes(data)
-    from cir_milvus.errors import ImageDecodeError
-    from cir_milvus.images import read_image_file
-
-    try:
-        return read_image_file(source)  # regular files only: a FIFO never blocks the reader
-    except ImageDecodeError as e:
-        raise OSError(str(e)) from e

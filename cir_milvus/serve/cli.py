@@ -70,8 +70,8 @@ def add_serve_parser(sub: Any) -> argparse.ArgumentParser:
 
 def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     """Open the collections named by ``args`` and build the app; returns ``(app, collections)``."""
+    from cir_milvus.collection import CIRCollection
     from cir_milvus.serve import create_app
-    from cir_milvus.storage.collection import CIRCollection
 
     names = args.collection or ["images"]
     token = args.api_token or os.environ.get(TOKEN_ENV) or None

@@ -82,12 +82,12 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
     Returns:
         ``{"rows": [...], "training": {...}, "checks": {...}}`` (also written to ``out/report.json``).
     """
+    from cir_milvus.collection import CIRCollection
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.errors import RecipeMismatchError
     from cir_milvus.eval.runner import evaluate, ingest_dataset, sweep_alpha
     from cir_milvus.eval.synthetic import SyntheticDataset
     from cir_milvus.models.demo import DATA_DIR, DEMO_MODEL, DEMO_WEIGHTS
-    from cir_milvus.storage.collection import CIRCollection
 
     t0 = time.perf_counter()
     out = Path(out)

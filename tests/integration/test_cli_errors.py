@@ -79,7 +79,7 @@ def test_input_errors_are_one_line_and_come_before_any_model(
         raise AssertionError("a model was built before the inputs were checked")
 
     monkeypatch.setattr("cir_milvus.encoders.base.create_encoder", no_model)
-    monkeypatch.setattr("cir_milvus.storage.collection.create_encoder", no_model)
+    monkeypatch.setattr("cir_milvus.collection.facade.create_encoder", no_model)
     args = [a.format(**setup) for a in argv]
     collection = [] if "--collection" in args else ["--collection", "c"]
     code = main([*args, "--uri", setup["db"], *collection, "--token", f"root:{SECRET}"])

@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("milvus_lite")
 
 from cir_milvus.cli import main  # noqa: E402
+from cir_milvus.collection import CIRCollection  # noqa: E402
 from cir_milvus.errors import DatasetError  # noqa: E402
 from cir_milvus.eval import (  # noqa: E402
     CIRCODataset,
@@ -31,7 +32,6 @@ from cir_milvus.eval import (  # noqa: E402
     validate_cirr_submission,
 )
 from cir_milvus.eval.runner import evaluate_fashioniq  # noqa: E402
-from cir_milvus.storage.collection import CIRCollection  # noqa: E402
 
 CONFIG_KEYS = {"model", "composer", "alpha", "preprocess", "index", "package_version"}
 

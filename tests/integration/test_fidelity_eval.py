@@ -14,10 +14,10 @@ pytest.importorskip("milvus_lite")
 pytest.importorskip("open_clip")
 
 from cir_milvus.cli import main  # noqa: E402
+from cir_milvus.collection import CIRCollection  # noqa: E402
 from cir_milvus.eval import CIRCODataset, make_miniature  # noqa: E402
 from cir_milvus.images import load_image  # noqa: E402
 from cir_milvus.preprocess import preprocess_image  # noqa: E402
-from cir_milvus.storage.collection import CIRCollection  # noqa: E402
 
 
 def test_eval_gallery_is_loaded_officially_and_reopens(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

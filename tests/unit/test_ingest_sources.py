@@ -10,6 +10,7 @@ from ingest_helpers import write_shard
 from PIL import Image
 
 from cir_milvus.errors import ConfigError, DatasetError
+from cir_milvus.images import read_bytes
 from cir_milvus.ingest.sources import (
     FolderSource,
     ListSource,
@@ -17,7 +18,6 @@ from cir_milvus.ingest.sources import (
     ShardSource,
     expand_shards,
     open_source,
-    read_bytes,
 )
 
 

@@ -110,7 +110,7 @@ def test_collection_served_by_a_swapped_text_tower(tmp_path: Path, hf_text_model
     """A gallery built with the base weights opens with base + RTD text tower (no re-ingestion), queries change,
     and a collection created with the swapped tower reopens with it from the stored recipe."""
     pytest.importorskip("milvus_lite")
-    from cir_milvus.storage.collection import CIRCollection
+    from cir_milvus.collection import CIRCollection
 
     path = tmp_path / "rtd.pt"
     torch.save({RTD_WRAPPER_KEY: hf_text_model.state_dict()}, path)
@@ -147,8 +147,8 @@ def test_open_with_text_weights_and_cli(tmp_path: Path, hf_text_model, capsys) -
     from PIL import Image
 
     from cir_milvus.cli import main
+    from cir_milvus.collection import CIRCollection
     from cir_milvus.errors import ConfigError
-    from cir_milvus.storage.collection import CIRCollection
 
     path = tmp_path / "rtd.pt"
     torch.save({RTD_WRAPPER_KEY: hf_text_model.state_dict()}, path)

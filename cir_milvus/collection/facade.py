@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.artifacts import SearchPath
+from cir_milvus.collection.record import AddResult, read_input, source_name
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
 from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig, recorded_decode
 from cir_milvus.storage.client import Capabilities, redact_uri
-from cir_milvus.storage.ingest import AddResult, read_input, source_name
 from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.recipe import Recipe, check_compatible, lite_base_dir, portable_composer
 from cir_milvus.storage.retry import RetryPolicy
@@ -378,8 +378,8 @@ class CIRCollection:
         """
         from tqdm.auto import tqdm
 
+        from cir_milvus.collection.decode import prepare_batch
         from cir_milvus.images import content_id, describe
-        from cir_milvus.ingest.pipeline import prepare_batch
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
