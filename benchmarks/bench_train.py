@@ -28,8 +28,9 @@ RECIPE_ORDER = ("lincir", "pic2word", "tat", "rtd")
 def _measure(name: str, overrides: dict[str, Any], work: Path, warm: int, timed: int) -> dict[str, Any]:
     import torch
 
-    from cir_milvus.train.cli import get_recipe
-    from cir_milvus.train.common import load_config, run
+    from cir_milvus.train.config import load_config
+    from cir_milvus.train.loop import run
+    from cir_milvus.train.recipes import get_recipe
 
     cfg_cls, recipe_cls = get_recipe(name)
     if torch.cuda.is_available():

@@ -8,6 +8,12 @@
 - :mod:`cir_milvus.train.report`: ``synthetic-report``, every recipe measured on the synthetic world.
 - :mod:`cir_milvus.train.validation`: validation R@1 inside the loop (LinCIR/RTD keep their best step).
 
+What the recipes share: :mod:`~cir_milvus.train.recipes` (the recipes by name, :func:`~cir_milvus.train.recipes.train`),
+:mod:`~cir_milvus.train.config` (config dataclasses, JSON files, flags), :mod:`~cir_milvus.train.loop` (the loop,
+checkpoints, the best step), :mod:`~cir_milvus.train.device` (device, precision, the frozen backbone),
+:mod:`~cir_milvus.train.optim` (decay groups, learning-rate schedule), :mod:`~cir_milvus.train.data` (captions and
+images from files or the synthetic world) and :mod:`~cir_milvus.train.ship` (exporting and shipping trained heads).
+
 The defaults follow the official training scripts (README, "Training recipes vs the official scripts");
 ``tests/unit/test_train_fidelity.py`` recomputes one step of each recipe from the official code's semantics.
 

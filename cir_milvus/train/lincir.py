@@ -62,14 +62,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cir_milvus.errors import ConfigError
-from cir_milvus.train.common import (
-    HeadRecipe,
-    TrainConfig,
-    decay_groups,
-    read_captions,
-    setup,
-    step_rng,
-)
+from cir_milvus.train.config import TrainConfig
+from cir_milvus.train.data import read_captions, step_rng
+from cir_milvus.train.device import setup
+from cir_milvus.train.optim import decay_groups
+from cir_milvus.train.ship import HeadRecipe
 
 __all__ = [
     "SPACY_MODELS",

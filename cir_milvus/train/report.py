@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _train(name: str, out: Path, scale: float, config: Path | None, device: str | None, progress: bool,
            **extra: Any) -> dict[str, Any]:
-    from cir_milvus.train.cli import train
+    from cir_milvus.train.recipes import train
 
     over = dict(REPORT_RECIPES[name])
     over["steps"] = max(1, int(round(over["steps"] * scale)))
@@ -82,108 +82,32 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
     Returns:
         ``{"rows": [...], "training": {...}, "checks": {...}}`` (also written to ``out/report.json``).
     """
-    from cir_milvus.collection import CIRCollection
-    from cir_milvus.encoders.torch import TorchEncoder
-    from cir_milvus.errors import RecipeMismatchError
-    from cir_milvus.eval.runner import evaluate, ingest_dataset, sweep_alpha
     from cir_milvus.eval.synthetic import SyntheticDataset
-    from cir_milvus.models.demo import DATA_DIR, DEMO_MODEL, DEMO_WEIGHTS
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     configs = configs or {}
-    training: dict[str, dict[str, Any]] = {}
-
-    # -- recipes ---------------------------------------------------------------------------------------------------
-    heads: dict[str, str] = {}
+    training, heads = _shipped_heads(use_shipped)
     for kind in ("lincir", "pic2word"):
-        shipped = DATA_DIR / f"cir-demo-tiny.{kind}.safetensors"
-        if use_shipped and shipped.is_file():
-            heads[kind] = str(shipped)
-            side = shipped.with_suffix(".json")
-            info = json.loads(side.read_text()) if side.is_file() else {}
-            training[kind] = {"source": str(shipped), "samples_per_s": info.get("samples_per_s"),
-                              "seconds": info.get("seconds"), "steps": info.get("steps")}
-        else:
+        if kind not in heads:
             training[kind] = _train(kind, out, steps_scale, configs.get(kind), device, progress)
             heads[kind] = training[kind]["outputs"]["head"]
     training["tat"] = _train("tat", out, steps_scale, configs.get("tat"), device, progress)
     training["rtd"] = _train("rtd", out, steps_scale, configs.get("rtd"), device, progress, head=heads["lincir"])
-    tat_path, rtd_path = training["tat"]["outputs"]["weights"], training["rtd"]["outputs"]["weights"]
 
-    # -- evaluation ------------------------------------------------------------------------------------------------
     test = SyntheticDataset(out / "world", split="test", n_queries=n_queries, progress=progress)
     val = SyntheticDataset(out / "world", split="val", n_queries=n_queries, progress=progress)
-    rows: list[dict[str, Any]] = []
-    results: dict[tuple[str, str], Any] = {}
-
-    def collection(name: str, pretrained: str) -> Any:
-        enc = TorchEncoder(DEMO_MODEL, pretrained, device=device, decode="exact")  # as the eval harness
-        col = CIRCollection.create(str(out / f"{name}.db"), name, encoder=enc, overwrite=True)
-        ingest_dataset(test, col, progress=False)
-        col.wait_for_index()
-        return col
-
-    def add(recipe: str, backbone: str, col: Any, composer: str, params: dict[str, Any] | None = None,
-            tune: bool = False) -> None:
-        alpha = None
-        if tune:
-            alpha, _ = sweep_alpha(val, col, ALPHAS, composer=composer, composer_params=params)
-        r = evaluate(test, col, composer=composer, alpha=alpha, composer_params=params, ingest=False, progress=False)
-        results[(recipe, composer)] = r
-        info = training.get(recipe, {})
-        rows.append({"recipe": recipe, "backbone": backbone, "composer": composer, "alpha": alpha,
-                     **{k: r.milvus[k] for k in ("R@1", "R@5", "R@10")}, "exact R@1": r.exact["R@1"],
-                     "samples/s": info.get("samples_per_s"), "train s": info.get("seconds")})
-
-    base = collection("base", DEMO_WEIGHTS)
-    for comp in ("image", "text"):
-        add("-", "demo CLIP", base, comp)
-    add("-", "demo CLIP", base, "slerp", tune=True)
-    add("lincir", "demo CLIP", base, "lincir", {"head": heads["lincir"]})
-    add("pic2word", "demo CLIP", base, "pic2word", {"head": heads["pic2word"]})
-    base_recipe = base.encoder.recipe
-    base.close()
-
-    # RTD swaps the text tower only: the base collection (same gallery vectors) is opened with the RTD encoder
-    from cir_milvus.storage.recipe import Recipe, check_compatible
-
-    checks: dict[str, str] = {}
-    rtd_enc = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device=device, text_weights=rtd_path, decode="exact")
-    try:
-        rtd = CIRCollection.open(str(out / "base.db"), "base", encoder=rtd_enc)
-        checks["rtd_open"] = "CIRCollection.open(base, encoder=base weights + RTD text tower) served the base gallery"
-    except RecipeMismatchError as e:
-        checks["rtd_open"] = f"refused (unexpected): {e}"
-        rtd = collection("rtd", DEMO_WEIGHTS)
-    add("rtd", "RTD text tower", rtd, "lincir", {"head": heads["lincir"]})
-    rtd.close()
-
-    tat = collection("tat", tat_path)
-    for comp in ("image", "text"):
-        add("tat", "TAT CLIP", tat, comp)
-    add("tat", "TAT CLIP", tat, "slerp", tune=True)
-    tat_recipe = tat.encoder.recipe
-    tat.close()
-
-    try:
-        check_compatible("base", Recipe(encoder=base_recipe), tat_recipe)
-        checks["tat"] = "accepted (unexpected)"
-    except RecipeMismatchError as e:
-        checks["tat"] = f"refused: {str(e).split(': ', 1)[-1][:160]}"
-    tat_enc = TorchEncoder(DEMO_MODEL, tat_path, device=device, decode="exact")
-    try:
-        CIRCollection.open(str(out / "base.db"), "base", encoder=tat_enc)
-        checks["tat_open"] = "opened (unexpected)"
-    except RecipeMismatchError:
-        checks["tat_open"] = "CIRCollection.open(base, encoder=TAT) raised RecipeMismatchError (re-ingest needed)"
+    board = _Board(out, test, val, device, training)
+    base_recipe = board.base_rows(heads)
+    checks = {"rtd_open": board.rtd_rows(heads["lincir"], training["rtd"]["outputs"]["weights"])}
+    checks.update(board.tat_rows(training["tat"]["outputs"]["weights"], base_recipe))
 
     queries = test.queries()
-    paired = {"TAT slerp vs untuned slerp": paired_r1(queries, results[("-", "slerp")], results[("tat", "slerp")]),
-              "RTD vs its LinCIR head": paired_r1(queries, results[("lincir", "lincir")],
-                                                  results[("rtd", "lincir")])}
-    table = format_rows(rows)
+    res = board.results
+    paired = {"TAT slerp vs untuned slerp": paired_r1(queries, res[("-", "slerp")], res[("tat", "slerp")]),
+              "RTD vs its LinCIR head": paired_r1(queries, res[("lincir", "lincir")], res[("rtd", "lincir")])}
+    table = format_rows(board.rows)
     print_fn("")
     print_fn(f"Synthetic world, test split: {n_queries} composed queries over {len(test.corpus())} images through "
              "Milvus Lite (HNSW, IP); hit = any image of the target combination, reference excluded; slerp alpha "
@@ -194,11 +118,127 @@ def synthetic_report(out: str | Path = "runs/synthetic-report", *, n_queries: in
                  f"{d['gained']} queries gained, {d['lost']} lost; McNemar p = {d['p_mcnemar']:.3g})")
     for name, msg in checks.items():
         print_fn(f"recipe check {name}: {msg}")
-    report = {"rows": rows, "training": training, "checks": checks, "paired": paired, "table": table,
+    report = {"rows": board.rows, "training": training, "checks": checks, "paired": paired, "table": table,
               "seconds": round(time.perf_counter() - t0, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print_fn(f"figures: {out / 'report.json'} ({report['seconds']:.0f} s)")
     return report
+
+
+def _shipped_heads(use_shipped: bool) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The heads shipped in ``cir_milvus/data`` (when ``use_shipped``) and their training figures from the sidecars."""
+    from cir_milvus.models.demo import DATA_DIR
+
+    training: dict[str, dict[str, Any]] = {}
+    heads: dict[str, str] = {}
+    for kind in ("lincir", "pic2word"):
+        shipped = DATA_DIR / f"cir-demo-tiny.{kind}.safetensors"
+        if use_shipped and shipped.is_file():
+            heads[kind] = str(shipped)
+            side = shipped.with_suffix(".json")
+            info = json.loads(side.read_text()) if side.is_file() else {}
+            training[kind] = {"source": str(shipped), "samples_per_s": info.get("samples_per_s"),
+                              "seconds": info.get("seconds"), "steps": info.get("steps")}
+    return training, heads
+
+
+class _Board:
+    """The report's collections and its table: one row per (recipe, composer), evaluated through Milvus Lite."""
+
+    def __init__(self, out: Path, test: Any, val: Any, device: str | None,
+                 training: dict[str, dict[str, Any]]) -> None:
+        self.out, self.test, self.val, self.device, self.training = out, test, val, device, training
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[tuple[str, str], Any] = {}
+
+    def encoder(self, pretrained: str, text_weights: str | None = None) -> Any:
+        from cir_milvus.encoders.torch import TorchEncoder
+        from cir_milvus.models.demo import DEMO_MODEL
+
+        # the reference decoding, as the evaluation harness requires (cir_milvus.eval.runner.check_official)
+        return TorchEncoder(DEMO_MODEL, pretrained, device=self.device, text_weights=text_weights, decode="exact")
+
+    def collection(self, name: str, pretrained: str) -> Any:
+        from cir_milvus.collection import CIRCollection
+        from cir_milvus.eval.runner import ingest_dataset
+
+        col = CIRCollection.create(str(self.out / f"{name}.db"), name, encoder=self.encoder(pretrained),
+                                   overwrite=True)
+        ingest_dataset(self.test, col, progress=False)
+        col.wait_for_index()
+        return col
+
+    def add(self, recipe: str, backbone: str, col: Any, composer: str, params: dict[str, Any] | None = None,
+            tune: bool = False) -> None:
+        from cir_milvus.eval.runner import evaluate, sweep_alpha
+
+        alpha = None
+        if tune:
+            alpha, _ = sweep_alpha(self.val, col, ALPHAS, composer=composer, composer_params=params)
+        r = evaluate(self.test, col, composer=composer, alpha=alpha, composer_params=params, ingest=False,
+                     progress=False)
+        self.results[(recipe, composer)] = r
+        info = self.training.get(recipe, {})
+        self.rows.append({"recipe": recipe, "backbone": backbone, "composer": composer, "alpha": alpha,
+                          **{k: r.milvus[k] for k in ("R@1", "R@5", "R@10")}, "exact R@1": r.exact["R@1"],
+                          "samples/s": info.get("samples_per_s"), "train s": info.get("seconds")})
+
+    def base_rows(self, heads: dict[str, str]) -> dict[str, Any]:
+        """The untuned demo CLIP: baselines, tuned slerp, the LinCIR and Pic2Word heads. Returns its recipe."""
+        from cir_milvus.models.demo import DEMO_WEIGHTS
+
+        base = self.collection("base", DEMO_WEIGHTS)
+        for comp in ("image", "text"):
+            self.add("-", "demo CLIP", base, comp)
+        self.add("-", "demo CLIP", base, "slerp", tune=True)
+        self.add("lincir", "demo CLIP", base, "lincir", {"head": heads["lincir"]})
+        self.add("pic2word", "demo CLIP", base, "pic2word", {"head": heads["pic2word"]})
+        recipe: dict[str, Any] = base.encoder.recipe
+        base.close()
+        return recipe
+
+    def rtd_rows(self, head: str, rtd_path: str) -> str:
+        """RTD swaps the text tower only: the base collection (same gallery vectors) is opened with the RTD
+        encoder. Returns what the recipe check saw."""
+        from cir_milvus.collection import CIRCollection
+        from cir_milvus.errors import RecipeMismatchError
+        from cir_milvus.models.demo import DEMO_WEIGHTS
+
+        try:
+            rtd = CIRCollection.open(str(self.out / "base.db"), "base",
+                                     encoder=self.encoder(DEMO_WEIGHTS, text_weights=rtd_path))
+            check = "CIRCollection.open(base, encoder=base weights + RTD text tower) served the base gallery"
+        except RecipeMismatchError as e:
+            check = f"refused (unexpected): {e}"
+            rtd = self.collection("rtd", DEMO_WEIGHTS)
+        self.add("rtd", "RTD text tower", rtd, "lincir", {"head": head})
+        rtd.close()
+        return check
+
+    def tat_rows(self, tat_path: str, base_recipe: dict[str, Any]) -> dict[str, str]:
+        """TAT tunes the image tower: its own, re-ingested collection; the base collection must refuse it."""
+        from cir_milvus.collection import CIRCollection
+        from cir_milvus.errors import RecipeMismatchError
+        from cir_milvus.storage.recipe import Recipe, check_compatible
+
+        tat = self.collection("tat", tat_path)
+        for comp in ("image", "text"):
+            self.add("tat", "TAT CLIP", tat, comp)
+        self.add("tat", "TAT CLIP", tat, "slerp", tune=True)
+        tat_recipe = tat.encoder.recipe
+        tat.close()
+        checks: dict[str, str] = {}
+        try:
+            check_compatible("base", Recipe(encoder=base_recipe), tat_recipe)
+            checks["tat"] = "accepted (unexpected)"
+        except RecipeMismatchError as e:
+            checks["tat"] = f"refused: {str(e).split(': ', 1)[-1][:160]}"
+        try:
+            CIRCollection.open(str(self.out / "base.db"), "base", encoder=self.encoder(tat_path))
+            checks["tat_open"] = "opened (unexpected)"
+        except RecipeMismatchError:
+            checks["tat_open"] = "CIRCollection.open(base, encoder=TAT) raised RecipeMismatchError (re-ingest needed)"
+        return checks
 
 
 def paired_r1(queries: list[Any], base: Any, new: Any) -> dict[str, Any]:

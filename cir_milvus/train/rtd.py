@@ -51,16 +51,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cir_milvus.errors import ConfigError, DatasetError
-from cir_milvus.train.common import (
-    TrainConfig,
-    TrainResult,
-    _pick,
-    _read_rows,
-    decay_groups,
-    epoch_indices,
-    setup,
-    step_rng,
-)
+from cir_milvus.train.config import TrainConfig
+from cir_milvus.train.data import epoch_indices, pick_column, read_rows, step_rng
+from cir_milvus.train.device import setup
+from cir_milvus.train.loop import TrainResult
+from cir_milvus.train.optim import decay_groups
 
 __all__ = ["RTDConfig", "RTDRecipe", "TripletSource", "grouped_nt_xent", "nt_xent", "read_triplets",
            "synthetic_text_triplets"]
@@ -188,9 +183,9 @@ def read_triplets(source: str) -> TripletSource:
                 raise DatasetError(f"{path} is neither a JSON list of rows nor JSON lines: {e}") from e
         rows = data
     else:
-        rows = _read_rows(path)
-    out = [(str(_pick(r, REF_KEYS, path)), str(_pick(r, COND_KEYS, path)), str(_pick(r, TARGET_KEYS, path)))
-           for r in rows]
+        rows = read_rows(path)
+    out = [(str(pick_column(r, REF_KEYS, path)), str(pick_column(r, COND_KEYS, path)),
+            str(pick_column(r, TARGET_KEYS, path))) for r in rows]
     if not out:
         raise DatasetError(f"{path} holds no triplets")
     return TripletSource(out, str(path))

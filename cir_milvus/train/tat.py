@@ -34,7 +34,10 @@ import numpy as np
 
 from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ConfigError
-from cir_milvus.train.common import TrainConfig, TrainResult, read_images, setup
+from cir_milvus.train.config import TrainConfig
+from cir_milvus.train.data import read_images
+from cir_milvus.train.device import setup
+from cir_milvus.train.loop import TrainResult
 from cir_milvus.train.pic2word import clip_infonce
 
 __all__ = ["DEFAULT_TARGETS", "TATConfig", "TATRecipe"]

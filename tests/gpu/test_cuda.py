@@ -90,8 +90,9 @@ def test_collection_search_with_cuda_encoder_matches_cpu(tmp_path: Path, cpu_enc
 
 @pytest.mark.parametrize("kind", ["lincir", "pic2word", "tat", "rtd"])
 def test_recipes_train_on_cuda_under_autocast(kind: str, tmp_path: Path) -> None:
-    from cir_milvus.train.common import load_config, run
+    from cir_milvus.train.config import load_config
     from cir_milvus.train.lincir import LinCIRConfig, LinCIRRecipe
+    from cir_milvus.train.loop import run
     from cir_milvus.train.pic2word import Pic2WordConfig, Pic2WordRecipe
     from cir_milvus.train.rtd import RTDConfig, RTDRecipe
     from cir_milvus.train.tat import TATConfig, TATRecipe

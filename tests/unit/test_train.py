@@ -13,15 +13,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
 from cir_milvus.errors import ConfigError, DatasetError, RecipeMismatchError  # noqa: E402
-from cir_milvus.train.common import (  # noqa: E402
-    TrainConfig,
-    epoch_indices,
-    load_config,
-    read_captions,
-    read_images,
-    run,
-)
+from cir_milvus.train.config import TrainConfig, load_config  # noqa: E402
+from cir_milvus.train.data import epoch_indices, read_captions, read_images  # noqa: E402
 from cir_milvus.train.lincir import LinCIRConfig, LinCIRRecipe, mask_keywords  # noqa: E402
+from cir_milvus.train.loop import run  # noqa: E402
 
 TINY = {"batch_size": 8, "progress": False, "repeat_batch": True, "seed": 0, "val": "none"}
 
@@ -132,7 +127,6 @@ def test_nt_xent_matches_searle_formula() -> None:
 
 
 def test_multi_positive_infonce() -> None:
-    from cir_milvus.train.common import read_images
     from cir_milvus.train.pic2word import clip_infonce
 
     g = torch.Generator().manual_seed(0)

@@ -22,7 +22,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 F = torch.nn.functional
 
-from cir_milvus.train.common import TrainConfig, decay_groups, load_config, lr_at, run  # noqa: E402
+from cir_milvus.train.config import TrainConfig, load_config  # noqa: E402
 from cir_milvus.train.lincir import (  # noqa: E402
     LinCIRConfig,
     LinCIRRecipe,
@@ -30,6 +30,8 @@ from cir_milvus.train.lincir import (  # noqa: E402
     keyword_spans,
     mask_keywords_spacy,
 )
+from cir_milvus.train.loop import run  # noqa: E402
+from cir_milvus.train.optim import decay_groups, lr_at  # noqa: E402
 
 TINY = {"batch_size": 8, "progress": False, "seed": 0, "val": "none", "pretrained": None}
 
