@@ -14,10 +14,13 @@ from tqdm.auto import tqdm
 
 from cir_milvus.eval.datasets import CIRDataset, CIRQuery, GalleryImage
 from cir_milvus.synthetic import SyntheticWorld
+from cir_milvus.synthetic_families import FAMILIES, FamilyQuery, family_queries
 
 __all__ = ["SPLIT_SEEDS", "SyntheticDataset"]
 
 SPLIT_SEEDS = {"val": 1, "test": 2}
+"""Query seeds of the splits; the query families (:meth:`SyntheticDataset.family`) feed the same seeds to streams of
+their own, so they never coincide with the standard queries."""
 
 
 class SyntheticDataset(CIRDataset):
@@ -73,3 +76,15 @@ class SyntheticDataset(CIRDataset):
             out.append(CIRQuery(query_id=f"{self.split}-{i}", reference_id=t.reference_id, captions=(t.text,),
                                 target_ids=t.target_ids, subset_ids=None, category=None))
         return out
+
+    def family(self, name: str, n_queries: int | None = None) -> list[FamilyQuery]:
+        """The split's queries of one family (``negation``, ``references``, ``feedback``, ``alphas``; see
+        :mod:`cir_milvus.synthetic_families`), ``n_queries`` of them (default: the data set's ``n_queries``).
+
+        Raises:
+            ValueError: an unknown family (the message lists them).
+        """
+        if name not in FAMILIES:
+            raise ValueError(f"unknown query family {name!r}; choose one of {list(FAMILIES)}")
+        return family_queries(self.world, name, self.n_queries if n_queries is None else n_queries,
+                              seed=SPLIT_SEEDS[self.split])
