@@ -40,14 +40,12 @@ def create_app(collections: Any, **kwargs: Any) -> FastAPI:
 
 
 def run(app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn until interrupted (binds 127.0.0.1 unless told otherwise).
+    """Serve ``app`` with uvicorn until interrupted (binds 127.0.0.1 unless told otherwise); silent and slow
+    connections are closed (see :mod:`cir_milvus.serve.server`).
 
     Raises:
         BackendUnavailableError: uvicorn is not installed (``pip install 'cir_milvus[serve]'``).
     """
-    from cir_milvus._optional import require
+    from cir_milvus.serve.server import run as _run
 
-    uvicorn = require("uvicorn", extra="serve", purpose="cir-milvus serve")
-    # bounded: past 256 open connections uvicorn answers 503 instead of queueing without end
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, server_header=False,
-                limit_concurrency=256)
+    _run(app, host=host, port=port, log_level=log_level)

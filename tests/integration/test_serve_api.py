@@ -47,7 +47,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     torch.manual_seed(5)
     searle = str(Head("searle", SearlePhi(128, 256, 128)).save(base / "searle_head"))
     col = CIRCollection.create(str(base / "c.db"), "demo", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu")
+                               device="cpu", fields={"background": ("varchar", 16)})
     ids = list(col.add(paths, metadata=metadata))
     # stored with sources the server must refuse: a symlink out of the root, and a file outside every root
     escape_id, outside_id = col.add([str(root / "escape.png"), str(secret)], ids=["escape", "outside"])
@@ -181,17 +181,28 @@ def test_filters_are_values_only(env: Any) -> None:
            400)
 
 
-def test_group_by(env: Any) -> None:
-    c, ids = env["client"], env["ids"]
-    hits = c.post("/search", json={"ref_id": ids[0], "text": "make it red", "k": 5, "group_by": "colour"}).json()["hits"]
-    colours = [h["metadata"].get("colour") for h in hits]
-    assert len(hits) == 5 and len(set(colours)) == 5
-    plain = c.post("/search", json={"ref_id": ids[0], "text": "make it red", "k": 40}).json()["hits"]
-    first_of_each: dict[str | None, str] = {}
-    for h in plain:
-        first_of_each.setdefault(h["metadata"].get("colour"), h["id"])
-    assert [h["id"] for h in hits] == list(first_of_each.values())[:5]  # the best hit of each colour, in order
-    _error(c.post("/search", json={"ref_id": ids[0], "text": "x", "group_by": "background"}), 400)
+def test_group_by_goes_through_the_store(env: Any) -> None:
+    c, ids, col = env["client"], env["ids"], env["col"]
+    assert c.get("/info").json()["collections"][0]["group_by"] == ["background"]
+    hits = c.post("/search", json={"ref_id": ids[0], "text": "make it red", "k": 3, "group_by": "background"})
+    assert hits.status_code == 200, hits.text
+    got = hits.json()["hits"]
+    backgrounds = [h["metadata"]["background"] for h in got]
+    assert len(got) == 3 and len(set(backgrounds)) == 3
+    want = col.search(ref_id=ids[0], text="make it red", k=3, group_by="background")  # the library's answer
+    assert [h["id"] for h in got] == [h.id for h in want]
+    # the best hit of each value, in score order (the reference kept: the store excludes after grouping)
+    q = {"ref_id": ids[0], "text": "make it red", "exclude_reference": False}
+    grouped = c.post("/search", json={**q, "k": 3, "group_by": "background"}).json()["hits"]
+    first_of_each: dict[str, str] = {}
+    for h in c.post("/search", json={**q, "k": 40}).json()["hits"]:
+        first_of_each.setdefault(h["metadata"]["background"], h["id"])
+    assert [h["id"] for h in grouped] == list(first_of_each.values())[:3]
+    # a JSON metadata key is not a field the library groups by: the library's refusal, as a 400
+    with pytest.raises(ConfigError, match="typed scalar field") as refused:
+        col.search(ref_id=ids[0], text="x", group_by="colour")
+    assert _error(c.post("/search", json={"ref_id": ids[0], "text": "x", "group_by": "colour"}),
+                  400)["message"] == str(refused.value)
 
 
 # -- images --------------------------------------------------------------------------------------------------------
@@ -414,9 +425,9 @@ def test_cli_builds_the_app(env: Any, tmp_path: Path) -> None:
 
 def test_storage_errors_say_nothing_inside() -> None:
     from cir_milvus.errors import StorageError
-    from cir_milvus.serve.app import _status_of
+    from cir_milvus.serve.errors import status_of
 
-    status, message = _status_of(StorageError("Milvus failed to search 'demo' at http://user:pw@10.0.0.5:19530"))
+    status, message = status_of(StorageError("Milvus failed to search 'demo' at http://user:pw@10.0.0.5:19530"))
     assert status == 503 and "10.0.0.5" not in message and "pw" not in message and "server log" in message
-    status, message = _status_of(ConfigError("k must be between 1 and 16384, got 0"))
+    status, message = status_of(ConfigError("k must be between 1 and 16384, got 0"))
     assert (status, message) == (400, "k must be between 1 and 16384, got 0")  # the library's message, as it is

@@ -68,7 +68,8 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     col = CIRCollection.create(str(base / "c.db"), "shapes", model="cir-demo-tiny", pretrained="cir-demo",
                                device="cpu")
     ids = list(col.add(paths[1:], metadata=metadata[1:]))
-    yield {"col": col, "root": base / "gallery", "reference": paths[0], "ids": ids}
+    names = {i: os.path.basename(p) for i, p in zip(ids, paths[1:])}
+    yield {"col": col, "root": base / "gallery", "reference": paths[0], "ids": ids, "names": names}
     col.close()
 
 
@@ -98,10 +99,16 @@ def test_page_renders_result_tiles(gallery: dict[str, Any], browser: Any) -> Non
         page.on("request", lambda r: requests.append(r.url))
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         _run_query(page, base, gallery["reference"], "make it blue")
         tiles = page.locator(".tile")
         assert tiles.count() == 12  # the page's default number of hits
-        assert tiles.first.get_attribute("data-id") in gallery["ids"]
+        first_id = tiles.first.get_attribute("data-id")
+        assert first_id in gallery["ids"]
+        # tiles are labelled with the source file name, the id on hover
+        name = tiles.first.locator(".name")
+        assert name.inner_text() == gallery["names"][first_id] and first_id in (name.get_attribute("title") or "")
         scores = [float(s) for s in page.locator(".tile .score").all_inner_texts()]
         assert scores == sorted(scores, reverse=True)
         # every thumbnail really loaded (naturalWidth > 0), and metadata shows on hover
@@ -118,7 +125,29 @@ def test_page_renders_result_tiles(gallery: dict[str, Any], browser: Any) -> Non
             page.mouse.move(1, 1)
             page.wait_for_timeout(300)
             page.screenshot(path=os.environ["CIR_SERVE_SCREENSHOT"])
+        # the alpha slider searches again (debounced), the old tiles marked stale meanwhile, and the tiles change
+        page.evaluate("window.__stale = false; new MutationObserver(() => { if (document.getElementById('results')"
+                      ".classList.contains('stale')) window.__stale = true; }).observe(document.getElementById("
+                      "'results'), {attributes: true})")
+        before = page.locator(".tile .score").all_inner_texts()
+        searches: list[str] = []
+        page.on("request", lambda r: searches.append(r.url) if r.url.endswith("/search") else None)
+        for value in ("0.3", "0.1"):  # two moves in a row: one search, with the resting value
+            page.eval_on_selector("#alpha", f"(el) => {{ el.value = '{value}'; "
+                                            "el.dispatchEvent(new Event('input', {bubbles: true})); }")
+        page.wait_for_function("document.getElementById('status').textContent.includes('alpha 0.10')")
+        page.wait_for_function("!document.getElementById('results').classList.contains('stale')")
+        assert page.evaluate("window.__stale") is True and len(searches) == 1
+        assert page.locator(".tile .score").all_inner_texts() != before
+        # keyboard: a focused tile searches from it on Enter
+        page.locator(".tile").nth(2).focus()
+        third = page.locator(".tile").nth(2).get_attribute("data-id")
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"document.getElementById('ref-label').textContent.includes('{third}')")
+        page.wait_for_function(f"[...document.querySelectorAll('.tile')].length > 0 && "
+                               f"![...document.querySelectorAll('.tile')].some(t => t.dataset.id === '{third}')")
         # clicking a hit makes it the reference (by stored id) and searches again
+        tiles = page.locator(".tile")
         second = tiles.nth(1).get_attribute("data-id")
         tiles.nth(1).click()
         page.wait_for_function(f"document.getElementById('ref-label').textContent.includes('{second}')")
@@ -130,7 +159,7 @@ def test_page_renders_result_tiles(gallery: dict[str, Any], browser: Any) -> Non
         page.wait_for_function("document.getElementById('status').textContent.includes('hits') && "
                                "[...document.querySelectorAll('.tile .meta')].every(m => m.textContent.includes('"
                                "colour: \"red\"'))")
-        assert errors == []
+        assert errors == [] and failed == []  # no 404 for the favicon, no failed thumbnail
         assert all(u.startswith(base) or u.startswith(("blob:", "data:")) for u in requests), requests
         page.close()
 
@@ -145,6 +174,7 @@ def test_page_with_api_token(gallery: dict[str, Any], browser: Any) -> None:
         page.fill("#token", TOKEN)
         page.dispatch_event("#token", "change")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        assert page.is_hidden("#filters") and page.is_hidden("#group-box")  # no filter fields: no empty boxes
         page.set_input_files("#file", gallery["reference"])
         page.fill("#text", "make it green")
         page.click("#go")

@@ -93,6 +93,9 @@ def test_serve_from_a_bundle_without_torch(tmp_path: Path) -> None:
     assert report["torch_loaded"] == []
     info = report["info"]["collections"][0]
     assert info["backend"] == "onnx"
+    assert info["runtime"] == {"backend": "onnxruntime", "device": "cpu", "provider": "CPUExecutionProvider"}
+    assert sorted(info["unavailable_composers"]) == ["searle"]  # no searle head in the bundle: listed, with why
+    assert info["unavailable_composers"]["searle"]
     assert sorted(info["composers"]) == ["combined", "image", "lincir", "pic2word", "slerp", "sum", "text"]
     assert report["thumb"] == [200, "image/jpeg"] and report["page"] == 200
 

@@ -2,7 +2,8 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { info: null, file: null, refId: null, seen: {} };
+  const state = { info: null, file: null, refId: null, seen: {}, seq: 0, searched: false, timer: null };
+  const ALPHA_DEBOUNCE_MS = 250;
 
   const token = () => $("token").value.trim() || sessionStorage.getItem("cir-token") || "";
   const authHeaders = () => (token() ? { Authorization: "Bearer " + token() } : {});
@@ -23,12 +24,18 @@
 
   function fillCollection() {
     const c = collection();
-    $("count").textContent = c.count + " images · " + c.model + " (" + c.backend + ")";
+    const rt = c.runtime || {};
+    $("count").textContent = c.count + " images · " + c.model + " (" + (rt.backend || c.backend) +
+      (rt.provider ? " · " + rt.provider : rt.device ? " · " + rt.device : "") + ")";
     const sel = $("composer"); sel.innerHTML = "";
     for (const name of Object.keys(c.composers)) {
       const o = document.createElement("option"); o.value = o.textContent = name;
       if (name === c.default_composer) o.selected = true;
       sel.appendChild(o);
+    }
+    for (const [name, why] of Object.entries(c.unavailable_composers || {})) {
+      const o = document.createElement("option"); o.value = name; o.textContent = name + " (unavailable)";
+      o.disabled = true; o.title = why; sel.appendChild(o);
     }
     const box = $("filter-fields"); box.innerHTML = "";
     const group = $("group-by"); group.innerHTML = '<option value="">—</option>';
@@ -38,9 +45,12 @@
       inp.setAttribute("list", "values-" + f);
       const dl = document.createElement("datalist"); dl.id = "values-" + f;
       lab.appendChild(inp); box.appendChild(lab); box.appendChild(dl);
+    }
+    for (const f of c.group_by || []) {
       const o = document.createElement("option"); o.value = o.textContent = f; group.appendChild(o);
     }
-    $("filters").hidden = c.filters.fields.length === 0;
+    $("filters").hidden = c.filters.fields.length === 0; // no empty boxes
+    $("group-box").hidden = (c.group_by || []).length === 0;
     fillComposer();
   }
 
@@ -71,7 +81,7 @@
     state.file = null; state.refId = hit.id;
     const img = $("ref-preview");
     if (hit.thumbnail_url) { img.src = await imageSrc(hit.thumbnail_url); img.hidden = false; $("drop-hint").hidden = true; }
-    $("ref-label").textContent = "reference: stored image " + hit.id;
+    $("ref-label").textContent = "reference: " + (hit.source_name || "stored image") + " (id " + hit.id + ")";
   }
 
   function rememberValues(hits) {
@@ -98,13 +108,22 @@
     return q;
   }
 
+  function ready(quiet) {
+    const comp = collection().composers[$("composer").value];
+    if (comp.needs_image && !state.file && !state.refId) { if (!quiet) showError("choose a reference image first (or click a result)"); return false; }
+    if (comp.needs_text && !$("text").value.trim()) { if (!quiet) { showError("type a modification text"); $("text").focus(); } return false; }
+    return true;
+  }
+
   async function search() {
-    const c = collection(), comp = c.composers[$("composer").value];
-    if (comp.needs_image && !state.file && !state.refId) { showError("choose a reference image first (or click a result)"); return; }
-    if (comp.needs_text && !$("text").value.trim()) { showError("type a modification text"); $("text").focus(); return; }
-    showError(""); $("go").disabled = true; $("status").textContent = "searching…";
+    clearTimeout(state.timer);
+    if (!ready(false)) return;
+    const seq = ++state.seq; // a newer search makes this one's answer stale: it is dropped
+    showError(""); $("status").textContent = "searching…";
+    $("results").classList.add("stale"); $("results").setAttribute("aria-busy", "true");
+    const comp = collection().composers[$("composer").value];
+    const q = query();
     try {
-      const q = query();
       let res;
       if (state.file && comp.needs_image) {
         const form = new FormData();
@@ -114,33 +133,51 @@
       } else {
         res = await api("search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(q) });
       }
-      render(await res.json());
+      const result = await res.json();
+      if (seq === state.seq) { render(result, q); state.searched = true; }
     } catch (e) {
-      showError(e.message); $("status").textContent = "";
-    } finally { $("go").disabled = false; }
+      if (seq === state.seq) { showError(e.message); $("status").textContent = ""; }
+    } finally {
+      if (seq === state.seq) { $("results").classList.remove("stale"); $("results").removeAttribute("aria-busy"); }
+    }
   }
 
-  function render(result) {
+  function searchSoon() { // the alpha slider: search again once it rests
+    clearTimeout(state.timer);
+    if (state.searched && ready(true)) {
+      $("results").classList.add("stale");
+      state.timer = setTimeout(search, ALPHA_DEBOUNCE_MS);
+    }
+  }
+
+  function render(result, q) {
     const box = $("results"); box.innerHTML = "";
-    $("status").textContent = result.hits.length + " hits · " + result.composer + " · " + result.took_ms + " ms";
+    $("status").textContent = result.hits.length + " hits · " + result.composer +
+      (q.alpha !== undefined ? " · alpha " + q.alpha.toFixed(2) : "") + " · " + result.took_ms + " ms";
     rememberValues(result.hits);
     for (const hit of result.hits) {
+      const name = hit.source_name || hit.id;
       const tile = document.createElement("div"); tile.className = "tile"; tile.dataset.id = hit.id;
-      tile.title = "click to search from this image";
+      tile.tabIndex = 0; tile.setAttribute("role", "button");
+      tile.title = name + "\nid " + hit.id + "\nclick or press Enter to search from this image";
+      tile.setAttribute("aria-label", "search from " + name + " (score " + hit.score.toFixed(3) + ")");
       const frame = document.createElement("div"); frame.className = "img";
       if (hit.thumbnail_url) {
-        const img = document.createElement("img"); img.alt = hit.id; img.loading = "lazy";
+        const img = document.createElement("img"); img.alt = name; img.loading = "lazy";
         imageSrc(hit.thumbnail_url).then((src) => { img.src = src; }).catch(() => { img.alt = "(no image)"; });
         frame.appendChild(img);
       } else { frame.textContent = "no image"; }
       const cap = document.createElement("div"); cap.className = "cap";
       const score = document.createElement("span"); score.className = "score"; score.textContent = hit.score.toFixed(3);
-      const id = document.createElement("span"); id.className = "id"; id.textContent = hit.id;
-      cap.append(score, id);
+      const label = document.createElement("span"); label.className = "name"; label.textContent = name;
+      label.title = "id " + hit.id;
+      cap.append(score, label);
       const meta = document.createElement("div"); meta.className = "meta";
       meta.textContent = Object.entries(hit.metadata).map(([k, v]) => k + ": " + JSON.stringify(v)).join("\n") || "(no metadata)";
       tile.append(frame, meta, cap);
-      tile.addEventListener("click", () => { setReferenceHit(hit).then(search); });
+      const pick = () => { setReferenceHit(hit).then(search); };
+      tile.addEventListener("click", pick);
+      tile.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(); } });
       box.appendChild(tile);
     }
   }
@@ -171,7 +208,7 @@
   $("form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
   $("collection").addEventListener("change", () => { state.refId = null; fillCollection(); });
   $("composer").addEventListener("change", fillComposer);
-  $("alpha").addEventListener("input", () => { state.alphaTouched = true; fillComposer(); });
+  $("alpha").addEventListener("input", () => { state.alphaTouched = true; fillComposer(); searchSoon(); });
   $("token").addEventListener("change", () => { sessionStorage.setItem("cir-token", $("token").value.trim()); load(); });
   load();
 })();
