@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.artifacts import SearchPath
+from cir_milvus.collection.queries import batch_specs, run_search, single_spec
 from cir_milvus.collection.record import AddResult, read_input, source_name
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
@@ -598,8 +599,12 @@ class CIRCollection:
 
     def compose(self, images: Sequence[ImageInput] | None, texts: Sequence[Any], *,
                 ref_ids: Sequence[str] | None = None, composer: str | None = None, alpha: float | None = None,
-                truncate: bool = False, **composer_params: Any) -> Embeddings:
+                truncate: bool = False, reference_embeddings: Embeddings | None = None,
+                **composer_params: Any) -> Embeddings:
         """Query vectors ``[N, D]`` for (image or stored id, text) pairs, without searching.
+
+        ``reference_embeddings`` gives RAW reference embeddings ``[N, D]`` already computed (e.g. several references
+        combined with :func:`cir_milvus.query.combine_references`) instead of ``images`` / ``ref_ids``.
 
         Raises:
             ConfigError: an empty text, a text longer than the encoder's context length (unless ``truncate=True``,
@@ -614,7 +619,9 @@ class CIRCollection:
         with text_truncation(truncate):
             early = _TextFeatures(comp, self.encoder, list(texts)) if images is not None and ref_ids is None else None
             try:
-                img = self._query_image_embeddings(comp, images, ref_ids, n)
+                img = (np.asarray(reference_embeddings, dtype=np.float32)
+                       if reference_embeddings is not None and comp.needs_image
+                       else self._query_image_embeddings(comp, images, ref_ids, n))
             except BaseException:
                 if early is not None:
                     early.discard()  # the image's error is the one to report
@@ -635,9 +642,18 @@ class CIRCollection:
         k: int = 10,
         filter: str | None = None,
         composer: str | None = None,
-        alpha: float | None = None,
+        alpha: float | Sequence[float] | None = None,
         *,
-        ref_id: str | None = None,
+        ref_id: Id | None = None,
+        images: Sequence[ImageInput] | None = None,
+        ref_ids: Sequence[Id] | None = None,
+        weights: Sequence[float] | None = None,
+        negative: str | Sequence[str] | None = None,
+        like: Sequence[Id] | None = None,
+        unlike: Sequence[Id] | None = None,
+        dedupe: float | None = None,
+        return_query_vector: bool = False,
+        output_vectors: bool = False,
         filter_params: Mapping[str, Any] | None = None,
         output_fields: Sequence[str] | None = None,
         exclude_reference: bool = True,
@@ -646,7 +662,10 @@ class CIRCollection:
         group_by: str | None = None,
         **composer_params: Any,
     ) -> Hits:
-        """Composed search: reference image (or stored ``ref_id``) + modification text → top-``k`` hits.
+        """Composed search: reference image(s) (or stored ids) + modification text → top-``k`` hits.
+
+        The query rules (several references, negation, feedback, fused alphas, near-duplicates) and their sources
+        are in ``docs/queries.md``.
 
         Args:
             image: reference image (path, bytes or PIL); or use ``ref_id``.
@@ -654,70 +673,58 @@ class CIRCollection:
             k: number of hits.
             filter: Milvus filter template, e.g. ``'metadata["brand"] == {brand}'``.
             composer: override the recipe's composer.
-            alpha: override the composer's alpha.
+            alpha: override the composer's alpha; a list (``[0.6, 0.7, 0.8, 0.9]``) runs one query per alpha and
+                fuses the lists by reciprocal rank (k = 60).
             ref_id: id of a stored image to use as the reference (its stored vector is reused).
+            images: several reference images, combined on the sphere (weighted spherical mean) before composing.
+            ref_ids: several stored references (with ``images``: images first, then ids, in ``weights`` order).
+            weights: one non-negative weight per reference (default equal).
+            negative: a text or list of texts to move the query away from (orthogonal negation).
+            like, unlike: stored ids to move towards / away from (Rocchio on their stored vectors); they are left
+                out of the hits.
+            dedupe: drop a hit whose cosine to a better kept hit reaches this threshold in (0, 1], e.g. 0.98.
+            return_query_vector: give each hit the query vector (``hit.query_vector``).
+            output_vectors: give each hit its stored, L2-normalised vector (``hit.vector``).
             filter_params: values for the filter's ``{placeholders}``.
-            output_fields: fields to return besides ``id`` (default ``source`` and ``metadata``; never vectors).
-            exclude_reference: drop the reference (by id) from the hits.
+            output_fields: fields to return besides ``id`` (default ``source`` and ``metadata``).
+            exclude_reference: drop the reference(s) (by id) from the hits.
             search_params: index search parameters (HNSW ``ef``, IVF ``nprobe``).
             truncate: cut texts longer than the encoder's context length (with a warning) instead of raising.
             group_by: a typed field (declared with ``fields=``): at most one hit per value, e.g. per product.
             **composer_params: other composer overrides (``template``, ``head``...).
+
+        Raises:
+            ConfigError: no reference for a composer that needs one, unknown ids in ``ref_ids``/``like``/``unlike``,
+                weights that do not match the references, empty lists, a threshold outside (0, 1], an alpha outside
+                [0, 1].
         """
-        if image is None and ref_id is None and (composer or self.recipe.composer["name"]) != "text":
-            raise ConfigError("search needs image= or ref_id= (or composer='text')")
-        texts = [text if text is not None else ""]
-        images = [image] if image is not None else None
-        q = self.compose(images, texts, ref_ids=[ref_id] if ref_id is not None else None, composer=composer,
-                         alpha=alpha, truncate=truncate, **composer_params)
-        exclude = self._reference_ids(images, [ref_id] if ref_id is not None else None, 1, exclude_reference)
-        return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
-                                   exclude_ids=exclude, search_params=search_params, group_by=group_by)[0]
-
-    def _reference_ids(self, images: Sequence[ImageInput] | None, ref_ids: Sequence[Id] | None, n: int,
-                       exclude: bool) -> list[Any]:
-        """Stored ids to drop from each query's hits: ``ref_id``; for an image given by path or bytes, the rows
-        stored from it whatever the id scheme (its content id, and the rows whose ``source`` is its path)."""
-        if not exclude:
-            return [None] * n
-        if ref_ids is not None:
-            return list(ref_ids)
-        if images is None:
-            return [None] * n
-        from cir_milvus.images import content_id
-
-        out: list[Any] = []
-        by_source: dict[str, list[Any]] = {}
-        paths = [source_name(im) for im in images if isinstance(im, (str, os.PathLike))]
-        if paths and self.store.fields.source_field:
-            f = self.store.fields.source_field
-            for r in self.store.query(f"{f} in {{paths}}", {"paths": list(dict.fromkeys(paths))},
-                                      output_fields=[f], limit=min(16384, 16 * len(paths))):
-                by_source.setdefault(r["source"], []).append(r["id"])
-        for im in images:
-            ex: list[Any] = []
-            if isinstance(im, (str, bytes, os.PathLike)):
-                try:
-                    cid = content_id(im)
-                    if self.store.check_id(cid) is None:
-                        ex.append(cid)
-                except Exception:  # noqa: BLE001 - an unreadable reference fails later with a clear error
-                    pass
-            if isinstance(im, (str, os.PathLike)):
-                ex.extend(by_source.get(source_name(im), []))
-            out.append(ex or None)
-        return out
+        spec = single_spec(text if text is not None else "", image=image, ref_id=ref_id, images=images,
+                           ref_ids=ref_ids, weights=weights, negative=negative, like=like, unlike=unlike)
+        if not spec.references and (composer or self.recipe.composer["name"]) != "text":
+            raise ConfigError("search needs image= or ref_id= (or images=/ref_ids=, or composer='text')")
+        return run_search(self, [spec], k=k, alpha=alpha, dedupe=dedupe, return_query_vector=return_query_vector,
+                          output_vectors=output_vectors, exclude_reference=exclude_reference,
+                          compose_kw={"composer": composer, "truncate": truncate, "composer_params": composer_params},
+                          search_kw={"filter": filter, "filter_params": filter_params, "group_by": group_by,
+                                     "output_fields": output_fields, "search_params": search_params})[0]
 
     def search_batch(
         self,
-        images: Sequence[ImageInput] | None,
+        images: Sequence[ImageInput | Sequence[ImageInput] | None] | None,
         texts: Sequence[Any],
         k: int = 10,
         filter: str | None = None,
         composer: str | None = None,
-        alpha: float | None = None,
+        alpha: float | Sequence[float] | None = None,
         *,
-        ref_ids: Sequence[str] | None = None,
+        ref_ids: Sequence[Id | Sequence[Id] | None] | None = None,
+        weights: Sequence[Sequence[float] | None] | None = None,
+        negative: str | Sequence[str | Sequence[str] | None] | None = None,
+        like: Sequence[Sequence[Id] | None] | None = None,
+        unlike: Sequence[Sequence[Id] | None] | None = None,
+        dedupe: float | None = None,
+        return_query_vector: bool = False,
+        output_vectors: bool = False,
         filter_params: Mapping[str, Any] | None = None,
         output_fields: Sequence[str] | None = None,
         exclude_reference: bool = True,
@@ -726,14 +733,22 @@ class CIRCollection:
         group_by: str | None = None,
         **composer_params: Any,
     ) -> list[Hits]:
-        """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 queries."""
+        """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 query vectors.
+
+        Takes :meth:`search`'s arguments with one entry per text: ``images[i]`` (an image, or a list of them for
+        several references), ``ref_ids[i]`` (an id or a list), ``weights[i]``, ``negative[i]`` (a single string
+        applies to every query), ``like[i]``, ``unlike[i]``; ``None`` where a query has none. ``alpha``,
+        ``dedupe`` and the rest apply to every query.
+        """
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")
-        q = self.compose(images, list(texts), ref_ids=ref_ids, composer=composer, alpha=alpha, truncate=truncate,
-                         **composer_params)
-        exclude = self._reference_ids(images, ref_ids, len(q), exclude_reference)
-        return self.search_vectors(q, k=k, filter=filter, filter_params=filter_params, output_fields=output_fields,
-                                   exclude_ids=exclude, search_params=search_params, group_by=group_by)
+        specs = batch_specs(list(texts), images=images, ref_ids=ref_ids, weights=weights, negative=negative,
+                            like=like, unlike=unlike)
+        return run_search(self, specs, k=k, alpha=alpha, dedupe=dedupe, return_query_vector=return_query_vector,
+                          output_vectors=output_vectors, exclude_reference=exclude_reference,
+                          compose_kw={"composer": composer, "truncate": truncate, "composer_params": composer_params},
+                          search_kw={"filter": filter, "filter_params": filter_params, "group_by": group_by,
+                                     "output_fields": output_fields, "search_params": search_params})
 
     def search_vectors(
         self,

@@ -110,16 +110,27 @@ class Hit:
         score: the metric's score (IP / cosine: higher is better; L2: lower is better).
         metadata: the stored metadata dict, with typed and dynamic fields merged in.
         source: the file path the image came from ("" when added as bytes/PIL).
+        vector: the stored (L2-normalised) vector, when the search asked for it (``output_vectors=True``).
+        query_vector: the query vector that found the hit, when asked for (``return_query_vector=True``).
     """
 
     id: Id
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    query_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"id", "score", "source", "metadata"}`` (JSON-able)."""
-        return {"id": self.id, "score": self.score, "source": self.source, "metadata": dict(self.metadata)}
+        """``{"id", "score", "source", "metadata"}`` plus ``"vector"`` / ``"query_vector"`` (lists of floats) when
+        set (JSON-able)."""
+        out: dict[str, Any] = {"id": self.id, "score": self.score, "source": self.source,
+                               "metadata": dict(self.metadata)}
+        for key in ("vector", "query_vector"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = [float(x) for x in value]
+        return out
 
 
 class Hits(list[Hit]):
