@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TypeAlias
 
 from cir_milvus.errors import ModelNotFoundError
+from cir_milvus.hashing import file_sha256
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -235,8 +236,6 @@ def locate(
             bytes (both checksums) and how to fix it.
     """
     if checksum is None:
-        from cir_milvus.models.spec import file_sha256
-
         checksum = file_sha256
     tried = candidates(hint, sha256=sha256, base_dir=base_dir, search_path=search_path)
     wrong: list[str] = []

@@ -112,7 +112,7 @@ def run_parity(args: argparse.Namespace) -> int:
     """Handler of ``cir-milvus parity``; exit 1 when the bundle is below the threshold."""
     from cir_milvus_export.parity import check_parity, format_report
 
-    from cir_milvus.encoders.ort import load_manifest
+    from cir_milvus.bundle import load_manifest
 
     manifest = load_manifest(args.bundle)
     encoder = None

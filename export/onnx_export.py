@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from cir_milvus_export.parity import (
     PARITY_TEXTS,
-    REFERENCE,
     check_parity,
     format_report,
     make_feeds,
@@ -41,7 +40,18 @@ from cir_milvus_export.parity import (
 )
 from cir_milvus_export.tokenizer import save_clip_tokenizer
 
-from cir_milvus.encoders.ort import BUNDLE_FORMAT, MANIFEST, BundleTokenizer, bundle_preprocess
+from cir_milvus.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    PARITY,
+    PREPROCESS,
+    REFERENCE,
+    TOKENIZER,
+    WEIGHTS,
+    bundle_preprocess,
+    write_manifest,
+)
+from cir_milvus.encoders.bundle_tokenizer import BundleTokenizer
 from cir_milvus.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
@@ -53,8 +63,6 @@ __all__ = ["PRECISIONS", "ResolvedHead", "convert_precision", "export_bundle", "
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-WEIGHTS = "weights.bin"
-PARITY = "parity.json"
 _ALIGN = 4096  # external-data offsets aligned to the page size so onnxruntime can mmap them
 _MIN_EXTERNAL_BYTES = 1024  # smaller tensors stay inside the graph
 _DEFAULT_TEMPLATE = "a photo of $ that {}"
@@ -97,17 +105,19 @@ def resolve_heads(encoder: Any, heads: Mapping[str, Any]) -> dict[str, ResolvedH
     """
     import torch
 
+    from cir_milvus.heads import Head
+
     out: dict[str, ResolvedHead] = {}
     for name, head in heads.items():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ConfigError(f"head name {name!r} must be letters, digits, '_' or '-' (it becomes a file name)")
-        module = getattr(head, "module", head)
+        module = head.module if isinstance(head, Head) else head
         if not isinstance(module, torch.nn.Module):
             raise ConfigError(f"head {name!r} must be a torch.nn.Module or a cir_milvus Head, got {type(head).__name__}")
         module = copy.deepcopy(module).float().cpu().eval()
         meta: dict[str, Any] = {"kind": name, "template": _DEFAULT_TEMPLATE, "placeholder": "$",
                                 "preprocess": encoder.preprocess_config.mode, "fiq_join": "both"}
-        if hasattr(head, "config") and hasattr(head, "kind"):
+        if isinstance(head, Head):
             cfg = dict(head.config())
             meta.update({k: v for k, v in cfg.items() if v is not None})
         with torch.no_grad():
@@ -232,14 +242,6 @@ def _io(values: Any) -> dict[str, Any]:
     return out
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -262,13 +264,6 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             if p.is_file() and (p.suffix in (".onnx", ".json", ".npz", ".bin")):
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    manifest["files"] = {p.name: _file_sha256(p) for p in sorted(out.iterdir())
-                         if p.is_file() and p.name != MANIFEST}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-                                encoding="utf-8")
 
 
 def export_bundle(
@@ -329,8 +324,8 @@ def export_bundle(
     placeholders.update({h.placeholder: h.placeholder_id for h in resolved.values()})
 
     # tokenizer + preprocessing
-    save_clip_tokenizer(out / "tokenizer.json", dims["context_length"])
-    tok = BundleTokenizer(out / "tokenizer.json", dims["context_length"])
+    save_clip_tokenizer(out / TOKENIZER, dims["context_length"])
+    tok = BundleTokenizer(out / TOKENIZER, dims["context_length"])
     agreement = tokenizer_agreement(encoder.tokenize, tok)
     if agreement["different"]:
         raise ExportError(
@@ -338,7 +333,7 @@ def export_bundle(
             f"{agreement['different'][:3]}; only open_clip models with the CLIP SimpleTokenizer can be exported"
         )
     # the decode mode is written only when it is not the library default (the bundle rule: bundle_preprocess)
-    (out / "preprocess.json").write_text(json.dumps(bundle_preprocess(encoder.preprocess_config), indent=2) + "\n")
+    (out / PREPROCESS).write_text(json.dumps(bundle_preprocess(encoder.preprocess_config), indent=2) + "\n")
 
     src = encoder.recipe
     from cir_milvus.composers.slerp import SlerpComposer
@@ -355,7 +350,7 @@ def export_bundle(
         "package_version": _versions()["cir_milvus"],
         "versions": _versions(),
         "source": {"model": src["model"], "pretrained": src["pretrained"], "weights_sha256": src["weights_sha256"],
-                   "kind": getattr(getattr(encoder, "spec", None), "kind", None),
+                   "kind": encoder.spec.kind,
                    **({"activation": src["activation"]} if src.get("activation") else {}),
                    **({"random_weights": True} if src.get("random_weights") else {}),  # said loudly, as in torch
                    **({"text_weights": src["text_weights"], "text_weights_sha256": src["text_weights_sha256"]}
@@ -367,8 +362,8 @@ def export_bundle(
         "composers": composers,
         "heads": {n: {**h.meta, "file": f"head_{n}.onnx", **({"fused": f"fused_{n}.onnx"} if fused else {})}
                   for n, h in resolved.items()},
-        "tokenizer": "tokenizer.json",
-        "preprocess": "preprocess.json",
+        "tokenizer": TOKENIZER,
+        "preprocess": PREPROCESS,
         "weights": WEIGHTS,
         "reference": REFERENCE,
         "parity": {"seed": seed, "batch": len(PARITY_TEXTS), "texts": PARITY_TEXTS,
@@ -406,7 +401,7 @@ def export_bundle(
                                              dims["token_width"] if s.name.startswith("head_") else dims["embed"])
 
         manifest["graphs"] = write_graphs(fp32, out)
-        _write_manifest(out, manifest)
+        write_manifest(out, manifest)
         reports = {"fp32": check_parity(out)}
         if precision != "fp32":
             converted = {name: convert_precision(m, precision) for name, m in fp32.items()}
@@ -416,14 +411,14 @@ def export_bundle(
                 # onnxruntime's CPU NchwcTransformer (part of ORT_ENABLE_ALL) segfaults on fp16 graphs (ORT 1.32):
                 # runtimes should load fp16 bundles with the "extended" optimisation level.
                 manifest["runtime"] = {"graph_optimization_level": "extended"}
-            _write_manifest(out, manifest)
+            write_manifest(out, manifest)
             reports[precision] = check_parity(out)
 
     passed = reports["fp32"]["min_cosine"] >= parity_threshold
     parity = {"threshold": parity_threshold, "passed": passed, "precision": precision, "tokenizer": agreement,
               **reports}
     (out / PARITY).write_text(json.dumps(parity, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     for name, rep in reports.items():
         log.info("parity of %s (%s):\n%s", out, name, format_report(rep))
     if not passed:

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.encoders.ort import BundleTokenizer, load_manifest, session_options
+from cir_milvus.bundle import REFERENCE, load_manifest, session_options
+from cir_milvus.encoders.bundle_tokenizer import BundleTokenizer
 
 __all__ = [
     "PARITY_TEXTS",
@@ -37,7 +38,6 @@ __all__ = [
     "topk_agreement",
 ]
 
-REFERENCE = "reference.npz"
 
 PARITY_TEXTS = [
     "is red",

@@ -12,7 +12,7 @@ The pipeline mirrors ``open_clip.tokenizer.SimpleTokenizer`` (clean ``"lower"``,
 4. post-processor: ``<start_of_text> … <end_of_text>``; truncation to the context length keeps the EOT last (as
    open_clip does); padding with id 0 to the context length.
 
-What a ``tokenizer.json`` cannot do (exactly reproduced by :func:`cir_milvus.encoders.ort.clean_text` in Python, which the onnxruntime
+What a ``tokenizer.json`` cannot do (exactly reproduced by :func:`cir_milvus.encoders.bundle_tokenizer.clean_text` in Python, which the onnxruntime
 encoder runs before the tokenizer): ftfy's mojibake repair, HTML entity unescaping (``&amp;`` → ``&``), and the
 context-dependent final sigma of Python's ``str.lower`` (``"ΟΔΟΣ"`` → ``"οδος"``; per-character lowercasing gives
 ``"οδοσ"``). Other runtimes (Node.js ...) using ``tokenizer.json`` alone differ from open_clip only on such text.

@@ -16,21 +16,19 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from cir_milvus.encoders.base import Encoder, l2_normalize
 from cir_milvus.errors import ConfigError
+from cir_milvus.registry import Registry
 from cir_milvus.types import Embeddings
 
-__all__ = ["Composer", "get_composer", "list_composers", "register_composer"]
+__all__ = ["COMPOSERS", "Composer", "get_composer", "list_composers", "register_composer"]
 
-log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "cir_milvus.composers"
 
 
@@ -103,50 +101,34 @@ class Composer(ABC):
 
 
 C = TypeVar("C", bound=type[Composer])
-_REGISTRY: dict[str, type[Composer]] = {}
-_entry_points_loaded = False
+
+
+def _set_name(name: str, cls: type[Composer]) -> None:
+    cls.name = name
+
+
+COMPOSERS: Registry[type[Composer]] = Registry("composer", Composer, group=ENTRY_POINT_GROUP, on_register=_set_name)
+"""The composer registry (built-ins register on import of :mod:`cir_milvus.composers`; plugins through the
+``cir_milvus.composers`` entry-point group)."""
 
 
 def register_composer(name: str) -> Callable[[C], C]:
-    """Class decorator registering a :class:`Composer` subclass under ``name``.
+    """Class decorator registering a :class:`Composer` subclass under ``name`` (sets its ``name``).
 
     Raises:
-        ConfigError: the name is taken or the class is not a Composer.
+        ConfigError: the name is taken or the class is not a Composer subclass.
     """
 
     def deco(cls: C) -> C:
-        if not (isinstance(cls, type) and issubclass(cls, Composer)):
-            raise ConfigError(f"@register_composer({name!r}) needs a Composer subclass, got {cls!r}")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"a composer named {name!r} is already registered ({_REGISTRY[name].__qualname__})")
-        cls.name = name
-        _REGISTRY[name] = cls
+        COMPOSERS.add(name, cls)
         return cls
 
     return deco
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from cir_milvus.composers import baselines, pseudo, slerp  # noqa: F401 - built-ins register themselves
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            cls = ep.load()
-            register_composer(ep.name)(cls)
-        except Exception as e:  # noqa: BLE001 - a broken plugin (or one that is not a Composer) must not break the library
-            log.warning("could not load composer plugin %s (%s): %s", ep.name, ep.value, e)
-
-
 def list_composers() -> list[str]:
     """Names of every available composer (built-in and plugins)."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    return COMPOSERS.list()
 
 
 def get_composer(name: str, **params: Any) -> Composer:
@@ -155,10 +137,7 @@ def get_composer(name: str, **params: Any) -> Composer:
     Raises:
         ConfigError: unknown name (the message lists the available ones) or bad parameters.
     """
-    _load_entry_points()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown composer {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**params)
+    return COMPOSERS.get(name)(**params)
 
 
 def normalized(x: np.ndarray) -> Embeddings:

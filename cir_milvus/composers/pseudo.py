@@ -30,7 +30,9 @@ import numpy as np
 from cir_milvus.composers.base import Composer, register_composer
 from cir_milvus.composers.slerp import _normalize, slerp, to_numpy
 from cir_milvus.encoders.base import Encoder
+from cir_milvus.encoders.capabilities import BundleHeadLike, SupportsDeviceOutput, SupportsPseudoTokens
 from cir_milvus.errors import ConfigError, RecipeMismatchError
+from cir_milvus.heads import Head, load_head
 from cir_milvus.preprocess import MODES
 from cir_milvus.types import Embeddings
 
@@ -204,7 +206,7 @@ class PseudoTokenComposer(Composer):
         if len(image_embeddings) != len(texts):
             raise ConfigError(f"got {len(image_embeddings)} reference embeddings for {len(texts)} texts")
         head = self.head
-        width = encoder.token_width() if hasattr(encoder, "token_width") else None
+        width = encoder.token_width() if isinstance(encoder, SupportsPseudoTokens) else None
         if width is not None and width != head.output_dim:
             raise ConfigError(
                 f"the {head.kind} head produces {head.output_dim}-d tokens but the encoder's text tower is "
@@ -215,12 +217,12 @@ class PseudoTokenComposer(Composer):
         tpl = self.params["template"] if template is None else template
         slot = None if self.params["slots"] == "all" else template_slot(tpl, placeholder)
         slot_kw: dict[str, Any] = {} if slot == 0 else {"slot": slot}  # encoders without slots: first placeholder
-        if getattr(encoder, "supports_device_output", False):
+        if isinstance(encoder, SupportsDeviceOutput):
             import torch
 
-            if head.device != str(getattr(encoder, "device", head.device)):
+            if head.device != str(encoder.device):
                 head.to(encoder.device)
-            tok = head(encoder.to_device(image_embeddings))  # type: ignore[attr-defined]  # [N, W]
+            tok = head(encoder.to_device(image_embeddings))  # [N, W]
             idx = torch.as_tensor(owner, device=tok.device)
             dfeats: Any = encoder.encode_texts_with_pseudo_tokens(  # type: ignore[call-arg]
                 prompts, tok[idx], placeholder=placeholder, normalize=True, device_output=True, **slot_kw
@@ -264,8 +266,6 @@ class PseudoTokenComposer(Composer):
 
 def resolve_head(kind: str, head: Any, composer: str = "") -> Any:
     """Turn a composer's ``head`` parameter into a :class:`~cir_milvus.heads.Head` of ``kind``."""
-    from cir_milvus.heads import Head, load_head
-
     name = composer or kind
     if head is None:
         raise ConfigError(
@@ -279,7 +279,7 @@ def resolve_head(kind: str, head: Any, composer: str = "") -> Any:
         return head
     if isinstance(head, (str, os.PathLike)):
         return load_head(kind, head)
-    if not isinstance(head, Mapping) and callable(head) and hasattr(head, "kind") and hasattr(head, "config"):
+    if not isinstance(head, Mapping) and isinstance(head, BundleHeadLike):
         # a head served from an ONNX bundle (cir_milvus.encoders.ort.BundleHead): numpy in, numpy out, no torch
         if head.kind != kind:
             raise ConfigError(f"composer {name!r} got a {head.kind!r} head; use composer {head.kind!r} for it")
@@ -359,8 +359,9 @@ class CombinedComposer(Composer):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
             raise ConfigError(f"combined alpha must be a number in [0, 1] (it weights the composed side), got {alpha!r}")
         p["alpha"] = float(alpha)
-        base = p["base"] or getattr(p["head"], "kind", None) or (
-            p["head"].get("kind") if isinstance(p["head"], Mapping) else None)
+        head = p["head"]
+        base = p["base"] or (head.get("kind") if isinstance(head, Mapping) else
+                             head.kind if isinstance(head, (Head, BundleHeadLike)) else None)
         if base not in _BASES:
             raise ConfigError(f"combined composer needs base= one of {sorted(_BASES)}, got {p['base']!r}")
         p["base"] = base
@@ -387,6 +388,6 @@ class CombinedComposer(Composer):
         if image_embeddings is None:
             raise ConfigError("composer 'combined' needs a reference image (or ref_id)")
         composed = self.inner.compose_device(encoder, image_embeddings, texts, template)  # [N, D], unit rows
-        on_device = getattr(encoder, "supports_device_output", False) and not isinstance(composed, np.ndarray)
-        img = encoder.to_device(image_embeddings) if on_device else image_embeddings  # type: ignore[attr-defined]
+        on_device = isinstance(encoder, SupportsDeviceOutput) and not isinstance(composed, np.ndarray)
+        img = encoder.to_device(image_embeddings) if on_device else image_embeddings  # type: ignore[union-attr]
         return to_numpy(slerp(_normalize(img), composed, self.params["alpha"]))

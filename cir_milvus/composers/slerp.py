@@ -15,6 +15,7 @@ import numpy as np
 
 from cir_milvus.composers.base import Composer, as_text, register_composer
 from cir_milvus.encoders.base import Encoder
+from cir_milvus.encoders.capabilities import SupportsDeviceOutput
 from cir_milvus.errors import ConfigError
 from cir_milvus.types import Embeddings
 
@@ -93,7 +94,7 @@ class SlerpComposer(Composer):
 
     def text_features(self, encoder: Encoder, texts: Sequence[Any]) -> Any:
         """The normalised text embeddings (on the encoder's device when it offers device tensors)."""
-        if getattr(encoder, "supports_device_output", False):
+        if isinstance(encoder, SupportsDeviceOutput):
             return encoder.encode_texts([as_text(t) for t in texts], normalize=True, device_output=True)  # type: ignore[call-arg]
         return encoder.encode_texts([as_text(t) for t in texts], normalize=True)
 
@@ -101,7 +102,6 @@ class SlerpComposer(Composer):
                 text_features: Any = None) -> Embeddings:
         if image_embeddings is None:
             raise ConfigError("slerp needs a reference image (or ref_id)")
-        img = (encoder.to_device(image_embeddings)  # type: ignore[attr-defined]
-               if getattr(encoder, "supports_device_output", False) else image_embeddings)
+        img = encoder.to_device(image_embeddings) if isinstance(encoder, SupportsDeviceOutput) else image_embeddings
         txt = text_features if text_features is not None else self.text_features(encoder, texts)
         return to_numpy(slerp(_normalize(img), txt, self.params["alpha"]))

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from cir_milvus.errors import ConfigError
-from cir_milvus.preprocess import default_decode
+from cir_milvus.preprocess import default_decode, recorded_decode
+from cir_milvus.registry import Registry
 from cir_milvus.types import Embeddings, ImageInput
 
 _E = TypeVar("_E")
 
 __all__ = [
+    "ENCODERS",
     "Encoder",
+    "EncoderBackend",
+    "RebuildOptions",
     "check_text_lengths",
     "copy_with_decode",
     "create_encoder",
@@ -168,29 +175,76 @@ class Encoder(Protocol):
         ...
 
 
-_ENCODERS: dict[str, Callable[..., Encoder]] = {}
+@dataclass(frozen=True)
+class RebuildOptions:
+    """How :func:`~cir_milvus.encoders.rebuild.encoder_from_recipe` asks a backend to rebuild an encoder.
+
+    Attributes:
+        device: ``"cpu"``, ``"cuda"``... (``None``: the backend's default).
+        precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` (backends that fix it at export ignore it).
+        text_weights: a tuned text tower to swap in (backends that cannot refuse it with a ConfigError).
+        base_dir: the collection's folder: relative hints in the recipe start there.
+        search_path: extra folders to look for files in (see :mod:`cir_milvus.artifacts`).
+    """
+
+    device: str | None = None
+    precision: str | None = None
+    text_weights: str | None = None
+    base_dir: str | os.PathLike[str] | None = None
+    search_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None
+
+    def load_kwargs(self, recipe: Mapping[str, Any]) -> dict[str, Any]:
+        """The preprocessing options every backend rebuilds with: the recorded mode, image loading and decode
+        mode (passed explicitly, since an encoder's own default may differ from what the gallery used)."""
+        pre = recipe.get("preprocess") or {}
+        out: dict[str, Any] = {"preprocess": pre.get("mode", "clip"), "decode": recorded_decode(pre)}
+        if pre.get("loading"):  # benchmark collections decode as the official code does
+            out["image_loading"] = pre["loading"]
+        return out
 
 
-def register_encoder(name: str) -> Callable[[Callable[..., Encoder]], Callable[..., Encoder]]:
-    """Register an encoder backend factory under ``name`` (duplicates are rejected)."""
+class EncoderBackend(ABC):
+    """The base of a registered encoder backend class: how it is built from a name and rebuilt from a recipe.
 
-    def deco(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        if name in _ENCODERS:
-            raise ConfigError(f"encoder backend {name!r} is already registered")
-        _ENCODERS[name] = factory
-        return factory
+    A backend class also implements :class:`Encoder`. Register one with ``@register_encoder("name")``, or from
+    another package through the ``cir_milvus.encoders`` entry-point group.
+    """
+
+    @classmethod
+    @abstractmethod
+    def from_name(cls, model: str, pretrained: str | None = None, **options: Any) -> Encoder:
+        """Build the encoder :func:`create_encoder` asks for (``model`` / ``pretrained`` as given there)."""
+
+    @classmethod
+    @abstractmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], options: RebuildOptions) -> Encoder:
+        """Rebuild the encoder a collection's recipe (its ``encoder`` dict, ``backend`` naming this class) records.
+
+        Raises:
+            ModelNotFoundError: a file the recipe names is not found with the recorded checksum.
+            ConfigError: the recipe cannot be rebuilt by this backend (the message says what to pass instead).
+        """
+
+
+ENCODERS: Registry[type[EncoderBackend]] = Registry("encoder backend", EncoderBackend, group="cir_milvus.encoders")
+"""The encoder backends (``torch``, ``onnx``, ``fake`` and plugins), by name."""
+
+_EB = TypeVar("_EB", bound=type[EncoderBackend])
+
+
+def register_encoder(name: str) -> Callable[[_EB], _EB]:
+    """Class decorator registering an :class:`EncoderBackend` subclass under ``name`` (duplicates are rejected)."""
+
+    def deco(cls: _EB) -> _EB:
+        ENCODERS.add(name, cls)
+        return cls
 
     return deco
 
 
 def list_encoders() -> list[str]:
     """Names of the registered encoder backends."""
-    _load_builtin()
-    return sorted(_ENCODERS)
-
-
-def _load_builtin() -> None:
-    from cir_milvus.encoders import fake, ort, torch  # noqa: F401 - registration side effect
+    return ENCODERS.list()
 
 
 def create_encoder(model: str, pretrained: str | None = None, *, backend: str | None = None, **kwargs: Any) -> Encoder:
@@ -212,9 +266,6 @@ def create_encoder(model: str, pretrained: str | None = None, *, backend: str | 
         >>> enc.encode_texts(["a red star"]).shape
         (1, 8)
     """
-    _load_builtin()
     if backend is None:
         backend = "onnx" if model.startswith("bundle:") else "fake" if model == "fake" else "torch"
-    if backend not in _ENCODERS:
-        raise ConfigError(f"unknown encoder backend {backend!r}; available: {', '.join(sorted(_ENCODERS))}")
-    return _ENCODERS[backend](model=model, pretrained=pretrained, **kwargs)
+    return ENCODERS.get(backend).from_name(model, pretrained, **kwargs)

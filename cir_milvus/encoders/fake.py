@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from cir_milvus.encoders.base import check_text_lengths, l2_normalize, register_encoder
+from cir_milvus.encoders.base import EncoderBackend, RebuildOptions, check_text_lengths, l2_normalize, register_encoder
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.types import Embeddings, ImageInput
@@ -21,7 +21,8 @@ def _direction(key: str, dim: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(dim)
 
 
-class FakeEncoder:
+@register_encoder("fake")
+class FakeEncoder(EncoderBackend):
     """Deterministic stand-in for a CLIP encoder.
 
     Images map to a fixed projection of their 8×8 thumbnail; a text is the sum of one random direction per word.
@@ -44,6 +45,20 @@ class FakeEncoder:
         rng = np.random.default_rng(seed)
         self._pixel_proj = rng.standard_normal((8 * 8 * 3, dim)) / 8.0
         self._token_proj = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+
+    @classmethod
+    def from_name(cls, model: str = "fake", pretrained: str | None = None, **options: Any) -> FakeEncoder:
+        """``create_encoder("fake", dim=..., seed=...)``."""
+        return cls(**options)
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], options: RebuildOptions) -> FakeEncoder:
+        """Refused: a fake encoder is a test double, passed explicitly.
+
+        Raises:
+            ConfigError: always (the message says what to pass).
+        """
+        raise ConfigError("this collection was built with a FakeEncoder; pass encoder=FakeEncoder(dim=..., seed=...)")
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -118,6 +133,3 @@ class FakeEncoder:
         return l2_normalize(x) if normalize else x
 
 
-@register_encoder("fake")
-def _create_fake(model: str = "fake", pretrained: str | None = None, **kwargs: Any) -> FakeEncoder:
-    return FakeEncoder(**kwargs)

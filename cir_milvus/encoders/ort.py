@@ -1,19 +1,9 @@
 """The onnxruntime backend: serves an exported bundle (``cir-milvus export``) with numpy, onnxruntime and tokenizers.
 
 This module never imports torch or open_clip. Images go through :mod:`cir_milvus.preprocess` (the same code the torch
-backend uses), texts through the bundle's ``tokenizer.json`` after :func:`clean_text` (open_clip's text cleaning).
+backend uses), texts through the bundle's ``tokenizer.json`` after :func:`~cir_milvus.encoders.bundle_tokenizer.clean_text` (open_clip's text cleaning).
 
-Bundle layout (see ``export/README.md``)::
-
-    manifest.json      source model, dims, placeholder ids, composer defaults, sha256 of every file
-    image.onnx         pixels float32 [B, 3, S, S]            -> image_embeds float32 [B, D] (raw)
-    text.onnx          input_ids int64 [B, L]                 -> text_embeds float32 [B, D] (raw)
-    text_pseudo.onnx   input_ids, pseudo_token [B, W], placeholder_id int64 [1] -> text_embeds [B, D] (raw)
-    head_{name}.onnx   image_embeds [B, D]                    -> pseudo_token [B, W]
-    fused_slerp.onnx   pixels, input_ids, alpha float32 [1]   -> query [B, D] (L2-normalised)
-    fused_{name}.onnx  pixels, input_ids (prompt with the placeholder) -> query [B, D] (L2-normalised)
-    weights.bin        the graphs' weights, shared between graphs (ONNX external data)
-    tokenizer.json, preprocess.json, reference.npz, parity.json
+The bundle format (file names, manifest, checksums) is :mod:`cir_milvus.bundle`.
 
 Example:
     >>> enc = create_encoder("bundle:./bundle")  # doctest: +SKIP
@@ -23,235 +13,66 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import html
 import json
 import logging
 import os
-import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cir_milvus._optional import available, require
-from cir_milvus.encoders.base import check_text_lengths, copy_with_decode, l2_normalize, register_encoder
+from cir_milvus._optional import require
+from cir_milvus.artifacts import SearchPath, locate
+from cir_milvus.bundle import (
+    PREPROCESS,
+    TOKENIZER,
+    bundle_sha256,
+    claimed_weights_sha256,
+    load_manifest,
+    session_options,
+    verify_bundle,
+)
+from cir_milvus.encoders.base import (
+    EncoderBackend,
+    RebuildOptions,
+    check_text_lengths,
+    copy_with_decode,
+    l2_normalize,
+    register_encoder,
+)
+from cir_milvus.encoders.bundle_tokenizer import BundleTokenizer
 from cir_milvus.encoders.slots import mark_slot
-from cir_milvus.errors import ConfigError, ModelNotFoundError
+from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
 from cir_milvus.preprocess import PreprocessConfig, decode_size, default_decode, preprocess_batch
 from cir_milvus.types import Embeddings, ImageInput
 
-__all__ = ["BUNDLE_FORMAT", "BundleHead", "BundleTokenizer", "OrtEncoder", "bundle_preprocess", "bundle_sha256",
-           "clean_text", "load_manifest", "session_options", "verify_bundle"]
+__all__ = ["BundleHead", "OrtEncoder", "locate_bundle"]
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "cir_milvus-onnx-bundle"
-"""The ``format`` field of a bundle's ``manifest.json``."""
-MANIFEST = "manifest.json"
-_FTFY = available("ftfy")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``manifest.json`` of a bundle.
+def locate_bundle(recipe: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None,
+                  search_path: SearchPath = None) -> Path:
+    """The folder of the bundle an onnx recipe names, found by its content id (:func:`~cir_milvus.bundle.bundle_sha256`)
+    through the collection's folder and the search path (see :mod:`cir_milvus.artifacts`).
 
     Raises:
-        ModelNotFoundError: the folder or its manifest does not exist.
-        ConfigError: the manifest is not a cir_milvus bundle manifest.
+        ConfigError: the recipe names no bundle location.
+        ModelNotFoundError: no bundle with the recorded content id.
     """
-    folder = Path(bundle_dir)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ModelNotFoundError(
-            f"no ONNX bundle at {folder} ({MANIFEST} missing); create one with "
-            "`cir-milvus export --model ... --out DIR` (or cir_milvus_export.export_bundle)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise ConfigError(f"{path} is not a cir_milvus bundle manifest (format != {BUNDLE_FORMAT!r})")
-    return manifest
-
-
-_CONTENT_SUFFIXES = (".onnx", ".bin", ".data")
-"""Files whose bytes compute the embeddings: graphs and their external weights (plus the tokenizer and
-preprocessing files the manifest names)."""
-
-
-def _content_files(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    names = {p.name for p in folder.iterdir() if p.is_file() and p.suffix in _CONTENT_SUFFIXES}
-    names.update(str(manifest.get(key, default)) for key, default in (("tokenizer", "tokenizer.json"),
-                                                                       ("preprocess", "preprocess.json")))
-    return sorted(names)
-
-
-def bundle_sha256(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None, *,
-                  file_hashes: dict[str, str] | None = None) -> str | None:
-    """The content id of a bundle, computed from its files (never taken from the manifest); ``None`` when the
-    folder holds no bundle manifest. Collections record it to refuse other weights and to find a moved bundle.
-
-    sha256 over ``name\0sha256(file)\n`` for every ONNX graph, every external-data file (``*.bin``, ``*.data``)
-    and the tokenizer and preprocessing files, sorted by name. Any change of weights, graphs, tokenizer or
-    preprocessing changes it; the manifest, reports (``parity.json``, ``reference.npz``) and other files do not.
-    The encoder recipe records it as ``bundle_sha256``: a collection built from a bundle refuses a bundle whose
-    manifest was edited to match other weights (the manifest's own checksums agree with such files by construction).
-
-    Args:
-        bundle_dir: the bundle folder.
-        manifest: its manifest (read when omitted).
-        file_hashes: sha256 by file name already computed from the files (by :func:`verify_bundle`).
-
-    Raises:
-        ConfigError: a content file named by the manifest is missing.
-    """
-    folder = Path(bundle_dir)
-    if manifest is None:
-        if not (folder / MANIFEST).is_file():
-            return None
-        manifest = load_manifest(folder)
-    h = hashlib.sha256()
-    for name in _content_files(folder, manifest):
-        path = folder / name
-        if not path.is_file():
-            raise ConfigError(f"bundle {folder} is incomplete: {name} is missing")
-        digest = (file_hashes or {}).get(name) or _sha256(path)
-        h.update(f"{name}\0{digest}\n".encode())
-    return h.hexdigest()
-
-
-def verify_bundle(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> dict[str, str]:
-    """Check every file listed in the manifest against its sha256, and that every graph and weights file in the
-    folder is listed (an unlisted ``.onnx`` / ``.bin`` cannot slip in beside an edited manifest).
-
-    This catches files altered after export. A manifest rewritten to match other weights passes this check by
-    construction: that case is caught by the collection's recipe, which records :func:`bundle_sha256`.
-
-    Returns:
-        sha256 by file name, computed from the files.
-
-    Raises:
-        ConfigError: a file is missing, unlisted, or was altered after export (the message names it).
-    """
-    folder = Path(bundle_dir)
-    manifest = manifest if manifest is not None else load_manifest(folder)
-    listed = manifest.get("files", {})
-    if not isinstance(listed, dict) or not listed:
-        raise ConfigError(f"{folder / MANIFEST} lists no files with checksums; re-export the bundle")
-    unlisted = sorted(n for n in _content_files(folder, manifest) if n not in listed)
-    if unlisted:
-        raise ConfigError(
-            f"bundle {folder} holds {', '.join(unlisted)} which {MANIFEST} does not list with a checksum; remove "
-            "them or re-export the bundle (or pass verify=False if you changed it on purpose)"
-        )
-    hashes: dict[str, str] = {}
-    for name, want in sorted(listed.items()):
-        path = folder / name
-        if not path.is_file():
-            raise ConfigError(f"bundle {folder} is incomplete: {name} is listed in {MANIFEST} but missing")
-        got = _sha256(path)
-        if got != want:
-            raise ConfigError(
-                f"bundle file {path} was altered after export: sha256 {got[:16]}… != {want[:16]}… in {MANIFEST}; "
-                "re-export the bundle (or pass verify=False if you changed it on purpose)"
-            )
-        hashes[name] = got
-    return hashes
-
-
-def bundle_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
-    """The ``preprocess.json`` of a bundle exported from an encoder preprocessing with ``cfg``.
-
-    The bundle rule for the decode mode: a ``"decode"`` key is written only when ``cfg.decode`` differs from the
-    library default for ``cfg`` (:func:`~cir_milvus.preprocess.default_decode`), and :class:`OrtEncoder` reads a
-    missing key as that default. So a bundle exported from a default encoder holds the same ``preprocess.json``
-    (and keeps the same :func:`bundle_sha256`) as one exported before the default changed, and serves with the
-    same mode as the torch encoder it came from; an encoder built with another mode on purpose records it.
-    Collections record their own mode either way (a bundle's only sets the default of new collections).
-    """
-    d = cfg.to_dict()
-    d.pop("decode", None)
-    if cfg.decode != default_decode(cfg):
-        d["decode"] = cfg.decode
-    return d
-
-
-# -- text ------------------------------------------------------------------------------------------------------------
-
-
-def clean_text(text: str, normalizer: Any = None) -> str:
-    """open_clip's ``"lower"`` text cleaning: ftfy, HTML unescaping (twice), whitespace collapsing, lowercasing.
-
-    Without ftfy installed, ``normalizer`` (the bundle tokenizer's, which holds ftfy's character tables: ligatures,
-    full-width forms, curly quotes, control characters) stands in for it; only mojibake repair is lost.
-    """
-    if _FTFY:
-        import ftfy
-
-        text = ftfy.fix_text(text)
-    elif normalizer is not None:
-        text = normalizer.normalize_str(text.lower())  # str.lower first: it knows the final sigma
-    else:
-        text = unicodedata.normalize("NFC", text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).strip().lower()
-
-
-class BundleTokenizer:
-    """open_clip's CLIP tokenizer without torch: :func:`clean_text` then the bundle's ``tokenizer.json``.
-
-    Args:
-        path: the ``tokenizer.json`` written by the export (padding and truncation to ``L`` built in).
-        context_length: ``L``; checked against the file.
-
-    Example:
-        >>> tok = BundleTokenizer("bundle/tokenizer.json", 77)  # doctest: +SKIP
-        >>> tok(["a $ b"])[0, :5]  # doctest: +SKIP
-        array([49406,   320,   259,   344, 49407])
-    """
-
-    def __init__(self, path: str | os.PathLike[str], context_length: int) -> None:
-        tokenizers = require("tokenizers", purpose="tokenizing text for the onnxruntime backend")
-        self._tok = tokenizers.Tokenizer.from_file(str(path))
-        self.context_length = int(context_length)
-        self._normalizer = self._tok.normalizer
-        # clean_text does all the normalizer does (exactly as open_clip, with ftfy), so the tokenizer skips it
-        self._tok.normalizer = tokenizers.normalizers.Sequence([])
-        self._tok.enable_truncation(max_length=self.context_length)
-        self._tok.enable_padding(length=self.context_length, pad_id=0, pad_token="!")
-
-    def clean(self, text: str) -> str:
-        return clean_text(text, self._normalizer)
-
-    def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        """Token ids ``[N, L]`` int64: SOT, BPE ids, EOT, zero padding (the EOT is kept when truncating)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        bad = [t for t in texts if not isinstance(t, str)]
-        if bad:
-            raise ConfigError(f"texts must be strings, got {type(bad[0]).__name__}")
-        if not texts:
-            return np.zeros((0, self.context_length), dtype=np.int64)
-        enc = self._tok.encode_batch([self.clean(t) for t in texts])
-        return np.asarray([e.ids for e in enc], dtype=np.int64)  # [N, L]
-
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text before truncation (start and end tokens included; approximate beyond ``L``)."""
-        if not texts:
-            return []
-        enc = self._tok.encode_batch([self.clean(t) for t in texts])
-        return [sum(e.attention_mask) + sum(sum(o.attention_mask) for o in e.overflowing) for e in enc]
+    loc = str(recipe.get("location") or recipe.get("model") or "")
+    hint = loc[len("bundle:"):] if loc.startswith("bundle:") else loc
+    if not hint:
+        raise ConfigError("the recipe's ONNX encoder has no bundle location; open with model='bundle:PATH'")
+    fix = "open with model='bundle:NEW_PATH' (CLI: --model bundle:NEW_PATH)"
+    if recipe.get("bundle_sha256"):
+        return locate(hint, what="ONNX bundle", sha256=str(recipe["bundle_sha256"]), checksum=bundle_sha256,
+                      want_dir=True, base_dir=base_dir, search_path=search_path, fix=fix)
+    # recipes written before bundles had a content id: the manifest's claim names the bundle
+    sha = recipe.get("weights_sha256")
+    return locate(hint, what="ONNX bundle", sha256=str(sha) if sha else None, checksum=claimed_weights_sha256,
+                  want_dir=True, base_dir=base_dir, search_path=search_path, fix=fix)
 
 
 # -- sessions --------------------------------------------------------------------------------------------------------
@@ -285,28 +106,6 @@ def _pick_providers(ort: Any, device: str | None, providers: Sequence[Any] | Non
     return ["CPUExecutionProvider"], "cpu"
 
 
-def session_options(ort: Any, manifest: dict[str, Any], threads: int | None = None, spin: bool = True) -> Any:
-    """``SessionOptions`` honouring the manifest's runtime hints (fp16 bundles use the "extended" level).
-
-    ``spin=False`` stops idle intra-op threads from busy-waiting, which only costs when the cores are shared (decode
-    workers beside the encoder during ingestion).
-    """
-    opts = ort.SessionOptions()
-    level = manifest.get("runtime", {}).get("graph_optimization_level")
-    if level is not None:
-        opts.graph_optimization_level = {
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
 class BundleHead:
     """A projection head served from a bundle's ``head_{name}.onnx`` (numpy in, numpy out).
 
@@ -338,7 +137,8 @@ class BundleHead:
         return f"BundleHead(name={self.name!r}, kind={self.kind!r}, {self.input_dim}->{self.output_dim})"
 
 
-class OrtEncoder:
+@register_encoder("onnx")
+class OrtEncoder(EncoderBackend):
     """Image and text towers from an exported ONNX bundle behind the :class:`~cir_milvus.encoders.Encoder` interface.
 
     Args:
@@ -349,13 +149,13 @@ class OrtEncoder:
         image_loading: ``"product"`` or ``"official"`` (see :func:`cir_milvus.images.load_image`); default the
             bundle's.
         verify: check the sha256 of every bundle file against the manifest on load. Either way the bundle's content
-            id is computed from the files (:func:`bundle_sha256`) and recorded in the recipe, so a collection built
+            id is computed from the files (:func:`~cir_milvus.bundle.bundle_sha256`) and recorded in the recipe, so a collection built
             from this bundle refuses other weights even behind an edited manifest.
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         decode: ``"exact"``, ``"reduce"`` or ``"draft"``; see :mod:`cir_milvus.preprocess`. Default (``None``): the
             mode the bundle's ``preprocess.json`` records, else the library default
             (:func:`~cir_milvus.preprocess.default_decode`: ``"reduce"`` for ``clip``/``targetpad`` with
-            ``resize_mode="shortest"``, ``"exact"`` otherwise; see :func:`bundle_preprocess`). Recorded in the
+            ``resize_mode="shortest"``, ``"exact"`` otherwise; see :func:`~cir_milvus.bundle.bundle_preprocess`). Recorded in the
             recipe; an existing collection decodes with its recorded mode whatever this one (:meth:`with_decode`).
 
     Raises:
@@ -368,8 +168,6 @@ class OrtEncoder:
         >>> enc.encode_images(["cat.jpg"]).shape  # doctest: +SKIP
         (1, 512)
     """
-
-    supports_device_output = False
 
     def __init__(
         self,
@@ -395,16 +193,45 @@ class OrtEncoder:
         self.context_length = int(m["dims"]["context_length"])
         self._width = int(m["dims"]["token_width"])
         self.precision = str(m.get("precision", "fp32"))
-        pre = json.loads((self.bundle_dir / m.get("preprocess", "preprocess.json")).read_text(encoding="utf-8"))
+        pre = json.loads((self.bundle_dir / m.get("preprocess", PREPROCESS)).read_text(encoding="utf-8"))
         cfg = PreprocessConfig.from_dict(pre).with_mode(preprocess).with_loading(image_loading)
         # None: the bundle's recorded mode, else the library default (the bundle rule, see bundle_preprocess)
         self.preprocess_config = cfg.with_decode(default_decode(cfg, decode if decode is not None else pre.get("decode")))
-        self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", "tokenizer.json"), self.context_length)
+        self.tokenizer = BundleTokenizer(self.bundle_dir / m.get("tokenizer", TOKENIZER), self.context_length)
         self.providers, self.device = _pick_providers(self._ort, device, providers)
         self._want_gpu = device is not None and device.startswith("cuda")
         self._threads = threads
         self._spin = True
         self._sessions: dict[str, Any] = {}
+
+    @classmethod
+    def from_name(cls, model: str, pretrained: str | None = None, **options: Any) -> OrtEncoder:
+        """``create_encoder("bundle:PATH", **options)`` (``precision`` is fixed at export and ignored).
+
+        Raises:
+            ConfigError: ``model`` is not ``"bundle:PATH"``.
+        """
+        if not model.startswith("bundle:"):
+            raise ConfigError(f"the onnx backend takes model='bundle:PATH' (an exported bundle folder), got {model!r}")
+        options.pop("precision", None)  # fixed at export time
+        return cls(model[len("bundle:"):], **options)
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], options: RebuildOptions) -> OrtEncoder:
+        """Rebuild from an onnx recipe: the bundle is found by its content id (:func:`locate_bundle`).
+
+        Raises:
+            ConfigError: ``options.text_weights`` is set (a bundle's text tower is fixed at export).
+            ModelNotFoundError: no bundle with the recorded content id.
+        """
+        if options.text_weights is not None:
+            raise ConfigError(
+                "text_weights= swaps a text tower in a torch encoder, but this collection is served by an ONNX "
+                "bundle; export a bundle from TorchEncoder(model, pretrained, text_weights=PATH) and open with "
+                "model='bundle:PATH' (or encoder=) instead"
+            )
+        folder = locate_bundle(recipe, options.base_dir, options.search_path)
+        return cls(folder, device=options.device, **options.load_kwargs(recipe))
 
     def with_decode(self, decode: str) -> OrtEncoder:
         """This encoder decoding images with ``decode``: a shallow copy sharing the bundle, tokenizer and
@@ -636,11 +463,3 @@ class OrtEncoder:
         src = self.manifest["source"]
         return (f"OrtEncoder({str(self.bundle_dir)!r}, model={src['model']!r}, dim={self.dim}, "
                 f"precision={self.precision!r}, device={self.device!r})")
-
-
-@register_encoder("onnx")
-def _create_ort(model: str, pretrained: str | None = None, **kwargs: Any) -> OrtEncoder:
-    if not model.startswith("bundle:"):
-        raise ConfigError(f"the onnx backend takes model='bundle:PATH' (an exported bundle folder), got {model!r}")
-    kwargs.pop("precision", None)  # fixed at export time
-    return OrtEncoder(model[len("bundle:"):], **kwargs)

@@ -5,17 +5,33 @@ This is the only runtime module that imports torch (lazily, through :func:`cir_m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cir_milvus._optional import require
-from cir_milvus.encoders.base import check_text_lengths, copy_with_decode, register_encoder
+from cir_milvus.artifacts import locate, looks_like_path
+from cir_milvus.encoders.base import (
+    EncoderBackend,
+    RebuildOptions,
+    check_text_lengths,
+    copy_with_decode,
+    register_encoder,
+)
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError
+from cir_milvus.hashing import file_sha256
 from cir_milvus.images import load_image
-from cir_milvus.models.spec import ModelSpec, file_sha256, load_open_clip, model_activation, resolve_model
+from cir_milvus.models.spec import (
+    ModelSpec,
+    load_open_clip,
+    local_dir_sha256,
+    model_activation,
+    recorded_activation,
+    resolve_model,
+)
 from cir_milvus.models.text_tower import load_text_tower
 from cir_milvus.preprocess import PreprocessConfig, decode_size, default_decode, preprocess_batch
 from cir_milvus.types import ImageInput
@@ -172,7 +188,8 @@ def _by_length(counts: Sequence[int], batch_size: int) -> tuple[list[np.ndarray]
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)], np.argsort(order)
 
 
-class TorchEncoder:
+@register_encoder("torch")
+class TorchEncoder(EncoderBackend):
     """open_clip image and text towers behind the :class:`~cir_milvus.encoders.Encoder` interface.
 
     Args:
@@ -255,6 +272,21 @@ class TorchEncoder:
                                                               device=self.device))
         self.dim = int(probe.shape[-1])
         self._sha: str | None = None
+
+    @classmethod
+    def from_name(cls, model: str, pretrained: str | None = None, **options: Any) -> TorchEncoder:
+        """``create_encoder(model, pretrained, backend="torch", **options)``."""
+        return cls(model, pretrained, **options)
+
+    @classmethod
+    def from_recipe(cls, recipe: Mapping[str, Any], options: RebuildOptions) -> TorchEncoder:
+        """Rebuild from a torch recipe: the checkpoint, ``local-dir:`` folder and tuned text tower it names are
+        found by their checksums (see :mod:`cir_milvus.artifacts`), with the recorded activation and preprocessing.
+
+        Raises:
+            ModelNotFoundError: a file is not found with the recorded checksum.
+        """
+        return cls(**_rebuild_kwargs(recipe, options))
 
     def with_decode(self, decode: str) -> TorchEncoder:
         """This encoder decoding images with ``decode``: a shallow copy sharing the model, tokenizer and device, with
@@ -512,6 +544,27 @@ def _cached_tag_sha256(spec: ModelSpec) -> str | None:
         return None
 
 
-@register_encoder("torch")
-def _create_torch(model: str, pretrained: str | None = None, **kwargs: Any) -> TorchEncoder:
-    return TorchEncoder(model, pretrained, **kwargs)
+def _rebuild_kwargs(r: Mapping[str, Any], options: RebuildOptions) -> dict[str, Any]:
+    """``TorchEncoder`` arguments for a torch recipe: every file it names found by its checksum."""
+    sha, model = r.get("weights_sha256"), str(r["model"])
+    where: dict[str, Any] = {"base_dir": options.base_dir, "search_path": options.search_path}
+    if model.startswith("local-dir:"):
+        folder = locate(model[len("local-dir:"):], what="local-dir model folder", sha256=sha, want_dir=True,
+                        checksum=local_dir_sha256, fix="open with model='local-dir:/path/to/folder'", **where)
+        model = f"local-dir:{folder}"
+    pretrained = r.get("pretrained")
+    if pretrained is not None and (r.get("pretrained_kind") == "file" or looks_like_path(str(pretrained))):
+        pretrained = str(locate(str(pretrained), what="checkpoint", sha256=sha, **where,
+                                fix=f"open with model={model!r}, pretrained='/path/to/{Path(str(pretrained)).name}'"))
+    tw = options.text_weights
+    if tw is None and r.get("text_weights"):
+        recorded = str(r["text_weights"])
+        tw = str(locate(recorded, what="text tower", sha256=r.get("text_weights_sha256"), **where,
+                        fix=f"open with text_weights='/path/to/{Path(recorded).name}'"))
+    out: dict[str, Any] = {"model": model, "pretrained": pretrained, "device": options.device,
+                           "precision": options.precision, **options.load_kwargs(r)}
+    if tw:
+        out["text_weights"] = tw
+    # rebuild the recorded activation (recipes from before it was recorded had open_clip's config default)
+    out["quick_gelu"] = recorded_activation(r) == "quick_gelu"
+    return out

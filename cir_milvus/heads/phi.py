@@ -16,6 +16,8 @@ The nn.Module classes :class:`Pic2WordMapper` and :class:`SearlePhi` are built o
 module does not import torch. :class:`Head` wraps a loaded module with its provenance (source, sha256) and the
 prompt defaults of its method, and saves/loads as ``config.json`` + ``model.safetensors``.
 
+Head kinds and their defaults live in :mod:`cir_milvus.heads.kinds` (``list_heads()``, ``head_defaults(kind)``).
+
 Example:
     >>> from cir_milvus.heads import list_heads
     >>> list_heads()
@@ -24,13 +26,11 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,17 +40,17 @@ from cir_milvus._optional import require
 from cir_milvus.artifacts import SearchPath, locate
 from cir_milvus.checkpoints import read_checkpoint, strip_prefix
 from cir_milvus.errors import CheckpointError, ConfigError, ModelNotFoundError
+from cir_milvus.hashing import file_sha256
+from cir_milvus.heads.kinds import HEAD_DEFAULTS, head_defaults
+from cir_milvus.heads.modules import EXPECTED_LAYOUT, module_class
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "HEAD_DEFAULTS",
     "Head",
-    "HeadDefaults",
     "Pic2WordMapper",
     "SearlePhi",
-    "list_heads",
     "head_file_sha256",
     "load_head",
     "locate_head",
@@ -62,155 +62,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-@dataclass(frozen=True)
-class HeadDefaults:
-    """The prompt and preprocessing conventions a head was trained and evaluated with.
-
-    Attributes:
-        template: prompt with the placeholder and one ``{}`` for the modification text.
-        placeholder: the single-BPE-token word whose embedding row is overwritten.
-        preprocess: query/gallery image preprocessing (``"clip"``, ``"targetpad"`` or ``"hf_clip"``).
-        fiq_join: how two captions are joined (see :func:`cir_milvus.composers.pseudo.join_captions`).
-        wrapper_key: the checkpoint dict key holding the head's state dict.
-    """
-
-    template: str
-    placeholder: str
-    preprocess: str
-    fiq_join: str
-    wrapper_key: str
-
-
-HEAD_DEFAULTS: dict[str, HeadDefaults] = {
-    "pic2word": HeadDefaults("a photo of * , {}", "*", "clip", "reversed", "state_dict_img2text"),
-    "searle": HeadDefaults("a photo of $ that {}", "$", "targetpad", "both", "Phi"),
-    "lincir": HeadDefaults("a photo of $ that {}", "$", "hf_clip", "both", "Phi"),  # HF CLIPImageProcessor
-}
-"""Per-method defaults (methods.md §2-4)."""
-
-_ARCH_OF_KIND = {"pic2word": "Pic2WordMapper", "searle": "SearlePhi", "lincir": "SearlePhi"}
-
-_EXPECTED_LAYOUT = {
-    "Pic2WordMapper": (
-        "layers.0.0.weight [middle_dim, embed_dim], layers.0.0.bias [middle_dim], "
-        "layers.{i}.0.weight [middle_dim, middle_dim] (i >= 1), fc_out.weight [output_dim, middle_dim], "
-        "fc_out.bias [output_dim] (Pic2Word ViT-L/14: layers.0.0.weight [512, 768], fc_out.weight [768, 512])"
-    ),
-    "SearlePhi": (
-        "layers.0.weight [hidden_dim, input_dim], layers.0.bias [hidden_dim], layers.3.weight [hidden_dim, "
-        "hidden_dim], layers.3.bias [hidden_dim], layers.6.weight [output_dim, hidden_dim], layers.6.bias "
-        "[output_dim] (SEARLE ViT-B/32: layers.0.weight [2048, 512]; SEARLE-XL/LinCIR L/14: [3072, 768])"
-    ),
-}
-
-
-def list_heads() -> list[str]:
-    """The head kinds :func:`load_head` understands."""
-    return sorted(HEAD_DEFAULTS)
-
-
-def _check_kind(kind: str) -> HeadDefaults:
-    if kind not in HEAD_DEFAULTS:
-        raise ConfigError(f"unknown head kind {kind!r}; available: {', '.join(list_heads())}")
-    return HEAD_DEFAULTS[kind]
-
-
-# -- the torch modules (built lazily) ------------------------------------------------------------------------------
-
-
-@functools.cache
-def _module_classes() -> dict[str, type]:
-    torch = require("torch", purpose=_PURPOSE)
-    nn = torch.nn
-
-    class Pic2WordMapper(nn.Module):  # type: ignore[misc, name-defined]
-        """Pic2Word's ``IM2TEXT`` mapping network (methods.md §2).
-
-        ``n_layer`` blocks ``[Linear → Dropout → ReLU]`` (dropout before the ReLU, as published), then ``fc_out``.
-        State-dict keys: ``layers.{i}.0.{weight,bias}``, ``fc_out.{weight,bias}``.
-
-        Args:
-            embed_dim: input dimension (the CLIP image embedding, 768 for ViT-L/14).
-            middle_dim: hidden width (512 in the paper).
-            output_dim: token width (the text tower width, 768 for ViT-L/14).
-            n_layer: number of hidden blocks (2 in the paper).
-            dropout: dropout probability (0.1).
-        """
-
-        config_keys = ("embed_dim", "middle_dim", "output_dim", "n_layer", "dropout")
-
-        def __init__(
-            self,
-            embed_dim: int = 768,
-            middle_dim: int = 512,
-            output_dim: int = 768,
-            n_layer: int = 2,
-            dropout: float = 0.1,
-        ) -> None:
-            super().__init__()
-            if n_layer < 1:
-                raise ConfigError(f"Pic2WordMapper needs n_layer >= 1, got {n_layer}")
-            self.embed_dim, self.middle_dim, self.output_dim = int(embed_dim), int(middle_dim), int(output_dim)
-            self.n_layer, self.dropout = int(n_layer), float(dropout)
-            self.layers = nn.ModuleList(
-                nn.Sequential(nn.Linear(embed_dim if i == 0 else middle_dim, middle_dim), nn.Dropout(dropout), nn.ReLU())
-                for i in range(n_layer)
-            )
-            self.fc_out = nn.Linear(middle_dim, output_dim)
-
-        @property
-        def input_dim(self) -> int:
-            return self.embed_dim
-
-        def forward(self, x: Any) -> Any:
-            for block in self.layers:
-                x = block(x)  # [N, middle_dim]
-            return self.fc_out(x)  # [N, output_dim]
-
-        def get_config_dict(self) -> dict[str, Any]:
-            return {k: getattr(self, k) for k in self.config_keys}
-
-    class SearlePhi(nn.Module):  # type: ignore[misc, name-defined]
-        """SEARLE's φ, also used by LinCIR (methods.md §3-4).
-
-        ``Linear(in, hidden) → GELU → Dropout → Linear(hidden, hidden) → GELU → Dropout → Linear(hidden, out)``;
-        keys ``layers.0``, ``layers.3``, ``layers.6``.
-
-        Args:
-            input_dim: CLIP image-embedding dimension (512 for B/32, 768 for L/14).
-            hidden_dim: hidden width (4 × input_dim as published).
-            output_dim: token width (text tower width).
-            dropout: dropout probability (0.5).
-        """
-
-        config_keys = ("input_dim", "hidden_dim", "output_dim", "dropout")
-
-        def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, dropout: float = 0.5) -> None:
-            super().__init__()
-            self.input_dim, self.hidden_dim, self.output_dim = int(input_dim), int(hidden_dim), int(output_dim)
-            self.dropout = float(dropout)
-            self.layers = nn.Sequential(
-                nn.Linear(input_dim, hidden_dim),
-                nn.GELU(),
-                nn.Dropout(p=dropout),
-                nn.Linear(hidden_dim, hidden_dim),
-                nn.GELU(),
-                nn.Dropout(p=dropout),
-                nn.Linear(hidden_dim, output_dim),
-            )
-
-        def forward(self, x: Any) -> Any:
-            return self.layers(x)  # [N, input_dim] -> [N, output_dim]
-
-        def get_config_dict(self) -> dict[str, Any]:
-            return {k: getattr(self, k) for k in self.config_keys}
-
-    classes: dict[str, type] = {"Pic2WordMapper": Pic2WordMapper, "SearlePhi": SearlePhi}
-    for name, cls in classes.items():
-        cls.__module__, cls.__qualname__ = __name__, name
-    return classes
-
-
 if TYPE_CHECKING:  # resolved at runtime by the module __getattr__ below
     Pic2WordMapper: type[torch.nn.Module]
     SearlePhi: type[torch.nn.Module]
@@ -219,12 +70,12 @@ if TYPE_CHECKING:  # resolved at runtime by the module __getattr__ below
 def __getattr__(name: str) -> Any:
     # PEP 562: the nn.Module classes exist only once torch is imported.
     if name in ("Pic2WordMapper", "SearlePhi"):
-        return _module_classes()[name]
+        return module_class(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _build_module(kind: str, arch: Mapping[str, Any]) -> Any:
-    cls = _module_classes()[_ARCH_OF_KIND[kind]]
+    cls = module_class(head_defaults(kind).arch)
     try:
         return cls(**arch)
     except TypeError as e:
@@ -280,7 +131,7 @@ def _extract_state_dict(kind: str, obj: Any, where: str) -> dict[str, Any]:
                      for k in others if k in obj), "")
         raise CheckpointError(
             f"{where} is not a {kind} head checkpoint: expected a dict with key {key!r} or a plain state dict "
-            f"({_EXPECTED_LAYOUT[_ARCH_OF_KIND[kind]]}); found top-level keys {sorted(map(str, obj))[:12]}{hint}"
+            f"({EXPECTED_LAYOUT[head_defaults(kind).arch]}); found top-level keys {sorted(map(str, obj))[:12]}{hint}"
         )
     sd = strip_prefix(sd)
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
@@ -293,14 +144,14 @@ def _require_keys(kind: str, sd: Mapping[str, Any], keys: list[str], where: str)
     missing = [k for k in keys if k not in sd or len(_shape(sd[k])) != (2 if k.endswith("weight") else 1)]
     if missing:
         raise CheckpointError(
-            f"{where} does not hold a {kind} head: expected {_EXPECTED_LAYOUT[_ARCH_OF_KIND[kind]]}; "
+            f"{where} does not hold a {kind} head: expected {EXPECTED_LAYOUT[head_defaults(kind).arch]}; "
             f"missing or malformed {missing[:6]}; found {_describe(sd)}"
         )
 
 
 def _infer_arch(kind: str, sd: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Read the architecture off the state-dict shapes."""
-    if _ARCH_OF_KIND[kind] == "Pic2WordMapper":
+    if head_defaults(kind).arch == "Pic2WordMapper":
         idx = sorted(int(m.group(1)) for k in sd if (m := re.fullmatch(r"layers\.(\d+)\.0\.weight", k)))
         if idx != list(range(len(idx))):
             idx = []  # non-contiguous blocks: report as missing below
@@ -395,7 +246,7 @@ def load_head(
     Example:
         >>> head = load_head("searle", "hf-hub:...")  # doctest: +SKIP
     """
-    defaults = _check_kind(kind)
+    defaults = head_defaults(kind)
     sha: str | None = None
     if isinstance(source, Mapping):
         where, src, obj = f"the given {kind} state dict", None, source
@@ -417,8 +268,6 @@ def load_head(
                     f"Head.save(), or 'hf-hub:org/repo/filename' (e.g. "
                     f"'hf-hub:navervision/zeroshot-cir-models/lincir_large.pt')"
                 )
-        from cir_milvus.models.spec import file_sha256
-
         where, sha, obj = str(path), file_sha256(path), read_checkpoint(path, _PURPOSE)
     sd = _extract_state_dict(kind, obj, where)
     arch = _infer_arch(kind, sd, where)
@@ -432,8 +281,6 @@ def load_head(
 
 def head_file_sha256(path: str | os.PathLike[str]) -> str | None:
     """The checksum :class:`Head` records as ``sha256``: of the file, or of a saved folder's weights file."""
-    from cir_milvus.models.spec import file_sha256
-
     p = Path(path)
     if p.is_file():
         return file_sha256(p)
@@ -523,7 +370,7 @@ class Head:
         preprocess: str | None = None,
         fiq_join: str | None = None,
     ) -> None:
-        defaults = _check_kind(kind)
+        defaults = head_defaults(kind)
         self.kind = kind
         self.module = module.eval()
         self.source = source
@@ -632,8 +479,6 @@ class Head:
         """
         from safetensors.torch import load_file
 
-        from cir_milvus.models.spec import file_sha256
-
         folder = Path(path)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         for p in (cfg_path, w_path):
@@ -644,7 +489,7 @@ class Head:
             kind, arch = cfg["kind"], cfg["arch"]
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{cfg_path} is not a head config (needs 'kind' and 'arch'): {e}") from e
-        _check_kind(kind)
+        head_defaults(kind)
         module = _build_module(kind, arch)
         _load_strict(kind, module, load_file(str(w_path)), str(w_path))
         return cls(kind, module.to(device), source=str(folder), sha256=file_sha256(w_path),

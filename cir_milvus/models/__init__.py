@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_weights_path
-from cir_milvus.models.spec import ModelSpec, file_sha256, list_models, register_model_config, resolve_model
+from cir_milvus.models.spec import ModelSpec, list_models, register_model_config, resolve_model
 
 __all__ = [
     "DEMO_MODEL",
     "DEMO_WEIGHTS",
     "ModelSpec",
     "demo_weights_path",
-    "file_sha256",
     "list_models",
     "register_model_config",
     "resolve_model",

@@ -21,23 +21,22 @@ preprocessing (``resize_mode``, ``interpolation``, ``mean``/``std``, ``fill_colo
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ModelNotFoundError
+from cir_milvus.hashing import file_sha256
 from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, demo_weights_path
 
 __all__ = [
     "ModelSpec",
     "checkpoint_activation",
-    "file_sha256",
     "list_models",
+    "local_dir_sha256",
     "local_dir_weights",
     "load_open_clip",
     "model_activation",
@@ -51,25 +50,16 @@ __all__ = [
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors")
 
 
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file (cached per path, size and mtime)."""
-    st = os.stat(path)
-    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime)
-
-
 _LOCAL_DIR_WEIGHTS = (
     "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
     "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
 )
+
+
+def local_dir_sha256(folder: str | os.PathLike[str]) -> str | None:
+    """sha256 of the weights file of a ``local-dir:`` model folder (``None`` when it has none)."""
+    w = local_dir_weights(folder)
+    return file_sha256(w) if w is not None else None
 
 
 def local_dir_weights(folder: str | os.PathLike[str]) -> Path | None:

@@ -373,8 +373,8 @@ class RTDRecipe:
         import torch
         from safetensors.torch import save_file
 
+        from cir_milvus.hashing import file_sha256
         from cir_milvus.heads import state_dict_sha256
-        from cir_milvus.models.spec import file_sha256
 
         dtype = torch.float16 if self.cfg.save_dtype == "fp16" else torch.float32
         sd = {k: v.detach().cpu().to(dtype).contiguous() for k, v in self.text_state_dict().items()}

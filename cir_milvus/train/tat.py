@@ -170,7 +170,8 @@ class TATRecipe:
         import torch
         from safetensors.torch import save_file
 
-        from cir_milvus.models.spec import file_sha256, model_activation
+        from cir_milvus.hashing import file_sha256
+        from cir_milvus.models.spec import model_activation
 
         if self._merged:
             raise RuntimeError("TAT adapters were already merged and exported")

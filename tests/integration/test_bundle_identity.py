@@ -24,7 +24,8 @@ pytest.importorskip("milvus_lite")
 from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
 
 from cir_milvus import CIRCollection  # noqa: E402
-from cir_milvus.encoders.ort import OrtEncoder, bundle_sha256  # noqa: E402
+from cir_milvus.bundle import bundle_sha256  # noqa: E402
+from cir_milvus.encoders.ort import OrtEncoder  # noqa: E402
 from cir_milvus.errors import ConfigError, RecipeMismatchError  # noqa: E402
 
 

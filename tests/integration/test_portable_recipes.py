@@ -16,8 +16,8 @@ pytest.importorskip("open_clip")
 
 from cir_milvus import CIRCollection, ModelNotFoundError, RecipeMismatchError  # noqa: E402
 from cir_milvus.artifacts import CACHE_ENV_VAR, ENV_VAR  # noqa: E402
+from cir_milvus.hashing import file_sha256  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR, demo_weights_path  # noqa: E402
-from cir_milvus.models.spec import file_sha256  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

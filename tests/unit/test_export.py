@@ -22,9 +22,11 @@ from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
 from cir_milvus_export.parity import TOKENIZER_PROBES, check_parity, topk_agreement  # noqa: E402
 from cir_milvus_export.tokenizer import EOT_ID, SOT_ID, build_clip_tokenizer  # noqa: E402
 
+from cir_milvus.bundle import bundle_preprocess, load_manifest  # noqa: E402
 from cir_milvus.composers.slerp import slerp  # noqa: E402
 from cir_milvus.encoders import create_encoder, list_encoders  # noqa: E402
-from cir_milvus.encoders.ort import BundleTokenizer, OrtEncoder, bundle_preprocess, load_manifest  # noqa: E402
+from cir_milvus.encoders.bundle_tokenizer import BundleTokenizer  # noqa: E402
+from cir_milvus.encoders.ort import OrtEncoder  # noqa: E402
 from cir_milvus.encoders.torch import inject_pseudo_tokens  # noqa: E402
 from cir_milvus.errors import ConfigError, ExportError, ModelNotFoundError  # noqa: E402
 
@@ -249,7 +251,7 @@ def test_bundle_tokenizer_matches_open_clip_on_probes(open_clip_tokenizer, bundl
 
 def test_bundle_tokenizer_without_ftfy(open_clip_tokenizer, bundle: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Without ftfy the tokenizer's normalizer stands in; only mojibake repair is lost."""
-    import cir_milvus.encoders.ort as ort_mod
+    import cir_milvus.encoders.bundle_tokenizer as ort_mod
 
     monkeypatch.setattr(ort_mod, "_FTFY", False)
     texts = TOKENIZER_PROBES + ["a&amp;b", "ΟΔΟΣ ΣΑΣ", "tab\x0bvt\x1cfs", "&Sigma;ABC"]

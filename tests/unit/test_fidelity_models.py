@@ -80,7 +80,7 @@ def test_openai_tag_builds_quickgelu_and_matches_an_independent_quickgelu_model(
     from open_clip.transformer import QuickGELU
 
     from cir_milvus.encoders.torch import TorchEncoder
-    from cir_milvus.models.spec import file_sha256
+    from cir_milvus.hashing import file_sha256
 
     # the reference transform (decode="exact"); filterwarnings=error: no "QuickGELU mismatch" either
     enc = TorchEncoder("ViT-B-32", "openai", device="cpu", decode="exact")

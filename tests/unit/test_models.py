@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 import cir_milvus.models.spec as spec_mod  # noqa: E402
 from cir_milvus.encoders.torch import TorchEncoder  # noqa: E402
 from cir_milvus.errors import CheckpointError, ModelNotFoundError  # noqa: E402
-from cir_milvus.models import DEMO_MODEL, file_sha256, list_models, resolve_model  # noqa: E402
+from cir_milvus.hashing import file_sha256  # noqa: E402
+from cir_milvus.models import DEMO_MODEL, list_models, resolve_model  # noqa: E402
 
 
 @pytest.fixture

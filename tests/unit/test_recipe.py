@@ -290,8 +290,8 @@ def test_the_machines_index_finds_a_file_outside_every_search_folder(tmp_path, m
 
 
 def test_shipped_demo_heads_are_found_by_file_name() -> None:
+    from cir_milvus.hashing import file_sha256
     from cir_milvus.models.demo import DATA_DIR
-    from cir_milvus.models.spec import file_sha256
 
     shipped = DATA_DIR / "cir-demo-tiny.pic2word.safetensors"
     assert locate(shipped.name, what="head", sha256=file_sha256(shipped)) == shipped

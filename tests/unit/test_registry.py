@@ -1,4 +1,5 @@
-"""The composer registry: decorator checks, lookup errors, parameters, and entry-point plugins."""
+"""The one registry mechanism (cir_milvus.registry) and its registries: composers (decorator checks, lookup errors,
+parameters, entry-point plugins), encoder backends, head kinds; and the encoder capability protocols."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 
 import cir_milvus.composers.base as base
-from cir_milvus.composers import Composer, get_composer, list_composers, register_composer
+import cir_milvus.registry as registry_mod
+from cir_milvus.composers import COMPOSERS, Composer, get_composer, list_composers, register_composer
 from cir_milvus.errors import ConfigError
+from cir_milvus.registry import Registry
 
 BUILTINS = {"combined", "image", "lincir", "pic2word", "searle", "slerp", "sum", "text"}
 
@@ -28,13 +31,13 @@ class _Echo(Composer):
 
 
 @pytest.fixture
-def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Composer]]:
-    """A copy of the registry (built-ins loaded) that is restored after the test, with entry points re-scannable."""
-    list_composers()  # make sure the built-ins are registered before copying
-    registry = dict(base._REGISTRY)
-    monkeypatch.setattr(base, "_REGISTRY", registry)
-    monkeypatch.setattr(base, "_entry_points_loaded", False)
-    return registry
+def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The composer registry with entry points re-scannable; whatever a test registers is removed after it."""
+    before = set(list_composers())  # built-ins (and installed plugins) loaded
+    monkeypatch.setattr(COMPOSERS, "_plugins_loaded", False)
+    yield COMPOSERS.mapping()
+    for name in set(COMPOSERS.mapping()) - before:
+        COMPOSERS.unregister(name)
 
 
 class _FakeEntryPoint:
@@ -55,7 +58,7 @@ def _patch_entry_points(monkeypatch: pytest.MonkeyPatch, eps: list[_FakeEntryPoi
         seen_groups.append(group)
         return eps if group == base.ENTRY_POINT_GROUP else []
 
-    monkeypatch.setattr(base, "entry_points", fake_entry_points)
+    monkeypatch.setattr(registry_mod, "entry_points", fake_entry_points)
     return seen_groups
 
 
@@ -65,7 +68,7 @@ def test_builtins_are_listed_sorted() -> None:
     assert names == sorted(names)
 
 
-def test_register_and_create(isolated_registry: dict[str, type[Composer]]) -> None:
+def test_register_and_create(isolated_registry: Any) -> None:
     cls = register_composer("echo-test")(type("EchoA", (_Echo,), {}))
     assert isolated_registry["echo-test"] is cls and cls.name == "echo-test"
     assert "echo-test" in list_composers()
@@ -76,7 +79,7 @@ def test_register_and_create(isolated_registry: dict[str, type[Composer]]) -> No
     assert register_composer("echo-test")(cls) is cls
 
 
-def test_duplicate_name_rejected(isolated_registry: dict[str, type[Composer]]) -> None:
+def test_duplicate_name_rejected(isolated_registry: Any) -> None:
     original = isolated_registry["slerp"]
     with pytest.raises(ConfigError, match="'slerp' is already registered"):
         register_composer("slerp")(type("OtherSlerp", (_Echo,), {}))
@@ -84,7 +87,7 @@ def test_duplicate_name_rejected(isolated_registry: dict[str, type[Composer]]) -
 
 
 @pytest.mark.parametrize("thing", [object, int, lambda: None, "slerp"])
-def test_non_composer_rejected(isolated_registry: dict[str, type[Composer]], thing: Any) -> None:
+def test_non_composer_rejected(isolated_registry: Any, thing: Any) -> None:
     with pytest.raises(ConfigError, match="Composer subclass"):
         register_composer("not-a-composer")(thing)
     assert "not-a-composer" not in isolated_registry
@@ -119,7 +122,7 @@ def test_none_params_fall_back_to_defaults_and_with_params_copies() -> None:
 
 
 def test_entry_point_plugin_is_discovered(
-    isolated_registry: dict[str, type[Composer]], monkeypatch: pytest.MonkeyPatch
+    isolated_registry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class PluginComposer(_Echo):
         pass
@@ -136,7 +139,7 @@ def test_entry_point_plugin_is_discovered(
 
 
 def test_entry_point_cannot_shadow_a_builtin(
-    isolated_registry: dict[str, type[Composer]], monkeypatch: pytest.MonkeyPatch
+    isolated_registry: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = isolated_registry["slerp"]
     _patch_entry_points(monkeypatch, [_FakeEntryPoint("slerp", lambda: type("Impostor", (_Echo,), {}))])
@@ -145,7 +148,7 @@ def test_entry_point_cannot_shadow_a_builtin(
 
 
 def test_broken_plugins_are_skipped_with_a_warning(
-    isolated_registry: dict[str, type[Composer]], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    isolated_registry: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def boom() -> Any:
         raise ImportError("missing dependency xyz")
@@ -161,7 +164,7 @@ def test_broken_plugins_are_skipped_with_a_warning(
             _FakeEntryPoint("good", lambda: Good),
         ],
     )
-    with caplog.at_level(logging.WARNING, logger=base.__name__):
+    with caplog.at_level(logging.WARNING, logger=registry_mod.__name__):
         names = list_composers()
     assert "good" in names and "broken" not in names and "not-a-class" not in names
     assert BUILTINS <= set(names)
@@ -171,3 +174,112 @@ def test_broken_plugins_are_skipped_with_a_warning(
 def test_module_doctest_runs() -> None:
     result = doctest.testmod(base, verbose=False)
     assert result.attempted >= 2 and result.failed == 0
+    result = doctest.testmod(registry_mod, verbose=False)
+    assert result.attempted >= 5 and result.failed == 0
+
+
+# -- the generic registry and the other registries ------------------------------------------------------------------
+
+
+class _Base:
+    pass
+
+
+def test_generic_registry_checks_base_duplicates_and_names() -> None:
+    reg: Registry[type[_Base]] = Registry("widget", _Base)
+    a = reg.register("a")(type("A", (_Base,), {}))
+    assert reg.get("a") is a and reg.list() == ["a"] and "a" in reg and isinstance(reg.create("a"), a)
+    with pytest.raises(ConfigError, match="'a' is already registered"):
+        reg.add("a", type("A2", (_Base,), {}))
+    with pytest.raises(ConfigError, match="_Base subclass"):
+        reg.add("b", int)
+    with pytest.raises(ConfigError, match="unknown widget 'zz'; available: a"):
+        reg.get("zz")
+    reg.unregister("a")
+    assert reg.list() == []
+    instances: Registry[_Base] = Registry("thing", _Base, instances=True)
+    with pytest.raises(ConfigError, match="_Base instance"):
+        instances.add("x", _Base)  # the class, not an instance
+    one = instances.add("x", _Base())
+    assert instances.mapping()["x"] is one
+
+
+def test_encoder_backends_register_as_classes_that_rebuild_themselves() -> None:
+    from cir_milvus.encoders import ENCODERS, EncoderBackend, FakeEncoder, encoder_from_recipe, register_encoder
+
+    assert {"fake", "onnx", "torch"} <= set(ENCODERS.list())
+    assert all(issubclass(cls, EncoderBackend) for _, cls in ENCODERS.items())
+    with pytest.raises(ConfigError, match="EncoderBackend subclass"):
+        register_encoder("not-a-backend")(lambda **kw: None)  # factories are no longer accepted
+    assert "not-a-backend" not in ENCODERS
+    with pytest.raises(ConfigError, match="unknown encoder backend 'nope'; available: .*fake.*onnx.*torch"):
+        encoder_from_recipe({"backend": "nope", "model": "x"})
+    with pytest.raises(ConfigError, match="FakeEncoder"):
+        encoder_from_recipe(FakeEncoder(dim=4).recipe)
+
+
+def test_a_plugin_backend_rebuilds_from_its_own_recipe() -> None:
+    from cir_milvus.encoders import ENCODERS, EncoderBackend, FakeEncoder, encoder_from_recipe, register_encoder
+
+    class SeededFake(FakeEncoder):
+        @classmethod
+        def from_recipe(cls, recipe: Any, options: Any) -> Any:
+            return cls(dim=int(recipe["dim"]), seed=int(recipe["seed"]))
+
+        @property
+        def recipe(self) -> dict[str, Any]:
+            return {**super().recipe, "backend": "seeded-fake", "seed": self.seed}
+
+    register_encoder("seeded-fake")(SeededFake)
+    try:
+        enc = encoder_from_recipe(SeededFake(dim=6, seed=3).recipe)
+        assert isinstance(enc, SeededFake) and enc.dim == 6 and enc.seed == 3
+        assert isinstance(enc, EncoderBackend)
+    finally:
+        ENCODERS.unregister("seeded-fake")
+
+
+def test_head_kinds_are_one_registry_table() -> None:
+    from cir_milvus.heads import HEAD_DEFAULTS, HEADS, HeadDefaults, head_defaults, list_heads
+
+    assert list_heads() == sorted(HEAD_DEFAULTS) == ["lincir", "pic2word", "searle"]
+    assert head_defaults("pic2word").arch == "Pic2WordMapper" and head_defaults("lincir").arch == "SearlePhi"
+    with pytest.raises(ConfigError, match="unknown head kind 'phi'; available: lincir, pic2word, searle"):
+        head_defaults("phi")
+    with pytest.raises(ConfigError, match="HeadDefaults instance"):
+        HEADS.add("bogus", {"template": "$ {}"})
+    with pytest.raises(ConfigError, match="arch"):
+        HeadDefaults("a $ {}", "$", "clip", "both", "Phi", arch="Transformer")
+    with pytest.raises(TypeError):
+        HEAD_DEFAULTS["new"] = head_defaults("searle")  # type: ignore[index]  # read-only view
+
+
+def test_capabilities_are_runtime_checkable_protocols() -> None:
+    from cir_milvus.encoders import (
+        FakeEncoder,
+        HasBundleHeads,
+        HasPreprocessConfig,
+        SupportsDecodeModes,
+        SupportsDeviceOutput,
+        SupportsPixels,
+        SupportsPseudoTokens,
+        SupportsThreads,
+    )
+
+    fake = FakeEncoder(dim=8)
+    assert isinstance(fake, SupportsPseudoTokens)
+    for proto in (HasBundleHeads, HasPreprocessConfig, SupportsDecodeModes, SupportsDeviceOutput, SupportsPixels,
+                  SupportsThreads):
+        assert not isinstance(fake, proto), proto.__name__
+
+    class Pixels(FakeEncoder):
+        preprocess_config = None
+
+        def pixels(self, images: Any, preprocess: Any = None) -> Any:
+            return np.zeros((len(images), 3, 8, 8), dtype=np.float32)
+
+        def encode_pixels(self, pixels: Any, *, normalize: bool = True) -> Any:
+            return np.zeros((len(pixels), self.dim), dtype=np.float32)
+
+    assert isinstance(Pixels(dim=8), SupportsPixels) and isinstance(Pixels(dim=8), HasPreprocessConfig)
+    assert not isinstance(Pixels(dim=8), SupportsDecodeModes)

@@ -1,0 +1,145 @@
+"""Optional encoder capabilities, as runtime-checkable Protocols.
+
+Every encoder implements :class:`~cir_milvus.encoders.base.Encoder`. Some offer more, and callers ask with
+``isinstance(encoder, SupportsPixels)`` rather than probing attributes by name:
+
+===========================  =====================================================  =========================
+protocol                     what it offers                                         torch / onnx / fake
+===========================  =====================================================  =========================
+:class:`HasPreprocessConfig` ``preprocess_config`` (how its images are decoded)     yes / yes / no
+:class:`SupportsDecodeModes` ``with_decode(mode)``: a copy decoding another way     yes / yes / no
+:class:`SupportsPixels`      ``pixels(images)`` and ``encode_pixels(pixels)``       yes / yes / no
+:class:`SupportsUint8`       ``encode_uint8(pixels)``: normalises on its device     yes / no / no
+:class:`SupportsThreads`     ``set_threads(n, spin=)``: share the cores             yes / yes / no
+:class:`SupportsDeviceOutput` ``to_device(x)`` and ``device_output=True`` results    yes / no / no
+:class:`SupportsPseudoTokens` ``token_width()``, ``encode_texts_with_pseudo_tokens`` yes / yes / yes
+:class:`HasBundleHeads`      ``heads``: projection heads shipped with the weights   no / yes / no
+===========================  =====================================================  =========================
+
+Example:
+    >>> from cir_milvus.encoders import FakeEncoder
+    >>> enc = FakeEncoder(dim=8)
+    >>> isinstance(enc, SupportsPseudoTokens), isinstance(enc, SupportsPixels)
+    (True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from cir_milvus.types import Embeddings, ImageInput
+
+if TYPE_CHECKING:
+    from cir_milvus.preprocess import PreprocessConfig
+
+__all__ = [
+    "BundleHeadLike",
+    "HasBundleHeads",
+    "HasPreprocessConfig",
+    "SupportsDecodeModes",
+    "SupportsDeviceOutput",
+    "SupportsPixels",
+    "SupportsPseudoTokens",
+    "SupportsThreads",
+    "SupportsUint8",
+]
+
+
+@runtime_checkable
+class HasPreprocessConfig(Protocol):
+    """An encoder that decodes and preprocesses images itself, as its ``preprocess_config`` says."""
+
+    preprocess_config: PreprocessConfig
+
+
+@runtime_checkable
+class SupportsDecodeModes(HasPreprocessConfig, Protocol):
+    """An encoder that can decode images another way (``"exact"``, ``"reduce"``, ``"draft"``)."""
+
+    def with_decode(self, decode: str) -> Any:
+        """A copy sharing the model, decoding with ``decode`` (``self`` when it already does)."""
+        ...
+
+
+@runtime_checkable
+class SupportsPixels(HasPreprocessConfig, Protocol):
+    """An encoder whose image input can be preprocessed elsewhere (decode workers) and handed over as pixels."""
+
+    def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
+        """Decode and preprocess images to float32 ``[N, 3, S, S]``."""
+        ...
+
+    def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> Any:
+        """Encode preprocessed pixels ``[N, 3, S, S]``."""
+        ...
+
+
+@runtime_checkable
+class SupportsUint8(Protocol):
+    """An encoder that normalises uint8 pixels ``[N, S, S, 3]`` itself (on its device)."""
+
+    def encode_uint8(self, pixels: Any, *, normalize: bool = True) -> Any:
+        """Encode uint8 pixels ``[N, S, S, 3]`` (resized and cropped, not normalised)."""
+        ...
+
+
+@runtime_checkable
+class SupportsThreads(Protocol):
+    """An encoder whose CPU threads can be set, so that it shares the cores with decode workers."""
+
+    def set_threads(self, threads: int | None, *, spin: bool = True) -> tuple[int | None, bool]:
+        """Set the intra-op threads and spinning; returns the previous pair."""
+        ...
+
+
+@runtime_checkable
+class SupportsDeviceOutput(Protocol):
+    """An encoder that can keep results on its device: its ``encode_*`` methods take ``device_output=True`` and
+    return device tensors, and ``to_device`` moves numpy arrays there (torch)."""
+
+    device: str
+
+    def to_device(self, x: np.ndarray) -> Any:
+        """``x`` as a float32 tensor on the encoder's device."""
+        ...
+
+
+@runtime_checkable
+class SupportsPseudoTokens(Protocol):
+    """An encoder whose text tower takes a pseudo word token in place of a placeholder (Pic2Word, SEARLE, LinCIR)."""
+
+    def token_width(self) -> int:
+        """Width of the text tower's token embeddings (the dimension of a pseudo token)."""
+        ...
+
+    def encode_texts_with_pseudo_tokens(self, texts: Sequence[str], pseudo_tokens: np.ndarray, *,
+                                        placeholder: str = "$", batch_size: int = 256,
+                                        normalize: bool = True) -> Embeddings:
+        """Encode prompts whose placeholder row is overwritten by ``pseudo_tokens[i]``."""
+        ...
+
+
+@runtime_checkable
+class BundleHeadLike(Protocol):
+    """A projection head served with the encoder's weights (an ONNX bundle's ``head_{name}.onnx``)."""
+
+    kind: str
+    template: str
+    placeholder: str
+
+    def __call__(self, image_embeddings: np.ndarray) -> np.ndarray: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class HasBundleHeads(Protocol):
+    """An encoder that ships projection heads with its weights (ONNX bundles exported with ``--head``)."""
+
+    @property
+    def heads(self) -> Mapping[str, BundleHeadLike]:
+        """The heads, by name."""
+        ...
