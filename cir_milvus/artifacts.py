@@ -40,6 +40,7 @@ from cir_milvus.hashing import file_sha256
 __all__ = [
     "CACHE_ENV_VAR",
     "ENV_VAR",
+    "PACKAGE_DATA_DIR",
     "SearchPath",
     "candidates",
     "hint_name",
@@ -60,6 +61,8 @@ CACHE_ENV_VAR = "CIR_MILVUS_CACHE"
 SearchPath: TypeAlias = "str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None"
 """Folders to search: one path, an ``os.pathsep``-separated string, or a sequence of paths."""
 
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "data"
+"""The package's own data folder (shipped demo weights, heads and bundle): the last folder of the search path."""
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt", ".onnx")
 _INDEX_NAME = "known_files.json"
 _MAX_PATHS_PER_SHA = 8
@@ -103,18 +106,12 @@ def _split(search_path: SearchPath) -> list[str]:
     return [os.fspath(s) for s in search_path]
 
 
-def _package_data_dir() -> Path:
-    from cir_milvus.models.demo import DATA_DIR
-
-    return DATA_DIR
-
-
 def search_dirs(search_path: SearchPath = None, base_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """The folders a hint is looked up in: ``base_dir``, ``search_path``, ``$CIR_MILVUS_PATH``, then the package's
     data folder (no duplicates)."""
     out: list[Path] = []
     raw = ([os.fspath(base_dir)] if base_dir is not None else []) + _split(search_path) + _split(
-        os.environ.get(ENV_VAR)) + [os.fspath(_package_data_dir())]
+        os.environ.get(ENV_VAR)) + [os.fspath(PACKAGE_DATA_DIR)]
     for s in raw:
         p = Path(s).expanduser()
         if p not in out:

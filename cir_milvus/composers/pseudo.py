@@ -388,6 +388,7 @@ class CombinedComposer(Composer):
         if image_embeddings is None:
             raise ConfigError("composer 'combined' needs a reference image (or ref_id)")
         composed = self.inner.compose_device(encoder, image_embeddings, texts, template)  # [N, D], unit rows
-        on_device = isinstance(encoder, SupportsDeviceOutput) and not isinstance(composed, np.ndarray)
-        img = encoder.to_device(image_embeddings) if on_device else image_embeddings  # type: ignore[union-attr]
+        img: Any = image_embeddings
+        if isinstance(encoder, SupportsDeviceOutput) and not isinstance(composed, np.ndarray):
+            img = encoder.to_device(image_embeddings)  # composed on the device: slerp there
         return to_numpy(slerp(_normalize(img), composed, self.params["alpha"]))
