@@ -222,8 +222,6 @@ class TorchEncoder(EncoderBackend):
         (1, 128)
     """
 
-    supports_device_output = True
-
     def __init__(
         self,
         model: str,
