@@ -1,8 +1,12 @@
 """Pictures: contact sheets of composed queries and their hits, and recall-against-alpha plots.
 
 A contact sheet has one row per query: the reference (blue frame, labelled), the modification text (wrapped), then
-the top hits, each with its id and score underneath (a green / red frame when ground truth says hit / miss). Images
-whose files cannot be found become a grey tile that says so, never a black square.
+the top hits, each with its id and score underneath (a green / red frame when ground truth says hit / miss). A
+legend above the rows names each frame colour the sheet uses (reference, correct, wrong). Images whose files cannot
+be found become a grey tile that says so, never a black square.
+
+A recall-against-alpha plot draws one colour per composer and one line style per metric; composers without alpha
+are the only dashed lines, and the tuned alpha of each composer is marked with a star (and named in the legend).
 
 Plots need matplotlib (``pip install 'cir_milvus[plot]'``), imported only when a plot is drawn.
 """
@@ -17,13 +21,16 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["SheetRow", "contact_sheet", "load_tile", "placeholder_tile", "plot_recall_vs_alpha", "resolve_source"]
+__all__ = ["SheetRow", "contact_sheet", "draw_recall_vs_alpha", "legend_entries", "load_tile", "placeholder_tile",
+           "plot_recall_vs_alpha", "resolve_source"]
 
 REFERENCE = (40, 80, 200)
 HIT = (30, 160, 60)
 MISS = (200, 50, 50)
 INK = (30, 30, 30)
 MUTED = (110, 110, 110)
+FRAME_LABELS = {"reference": REFERENCE, "correct": HIT, "wrong": MISS}
+"""The frame colours of a contact sheet by what they mean (the legend's entries)."""
 
 
 @dataclass
@@ -136,6 +143,24 @@ def _square(img: Image.Image, size: int) -> Image.Image:
     return tile
 
 
+def legend_entries(rows: Sequence[SheetRow]) -> list[tuple[str, tuple[int, int, int]]]:
+    """The ``(label, frame colour)`` pairs a sheet of ``rows`` needs: ``reference`` when a row has one, ``correct``
+    / ``wrong`` when ground truth marks a hit so (unjudged hits have no frame, hence no entry)."""
+    used = {"reference": any(r.reference is not None for r in rows),
+            "correct": any(hit is True for r in rows for _, _, hit in r.hits),
+            "wrong": any(hit is False for r in rows for _, _, hit in r.hits)}
+    return [(label, colour) for label, colour in FRAME_LABELS.items() if used[label]]
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, entries: Sequence[tuple[str, tuple[int, int, int]]], x: int, y: int,
+                 box: int, font: Any) -> None:
+    """One line of framed swatches, each followed by its label: ``[ ] reference  [ ] correct  [ ] wrong``."""
+    for label, colour in entries:
+        draw.rectangle([x, y, x + box, y + box], outline=colour, width=3)
+        draw.text((x + box + 6, y + (box - font.size) // 2 - 1), label, fill=INK, font=font)
+        x += box + 6 + int(_text_width(draw, label, font)) + 3 * box // 2
+
+
 def contact_sheet(rows: Sequence[SheetRow], path: str | Path, thumb: int = 224, text_width: int = 240) -> Path:
     """Write a PNG grid of queries and hits and return its path.
 
@@ -154,11 +179,15 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | Path, thumb: int = 224, 
     row_h = thumb + label_h + 2 * pad
     n_hits = max((len(r.hits) for r in rows), default=0)
     width = pad + (thumb + pad) + text_width + pad + n_hits * (thumb + pad)
-    sheet = Image.new("RGB", (width, max(1, len(rows)) * row_h), (250, 250, 250))
+    entries = legend_entries(rows)
+    top = small.size + 3 * pad if entries else 0  # the legend's strip
+    sheet = Image.new("RGB", (width, top + max(1, len(rows)) * row_h), (250, 250, 250))
     draw = ImageDraw.Draw(sheet)
+    if entries:
+        _draw_legend(draw, entries, pad, pad, small.size + 4, small)
     for r, row in enumerate(rows):
-        y = r * row_h + pad
-        if r:
+        y = top + r * row_h + pad
+        if r or top:
             draw.line([(0, y - pad), (width, y - pad)], fill=(220, 220, 220), width=1)
         if row.reference is not None:
             sheet.paste(_square(row.reference, thumb), (pad, y))
@@ -189,21 +218,25 @@ def contact_sheet(rows: Sequence[SheetRow], path: str | Path, thumb: int = 224, 
     return path
 
 
+SWEEP_STYLES = ("-", "-.", ":", (0, (3, 1, 1, 1, 1, 1)))
+"""Line styles of the swept metrics (first metric solid); dashes are kept for the composers without alpha."""
+BASELINE_STYLE = "--"
+
+
 def plot_recall_vs_alpha(
     sweeps: Mapping[str, Mapping[float, Mapping[str, float]]],
     path: str | Path,
     *,
     metrics: Sequence[str] = ("R@1", "R@5", "R@10"),
     baselines: Mapping[str, Mapping[str, float]] | None = None,
+    tuned: Mapping[str, float] | None = None,
     title: str = "",
 ) -> Path:
-    """Plot recall against alpha, one colour per composer, one line style per metric; write a PNG.
+    """Plot recall against alpha (:func:`draw_recall_vs_alpha`) with a legend beside it; write a PNG.
 
     Args:
-        sweeps: ``{composer: {alpha: {metric: value}}}``.
+        sweeps, metrics, baselines, tuned: as for :func:`draw_recall_vs_alpha`.
         path: output PNG.
-        metrics: the metrics to draw (those a sweep lacks are skipped).
-        baselines: ``{name: {metric: value}}`` of composers without alpha, drawn as horizontal lines.
         title: figure title.
 
     Raises:
@@ -214,29 +247,13 @@ def plot_recall_vs_alpha(
     matplotlib = require("matplotlib", extra="plot", purpose="plots")
     matplotlib.use("Agg")
     plt = require("matplotlib.pyplot", extra="plot", purpose="plots")
-    styles = ["-", "--", ":", "-."]
-    colours = plt.get_cmap("tab10").colors
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     try:
-        for c, (name, by_alpha) in enumerate(sweeps.items()):
-            alphas = sorted(by_alpha)
-            for s, metric in enumerate(m for m in metrics if all(m in by_alpha[a] for a in alphas)):
-                ys = [by_alpha[a][metric] for a in alphas]
-                ax.plot(alphas, ys, styles[s % len(styles)], marker="o", ms=4, color=colours[c % len(colours)],
-                        label=f"{name} {metric}")
-        for b, (name, values) in enumerate((baselines or {}).items()):
-            found = next((m for m in metrics if m in values), None)
-            if found is not None:
-                ax.axhline(values[found], color=colours[(len(sweeps) + b) % len(colours)], lw=1, alpha=0.8,
-                           ls=(0, (4, 2)), label=f"{name} {found}")
-        ax.set_xlabel("alpha (weight of the text; 1 = text only)")
-        ax.set_ylabel("recall (%)")
-        ax.grid(alpha=0.3)
+        draw_recall_vs_alpha(ax, sweeps, metrics=metrics, baselines=baselines, tuned=tuned)
         if title:
             import textwrap
 
             ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,3 +261,55 @@ def plot_recall_vs_alpha(
     finally:
         plt.close(fig)
     return path
+
+
+def draw_recall_vs_alpha(
+    ax: Any,
+    sweeps: Mapping[str, Mapping[float, Mapping[str, float]]],
+    *,
+    metrics: Sequence[str] = ("R@1", "R@5", "R@10"),
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    tuned: Mapping[str, float] | None = None,
+) -> None:
+    """Draw recall against alpha into a matplotlib ``Axes``: one colour per composer, one line style per metric.
+
+    Line styles mean one thing each: the swept metrics are solid (the first), dash-dotted, dotted...; the composers
+    without alpha are dashed horizontal lines, and nothing else is dashed. A tuned alpha is marked with a star on
+    the composer's first metric over a faint vertical band, and named in the legend ("slerp tuned alpha 0.7").
+
+    Args:
+        ax: the axes to draw into (a legend is placed to its right).
+        sweeps: ``{composer: {alpha: {metric: value}}}``.
+        metrics: the metrics to draw (those a sweep lacks are skipped).
+        baselines: ``{name: {metric: value}}`` of composers without alpha, drawn as dashed horizontal lines (their
+            first metric in ``metrics``).
+        tuned: ``{composer: alpha}``, the alpha chosen for each swept composer (e.g. by
+            :func:`~cir_milvus.eval.runner.sweep_alpha`); names that were not swept are ignored.
+    """
+    import numpy as np
+    from matplotlib import colormaps
+
+    tab10 = colormaps["tab10"]
+    colours = [tab10(i) for i in range(tab10.N)]
+    for c, (name, by_alpha) in enumerate(sweeps.items()):
+        colour = colours[c % len(colours)]
+        alphas = sorted(by_alpha)
+        drawn = [m for m in metrics if all(m in by_alpha[a] for a in alphas)]
+        for s, metric in enumerate(drawn):
+            ax.plot(alphas, [by_alpha[a][metric] for a in alphas], linestyle=SWEEP_STYLES[s % len(SWEEP_STYLES)],
+                    marker="o", ms=4, color=colour, label=f"{name} {metric}")
+        best = (tuned or {}).get(name)
+        if best is not None and drawn:
+            y = float(np.interp(best, alphas, [by_alpha[a][drawn[0]] for a in alphas]))
+            ax.axvspan(best - 0.006, best + 0.006, color=colour, alpha=0.15, lw=0)
+            ax.plot([best], [y], linestyle="none", marker="*", ms=15, color=colour, markeredgecolor="black",
+                    markeredgewidth=0.6, label=f"{name} tuned alpha {best:g}")
+    for b, (name, values) in enumerate((baselines or {}).items()):
+        found = next((m for m in metrics if m in values), None)
+        if found is not None:
+            ax.axhline(values[found], color=colours[(len(sweeps) + b) % len(colours)], lw=1, alpha=0.8,
+                       linestyle=BASELINE_STYLE, label=f"{name} {found} (no alpha)")
+    ax.set_xlabel("alpha (weight of the text; 1 = text only)")
+    ax.set_ylabel("recall (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
