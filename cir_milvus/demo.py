@@ -89,11 +89,12 @@ def run_demo(
     for name, params, tune in plan:
         alpha = None
         if tune:
-            alpha, swept = sweep_alpha(val, col, ALPHAS, composer=name, composer_params=params, progress=False)
+            alpha, swept = sweep_alpha(val, col, ALPHAS, composer=name, composer_params=params, progress=False,
+                                       official=False)
             tuned[name] = alpha
             sweeps[name] = {a: r.milvus for a, r in zip(ALPHAS, swept)}
         results.append(evaluate(test, col, composer=name, alpha=alpha, composer_params=params, ingest=False,
-                                progress=False))
+                                progress=False, official=False))  # a product collection: recorded as such
     by_name = {r.config["composer"]["name"]: r for r in results}
     print_fn("")
     print_fn(f"Synthetic world, test split: {n_queries} composed queries over {len(col)} images through Milvus "
@@ -117,7 +118,7 @@ def run_demo(
 
     grid = _contact_sheet(test, col, tuned.get("slerp"), workdir / "demo_queries.png", grid_rows)
     print_fn(f"contact sheet: {grid}")
-    plot = _alpha_plot(sweeps, results, workdir / "demo_alpha.png")
+    plot = _alpha_plot(sweeps, results, tuned, workdir / "demo_alpha.png")
     if plot is not None:
         print_fn(f"recall against alpha (validation split): {plot}")
     out_json = write_json(workdir / "demo_results.json", results,
@@ -130,8 +131,9 @@ def run_demo(
 
 
 def _alpha_plot(sweeps: dict[str, dict[float, dict[str, float]]], results: list[EvalResult],
-                path: Path) -> Path | None:
-    """R@1 / R@10 against alpha on the validation split, with the test R@1 of the other composers as lines."""
+                tuned: dict[str, float], path: Path) -> Path | None:
+    """R@1 / R@10 against alpha on the validation split (the tuned alphas marked), with the test R@1 of the other
+    composers as dashed lines."""
     from cir_milvus._optional import available
 
     if not available("matplotlib"):
@@ -141,7 +143,7 @@ def _alpha_plot(sweeps: dict[str, dict[float, dict[str, float]]], results: list[
 
     others = {r.config["composer"]["name"]: r.milvus for r in results
               if r.config["composer"]["name"] not in sweeps}
-    return plot_recall_vs_alpha(sweeps, path, metrics=("R@1", "R@10"), baselines=others,
+    return plot_recall_vs_alpha(sweeps, path, metrics=("R@1", "R@10"), baselines=others, tuned=tuned,
                                 title="Synthetic world, Milvus recall against alpha on the validation split "
                                       "(dashed lines: composers without alpha, test split)")
 

@@ -24,7 +24,15 @@ from typing import Any
 
 from cir_milvus.errors import BackendUnavailableError, ConfigError, RecipeMismatchError
 from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRRDataset, FashionIQDataset, fashioniq_datasets
-from cir_milvus.eval.runner import EvalResult, evaluate, evaluate_fashioniq, format_table, sweep_alpha, write_json
+from cir_milvus.eval.runner import (
+    EvalResult,
+    evaluate,
+    evaluate_fashioniq,
+    format_table,
+    official_deviations,
+    sweep_alpha,
+    write_json,
+)
 from cir_milvus.eval.submission import (
     CIRCO_TOP_K,
     CIRR_SUBSET_K,
@@ -34,7 +42,6 @@ from cir_milvus.eval.submission import (
     write_circo_submission,
     write_cirr_submission,
 )
-from cir_milvus.preprocess import recorded_decode
 
 __all__ = [
     "SWEEP_METRICS",
@@ -193,12 +200,12 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
                                      text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
-        recorded = recorded_decode(col.recipe.encoder.get("preprocess"))
-        if recorded != "exact":  # the collection's mode wins on open: refuse rather than score a non-reference gallery
+        deviations = official_deviations(col)
+        if deviations:  # the collection's modes win on open: refuse rather than score a non-reference gallery
             col.close()
-            raise ConfigError(f"collection {name!r} decoded its images with decode={recorded!r}, but eval scores "
-                              "galleries decoded exactly as the official code does; pass --collection NAME to build "
-                              "an exact one")
+            raise ConfigError(f"collection {name!r} is off the official path ({'; '.join(deviations)}), but eval "
+                              "scores galleries loaded and decoded as the official code does; pass --collection NAME "
+                              "to build one")
         return col
     from cir_milvus.cli import creation_model
 
@@ -209,8 +216,8 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
 
 
 def plot_sweep(results: list[EvalResult], alphas: list[float], path: str | Path, composer: str,
-               title: str = "") -> Path:
-    """PNG of the Milvus recall of a ``--sweep`` against alpha (every R@K the data set reports).
+               title: str = "", best: float | None = None) -> Path:
+    """PNG of the Milvus recall of a ``--sweep`` against alpha (every R@K the data set reports; ``best`` marked).
 
     Raises:
         BackendUnavailableError: matplotlib is not installed (``pip install 'cir_milvus[plot]'``).
@@ -221,7 +228,8 @@ def plot_sweep(results: list[EvalResult], alphas: list[float], path: str | Path,
     metrics = ([m for m in names if m.startswith("avg/")] or [m for m in names if m.startswith(("R@", "mAP@"))]
                or names)
     sweep = {composer: {a: r.milvus for a, r in zip(alphas, results)}}
-    return plot_recall_vs_alpha(sweep, path, metrics=metrics[:4], title=f"{title}: Milvus recall against alpha")
+    return plot_recall_vs_alpha(sweep, path, metrics=metrics[:4], title=f"{title}: Milvus recall against alpha",
+                                tuned={composer: best} if best is not None else None)
 
 
 def write_submission(result: EvalResult, ds: CIRDataset, out_dir: str | Path) -> list[Path]:
@@ -305,7 +313,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
                 print("pass --plot FILE.png (or --output) for a plot of recall against alpha")
             else:
                 try:
-                    print(f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}')}")
+                    print(f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}', best)}")
                 except BackendUnavailableError as e:
                     print(f"no plot: {e}")
         else:

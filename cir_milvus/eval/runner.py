@@ -1,10 +1,12 @@
 """The evaluation runner: gallery → Milvus (cached, resumable), queries → composer → Milvus ANN and exact search,
 scored with the official protocol of each data set, side by side.
 
-Fidelity defaults (README "Fidelity"): the gallery and reference images are decoded as the official data sets do
-when the collection's encoder was built with ``image_loading="official"`` (``cir-milvus eval`` does), pseudo-token
-composers inject as their official evaluation does (:func:`official_composer_params`: LinCIR overwrites every
-``$``), and LinCIR's images use ``hf_clip`` preprocessing (its head's default).
+Fidelity defaults (README "Fidelity"): the gallery and reference images must be loaded and decoded as the official
+data sets do: :func:`evaluate` refuses a collection whose encoder was not built with ``image_loading="official"`` and
+``decode="exact"`` (``cir-milvus eval`` builds it so) unless called with ``official=False``, which scores it anyway and
+records the deviations in the result (:func:`official_deviations`). Pseudo-token composers inject as their official
+evaluation does (:func:`official_composer_params`: LinCIR overwrites every ``$``), and LinCIR's images use
+``hf_clip`` preprocessing (its head's default).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cir_milvus.encoders.capabilities import HasPreprocessConfig
 from cir_milvus.errors import ConfigError
 from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRQuery, CIRRDataset, FashionIQDataset
 from cir_milvus.eval.metrics import circo_metrics, cirr_metrics, fashioniq_metrics, recall_at_k
+from cir_milvus.preprocess import PreprocessConfig, recorded_decode
 
 if TYPE_CHECKING:
     from cir_milvus.collection import CIRCollection
@@ -32,6 +36,7 @@ __all__ = [
     "format_table",
     "ingest_dataset",
     "official_composer_params",
+    "official_deviations",
     "score",
     "sweep_alpha",
 ]
@@ -47,7 +52,9 @@ class EvalResult:
         milvus: metrics from the Milvus ANN rankings.
         exact: metrics from exact (brute-force inner product) rankings of the same stored vectors.
         config: everything needed to reproduce the numbers (model, checksum, composer, alpha, template,
-            preprocessing, index parameters, package version).
+            preprocessing, index parameters, package version), and whether the images took the official path
+            (``"official"``: True, False with ``official=False``, None when the encoder cannot be checked;
+            ``"deviations"``: how they differ).
         rankings: the Milvus rankings (query id → ranked ids, reference included), for submission files.
         exact_rankings: the exact-search rankings, same layout.
         subset_rankings: CIRR only: the Milvus ranking of each query's ``img_set`` (filtered search), for the
@@ -74,6 +81,12 @@ class EvalResult:
         """Whether metrics were computed (false on unlabeled test splits)."""
         return bool(self.milvus)
 
+    @property
+    def official(self) -> bool | None:
+        """Whether the images were loaded and decoded as the official code does (``None``: not checkable)."""
+        value = self.config.get("official")
+        return None if value is None else bool(value)
+
     def table(self) -> str:
         lines = [f"{self.dataset}/{self.split}  composer={self.config['composer']['name']} "
                  f"{_params_str(self.config['composer'].get('params', {}))}  queries={self.n_queries} "
@@ -84,6 +97,8 @@ class EvalResult:
         for key, v in self.milvus.items():
             e = self.exact.get(key, float("nan"))
             lines.append(f"{key:<14}{v:>9.2f}{e:>9.2f}{v - e:>+8.2f}")
+        if self.official is False:
+            lines.append("not the official path: " + "; ".join(self.config.get("deviations", [])))
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +128,55 @@ def official_composer_params(comp: Any) -> dict[str, Any]:
     kind = getattr(getattr(inner, "params", {}).get("head"), "kind", None)
     rule = OFFICIAL_SLOT_RULE.get(str(kind))
     return {"slots": rule} if rule is not None and rule != "template" else {}
+
+
+OFFICIAL_LOADING = "official"
+"""How the research code loads benchmark images (``PIL.Image.open``, no EXIF rotation, no compositing)."""
+OFFICIAL_DECODE = "exact"
+"""How the research code decodes and resizes them (the reference transform, no reduced-size JPEG decode)."""
+
+
+def official_deviations(col: CIRCollection) -> list[str] | None:
+    """How a collection loads or decodes images other than the official evaluation code does.
+
+    Read from the gallery's recorded preprocessing (the collection's recipe) and from the encoder that serves its
+    reference images (``encoder.preprocess_config``). ``[]`` means the official path; ``None`` means the encoder
+    declares no image preprocessing to check (a ``FakeEncoder`` or a plugin backend).
+
+    Example:
+        >>> official_deviations(col)  # doctest: +SKIP
+        ["the gallery was decoded with decode='reduce', not 'exact' (the reference transform)"]
+    """
+    out: list[str] = []
+    stored = col.recipe.encoder.get("preprocess")
+    if not isinstance(col.encoder, HasPreprocessConfig):
+        return None
+    live = col.encoder.preprocess_config
+    sides = [("the encoder", live.loading, live.decode)]
+    if isinstance(stored, Mapping) and ("size" in stored or "mode" in stored):
+        sides.insert(0, ("the gallery", str(stored.get("loading") or PreprocessConfig.loading), recorded_decode(stored)))
+    for who, loading, decode in sides:
+        if loading != OFFICIAL_LOADING:
+            out.append(f"{who} loads images with image_loading={loading!r} (EXIF rotation, transparency on white), "
+                       f"not {OFFICIAL_LOADING!r} (Image.open, as the research code)")
+        if decode != OFFICIAL_DECODE:
+            out.append(f"{who} decodes images with decode={decode!r}, not {OFFICIAL_DECODE!r} (the reference "
+                       "transform)")
+    return out
+
+
+def _official_config(col: CIRCollection, official: bool) -> dict[str, Any]:
+    """Refuse a collection off the official path unless ``official`` is False; what the result records about it."""
+    deviations = official_deviations(col)
+    if deviations is None:
+        return {"official": None, "deviations": ["the encoder declares no image preprocessing; not checked"]}
+    if deviations and official:
+        raise ConfigError(
+            f"evaluate() scores benchmarks with images loaded and decoded as the official code does, but collection "
+            f"{col.name!r}: {'; '.join(deviations)}. Build the collection with an encoder made the official way, "
+            f"e.g. create_encoder(model, pretrained, image_loading={OFFICIAL_LOADING!r}, decode={OFFICIAL_DECODE!r}),"
+            " or pass official=False to score this one anyway (the result records it in config['official'])")
+    return {"official": not deviations, "deviations": deviations}
 
 
 def ingest_dataset(dataset: CIRDataset, col: CIRCollection, *, batch_size: int = 64, progress: bool = True,
@@ -167,6 +231,7 @@ def evaluate(
     progress: bool = True,
     filter: str | None = None,
     filter_params: Mapping[str, Any] | None = None,
+    official: bool = True,
 ) -> EvalResult:
     """Run a data set through a collection: ingest (resumable), compose, Milvus search and exact search, score.
 
@@ -181,7 +246,14 @@ def evaluate(
         progress: progress bars.
         filter: restrict the Milvus search (e.g. one FashionIQ category); exact search uses the same gallery.
         filter_params: values of the filter's placeholders.
+        official: refuse a collection whose images are not loaded and decoded as the official code does
+            (:func:`official_deviations`); ``False`` scores it anyway and records ``config["official"] = False``
+            with the deviations.
+
+    Raises:
+        ConfigError: the collection is off the official path and ``official`` is True; the data set has no queries.
     """
+    path = _official_config(col, official)
     t0 = time.perf_counter()
     if ingest:
         ingest_dataset(dataset, col, batch_size=batch_size, progress=progress)
@@ -193,9 +265,9 @@ def evaluate(
         raise ConfigError(f"{dataset!r} has no queries")
     params = dict(composer_params or {})
     comp = col.composer(composer, alpha=alpha, **params)
-    official = {k: v for k, v in official_composer_params(comp).items() if k not in params}
-    if official:  # the method's own evaluation rule unless the caller chose otherwise
-        params.update(official)
+    rule = {k: v for k, v in official_composer_params(comp).items() if k not in params}
+    if rule:  # the method's own evaluation rule unless the caller chose otherwise
+        params.update(rule)
         comp = col.composer(composer, alpha=alpha, **params)
     gallery_mode = col.encoder.recipe.get("preprocess", {}).get("mode", "clip")
     t1 = time.perf_counter()
@@ -231,7 +303,7 @@ def evaluate(
         "dataset": dataset.name, "split": dataset.split, "model": enc.get("model"),
         "pretrained": enc.get("pretrained"), "weights_sha256": enc.get("weights_sha256"),
         "backend": enc.get("backend"), "preprocess": enc.get("preprocess"), "composer": comp.config(),
-        "index": col.recipe.index, "metric": col.recipe.metric, "package_version": _version(),
+        "index": col.recipe.index, "metric": col.recipe.metric, "package_version": _version(), **path,
     }
     return EvalResult(
         dataset=dataset.name, split=dataset.split, milvus=milvus, exact=exact, config=config,
@@ -253,6 +325,7 @@ def evaluate_fashioniq(
     ingest: bool = True,
     batch_size: int = 64,
     progress: bool = True,
+    official: bool = True,
 ) -> EvalResult:
     """FashionIQ over several categories stored in ONE collection, scored like the papers.
 
@@ -263,7 +336,7 @@ def evaluate_fashioniq(
     Args:
         datasets: ``{category: FashionIQDataset}`` (as from :func:`~cir_milvus.eval.datasets.fashioniq_datasets`)
             or a sequence of them, all of one split.
-        col, composer, alpha, composer_params, ingest, batch_size, progress: as for :func:`evaluate`.
+        col, composer, alpha, composer_params, ingest, batch_size, progress, official: as for :func:`evaluate`.
 
     Returns:
         One combined :class:`EvalResult` (``dataset="fashioniq"``); ``config["categories"]`` lists the categories.
@@ -279,7 +352,7 @@ def evaluate_fashioniq(
         raise ConfigError(f"FashionIQ categories must share one split, got {sorted(splits)}")
     parts = [evaluate(d, col, composer=composer, alpha=alpha, composer_params=composer_params, ingest=ingest,
                       batch_size=batch_size, progress=progress, filter='metadata["category"] == {c}',
-                      filter_params={"c": d.category}) for d in dss]
+                      filter_params={"c": d.category}, official=official) for d in dss]
     queries = [q for d in dss for q in d.queries()]
     sizes = {d.category: p.gallery_size for d, p in zip(dss, parts, strict=True)}
     rankings = {k: v for p in parts for k, v in p.rankings.items()}
@@ -325,18 +398,19 @@ def _cirr_subsets(col: CIRCollection, qv: np.ndarray, queries: Sequence[CIRQuery
 def sweep_alpha(dataset: CIRDataset | Mapping[str, FashionIQDataset] | Sequence[FashionIQDataset],
                 col: CIRCollection, alphas: Sequence[float], *, composer: str = "slerp", metric: str = "R@1",
                 composer_params: Mapping[str, Any] | None = None, progress: bool = False,
-                write_default: bool = False) -> tuple[float, list[EvalResult]]:
+                write_default: bool = False, official: bool = True) -> tuple[float, list[EvalResult]]:
     """Evaluate ``alphas`` on a validation split and return the best (by the Milvus ``metric``) and all results.
 
     With ``write_default`` the best alpha becomes the collection's default composer setting. ``dataset`` may also
     be several FashionIQ categories (scored together by :func:`evaluate_fashioniq`; use ``metric="avg/R@10"``).
+    ``official`` is :func:`evaluate`'s.
     """
     if not alphas:
         raise ConfigError("sweep_alpha needs at least one alpha")
     results = []
     for i, a in enumerate(alphas):
         results.append(_evaluate_any(dataset, col, composer=composer, alpha=a, composer_params=composer_params,
-                                     ingest=(i == 0), progress=progress))
+                                     ingest=(i == 0), progress=progress, official=official))
     if metric not in results[0].milvus:
         raise ConfigError(f"metric {metric!r} not reported for {results[0].dataset}/{results[0].split}; choose from "
                           f"{list(results[0].milvus) or 'none (unlabeled split: sweep on a labeled one)'}")

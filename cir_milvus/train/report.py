@@ -155,8 +155,9 @@ class _Board:
         from cir_milvus.encoders.torch import TorchEncoder
         from cir_milvus.models.demo import DEMO_MODEL
 
-        # the reference decoding, as the evaluation harness requires (cir_milvus.eval.runner.check_official)
-        return TorchEncoder(DEMO_MODEL, pretrained, device=self.device, text_weights=text_weights, decode="exact")
+        # images loaded and decoded the official way, as evaluate() requires (cir_milvus.eval.official_deviations)
+        return TorchEncoder(DEMO_MODEL, pretrained, device=self.device, text_weights=text_weights,
+                            image_loading="official", decode="exact")
 
     def collection(self, name: str, pretrained: str) -> Any:
         from cir_milvus.collection import CIRCollection
