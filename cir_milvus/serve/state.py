@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cir_milvus.encoders.capabilities import HasBundleHeads
 from cir_milvus.errors import CIRError, ConfigError
+from cir_milvus.heads import list_heads
 from cir_milvus.images import MAX_PIXELS
 from cir_milvus.serve.batcher import EncoderWorker
 from cir_milvus.serve.errors import RequestError
@@ -146,12 +148,6 @@ class ServiceState:
                 s.store.retry = self.saved_retry.pop(s.name)
 
 
-def _head_kinds() -> list[str]:
-    from cir_milvus.heads import list_heads
-
-    return list_heads()
-
-
 def load_heads(collection: Any, heads: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:
     """Projection heads by kind: the operator's, then a bundle's own, then the demo model's shipped ones; and the
     kinds that could not be loaded, with the reason.
@@ -159,7 +155,7 @@ def load_heads(collection: Any, heads: Mapping[str, Any] | None) -> tuple[dict[s
     Raises:
         ConfigError: an operator head of an unknown kind.
     """
-    kinds = _head_kinds()
+    kinds = list_heads()
     out: dict[str, Any] = {}
     failed: dict[str, str] = {}
     for kind, src in (heads or {}).items():
@@ -170,15 +166,15 @@ def load_heads(collection: Any, heads: Mapping[str, Any] | None) -> tuple[dict[s
 
             src = load_head(kind, src)  # the operator named it: a broken file stops the start
         out[kind] = src
-    for bh in (getattr(collection.encoder, "heads", None) or {}).values():
-        out.setdefault(getattr(bh, "kind", ""), bh)
+    if isinstance(collection.encoder, HasBundleHeads):
+        for bh in collection.encoder.heads.values():
+            out.setdefault(bh.kind, bh)
     enc = collection.recipe.encoder
-    from cir_milvus.models.demo import DATA_DIR, DEMO_MODEL, DEMO_WEIGHTS
+    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_heads
 
     if enc.get("model") == DEMO_MODEL and enc.get("pretrained") == DEMO_WEIGHTS and enc.get("backend") == "torch":
-        for kind in kinds:
-            path = DATA_DIR / f"{DEMO_MODEL}.{kind}.safetensors"
-            if kind not in out and path.is_file():
+        for kind, path in demo_heads().items():
+            if kind not in out:
                 from cir_milvus.heads import load_head
 
                 try:
@@ -200,7 +196,7 @@ def composers(collection: Any, heads: Mapping[str, Any],
     from cir_milvus.composers import list_composers
 
     default = collection.recipe.composer["name"]
-    kinds = _head_kinds()
+    kinds = list_heads()
     any_head = next((heads[k] for k in kinds if k in heads), None)
     out: dict[str, ComposerInfo] = {}
     unavailable: dict[str, str] = {}
