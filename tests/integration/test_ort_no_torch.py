@@ -63,6 +63,14 @@ if cfg.get("milvus"):
     searle = again.search(cfg["reference"], cfg["query_text"], k=3, composer="searle",
                           head=again.encoder.heads["searle"])
     report["searle_hits"] = [h.id for h in searle]
+    # issue 26's query features are vector operations over the bundle's encoders: no torch either
+    feats = col.search(images=[cfg["reference"], cfg["gallery"][1]], weights=[0.7, 0.3], text=cfg["query_text"],
+                       k=3, alpha=0.8, negative="a red one", like=["g2"], return_query_vector=True,
+                       output_vectors=True)
+    report["feature_query"] = [float(x) for x in feats[0].query_vector]
+    report["feature_hits"] = [[h.id, len(h.vector)] for h in feats]
+    fused = col.search(cfg["reference"], cfg["query_text"], k=3, alpha=[0.6, 0.9], dedupe=0.99)
+    report["fused_hits"] = len(fused)
     col.close()
 
 report["torch_loaded"] = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "open_clip", "torchvision"})
@@ -132,5 +140,13 @@ def test_bundle_serves_without_torch(tiny_torch_encoder, make_image, tmp_path: P
     hits = report["hits"]
     assert report["reopened"] == ["OrtEncoder", len(gallery)]
     assert len(report["searle_hits"]) == 3
+    from cir_milvus.query import combine_references, negate, rocchio
+
+    ref = combine_references(want["images"][[0, 2]], [0.7, 0.3])
+    qf = slerp(ref[None] / np.linalg.norm(ref), enc.encode_texts(texts[:1]), 0.8)[0]
+    qf = negate(rocchio(qf, want["images"][3:4]), enc.encode_texts(["a red one"])[0])
+    assert float(np.dot(report["feature_query"], qf)) > 0.9999
+    assert [h[1] for h in report["feature_hits"]] == [128] * 3 and "g2" not in [h[0] for h in report["feature_hits"]]
+    assert report["fused_hits"] == 3
     assert [h[0] for h in hits] == [f"g{i}" for i in order]
     np.testing.assert_allclose([h[1] for h in hits], scores[order], atol=1e-4)
