@@ -23,7 +23,12 @@ def non_empty(name: str, values: Any) -> list[Any]:
     Raises:
         ConfigError: ``values`` is empty (an empty list means "no such term": leave the argument out instead).
     """
-    out = [values] if isinstance(values, (str, bytes)) else list(values)
+    if isinstance(values, (str, bytes)):
+        return [values]
+    try:
+        out = list(values)
+    except TypeError:
+        raise ConfigError(f"{name}= must be a list, got {type(values).__name__}") from None
     if not out:
         raise ConfigError(f"{name}= got an empty list; give at least one item or leave {name}= out")
     return out
