@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from cir_milvus.eval.families import family_results, format_family_line, tune_alpha
     from cir_milvus.eval.runner import ingest_dataset
     from cir_milvus.eval.synthetic import SyntheticDataset
-    from cir_milvus.models.demo import DATA_DIR, DEMO_MODEL, DEMO_WEIGHTS
+    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_head_path
 
     t0 = time.perf_counter()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="qfam-"))
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     col = CIRCollection.create(str(work / "families.db"), "families", encoder=encoder)
     ingest_dataset(test, col, progress=False)
     col.wait_for_index()
-    head = str(DATA_DIR / f"{DEMO_MODEL}.lincir.safetensors")  # shipped with the demo model
+    head = str(demo_head_path("lincir"))  # shipped with the demo model
     slerp_alpha = tune_alpha(col, val, "slerp", {})
     setups = {
         "slerp": {"composer": "slerp", "composer_params": {}, "alpha": slerp_alpha, "alpha_composer": None},
