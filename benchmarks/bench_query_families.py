@@ -33,6 +33,7 @@ def latencies(col: Any, test: Any, kw: dict[str, Any], n: int = LATENCY_QUERIES)
     """p50 milliseconds of single searches, plain and with each feature; the variants run back to back per query in
     a rotated order, so the shared machine's load drifts over all of them alike."""
     neg, two = test.family("negation")[:n], test.family("references")[:n]
+    n = len(neg)
     ids = [it.id for it in test.world.gallery()]
     base = {k: v for k, v in kw.items() if k != "alpha"}
     variants: dict[str, Any] = {

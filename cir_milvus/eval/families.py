@@ -131,7 +131,7 @@ def _feedback(col: CIRCollection, ds: SyntheticDataset, kw: Mapping[str, Any]) -
     refs, texts = [q.reference_ids[0] for q in qs], [q.text for q in qs]
     attrs = {it.id: it.attributes for it in ds.world.gallery()}
     first = col.search_batch(None, texts, k=K, ref_ids=refs, **kw)
-    marks = [simulate_feedback(q, [h.id for h in hs], attrs) for q, hs in zip(qs, first)]
+    marks = [simulate_feedback(q, [str(h.id) for h in hs], attrs) for q, hs in zip(qs, first)]
     with_fb = col.search_batch(None, texts, k=K, ref_ids=refs, like=[m[0] or None for m in marks],
                                unlike=[m[1] or None for m in marks], **kw)
     plain = col.compose(None, texts, ref_ids=refs, **kw)
