@@ -183,6 +183,9 @@ def _compose(col: CIRCollection, specs: Sequence[QuerySpec], alphas: Sequence[fl
     params = dict(compose_kw.get("composer_params", {}))
     comp = col.composer(compose_kw.get("composer"), **params)
     kw = {"composer": compose_kw.get("composer"), "truncate": compose_kw.get("truncate", False), **params}
+    if len(alphas) > 1 and "alpha" not in comp.params:
+        raise ConfigError(f"alpha=[...] fuses several alphas of a composer that has one (slerp, combined); composer "
+                          f"{comp.name!r} has none: pass one alpha, or composer='combined' for a pseudo-token method")
     if not comp.needs_image or not any(s.references for s in specs):
         return [col.compose(None, texts, alpha=a, **kw) for a in alphas]
     if any(not s.references for s in specs):

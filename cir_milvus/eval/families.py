@@ -29,7 +29,7 @@ from cir_milvus.synthetic_families import FamilyQuery, simulate_feedback
 if TYPE_CHECKING:
     from cir_milvus.collection import CIRCollection
 
-__all__ = ["FUSED_ALPHAS", "FamilyResult", "family_results", "format_family_line", "tune_alpha"]
+__all__ = ["FUSED_ALPHAS", "FamilyResult", "family_results", "format_family_line", "score_arms", "tune_alpha"]
 
 FUSED_ALPHAS: tuple[float, ...] = (0.6, 0.7, 0.8, 0.9)
 """The alpha list the ``alphas`` family fuses (the issue's example)."""
@@ -66,8 +66,10 @@ def _hits(rankings: Sequence[Sequence[Any]], queries: Sequence[FamilyQuery], k: 
     return np.array([any(h in set(q.target_ids) for h in r[:k]) for r, q in zip(rankings, queries)], dtype=float)
 
 
-def _score(arms: Mapping[str, Sequence[Sequence[Any]]], queries: Sequence[FamilyQuery], family: str, composer: str,
-           method: str) -> FamilyResult:
+def score_arms(arms: Mapping[str, Sequence[Sequence[Any]]], queries: Sequence[FamilyQuery], family: str,
+               composer: str, method: str) -> FamilyResult:
+    """R@1 / R@10 of every arm's rankings (best first, one per query), with standard errors over queries, and the
+    paired differences of ``method`` against every other arm ("beats": ΔR@10 above twice its standard error)."""
     n = len(queries)
     res = FamilyResult(family, composer, method, n=n)
     per = {name: {k: _hits(r, queries, k) for k in (1, K)} for name, r in arms.items()}
@@ -166,11 +168,11 @@ def family_results(col: CIRCollection, val: SyntheticDataset, test: SyntheticDat
     out = {}
     for family, run in (("negation", _negation), ("references", _references), ("feedback", _feedback)):
         arms, qs = run(col, test, kw)
-        out[family] = _score(arms, qs, family, composer, next(iter(arms)))
+        out[family] = score_arms(arms, qs, family, composer, next(iter(arms)))
     a_name, a_params = alpha_composer or (composer, params)
     tuned = tune_alpha(col, val, a_name, a_params)
     arms, qs = _alphas(col, test, {"composer": a_name, **a_params}, tuned)
-    out["alphas"] = _score(arms, qs, "alphas", a_name, next(iter(arms)))
+    out["alphas"] = score_arms(arms, qs, "alphas", a_name, next(iter(arms)))
     return out
 
 

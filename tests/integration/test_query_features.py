@@ -143,6 +143,7 @@ def test_search_batch_matches_search_query_by_query(setup) -> None:  # type: ign
     ({"dedupe": 0}, r"\(0, 1\]"),
     ({"dedupe": 1.2}, r"\(0, 1\]"),
     ({"weights": [1.0, 2.0]}, "several references"),
+    ({"alpha": [0.5, 0.8], "composer": "image"}, "composer 'image' has none"),
 ])
 def test_bad_input_gets_a_clear_error(setup, kwargs, match) -> None:  # type: ignore[no-untyped-def]
     col, paths, _, _ = setup
