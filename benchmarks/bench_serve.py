@@ -93,7 +93,7 @@ def _serve(db: str, port: int, max_batch: int, threads: int) -> subprocess.Popen
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch; onnxruntime keeps its own default
     cmd = [sys.executable, "-m", "cir_milvus.cli", "serve", "--uri", db, "--collection", "c", "--port", str(port),
-           "--max-batch", str(max_batch), "--timeout", "120"]
+           "--max-batch", str(max_batch), "--request-timeout", "120"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

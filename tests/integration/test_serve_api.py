@@ -409,7 +409,7 @@ def test_page_is_served_and_self_contained(env: Any) -> None:
 
 def test_cli_builds_the_app(env: Any, tmp_path: Path) -> None:
     from cir_milvus.cli import build_parser
-    from cir_milvus.serve.cli import build_app_from_args
+    from cir_milvus.cli.serve import build_app_from_args
 
     args = build_parser().parse_args(["serve", "--uri", str(tmp_path / "none.db"), "--collection", "x"])
     assert args.host == "127.0.0.1" and args.collection == ["x"] and not args.allow_add

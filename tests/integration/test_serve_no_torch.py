@@ -37,7 +37,7 @@ import json, sys, threading, time
 import httpx, uvicorn
 from cir_milvus import CIRCollection
 from cir_milvus.cli import build_parser
-from cir_milvus.serve.cli import build_app_from_args
+from cir_milvus.cli.serve import build_app_from_args
 
 cfg = json.load(open(sys.argv[1]))
 col = CIRCollection.create(cfg["db"], "c", model="bundle:" + cfg["bundle"])

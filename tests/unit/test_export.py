@@ -17,12 +17,13 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
-from cir_milvus_export.cli import add_export_parsers, parse_head_args  # noqa: E402
 from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
 from cir_milvus_export.parity import TOKENIZER_PROBES, check_parity, topk_agreement  # noqa: E402
 from cir_milvus_export.tokenizer import EOT_ID, SOT_ID, build_clip_tokenizer  # noqa: E402
 
 from cir_milvus.bundle import bundle_preprocess, load_manifest  # noqa: E402
+from cir_milvus.cli.export import add_parser as add_export_parsers  # noqa: E402
+from cir_milvus.cli.export import parse_head_args  # noqa: E402
 from cir_milvus.composers.slerp import slerp  # noqa: E402
 from cir_milvus.encoders import create_encoder, list_encoders  # noqa: E402
 from cir_milvus.encoders.bundle_tokenizer import BundleTokenizer  # noqa: E402

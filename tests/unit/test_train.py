@@ -275,15 +275,21 @@ def test_rtd_changes_only_the_text_tower(tmp_path: Path, base_weights: str) -> N
 
 
 def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cir_milvus.train.cli import main
+    from cir_milvus.cli import main
 
-    main(["lincir", "--out", str(tmp_path), "--pretrained", "none", "--steps", "2", "--batch-size", "4",
-          "--no-progress"])
+    assert main(["train", "lincir", "--out", str(tmp_path), "--pretrained", "none", "--steps", "2", "--batch-size",
+                 "4", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 2 and Path(summary["outputs"]["head"]).is_dir()
     assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 4
-    with pytest.raises(SystemExit, match="needs a pretrained projection head"):
-        main(["rtd", "--out", str(tmp_path / "r"), "--pretrained", "none", "--steps", "1"])
+    # a user error is one line and exit code 2, as in every command
+    assert main(["train", "rtd", "--out", str(tmp_path / "r"), "--pretrained", "none", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "needs a pretrained projection head" in err and "\n" not in err
+    from cir_milvus.train.cli import main as train_main  # python -m cir_milvus.train: the same parser and exit code
+
+    assert train_main(["rtd", "--out", str(tmp_path / "r"), "--pretrained", "none", "--steps", "1"]) == 2
+    assert "needs a pretrained projection head" in capsys.readouterr().err
 
 
 def test_trained_outputs_export_to_onnx_with_parity(tmp_path: Path, base_weights: str) -> None:

@@ -1,26 +1,24 @@
-"""``cir-milvus export`` and ``cir-milvus parity``: argparse wiring over :func:`export_bundle` / :func:`check_parity`.
-
-Hook into the main CLI with ``add_export_parsers(subparsers)``; each subcommand sets ``func`` (returns an exit code).
-Also runnable alone: ``python -m cir_milvus_export.cli export --model cir-demo-tiny --pretrained cir-demo --out b/``.
-"""
+"""``cir-milvus export`` and ``cir-milvus parity``: the command line over ``cir_milvus_export`` (``export_bundle``,
+``check_parity``); both need the ``export`` extra (onnx, onnxscript, torch), and a missing piece is named in one line."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from cir_milvus.errors import CIRError, ConfigError
+from cir_milvus.cli.options import DEMO_HEADS, HEAD_SYNTAX, add_json, check_file, parse_head
+from cir_milvus.errors import ConfigError
 
-__all__ = ["add_export_parsers", "main", "parse_head_args", "run_export", "run_parity"]
+__all__ = ["add_parser", "parse_head_args", "run_export", "run_parity"]
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def add_export_parsers(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
     """Add the ``export`` and ``parity`` subcommands to an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
         "export", help="export an open_clip model (+ heads) to an ONNX bundle served without torch",
@@ -34,9 +32,9 @@ def add_export_parsers(subparsers: Any) -> None:
                    help="export untrained weights on purpose (an open_clip --model without --pretrained)")
     p.add_argument("--text-weights", default=None,
                    help="tuned text tower (RTD checkpoint or `cir_milvus.train rtd` output) exported in the text graphs")
-    p.add_argument("--head", action="append", default=[], metavar="[NAME:]KIND=PATH",
-                   help="projection head to export, e.g. searle=SEARLE_ViT-B32.pt or mine:lincir=phi.pt "
-                        "(repeatable; KIND is pic2word, searle or lincir)")
+    p.add_argument("--head", action="append", default=[], metavar=HEAD_SYNTAX,
+                   help="projection head to export, e.g. searle=SEARLE_ViT-B32.pt, mine:lincir=phi.pt or "
+                        f"{next(iter(DEMO_HEADS))} (repeatable; KIND is pic2word, searle or lincir)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default), fp16 (weights and compute, float32 I/O) or int8 (dynamic quantisation)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -47,6 +45,7 @@ def add_export_parsers(subparsers: Any) -> None:
     p.add_argument("--no-fused", action="store_true", help="skip the fused slerp / fused head graphs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
     p.add_argument("--out", required=True, help="bundle folder to write")
+    add_json(p, "the bundle folder and its parity report")
     p.set_defaults(func=run_export)
 
     q = subparsers.add_parser(
@@ -66,42 +65,61 @@ def add_export_parsers(subparsers: Any) -> None:
 def parse_head_args(specs: Sequence[str]) -> dict[str, tuple[str, str]]:
     """``["searle=a.pt", "mine:lincir=b.pt"]`` → ``{"searle": ("searle", "a.pt"), "mine": ("lincir", "b.pt")}``.
 
+    Uses the one ``--head`` syntax (:func:`cir_milvus.cli.options.parse_head`); a demo head name brings its kind.
+
     Raises:
-        ConfigError: malformed item or duplicate name.
+        ConfigError: an item without a kind, or a duplicate name.
     """
-    out: dict[str, tuple[str, str]] = {}
+    heads: dict[str, tuple[str, str]] = {}
     for item in specs:
-        left, sep, path = item.partition("=")
-        if not sep or not left or not path:
-            raise ConfigError(f"--head expects [NAME:]KIND=PATH (e.g. searle=SEARLE_ViT-B32.pt), got {item!r}")
-        name, _, kind = left.rpartition(":")
-        name = name or kind
-        if name in out:
-            raise ConfigError(f"--head name {name!r} given twice; name them: --head a:{kind}=... --head b:{kind}=...")
-        out[name] = (kind, path)
-    return out
+        spec = parse_head(item)
+        if spec.kind is None:
+            raise ConfigError(f"--head {item!r}: export needs the head's kind, KIND=PATH (e.g. "
+                              f"searle=SEARLE_ViT-B32.pt; {HEAD_SYNTAX})")
+        name = spec.name or spec.kind
+        if name in heads:
+            raise ConfigError(f"--head name {name!r} given twice; name them: --head a:{spec.kind}=... "
+                              f"--head b:{spec.kind}=...")
+        source = spec.source
+        if source in DEMO_HEADS:
+            from cir_milvus.models.demo import demo_head_path
+
+            source = str(demo_head_path(spec.kind))
+        heads[name] = (spec.kind, source)
+    return heads
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of ``cir-milvus export``."""
+    from cir_milvus._optional import require
+
+    head_args = parse_head_args(args.head)
+    for _, source in head_args.values():
+        if not source.startswith("hf-hub:"):
+            check_file(source, "--head")
+    if args.pretrained is None and args.model == "cir-demo-tiny" and not args.random_weights:
+        args.pretrained = "cir-demo"
+    if args.pretrained is None and not args.random_weights and not args.model.startswith(("hf-hub:", "local-dir:")):
+        raise ConfigError(f"--model {args.model} needs --pretrained (an open_clip tag such as openai, or a checkpoint "
+                          "file); pass --random-weights to export untrained weights on purpose")
+    for module in ("torch", "open_clip", "onnx", "onnxruntime"):
+        require(module, purpose="cir-milvus export")
     from cir_milvus_export.onnx_export import export_bundle
     from cir_milvus_export.parity import format_report
 
     from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.heads import load_head
 
-    if args.pretrained is None and args.model == "cir-demo-tiny" and not args.random_weights:
-        args.pretrained = "cir-demo"
-    if args.pretrained is None and not args.random_weights and not args.model.startswith(("hf-hub:", "local-dir:")):
-        raise ConfigError(f"--model {args.model} needs --pretrained (an open_clip tag such as openai, or a checkpoint "
-                          "file); pass --random-weights to export untrained weights on purpose")
     encoder = TorchEncoder(args.model, args.pretrained, device="cpu", precision="fp32", preprocess=args.preprocess,
                            text_weights=args.text_weights)
     heads = {name: load_head(kind, path, embed_dim=encoder.dim, token_dim=encoder.token_width())
-             for name, (kind, path) in parse_head_args(args.head).items()}
+             for name, (kind, path) in head_args.items()}
     out = export_bundle(encoder, args.out, heads=heads, precision=args.precision, opset=args.opset,
                         parity_threshold=args.parity_threshold, fused=not args.no_fused, overwrite=args.overwrite)
     parity = json.loads((out / "parity.json").read_text())
+    if args.json:
+        print(json.dumps({"bundle": str(out), "parity": parity}, indent=2, sort_keys=True))
+        return 0
     print(f"bundle written to {out}")
     for key in ("fp32", args.precision) if args.precision != "fp32" else ("fp32",):
         print(format_report(parity[key]))
@@ -110,6 +128,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_parity(args: argparse.Namespace) -> int:
     """Handler of ``cir-milvus parity``; exit 1 when the bundle is below the threshold."""
+    from cir_milvus._optional import require
+
+    if not Path(args.bundle).is_dir():
+        raise ConfigError(f"{args.bundle} is not a bundle folder; make one with `cir-milvus export ... --out DIR`")
+    require("onnxruntime", purpose="cir-milvus parity")
     from cir_milvus_export.parity import check_parity, format_report
 
     from cir_milvus.bundle import load_manifest
@@ -135,21 +158,3 @@ def run_parity(args: argparse.Namespace) -> int:
         print(f"parity FAILED: min cosine {report['min_cosine']:.6f} < {threshold}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m cir_milvus_export.cli``)."""
-    parser = argparse.ArgumentParser(prog="cir-milvus-export")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_export_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    try:
-        return int(args.func(args))
-    except CIRError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,10 +18,22 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from cir_milvus.cli.composing import composer_request
+from cir_milvus.cli.models import creation_model, pretrained_for
+from cir_milvus.cli.options import (
+    add_composer_args,
+    add_connection_args,
+    add_json,
+    add_model_args,
+    check_uri,
+    out,
+    show,
+)
 from cir_milvus.errors import BackendUnavailableError, ConfigError, RecipeMismatchError
 from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRRDataset, FashionIQDataset, fashioniq_datasets
 from cir_milvus.eval.runner import (
@@ -45,7 +57,7 @@ from cir_milvus.eval.submission import (
 
 __all__ = [
     "SWEEP_METRICS",
-    "add_eval_parser",
+    "add_parser",
     "gallery_preprocess",
     "load_datasets",
     "parse_alphas",
@@ -61,25 +73,19 @@ SWEEP_METRICS: dict[str, str] = {"cirr": "R@1", "fashioniq": "avg/R@10", "circo"
 Datasets = CIRDataset | dict[str, FashionIQDataset]
 
 
-def add_eval_parser(sub: Any, add_collection_args: Any, add_model_args: Any) -> argparse.ArgumentParser:
-    """Add ``cir-milvus eval`` to the CLI's subparsers (the collection and model flags come from the CLI)."""
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``cir-milvus eval`` to the CLI's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
         "eval", help="score a composer on CIRR / FashionIQ / CIRCO / the synthetic world",
         description=(__doc__ or "").split("Example::")[0].split("\n", 2)[-1].strip())
     p.add_argument("dataset", choices=["cirr", "fashioniq", "circo", "synthetic"], help="data set")
     p.add_argument("--root", type=Path, required=True, help="data set root folder (its official layout)")
     p.add_argument("--split", default="val", help="split to score (default val; CIRR test1, CIRCO test)")
-    add_collection_args(p, collection_default=DEFAULT_COLLECTION,
+    add_connection_args(p, collection_default=DEFAULT_COLLECTION,
                         collection_help="collection caching the gallery (default: DATASET_SPLIT, e.g. cirr_val, "
                                         "with a _targetpad suffix for searle)")
     add_model_args(p)
-    p.add_argument("--composer", default="slerp",
-                   help="slerp (default), pic2word, searle, lincir, combined, image, text or sum")
-    p.add_argument("--alpha", type=float, default=None, help="text weight of slerp / combined, 0..1")
-    p.add_argument("--head", default=None,
-                   help="projection head for pic2word/searle/lincir/combined: a file, hf-hub:org/repo/file, or "
-                        "demo-lincir / demo-pic2word / demo-searle (the demo model's)")
-    p.add_argument("--template", default=None, help="prompt template override for pseudo-token composers")
+    add_composer_args(p, "the composer scored (default slerp)", composer_default="slerp")
     p.add_argument("--sweep", default=None, help="comma-separated alphas to sweep (reports the best)")
     p.add_argument("--plot", type=Path, default=None,
                    help="with --sweep: write a PNG of R@K against alpha here (default: next to --output, as .png; "
@@ -87,7 +93,8 @@ def add_eval_parser(sub: Any, add_collection_args: Any, add_model_args: Any) -> 
     p.add_argument("--write-default", action="store_true", help="store the best swept alpha in the recipe")
     p.add_argument("--output", type=Path, default=None, help="write results JSON here")
     p.add_argument("--submission", type=Path, default=None, help="write test-server submission file(s) here")
-    p.set_defaults(func=lambda args: run_eval_command(args))
+    add_json(p, "the results (what --output writes)")
+    p.set_defaults(func=run_eval_command)
     return p
 
 
@@ -145,13 +152,10 @@ def _labeled(ds: Datasets) -> bool:
 
 
 def _composer_params(args: argparse.Namespace) -> dict[str, Any]:
-    head = args.head
-    if head is not None:
-        from cir_milvus.cli import resolve_head
-
-        head, composer = resolve_head(head, args.composer)
-        args.composer = composer or args.composer
-    return {k: v for k, v in (("head", head), ("template", args.template)) if v is not None}
+    composer, params = composer_request(args)
+    args.composer = composer or args.composer
+    params.pop("alpha", None)  # passed on its own (a --sweep replaces it)
+    return params
 
 
 def gallery_preprocess(composer: str, composer_params: dict[str, Any]) -> str:
@@ -173,11 +177,14 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     The encoder is built with the gallery preprocessing of the composer's protocol (``preprocess``); an existing
     collection opened without ``--model`` keeps the encoder of its recipe.
     """
-    from cir_milvus.collection import CIRCollection
+    from cir_milvus import CIRCollection
+    from cir_milvus.cli.options import is_lite
     from cir_milvus.encoders.base import create_encoder
     from cir_milvus.storage.store import VectorStore
 
-    exists = VectorStore.exists(args.uri, name, token=args.token)  # releases the Lite file
+    # a Lite file that is not there yet is not created to find out; the check releases the file
+    exists = not (is_lite(args.uri) and not Path(args.uri).expanduser().exists()) and VectorStore.exists(
+        args.uri, name, token=args.token, timeout=args.timeout)
     # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing) and resized with
     # the reference transform (decode="exact": the library default for new collections is "reduce")
     enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official", "decode": "exact"}
@@ -192,10 +199,11 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     if getattr(args, "precision", None) is not None:
         enc_kwargs["precision"] = args.precision
     if exists:
-        pretrained = "cir-demo" if args.model == "cir-demo-tiny" and args.pretrained is None else args.pretrained
+        pretrained = pretrained_for(args.model, args.pretrained)
         encoder = create_encoder(args.model, pretrained, **enc_kwargs) if args.model is not None else None
         try:
             col = CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
+                                     timeout=args.timeout,
                                      precision=getattr(args, "precision", None) if encoder is None else None,
                                      text_weights=text_weights if encoder is None else None)
         except RecipeMismatchError as e:
@@ -207,12 +215,10 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
                               "scores galleries loaded and decoded as the official code does; pass --collection NAME "
                               "to build one")
         return col
-    from cir_milvus.cli import creation_model
-
     model, pretrained = creation_model(args)
     return CIRCollection.create(args.uri, name, encoder=create_encoder(model, pretrained, **enc_kwargs),
                                 token=args.token, composer=args.composer, composer_params=composer_params,
-                                alpha=args.alpha if not args.sweep else None)
+                                alpha=args.alpha if not args.sweep else None, timeout=args.timeout)
 
 
 def plot_sweep(results: list[EvalResult], alphas: list[float], path: str | Path, composer: str,
@@ -273,14 +279,8 @@ def _run_config(args: argparse.Namespace, result: EvalResult, collection: str) -
     }
 
 
-def run_eval_command(args: argparse.Namespace) -> int:
-    """Run ``cir-milvus eval`` (see the module docstring); returns the exit code.
-
-    Raises:
-        CIRError: bad arguments, missing data set files, recipe mismatches (reported by the CLI as ``error: ...``).
-    """
-    ds, split = load_datasets(args.dataset, args.root, args.split)
-    labeled = _labeled(ds)
+def _check_args(args: argparse.Namespace, labeled: bool, split: str) -> list[float] | None:
+    """The sweep's alphas, after refusing flag combinations the split cannot honour."""
     alphas = parse_alphas(args.sweep) if args.sweep else None
     if alphas is not None and not labeled:
         raise ConfigError(f"--sweep needs a labeled split to score; {args.dataset}/{split} has no ground truth "
@@ -289,55 +289,79 @@ def run_eval_command(args: argparse.Namespace) -> int:
         raise ConfigError("--write-default stores the best alpha of a --sweep; pass --sweep too")
     if args.submission is not None and args.dataset not in ("cirr", "circo"):
         raise ConfigError(f"--submission is for the CIRR and CIRCO test servers; {args.dataset} is scored locally")
+    return alphas
+
+
+def _sweep(args: argparse.Namespace, ds: Datasets, col: Any, alphas: list[float], params: dict[str, Any],
+           split: str, name: str) -> tuple[EvalResult, list[EvalResult], float]:
+    progress = sys.stderr.isatty() and not args.json
+    best, results = sweep_alpha(ds, col, alphas, composer=args.composer, metric=SWEEP_METRICS[args.dataset],
+                                composer_params=params, progress=progress, write_default=args.write_default)
+    show(args, format_table(results))
+    show(args, f"best alpha {best:.2f} by Milvus {SWEEP_METRICS[args.dataset]}")
+    if args.write_default:
+        out(args, f"stored composer {args.composer} alpha={best:.2f} as the default of collection {name!r}")
+    plot = args.plot or (args.output.with_suffix(".png") if args.output is not None else None)
+    if plot is None:
+        out(args, "pass --plot FILE.png (or --output) for a plot of recall against alpha")
+    else:
+        try:
+            out(args, f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}', best)}")
+        except BackendUnavailableError as e:
+            out(args, f"no plot: {e}")
+    return results[alphas.index(best)], results, best
+
+
+def _submit(args: argparse.Namespace, ds: Datasets, result: EvalResult, labeled: bool, split: str) -> list[Path]:
+    written: list[Path] = []
+    if not labeled:
+        if args.submission is not None and isinstance(ds, CIRDataset):
+            written = write_submission(result, ds, args.submission)
+            for p in written:
+                out(args, f"submission (validated): {p}")
+        elif args.dataset in ("cirr", "circo"):
+            out(args, f"pass --submission DIR to write the {args.dataset} server file(s) for this split")
+    elif args.submission is not None:
+        out(args, f"note: --submission ignored: {args.dataset}/{split} is labeled and scored locally")
+    return written
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    """Run ``cir-milvus eval`` (see the module docstring); returns the exit code.
+
+    Raises:
+        CIRError: bad arguments, missing data set files, recipe mismatches (reported by the CLI as ``error: ...``).
+    """
     params = _composer_params(args)
+    check_uri(args.uri)
+    ds, split = load_datasets(args.dataset, args.root, args.split)
+    labeled = _labeled(ds)
+    alphas = _check_args(args, labeled, split)
     preprocess = gallery_preprocess(args.composer, params)
     name = args.collection
     if name == DEFAULT_COLLECTION:
         name = f"{args.dataset}_{split}" + (f"_{preprocess}" if preprocess != "clip" else "")
-    progress = sys.stderr.isatty()
     col = _open_or_create(args, name, params, preprocess)
     try:
         before = len(col)
-        results: list[EvalResult]
         best: float | None = None
         if alphas is not None:
-            best, results = sweep_alpha(ds, col, alphas, composer=args.composer, metric=SWEEP_METRICS[args.dataset],
-                                        composer_params=params, progress=progress, write_default=args.write_default)
-            result = results[alphas.index(best)]
-            print(format_table(results))
-            print(f"best alpha {best:.2f} by Milvus {SWEEP_METRICS[args.dataset]}")
-            if args.write_default:
-                print(f"stored composer {args.composer} alpha={best:.2f} as the default of collection {name!r}")
-            plot = args.plot or (args.output.with_suffix(".png") if args.output is not None else None)
-            if plot is None:
-                print("pass --plot FILE.png (or --output) for a plot of recall against alpha")
-            else:
-                try:
-                    print(f"plot: {plot_sweep(results, alphas, plot, args.composer, f'{args.dataset} {split}', best)}")
-                except BackendUnavailableError as e:
-                    print(f"no plot: {e}")
+            result, results, best = _sweep(args, ds, col, alphas, params, split, name)
         else:
             kw: dict[str, Any] = {"composer": args.composer, "alpha": args.alpha, "composer_params": params,
-                                  "progress": progress}
+                                  "progress": sys.stderr.isatty() and not args.json}
             result = evaluate_fashioniq(ds, col, **kw) if isinstance(ds, dict) else evaluate(ds, col, **kw)
             results = [result]
         after = len(col)
-        print(f"gallery cached in {args.uri} collection {name!r}: {after} images ({after - before} newly encoded)")
-        print(result.table())
-        written: list[Path] = []
-        if not labeled:
-            if args.submission is not None and isinstance(ds, CIRDataset):
-                written = write_submission(result, ds, args.submission)
-                for p in written:
-                    print(f"submission (validated): {p}")
-            elif args.dataset in ("cirr", "circo"):
-                print(f"pass --submission DIR to write the {args.dataset} server file(s) for this split")
-        elif args.submission is not None:
-            print(f"note: --submission ignored: {args.dataset}/{split} is labeled and scored locally")
+        out(args, f"gallery cached in {args.uri} collection {name!r}: {after} images ({after - before} newly encoded)")
+        show(args, result.table())
+        written = _submit(args, ds, result, labeled, split)
+        extra = {"command": "eval", "config": _run_config(args, result, name), "best_alpha": best,
+                 "submission": [str(p) for p in written]}
         if args.output is not None:
-            extra = {"command": "eval", "config": _run_config(args, result, name), "best_alpha": best,
-                     "submission": [str(p) for p in written]}
-            print(f"results: {write_json(args.output, results, extra=extra)}")
+            out(args, f"results: {write_json(args.output, results, extra=extra)}")
+        if args.json:
+            print(json.dumps({**extra, "results": [r.to_json() for r in results]}, indent=2, default=str))
     finally:
         col.close()
     return 0
