@@ -4,6 +4,7 @@ collection the other made instead of failing with "already exists"."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,9 @@ def test_two_cli_ingests_create_one_collection_and_store_every_row(server_uri: s
                                "--no-progress", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for folder in folders]
     results = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, results):
+    for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
+    assert sum(json.loads(out)["stored"] for out, _ in results) == len(gallery)  # each stored its own half
     with VectorStore.open(server_uri, name) as store:
         assert len(store) == len(gallery)
         sources = {Path(row["source"]).name for row in store.iter_rows(output_fields=["source"])}
