@@ -1,20 +1,26 @@
 """The torch modules that become the bundle's ONNX graphs (and give the torch reference outputs for parity).
 
 Every wrapper is a plain ``nn.Module`` over an open_clip CLIP / CustomTextCLIP (and, for heads, any ``nn.Module``
-mapping ``[B, D] → [B, W]``). Text graphs have a static sequence length ``L`` and a dynamic batch; the pseudo-token
-injection uses ``where`` (methods.md §9), so the graph has no data-dependent shapes.
+mapping ``[B, D] → [B, W]``). ``text`` and ``text_pseudo`` take ids of any length up to ``L`` when the text tower
+pools a prefix (:func:`~cir_milvus.encoders.torch.prefix_pooling`: causal attention, end-of-text pooling), so
+onnxruntime runs only the pooled prefix as the torch encoder does; the fused graphs take the full ``L``. The
+pseudo-token injection uses ``where`` (methods.md §9), so no graph has data-dependent shapes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812 - torch's own alias
 
 from cir_milvus.composers.slerp import slerp
-from cir_milvus.encoders.torch import inject_pseudo_tokens
+from cir_milvus.encoders.torch import inject_pseudo_tokens, prefix_pooling, text_tower_forward
 
 __all__ = [
     "FusedHeadGraph",
@@ -26,11 +32,43 @@ __all__ = [
     "TextPseudoGraph",
     "build_graph_specs",
     "run_torch",
+    "traceable_attention",
 ]
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(x, dim=-1)
+
+
+def _attention(block: nn.Module, q_x: torch.Tensor, k_x: Any = None, v_x: Any = None,
+               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """open_clip's ``ResidualAttentionBlock.attention`` (self-attention) with the arithmetic of
+    ``nn.MultiheadAttention`` written in length-agnostic reshapes: traced, ``nn.MultiheadAttention`` bakes the
+    example's sequence length into its reshapes, this does not."""
+    mha = block.attn
+    x = q_x if mha.batch_first else q_x.transpose(0, 1)  # [B, n, W]
+    qkv = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)  # [B, n, 3W]
+    q, k, v = (t.unflatten(-1, (mha.num_heads, -1)).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [B, h, n, d]
+    mask = attn_mask.to(q.dtype) if attn_mask is not None else None  # [n, n] additive causal mask
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, h, n, d]
+    out = mha.out_proj(out.transpose(1, 2).flatten(-2))  # [B, n, h, d] -> [B, n, W]
+    return out if mha.batch_first else out.transpose(0, 1)
+
+
+@contextlib.contextmanager
+def traceable_attention(clip: nn.Module) -> Iterator[None]:
+    """Inside the block, the text transformer's attention is :func:`_attention` (same weights, same arithmetic), so
+    a traced text graph takes ids of any length; the module is unchanged afterwards (the torch reference that
+    parity compares with runs ``nn.MultiheadAttention``)."""
+    tower = clip.text if hasattr(clip, "text") and hasattr(clip.text, "transformer") else clip
+    blocks = [b for b in tower.transformer.resblocks if isinstance(getattr(b, "attn", None), nn.MultiheadAttention)]
+    for b in blocks:
+        b.attention = types.MethodType(_attention, b)
+    try:
+        yield
+    finally:
+        for b in blocks:
+            del b.attention  # the class's own method again
 
 
 class ImageGraph(nn.Module):
@@ -45,13 +83,19 @@ class ImageGraph(nn.Module):
 
 
 class TextGraph(nn.Module):
-    """``input_ids [B, L]`` → raw text embedding ``[B, D]`` (EOT pooling = ``argmax(input_ids)``)."""
+    """``input_ids [B, n]`` → raw text embedding ``[B, D]`` (EOT pooling = ``argmax(input_ids)``).
 
-    def __init__(self, clip: nn.Module) -> None:
+    With ``any_length`` the positions and causal mask are cut to ``n`` in the graph, so any ``n <= L`` works.
+    """
+
+    def __init__(self, clip: nn.Module, any_length: bool = False) -> None:
         super().__init__()
         self.clip = clip
+        self.any_length = any_length
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.any_length:
+            return text_tower_forward(self.clip, input_ids, any_length=True)  # [B, D]
         return self.clip.encode_text(input_ids)  # [B, D]
 
 
@@ -62,11 +106,14 @@ class TextPseudoGraph(nn.Module):
     injection, :func:`cir_milvus.encoders.torch.inject_pseudo_tokens`).
     """
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: nn.Module, any_length: bool = False) -> None:
         super().__init__()
         self.clip = clip
+        self.any_length = any_length
 
     def forward(self, input_ids: torch.Tensor, pseudo_token: torch.Tensor, placeholder_id: torch.Tensor) -> torch.Tensor:
+        if self.any_length:
+            return text_tower_forward(self.clip, input_ids, pseudo_token, placeholder_id, any_length=True)  # [B, D]
         return inject_pseudo_tokens(self.clip, input_ids, pseudo_token, placeholder_id)  # [B, D]
 
 
@@ -126,6 +173,7 @@ class GraphSpec:
         output: output name.
         dynamic: per input/output, the axes that are dynamic (axis → symbolic name).
         head: the head name for head/fused-head graphs.
+        any_length: a text graph that takes ids of any length (traced inside :func:`traceable_attention`).
     """
 
     name: str
@@ -134,6 +182,7 @@ class GraphSpec:
     output: str
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
     head: str | None = None
+    any_length: bool = False
 
     @property
     def file(self) -> str:
@@ -149,11 +198,14 @@ def build_graph_specs(clip: nn.Module, heads: dict[str, tuple[nn.Module, int]], 
         fused: also build the fused slerp / fused head graphs.
     """
     b = {0: "batch"}
+    any_length = prefix_pooling(clip) is not None
+    ids = {0: "batch", 1: "length"} if any_length else b  # [B, n]: the pooled prefix, any n <= L
     specs = [
         GraphSpec("image", ImageGraph(clip), ["pixels"], "image_embeds", {"pixels": b, "image_embeds": b}),
-        GraphSpec("text", TextGraph(clip), ["input_ids"], "text_embeds", {"input_ids": b, "text_embeds": b}),
-        GraphSpec("text_pseudo", TextPseudoGraph(clip), ["input_ids", "pseudo_token", "placeholder_id"], "text_embeds",
-                  {"input_ids": b, "pseudo_token": b, "text_embeds": b}),
+        GraphSpec("text", TextGraph(clip, any_length), ["input_ids"], "text_embeds",
+                  {"input_ids": ids, "text_embeds": b}, any_length=any_length),
+        GraphSpec("text_pseudo", TextPseudoGraph(clip, any_length), ["input_ids", "pseudo_token", "placeholder_id"],
+                  "text_embeds", {"input_ids": ids, "pseudo_token": b, "text_embeds": b}, any_length=any_length),
     ]
     for name, (module, _) in heads.items():
         specs.append(GraphSpec(f"head_{name}", HeadGraph(module), ["image_embeds"], "pseudo_token",

@@ -3,7 +3,8 @@
 ``export_bundle`` writes, into one folder:
 
 - ``image.onnx``, ``text.onnx``, ``text_pseudo.onnx``, ``head_{name}.onnx``, ``fused_slerp.onnx``,
-  ``fused_{name}.onnx`` (TorchScript exporter, ``dynamo=False``, opset 17, dynamic batch, static ``L``);
+  ``fused_{name}.onnx`` (TorchScript exporter, ``dynamo=False``, opset 17, dynamic batch; ``text`` and
+  ``text_pseudo`` also take any sequence length up to ``L``, so onnxruntime runs only the pooled prefix);
 - ``weights.bin``: the weights of all graphs as ONNX external data, each distinct tensor stored once (the fused graphs
   reuse the towers' weights, so the bundle is about the size of the model, not five times it);
 - ``tokenizer.json`` (open_clip's CLIP BPE as a Hugging Face tokenizer), ``preprocess.json``;
@@ -149,9 +150,13 @@ def _example_inputs(name: str, inputs: list[str], dims: Mapping[str, int], ids: 
 
 
 def _export_one(spec: Any, args: tuple[Any, ...], path: Path, opset: int) -> None:
-    import torch
+    import contextlib
 
-    with warnings.catch_warnings():
+    import torch
+    from cir_milvus_export.graphs import traceable_attention
+
+    tracing = traceable_attention(spec.module.clip) if spec.any_length else contextlib.nullcontext()
+    with warnings.catch_warnings(), tracing:
         warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks in open_clip
         torch.onnx.export(
             spec.module, args, str(path), dynamo=False, opset_version=opset, input_names=spec.inputs,
@@ -375,6 +380,8 @@ def export_bundle(
 
     specs = build_graph_specs(clip, {n: (h.module, h.placeholder_id) for n, h in resolved.items()}, fused=fused)
     manifest["graphs"] = {s.name: {"file": s.file} for s in specs}
+    if any(s.any_length for s in specs):  # text graphs take the pooled prefix (the end-of-text token is the
+        manifest["text_prefix"] = {"pool": "argmax"}  # largest CLIP BPE id, so argmax finds it for both poolings)
 
     # torch reference on the seeded inputs
     scale = float(_token_embedding_std(clip))

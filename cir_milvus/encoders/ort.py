@@ -42,6 +42,7 @@ from cir_milvus.encoders.base import (
     register_encoder,
 )
 from cir_milvus.encoders.bundle_tokenizer import BundleTokenizer
+from cir_milvus.encoders.prefix import length_batches
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import load_image
@@ -369,10 +370,25 @@ class OrtEncoder(EncoderBackend):
         out = np.concatenate(outs) if outs else np.zeros((0, self.dim), dtype=np.float32)
         return self._out(out, normalize)
 
+    def _text_batched(self, name: str, ids: np.ndarray, batch_size: int, feed: Any) -> np.ndarray:
+        """Run a text graph over ``ids`` ``[N, L]`` in batches; ``feed(rows, n)`` gives the inputs of ``ids[rows]``
+        cut to ``n`` positions. Bundles whose text graphs take any length (``text_prefix`` in the manifest) batch
+        rows of similar length and run only their pooled prefix, as the torch encoder does; older bundles run all
+        ``L`` positions in input order."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        prefix = self.manifest.get("text_prefix")
+        pool = str(prefix.get("pool", "argmax")) if isinstance(prefix, dict) else "full"  # "full": no cut
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for rows, n in length_batches(ids, batch_size, pool):
+            out[rows] = self.run(name, **feed(rows, n))  # [len(rows), D]
+        return out
+
     def encode_ids(self, input_ids: np.ndarray, *, normalize: bool = True, batch_size: int = 256) -> Embeddings:
-        """Encode token ids ``[N, L]`` (int64) with ``text.onnx``."""
+        """Encode token ids ``[N, L]`` (int64) with ``text.onnx`` (over their pooled prefix when the bundle can)."""
         ids = self._check_ids(input_ids)
-        return self._out(self._batched("text", len(ids), batch_size, lambda a, b: {"input_ids": ids[a:b]}), normalize)
+        out = self._text_batched("text", ids, batch_size, lambda rows, n: {"input_ids": ids[rows, :n]})
+        return self._out(out, normalize)
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         return self.tokenizer.token_counts(texts)
@@ -409,13 +425,12 @@ class OrtEncoder(EncoderBackend):
         if tok.shape != (len(texts), self._width):
             raise ConfigError(f"pseudo_tokens must have shape [{len(texts)}, {self._width}], got {list(tok.shape)}")
 
-        def feed(a: int, b: int) -> dict[str, np.ndarray]:
-            marked, inject_id = mark_slot(ids[a:b], pid, slot)
-            return {"input_ids": marked, "pseudo_token": tok[a:b],
+        def feed(rows: np.ndarray, n: int) -> dict[str, np.ndarray]:
+            marked, inject_id = mark_slot(ids[rows], pid, slot)  # the sentinel id is below EOT: same prefix
+            return {"input_ids": np.ascontiguousarray(marked[:, :n]), "pseudo_token": tok[rows],
                     "placeholder_id": np.asarray([inject_id], dtype=np.int64)}
 
-        out = self._batched("text_pseudo", len(ids), batch_size, feed)
-        return self._out(out, normalize)
+        return self._out(self._text_batched("text_pseudo", ids, batch_size, feed), normalize)
 
     def run_head(self, name: str, image_embeddings: np.ndarray) -> np.ndarray:
         """Pseudo tokens ``[N, W]`` from raw image embeddings ``[N, D]`` with ``head_{name}.onnx``."""

@@ -20,6 +20,7 @@ from cir_milvus.encoders.base import (
     copy_with_decode,
     register_encoder,
 )
+from cir_milvus.encoders.prefix import pooled_length
 from cir_milvus.encoders.slots import mark_slot
 from cir_milvus.errors import ConfigError
 from cir_milvus.hashing import file_sha256
@@ -76,6 +77,19 @@ def _eos_id(tower: Any) -> int | None:
     return getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
 
 
+def prefix_pooling(model: Any) -> str | None:
+    """How the text tower pools, when its pooled features depend only on a prefix of the ids (see
+    :func:`pooled_prefix`): ``"argmax"`` (CLIP: the end-of-text token has the largest id) or ``"eos"``; ``None``
+    for towers that attend both ways, append a CLS embedding, pool another way or are not open_clip transformers."""
+    tower = _open_clip_text_tower(model)
+    if tower is None or getattr(tower, "attn_mask", None) is None or getattr(tower, "cls_emb", None) is not None:
+        return None
+    pool = _pool_type(tower)
+    if pool == "argmax" or (pool == "eos" and _eos_id(tower) is not None):
+        return pool
+    return None
+
+
 def pooled_prefix(model: Any, input_ids: Any) -> int | None:
     """Length of the shortest prefix of ``input_ids`` ``[B, L]`` that determines the text tower's pooled features,
     or ``None`` when they may depend on every position.
@@ -90,30 +104,22 @@ def pooled_prefix(model: Any, input_ids: Any) -> int | None:
         model: an open_clip model.
         input_ids: int64 token ids ``[B, L]`` (numpy or a tensor on any device).
     """
-    tower = _open_clip_text_tower(model)
-    if tower is None or getattr(tower, "attn_mask", None) is None or getattr(tower, "cls_emb", None) is not None:
+    pool = prefix_pooling(model)
+    if pool is None:
         return None
     ids = input_ids.detach().cpu().numpy() if hasattr(input_ids, "detach") else np.asarray(input_ids)
-    if ids.ndim != 2 or ids.shape[0] == 0:
-        return None
-    pool = _pool_type(tower)
-    if pool == "argmax":
-        pos = ids.argmax(axis=1)  # first maximum, as torch.argmax
-    elif pool == "eos" and _eos_id(tower) is not None:
-        pos = (ids == _eos_id(tower)).argmax(axis=1)
-    else:
-        return None
-    n = int(pos.max()) + 1
-    return n if n < ids.shape[1] else None
+    return pooled_length(ids, pool, _eos_id(_text_tower(model)))
 
 
-def text_tower_forward(model: Any, input_ids: Any, pseudo_tokens: Any = None, placeholder_id: Any = None) -> Any:
+def text_tower_forward(model: Any, input_ids: Any, pseudo_tokens: Any = None, placeholder_id: Any = None, *,
+                       any_length: bool = False) -> Any:
     """The open_clip text tower's un-normalised pooled features ``[B, D]`` of token ids ``[B, n]``, ``n`` up to the
     context length, with ``pseudo_tokens`` ``[B, W]`` as the token embedding wherever ``input_ids == placeholder_id``.
 
     A prefix shorter than the context length uses the first ``n`` position embeddings and the causal mask cut to
     ``n × n``: with ``n`` from :func:`pooled_prefix` the result equals the full-length forward. A full-length input
-    runs the tower's own arithmetic unchanged (the ONNX export traces it).
+    runs the tower's own arithmetic unchanged, unless ``any_length``: then the cut is written for every length (a
+    no-op at full length), so that a traced graph (the ONNX export) takes ids of any length up to the context.
     """
     torch = require("torch")
     from open_clip.transformer import text_global_pool
@@ -128,7 +134,7 @@ def text_tower_forward(model: Any, input_ids: Any, pseudo_tokens: Any = None, pl
         x = torch.where((input_ids == placeholder_id)[:, :, None], tok, x)  # [B, n, W]
     pos, attn_mask = tower.positional_embedding, tower.attn_mask
     n = input_ids.shape[1]
-    if n != pos.shape[0]:  # a prefix: its positions, the causal mask cut to n x n
+    if any_length or n != pos.shape[0]:  # a prefix: its positions, the causal mask cut to n x n
         pos = pos[:n]
         attn_mask = attn_mask[:n, :n] if attn_mask is not None else None
     x = x + pos.to(cast_dtype)

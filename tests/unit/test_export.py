@@ -82,7 +82,8 @@ def test_bundle_layout_and_manifest(bundle: Path, tiny_torch_encoder) -> None:  
     assert json.loads((bundle / "preprocess.json").read_text()) == {
         k: v for k, v in tiny_torch_encoder.preprocess_config.to_dict().items() if k != "decode"}
     g = m["graphs"]
-    assert g["text_pseudo"]["inputs"]["input_ids"] == {"dtype": "int64", "shape": ["batch", 32]}
+    assert g["text_pseudo"]["inputs"]["input_ids"] == {"dtype": "int64", "shape": ["batch", "length"]}  # any n <= L
+    assert g["fused_slerp"]["inputs"]["input_ids"] == {"dtype": "int64", "shape": ["batch", 32]}  # the full context
     assert g["text_pseudo"]["inputs"]["placeholder_id"]["shape"] == [1]
     assert g["image"]["inputs"]["pixels"] == {"dtype": "float32", "shape": ["batch", 3, 64, 64]}
     assert g["fused_slerp"]["outputs"]["query"]["shape"] == ["batch", 128]
@@ -301,6 +302,61 @@ def test_ort_pseudo_tokens_match_torch(ort_encoder: OrtEncoder, tiny_torch_encod
         ort_encoder.encode_texts_with_pseudo_tokens(["no slot here"], tok[:1])
     with pytest.raises(ConfigError, match="pseudo_tokens must have shape"):
         ort_encoder.encode_texts_with_pseudo_tokens(prompts, tok[:, :64])
+
+
+def _fed_lengths(enc: OrtEncoder, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+    """Record (graph, rows, positions) of every text graph run (the session itself still runs)."""
+    fed: list[tuple[str, int, int]] = []
+    run = enc.run
+
+    def recording(name: str, **inputs: np.ndarray) -> np.ndarray:
+        if name.startswith("text"):
+            fed.append((name, *inputs["input_ids"].shape))
+        return run(name, **inputs)
+
+    monkeypatch.setattr(enc, "run", recording)
+    return fed
+
+
+def test_text_graphs_take_the_pooled_prefix(bundle: Path, tiny_torch_encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Text graphs have a dynamic sequence axis; the encoder feeds each batch only up to its last end-of-text
+    token, rows of similar length together, and gets the torch encoder's features (parity unchanged)."""
+    import onnx
+
+    for graph in ("text", "text_pseudo"):
+        dims = onnx.load(str(bundle / f"{graph}.onnx"), load_external_data=False).graph.input[0].type.tensor_type
+        assert [d.dim_param or d.dim_value for d in dims.shape.dim] == ["batch", "length"]
+    assert load_manifest(bundle)["text_prefix"] == {"pool": "argmax"}
+    enc = OrtEncoder(bundle)
+    fed = _fed_lengths(enc, monkeypatch)
+    texts = ["a red star", "a very long caption " + "with many more words " * 4, "x", "blue"]
+    ids = enc.tokenize(texts)
+    want_len = ids.argmax(axis=1) + 1  # the end-of-text position + 1, per row
+    out = enc.encode_texts(texts, batch_size=2)
+    assert sorted(n for _, _, n in fed) == [int(np.sort(want_len)[1]), int(np.sort(want_len)[3])]
+    assert max(n for _, _, n in fed) < 32  # never the whole context
+    assert cosine_rows(out, tiny_torch_encoder.encode_texts(texts)).min() > 0.9999
+    prompts = ["a photo of $ that is red", "$ with " + "many words " * 6, "a $"]
+    tok = np.random.default_rng(3).standard_normal((3, 128)).astype(np.float32) * 0.02
+    fed.clear()
+    got = enc.encode_texts_with_pseudo_tokens(prompts, tok, batch_size=2)
+    assert all(g == "text_pseudo" and n < 32 for g, _, n in fed)
+    assert cosine_rows(got, tiny_torch_encoder.encode_texts_with_pseudo_tokens(prompts, tok)).min() > 0.9999
+
+
+def test_bundles_without_a_text_prefix_still_run_full_length(bundle: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A bundle exported before text graphs took any length (no ``text_prefix`` in its manifest) is fed all L
+    positions in input order, as before, with the same results."""
+    old = Path(shutil.copytree(bundle, tmp_path / "old"))
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["text_prefix"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    enc, new = OrtEncoder(old), OrtEncoder(bundle)
+    fed = _fed_lengths(enc, monkeypatch)
+    texts = ["a red star", "x", "make it blue"]
+    out = enc.encode_texts(texts, batch_size=2)
+    assert fed == [("text", 2, 32), ("text", 1, 32)]
+    assert cosine_rows(out, new.encode_texts(texts)).min() > 0.99999
 
 
 def test_ort_and_torch_inject_the_same_placeholder_slots(ort_encoder: OrtEncoder, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
