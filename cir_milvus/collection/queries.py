@@ -253,8 +253,22 @@ def _exclusions(col: CIRCollection, specs: Sequence[QuerySpec], exclude_referenc
     return out
 
 
+def _one_per_group(ranked: list[Hit], group_by: str) -> list[Hit]:
+    """The best hit per value of ``group_by`` (fused lists may each hold another member of a group)."""
+    seen: set[Any] = set()
+    out = []
+    for h in ranked:
+        value = h.metadata.get(group_by)
+        key = repr(value)
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out
+
+
 def _finish(lists: list[Hits], queries: list[np.ndarray], vectors: Mapping[Any, np.ndarray], k: int,
-            threshold: float | None, return_query_vector: bool, output_vectors: bool) -> Hits:
+            threshold: float | None, return_query_vector: bool, output_vectors: bool,
+            group_by: str | None = None) -> Hits:
     """Fuse one query's lists (one per alpha), drop near-duplicates, cut to ``k``, attach vectors."""
     best: dict[Any, tuple[Hit, int]] = {}
     for li, hits in enumerate(lists):
@@ -262,6 +276,7 @@ def _finish(lists: list[Hits], queries: list[np.ndarray], vectors: Mapping[Any, 
             best.setdefault(h.id, (h, li))
     if len(lists) > 1:
         ranked = [dataclasses.replace(best[i][0], score=s) for i, s in rrf_fuse([[h.id for h in hs] for hs in lists])]
+        ranked = _one_per_group(ranked, group_by) if group_by else ranked
     else:
         ranked = list(lists[0])
     if threshold is not None and ranked:
@@ -308,4 +323,4 @@ def run_search(col: CIRCollection, specs: Sequence[QuerySpec], *, k: int, alpha:
         stored = {i: v / max(float(np.linalg.norm(v)), 1e-12) for i, v in raw.items()}  # unit, as Milvus holds them
     n = len(specs)
     return [_finish([results[a * n + i] for a in range(len(vectors))], [v[i] for v in vectors], stored, k, threshold,
-                    return_query_vector, output_vectors) for i in range(n)]
+                    return_query_vector, output_vectors, search_kw.get("group_by")) for i in range(n)]

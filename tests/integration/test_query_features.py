@@ -163,3 +163,15 @@ def test_bad_references_get_a_clear_error(setup) -> None:  # type: ignore[no-unt
         col.search(paths[0], "in red", images=[paths[1]])
     with pytest.raises(ConfigError, match="one per query"):
         col.search_batch([paths[0], paths[1]], ["a", "b"], like=[[ids[3]]])
+
+
+def test_fused_alphas_keep_one_hit_per_group(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    items = SyntheticWorld(seed=6, instances=1).gallery()[::8]  # 64 images, 8 shapes
+    col = CIRCollection.create(str(tmp_path / "g.db"), "g", encoder=FakeEncoder(dim=16, seed=2),
+                               fields={"shape": ("varchar", 16)})
+    col.add([it.render() for it in items], ids=[it.id for it in items],
+            metadata=[{"shape": it.attributes.shape} for it in items])
+    hits = col.search(ref_id=items[0].id, text="make it blue", k=12, alpha=[0.0, 1.0], group_by="shape")
+    shapes = [h.metadata["shape"] for h in hits]
+    assert len(shapes) == len(set(shapes)) == 8  # 8 shapes: never two hits of one
+    col.close()
