@@ -14,7 +14,9 @@ from cir_milvus.serve.errors import RequestError
 from cir_milvus.serve.middleware import BodyTooLarge
 from cir_milvus.serve.schemas import SearchQuery
 
-__all__ = ["json_field", "read_form", "read_search", "text_field"]
+__all__ = ["MAX_REFERENCES", "json_field", "read_form", "read_search", "text_field"]
+
+MAX_REFERENCES = 8
 
 
 async def read_form(request: Request, max_files: int) -> Any:
@@ -49,37 +51,44 @@ def json_field(form: Any, name: str, kind: type) -> Any:
     return v
 
 
-async def _search_form(form: Any) -> tuple[dict[str, Any], bytes | None]:
+async def _search_form(form: Any) -> tuple[dict[str, Any], list[bytes]]:
     payload: dict[str, Any] = {}
-    for key in ("collection", "text", "ref_id", "composer", "alpha", "k", "filter", "group_by", "exclude_reference"):
+    for key in ("collection", "text", "ref_id", "composer", "k", "filter", "group_by", "exclude_reference", "negative",
+                "dedupe"):
         v = text_field(form, key)
         if v not in (None, ""):
             payload[key] = v
-    for key in ("filter_params", "where"):
-        v = json_field(form, key, dict)
+    alpha = text_field(form, "alpha")
+    if alpha not in (None, ""):
+        payload["alpha"] = json_field(form, "alpha", list) if alpha.lstrip().startswith("[") else alpha
+    for key, kind in (("filter_params", dict), ("where", dict), ("ref_ids", list), ("weights", list),
+                      ("like", list), ("unlike", list)):
+        v = json_field(form, key, kind)
         if v is not None:
             payload[key] = v
     unknown = sorted(set(form.keys()) - set(SearchQuery.model_fields) - {"image"})
     if unknown:
         raise RequestError(400, f"unknown form field(s) {unknown}", "ConfigError")
-    data = None
-    upload = form.get("image")
-    if upload is not None and hasattr(upload, "read"):
-        data = await upload.read()
-        if not data:
-            raise RequestError(400, "the uploaded image is empty (0 bytes)", "ConfigError")
-    return payload, data
+    uploads = []
+    for upload in form.getlist("image"):
+        if hasattr(upload, "read"):
+            data = await upload.read()
+            if not data:
+                raise RequestError(400, "the uploaded image is empty (0 bytes)", "ConfigError")
+            uploads.append(data)
+    return payload, uploads
 
 
-async def read_search(request: Request) -> tuple[SearchQuery, bytes | None]:
-    """The query and the uploaded reference image's bytes (``None`` without an upload).
+async def read_search(request: Request) -> tuple[SearchQuery, list[bytes]]:
+    """The query and the uploaded reference images' bytes (none without an upload; several references when several
+    files are uploaded as ``image``).
 
     Raises:
         RequestError: 400 for malformed JSON or forms, 415 for another content type.
         RequestValidationError: fields of the wrong type or range (422).
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    data: bytes | None = None
+    data: list[bytes] = []
     if ctype == "application/json":
         raw = await request.body()
         try:
@@ -89,7 +98,7 @@ async def read_search(request: Request) -> tuple[SearchQuery, bytes | None]:
         if not isinstance(payload, dict):
             raise RequestError(400, "the JSON body must be an object", "ConfigError")
     elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await read_form(request, max_files=1)
+        form = await read_form(request, max_files=MAX_REFERENCES)
         try:
             payload, data = await _search_form(form)
         finally:

@@ -147,6 +147,65 @@ def test_json_base64_and_ref_id_and_batch(env: Any) -> None:
     _error(c.post("/search/batch", json={"queries": [queries[0]] * 65}), 400)
 
 
+@pytest.mark.parametrize("extra, library", [
+    ({"negative": "on a white background"}, {"negative": "on a white background"}),
+    ({"negative": ["red", "a star"]}, {"negative": ["red", "a star"]}),
+    ({"like": ["ID5"], "unlike": ["ID6", "ID7"]}, {"like": ["ID5"], "unlike": ["ID6", "ID7"]}),
+    ({"alpha": [0.6, 0.8, 0.9]}, {"alpha": [0.6, 0.8, 0.9]}),
+    ({"dedupe": 0.9}, {"dedupe": 0.9}),
+])
+def test_query_arguments_equal_the_library(env: Any, extra: dict[str, Any], library: dict[str, Any]) -> None:
+    c, col, ids = env["client"], env["col"], env["ids"]
+
+    def real(v: Any) -> Any:
+        return [ids[int(x[2:])] if isinstance(x, str) and x.startswith("ID") else x for x in v] \
+            if isinstance(v, list) else v
+
+    extra, library = {k: real(v) for k, v in extra.items()}, {k: real(v) for k, v in library.items()}
+    r = c.post("/search", json={"ref_id": ids[1], "text": "make it blue", "k": 8, **extra})
+    assert r.status_code == 200, r.text
+    want = col.search(ref_id=ids[1], text="make it blue", k=8, **library)
+    assert [h["id"] for h in r.json()["hits"]] == [h.id for h in want]
+    np.testing.assert_allclose([h["score"] for h in r.json()["hits"]], [h.score for h in want], atol=1e-5)
+    plain = col.search(ref_id=ids[1], text="make it blue", k=8)
+    assert [h.id for h in want] != [h.id for h in plain] or "dedupe" in extra  # the argument changed the answer
+
+
+def test_several_references_equal_the_library(env: Any) -> None:
+    c, col, ids, paths = env["client"], env["col"], env["ids"], env["paths"]
+    a, b = Path(paths[2]).read_bytes(), Path(paths[9]).read_bytes()
+    body = {"images_b64": [base64.b64encode(a).decode(), base64.b64encode(b).decode()], "text": "make it red",
+            "k": 6, "weights": [2, 1]}
+    r = c.post("/search", json=body)
+    assert r.status_code == 200, r.text
+    want = col.search(images=[a, b], text="make it red", k=6, weights=[2, 1])
+    assert [h["id"] for h in r.json()["hits"]] == [h.id for h in want]
+    assert ids[2] not in [h.id for h in want] and ids[9] not in [h.id for h in want]  # both references left out
+    # the same two references as two uploaded files, and as stored ids
+    up = c.post("/search", data={"text": "make it red", "k": "6", "weights": "[2, 1]"},
+                files=[("image", ("a.png", a, "image/png")), ("image", ("b.png", b, "image/png"))])
+    assert [h["id"] for h in up.json()["hits"]] == [h.id for h in want], up.text
+    by_id = c.post("/search", json={"ref_ids": [ids[2], ids[9]], "text": "make it red", "k": 6, "weights": [2, 1]})
+    assert [h["id"] for h in by_id.json()["hits"]] == \
+        [h.id for h in col.search(ref_ids=[ids[2], ids[9]], text="make it red", k=6, weights=[2, 1])]
+
+
+@pytest.mark.parametrize("extra", [
+    {"like": ["not-stored"]}, {"unlike": []}, {"ref_ids": ["ID2", "ID3"], "weights": [1.0]}, {"dedupe": 1.5},
+    {"dedupe": 0.0}, {"negative": []}, {"ref_ids": ["ID2", "ID3"], "ref_id": "ID4"},
+])
+def test_bad_query_arguments_get_the_library_message(env: Any, extra: dict[str, Any]) -> None:
+    ids = env["ids"]
+    extra = {k: [ids[int(x[2:])] if x.startswith("ID") else x for x in v] if isinstance(v, list) and v
+             and isinstance(v[0], str) else ids[int(v[2:])] if isinstance(v, str) and v.startswith("ID") else v
+             for k, v in extra.items()}
+    args = {"ref_id": ids[1], **extra} if "ref_ids" not in extra else extra
+    with pytest.raises(ConfigError) as refused:
+        env["col"].search(text="x", k=5, **args)
+    assert _error(env["client"].post("/search", json={"text": "x", "k": 5, **args}), 400)["message"] == \
+        str(refused.value)
+
+
 def test_filters_are_values_only(env: Any) -> None:
     c, ids = env["client"], env["ids"]
     colour = env["metadata"][0]["colour"]

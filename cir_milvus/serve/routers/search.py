@@ -35,4 +35,4 @@ async def search_batch(body: SearchBatch, svc: Service) -> BatchResult:
     if len(body.queries) > svc.limits.max_batch_queries:
         raise RequestError(400, f"{len(body.queries)} queries; the server accepts at most "
                                 f"{svc.limits.max_batch_queries} per batch", "ConfigError")
-    return BatchResult(results=await answer(svc, [(q, None) for q in body.queries]))
+    return BatchResult(results=await answer(svc, [(q, []) for q in body.queries]))
