@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cir_milvus.cli.options import add_connection_args, add_json, check_uri, rounded
-from cir_milvus.errors import ConfigError
+from cir_milvus.cli.options import add_connection_args, add_json, check_uri, redact, rounded
+from cir_milvus.errors import CollectionNotFoundError, ConfigError
 
-__all__ = ["add_parser", "cmd_info", "describe_composer", "format_info", "read_collection_info"]
+__all__ = ["add_parser", "cmd_info", "describe_composer", "format_info", "missing_collection_in_cli_words",
+           "read_collection_info"]
 
 
 def add_parser(sub: Any) -> None:
@@ -34,13 +37,44 @@ def read_collection_info(uri: str, name: str, token: str | None = None, timeout:
     """
     from cir_milvus.storage.store import VectorStore
 
-    with VectorStore.open(uri, name, token=token, timeout=timeout) as store:
-        info = store.info()
+    with missing_collection_in_cli_words(uri, name, token, timeout):
+        with VectorStore.open(uri, name, token=token, timeout=timeout) as store:
+            info = store.info()
     if info.get("recipe") is None:
         raise ConfigError(f"collection {name!r} at {info['uri']} was not created by cir_milvus (it has no recipe), so "
                           "the command line cannot query it; ingest the images into a new --collection with "
                           "`cir-milvus ingest`")
     return info
+
+
+@contextlib.contextmanager
+def missing_collection_in_cli_words(uri: str, name: str, token: str | None, timeout: float | None) -> Iterator[None]:
+    """Re-raise the library's :class:`CollectionNotFoundError` (which suggests Python calls) with the commands that
+    fix it on the command line.
+
+    Raises:
+        CollectionNotFoundError: no collection ``name`` at ``uri`` (the message lists the existing ones).
+    """
+    try:
+        yield
+    except CollectionNotFoundError as e:
+        existing = ", ".join(_collection_names(uri, token, timeout)) or "none"
+        raise CollectionNotFoundError(
+            f"no collection {name!r} at {redact(uri)}; existing: {existing}. Pick one with --collection NAME, or "
+            f"create {name!r} with `cir-milvus ingest DIR --uri {redact(uri)} --collection {name} --model ...`"
+        ) from e
+
+
+def _collection_names(uri: str, token: str | None, timeout: float | None) -> list[str]:
+    """The collections at ``uri`` (for a message; the connection is released at once)."""
+    from cir_milvus.storage.client import connect, disconnect, milvus_errors
+
+    client = connect(uri, token=token, timeout=timeout)
+    try:
+        with milvus_errors("list collections"):
+            return sorted(client.list_collections())
+    finally:
+        disconnect(client, uri)
 
 
 def _random_weights(encoder_recipe: dict[str, Any]) -> bool:

@@ -111,6 +111,7 @@ def check_serve_args(args: argparse.Namespace) -> None:
 def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     """Open the collections named by ``args`` and build the app; returns ``(app, collections)``."""
     import cir_milvus
+    from cir_milvus.cli.info import missing_collection_in_cli_words
     from cir_milvus.serve import create_app
 
     names = args.collection or ["images"]
@@ -119,8 +120,9 @@ def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     opened: list[Any] = []
     try:
         for name in dict.fromkeys(names):
-            opened.append(cir_milvus.CIRCollection.open(args.uri, name, model=args.model, device=args.device,
-                                                        token=args.token, timeout=args.timeout))
+            with missing_collection_in_cli_words(args.uri, name, args.token, args.timeout):
+                opened.append(cir_milvus.CIRCollection.open(args.uri, name, model=args.model, device=args.device,
+                                                            token=args.token, timeout=args.timeout))
         app = create_app(
             {c.name: c for c in opened}, token=api_token, allow_add=args.allow_add,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), cors_origins=args.cors_origin,

@@ -157,3 +157,13 @@ def test_locked_lite_file_is_one_line_without_third_party_tracebacks(setup: dict
             holder.stdout.close()
     line = _one_line_error(proc.returncode, proc.stderr)
     assert "another process" in line
+
+
+def test_a_missing_collection_is_fixed_with_cli_commands(setup: dict[str, str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The library suggests Python calls; the command line suggests commands (issue 24 item 12)."""
+    db = setup["db"]
+    for argv in (["info"], ["search", "--image", setup["ref"], "--text", "t"], ["set-default", "--composer", "text"]):
+        line = _one_line_error(main([*argv, "--uri", db, "--collection", "missing"]), capsys.readouterr().err)
+        assert "existing: c" in line and "cir-milvus ingest DIR" in line and "--collection missing" in line
+        assert "VectorStore" not in line and "CIRCollection" not in line, line
