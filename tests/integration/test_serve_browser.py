@@ -69,7 +69,8 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                                device="cpu")
     ids = list(col.add(paths[1:], metadata=metadata[1:]))
     names = {i: os.path.basename(p) for i, p in zip(ids, paths[1:])}
-    yield {"col": col, "root": base / "gallery", "reference": paths[0], "ids": ids, "names": names}
+    yield {"col": col, "root": base / "gallery", "reference": paths[0], "ids": ids, "names": names,
+           "second": paths[5]}
     col.close()
 
 
@@ -148,11 +149,40 @@ def test_page_renders_result_tiles(gallery: dict[str, Any], browser: Any) -> Non
                                f"![...document.querySelectorAll('.tile')].some(t => t.dataset.id === '{third}')")
         # clicking a hit makes it the reference (by stored id) and searches again
         tiles = page.locator(".tile")
-        second = tiles.nth(1).get_attribute("data-id")
+        second = second_ref = tiles.nth(1).get_attribute("data-id")
         tiles.nth(1).click()
         page.wait_for_function(f"document.getElementById('ref-label').textContent.includes('{second}')")
         page.wait_for_function(f"[...document.querySelectorAll('.tile')].length > 0 && "
                                f"![...document.querySelectorAll('.tile')].some(t => t.dataset.id === '{second}')")
+        # "more like this" searches again with that tile liked: it leaves the hits, which change; "clear" undoes it
+        shown = [t.get_attribute("data-id") for t in page.locator(".tile").all()]
+        liked = shown[3]
+        page.locator(f".tile[data-id='{liked}'] button.like").click()
+        page.wait_for_function("document.getElementById('feedback-text').textContent === '1 more like' && "
+                               "!document.getElementById('results').classList.contains('stale')")
+        after = [t.get_attribute("data-id") for t in page.locator(".tile").all()]
+        assert liked not in after and after != shown
+        unliked = after[0]
+        page.locator(f".tile[data-id='{unliked}'] button.unlike").click()
+        page.wait_for_function("document.getElementById('feedback-text').textContent === '1 more like · 1 less like' "
+                               "&& !document.getElementById('results').classList.contains('stale')")
+        assert unliked not in [t.get_attribute("data-id") for t in page.locator(".tile").all()]
+        page.click("#feedback-clear")
+        page.wait_for_function("document.getElementById('feedback').hidden && "
+                               "!document.getElementById('results').classList.contains('stale')")
+        assert [t.get_attribute("data-id") for t in page.locator(".tile").all()] == shown  # the query before feedback
+        # a negative text and a second reference (two references go as JSON: images_b64 / ref_ids)
+        page.fill("#negative", "on a black background")
+        page.set_input_files("#file2", gallery["second"])
+        with page.expect_request(lambda r: r.url.endswith("/search")) as sent:
+            page.click("#go")
+        body = sent.value.post_data_json
+        assert body["negative"] == "on a black background" and body["ref_ids"] == [second_ref]
+        assert len(body["images_b64"]) == 1 and "ref_id" not in body
+        page.wait_for_function("document.getElementById('status').textContent.includes('hits')")
+        assert page.is_hidden("#error") and page.locator(".tile").count() == 12
+        page.click("#second-clear")
+        page.fill("#negative", "")
         # a metadata filter restricts every tile
         page.fill("#filter-fields input[data-field='colour']", "red")
         page.click("#go")

@@ -2,7 +2,8 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { info: null, file: null, refId: null, seen: {}, seq: 0, searched: false, timer: null };
+  const state = { info: null, file: null, refId: null, file2: null, like: [], unlike: [], seen: {}, seq: 0,
+    searched: false, timer: null };
   const ALPHA_DEBOUNCE_MS = 250;
 
   const token = () => $("token").value.trim() || sessionStorage.getItem("cir-token") || "";
@@ -97,6 +98,10 @@
     const c = collection(), comp = c.composers[$("composer").value];
     const q = { collection: c.name, text: $("text").value, composer: $("composer").value, k: Number($("k").value) || 12 };
     if (comp.alpha) q.alpha = Number($("alpha").value);
+    const negative = $("negative").value.trim();
+    if (negative) q.negative = negative;
+    if (state.like.length) q.like = [...state.like];
+    if (state.unlike.length) q.unlike = [...state.unlike];
     const where = {};
     for (const inp of document.querySelectorAll("#filter-fields input")) {
       const v = inp.value.trim();
@@ -106,6 +111,46 @@
     if ($("group-by").value) q.group_by = $("group-by").value;
     if (state.refId && comp.needs_image) q.ref_id = state.refId;
     return q;
+  }
+
+  function base64Of(file) {
+    return new Promise((resolve, reject) => {
+      const r = new FileReader();
+      r.onload = () => resolve(String(r.result).split(",")[1]);
+      r.onerror = () => reject(new Error("cannot read " + file.name));
+      r.readAsDataURL(file);
+    });
+  }
+
+  async function send(q, comp) {
+    const json = (body) => api("search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (state.file2 && comp.needs_image) { // two references: the library's images / ref_ids (images first)
+      const body = { ...q }; delete body.ref_id;
+      body.images_b64 = [];
+      if (state.file) body.images_b64.push(await base64Of(state.file));
+      body.images_b64.push(await base64Of(state.file2));
+      if (state.refId) body.ref_ids = [state.refId];
+      return json(body);
+    }
+    if (state.file && comp.needs_image) {
+      const form = new FormData();
+      for (const [key, v] of Object.entries(q)) form.append(key, typeof v === "object" ? JSON.stringify(v) : String(v));
+      form.append("image", state.file);
+      return api("search", { method: "POST", body: form });
+    }
+    return json(q);
+  }
+
+  function showFeedback() {
+    const n = state.like.length, m = state.unlike.length;
+    $("feedback").hidden = n + m === 0;
+    $("feedback-text").textContent = (n ? n + " more like" : "") + (n && m ? " · " : "") + (m ? m + " less like" : "");
+  }
+
+  function judge(id, list, other) { // "more / less like this" on a tile, then search again
+    state[other] = state[other].filter((x) => x !== id);
+    state[list] = state[list].includes(id) ? state[list].filter((x) => x !== id) : [...state[list], id];
+    showFeedback(); search();
   }
 
   function ready(quiet) {
@@ -124,15 +169,7 @@
     const comp = collection().composers[$("composer").value];
     const q = query();
     try {
-      let res;
-      if (state.file && comp.needs_image) {
-        const form = new FormData();
-        for (const [key, v] of Object.entries(q)) form.append(key, typeof v === "object" ? JSON.stringify(v) : String(v));
-        form.append("image", state.file);
-        res = await api("search", { method: "POST", body: form });
-      } else {
-        res = await api("search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(q) });
-      }
+      const res = await send(q, comp);
       const result = await res.json();
       if (seq === state.seq) { render(result, q); state.searched = true; }
     } catch (e) {
@@ -174,7 +211,16 @@
       cap.append(score, label);
       const meta = document.createElement("div"); meta.className = "meta";
       meta.textContent = Object.entries(hit.metadata).map(([k, v]) => k + ": " + JSON.stringify(v)).join("\n") || "(no metadata)";
-      tile.append(frame, meta, cap);
+      const fb = document.createElement("div"); fb.className = "fb";
+      for (const [list, other, text, tip] of [["like", "unlike", "more like this", "move the results towards this image"],
+                                              ["unlike", "like", "less like this", "move the results away from this image"]]) {
+        const b = document.createElement("button"); b.type = "button"; b.textContent = text; b.title = tip;
+        b.className = list; b.setAttribute("aria-pressed", String(state[list].includes(hit.id)));
+        b.addEventListener("click", (e) => { e.stopPropagation(); judge(hit.id, list, other); });
+        b.addEventListener("keydown", (e) => e.stopPropagation());
+        fb.appendChild(b);
+      }
+      tile.append(frame, meta, cap, fb);
       const pick = () => { setReferenceHit(hit).then(search); };
       tile.addEventListener("click", pick);
       tile.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(); } });
@@ -206,7 +252,17 @@
   document.addEventListener("paste", (e) => { const f = [...(e.clipboardData || {}).files || []][0]; if (f) setReferenceFile(f); });
   $("file").addEventListener("change", (e) => { if (e.target.files.length) setReferenceFile(e.target.files[0]); });
   $("form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
-  $("collection").addEventListener("change", () => { state.refId = null; fillCollection(); });
+  $("second-pick").addEventListener("click", () => $("file2").click());
+  $("file2").addEventListener("change", (e) => {
+    const f = e.target.files[0];
+    if (!f || !f.type.startsWith("image/")) return;
+    state.file2 = f; $("second-label").textContent = "second: " + f.name; $("second-clear").hidden = false;
+  });
+  $("second-clear").addEventListener("click", () => {
+    state.file2 = null; $("file2").value = ""; $("second-label").textContent = ""; $("second-clear").hidden = true;
+  });
+  $("feedback-clear").addEventListener("click", () => { state.like = []; state.unlike = []; showFeedback(); if (state.searched) search(); });
+  $("collection").addEventListener("change", () => { state.refId = null; state.like = []; state.unlike = []; showFeedback(); fillCollection(); });
   $("composer").addEventListener("change", fillComposer);
   $("alpha").addEventListener("input", () => { state.alphaTouched = true; fillComposer(); searchSoon(); });
   $("token").addEventListener("change", () => { sessionStorage.setItem("cir-token", $("token").value.trim()); load(); });
