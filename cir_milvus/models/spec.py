@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ModelNotFoundError
 from cir_milvus.hashing import file_sha256
 from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, MODEL_CONFIG_DIR, demo_weights_path
+from cir_milvus.recipe_fields import recorded_activation
 
 __all__ = [
     "ModelSpec",
@@ -150,13 +150,6 @@ def checkpoint_activation(path: str | os.PathLike[str]) -> bool | None:
     except Exception:  # noqa: BLE001 - unreadable metadata: open_clip reports the file itself
         return None
     return {"quick_gelu": True, "gelu": False}.get(str(meta.get("activation")))
-
-
-def recorded_activation(encoder: Mapping[str, Any]) -> str:
-    """The recorded MLP activation; recipes written before it was recorded had open_clip's config default."""
-    if encoder.get("activation"):
-        return str(encoder["activation"])
-    return "quick_gelu" if "quickgelu" in str(encoder.get("model", "")).lower() else "gelu"
 
 
 def resolve_model(model: str, pretrained: str | None = None) -> ModelSpec:

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cir_milvus.errors import CollectionLockedError, ConfigError, StorageError
+from cir_milvus.errors import (
+    CollectionLockedError,
+    ConfigError,
+    StorageError,
+    StorageUnavailableError,
+    TransientStorageError,
+)
+from cir_milvus.storage.classify import chain, classify
+from cir_milvus.storage.retry import RetryPolicy
 
 __all__ = ["Capabilities", "connect", "disconnect", "milvus_errors", "redact_uri"]
 
@@ -77,9 +85,18 @@ def _parse_version(v: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def capabilities(client: Any) -> Capabilities:
+def capabilities(client: Any, retry: RetryPolicy | None = None) -> Capabilities:
+    """What the connected Milvus can do, from its version (asked through ``retry``: a restarting server is waited
+    for; a server that refuses the question is taken for an old one)."""
+
+    def ask() -> str:
+        with milvus_errors("ask the server version"):
+            return str(client.get_server_version())
+
     try:
-        version = str(client.get_server_version())
+        version = ask() if retry is None else retry.call(ask, "ask the server version")
+    except TransientStorageError:
+        raise
     except Exception:  # noqa: BLE001 - some servers do not answer; assume an old one
         version = "unknown"
     is_lite = version.startswith("milvus_lite") or version.startswith("milvus-lite")
@@ -110,25 +127,23 @@ def redact_uri(uri: str) -> str:
 
 @contextlib.contextmanager
 def milvus_errors(action: str) -> Iterator[None]:
-    """Re-raise pymilvus / gRPC failures as :class:`StorageError` with the action in the message."""
+    """Re-raise pymilvus / gRPC failures as the :class:`StorageError` subclass their type and code call for
+    (:func:`~cir_milvus.storage.classify.classify`), with the action in the message."""
     try:
         yield
-    except StorageError:
-        raise
-    except ConfigError:
+    except (StorageError, ConfigError):
         raise
     except Exception as e:  # noqa: BLE001 - MilvusException and grpc.RpcError have no common base
-        mod = type(e).__module__
-        if mod.startswith(("pymilvus", "grpc", "milvus_lite")) or isinstance(e, (ConnectionError, TimeoutError)):
-            raise StorageError(f"Milvus failed to {action}: {e}") from e
+        from_milvus = any(c.__module__.startswith(("pymilvus", "grpc", "milvus_lite")) for c in type(e).__mro__)
+        if from_milvus or isinstance(e, (ConnectionError, TimeoutError)):
+            kind, code = classify(e)
+            raise kind(f"Milvus failed to {action}: {e}", code=code) from e
         raise
 
 
 def _lock_holder(e: BaseException) -> bool:
-    """Whether ``e`` (or an exception in its chain, each visited once: chains can loop) is Lite's lock error."""
-    from cir_milvus.storage.retry import _chain
-
-    return any(type(x).__name__ == "DataDirLockedError" or "holds the lock" in str(x) for x in _chain(e))
+    """Whether ``e`` (or an exception in its chain) is Milvus Lite's lock error (by type)."""
+    return any(type(x).__name__ == "DataDirLockedError" for x in chain(e))
 
 
 def _lite_file_locked(uri: str) -> bool:
@@ -201,7 +216,10 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = DEFAU
             ) from e
         where = "Milvus Lite file" if is_file else "Milvus server"
         msg = str(e).replace(token, "***") if token else str(e)
-        raise StorageError(f"could not connect to the {where} at {redact_uri(uri)}: {msg}") from e
+        kind, code = classify(e)
+        if issubclass(kind, TransientStorageError):  # the client waited its timeout already
+            kind = StorageUnavailableError
+        raise kind(f"could not connect to the {where} at {redact_uri(uri)}: {msg}", code=code) from e
     if is_file:
         with _LITE_LOCK:
             key = os.path.abspath(uri)

@@ -11,10 +11,10 @@ from typing import Any
 
 from cir_milvus.artifacts import hint_name, looks_like_path, path_hint, remember
 from cir_milvus.errors import ConfigError, RecipeMismatchError
-from cir_milvus.models.spec import recorded_activation
+from cir_milvus.recipe_fields import recorded_activation
 
-__all__ = ["PROPERTY_KEY", "Recipe", "check_compatible", "differences", "lite_base_dir", "portable_composer",
-           "portable_encoder", "recorded_activation"]
+__all__ = ["PROPERTY_KEY", "Recipe", "check_compatible", "creation_conflicts", "differences", "lite_base_dir",
+           "portable_composer", "portable_encoder", "recorded_activation"]
 
 PROPERTY_KEY = "cir_milvus.recipe"
 FORMAT_VERSION = 2
@@ -201,3 +201,22 @@ def check_compatible(name: str, stored: Recipe, current: dict[str, Any]) -> None
             + ". Open it without model= to use its own recipe, or create a new collection (re-ingest) for the "
             "new model."
         )
+
+
+def creation_conflicts(stored: Recipe, wanted: Recipe) -> list[str]:
+    """Why a collection built with ``stored`` is not the one ``wanted`` describes (``[]``: it is).
+
+    What two creators of one collection must agree on: the encoder (as :func:`differences` compares it) and the
+    metric. The image decode mode is left out: a collection owns it, and whoever serves the collection adopts it.
+    """
+
+    def without_decode(enc: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(enc)
+        if isinstance(out.get("preprocess"), Mapping):
+            out["preprocess"] = {k: v for k, v in out["preprocess"].items() if k != "decode"}
+        return out
+
+    out = differences(without_decode(stored.encoder), without_decode(wanted.encoder))
+    if stored.metric != wanted.metric:
+        out.append(f"metric: collection has {stored.metric!r}, wanted {wanted.metric!r}")
+    return out

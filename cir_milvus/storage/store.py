@@ -1,11 +1,13 @@
 """``VectorStore``: the encoder-free store under every write and read of cir_milvus.
 
-It owns the Milvus client (a URI, or an injected ``MilvusClient``), the collection's schema and field names, the
-recipe property, the id / source / metadata policy (:mod:`cir_milvus.storage.policy`), THE upsert path (byte-chunked,
-one retry policy, bad rows isolated by bisection), the "already stored?" lookup, reads (``get``, ``query``,
-``search_vectors`` with filters, reference exclusion and group-by, iterators), ``delete`` returning true counts,
-``update_metadata`` without re-encoding, ``info`` and ``close``. :class:`~cir_milvus.CIRCollection`, ``ingest()``,
-``ingest_ray()`` and the evaluation runner all write through it. It never imports an encoder or torch.
+It owns the Milvus client (a URI, or an injected ``MilvusClient``), the collection's schema and field names
+(:mod:`~cir_milvus.storage.schema`), the recipe property, the id / source / metadata policy
+(:mod:`~cir_milvus.storage.policy`, :mod:`~cir_milvus.storage.rows`), THE upsert path (byte-chunked, one retry
+policy, bad rows isolated by bisection: :mod:`~cir_milvus.storage.write`), the "already stored?" lookup, reads
+(``get``, ``query``, ``search_vectors`` with filters, reference exclusion and group-by, iterators), ``delete``
+returning true counts, ``update_metadata`` without re-encoding, ``info`` and ``close``.
+:class:`~cir_milvus.CIRCollection`, ``ingest()``, ``ingest_ray()`` and the evaluation runner all write through it.
+It never imports an encoder or torch.
 
 Two kinds of collections:
 
@@ -17,6 +19,12 @@ Two kinds of collections:
   someone else's collection (INT64 or VARCHAR ids, any metric). Without a norm field, raw embeddings are rebuilt
   with ``default_norm`` (see :class:`FieldMap`).
 
+Every Milvus call goes through one wrapper: failures are classified where they are wrapped
+(:mod:`~cir_milvus.storage.classify`) and retried by the one :class:`~cir_milvus.storage.retry.RetryPolicy`. A
+lookup or search never turns a failure into "nothing stored": a collection that is released or still loading
+raises :class:`~cir_milvus.errors.CollectionNotLoadedError` (loaded and retried), and a filter the server cannot
+parse raises :class:`~cir_milvus.errors.FilterError` at once.
+
 Example:
     >>> import numpy as np
     >>> from cir_milvus.storage import VectorStore
@@ -27,310 +35,50 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import numbers
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
-from cir_milvus.storage.client import Capabilities, capabilities, connect, disconnect, milvus_errors, redact_uri
-from cir_milvus.storage.filters import in_filter, render_filter
-from cir_milvus.storage.policy import (
-    MAX_ID_BYTES,
-    MAX_METADATA_BYTES,
-    MAX_SOURCE_BYTES,
-    IdPolicy,
-    MetadataError,
-    jsonable,
-    source_text,
+from cir_milvus.errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    StorageError,
 )
+from cir_milvus.storage.client import Capabilities, redact_uri
+from cir_milvus.storage.filters import in_filter
+from cir_milvus.storage.lifecycle import (
+    Connection,
+    Consistency,
+    check_consistency,
+    check_converged,
+    check_index,
+    create_collection,
+    lite_path,
+    plan_create,
+    wait_for_index,
+)
+from cir_milvus.storage.policy import source_text
+from cir_milvus.storage.reads import LOOKUP_CHUNK, StoreReads
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe
-from cir_milvus.storage.retry import RetryPolicy, is_permanent
+from cir_milvus.storage.results import Hit, Hits, Id, Skipped, WriteResult
+from cir_milvus.storage.retry import RetryPolicy
+from cir_milvus.storage.schema import ATTACH_KEYS, DEFAULT_SEARCH_PARAMS, FieldMap, field_map, is_own, read_recipe
+from cir_milvus.storage.search import collect_hits, plan_search, query_matrix
+from cir_milvus.storage.write import MAX_UPSERT_BYTES, check_shapes, chunk_rows_by_bytes, prepare_rows, write_rows
 
-if TYPE_CHECKING:
-    import pandas as pd
-    import pyarrow as pa
-
-__all__ = ["FieldMap", "Hit", "Hits", "Id", "Skipped", "VectorStore", "WriteResult", "chunk_rows_by_bytes"]
+__all__ = ["MAX_UPSERT_BYTES", "Consistency", "FieldMap", "Hit", "Hits", "Id", "Skipped", "VectorStore", "WriteResult",
+           "chunk_rows_by_bytes"]
 
 log = logging.getLogger(__name__)
 
-Id = str | int
-"""A primary key: a string (collections the store creates) or a 64-bit integer (attached collections)."""
-Consistency = Literal["Strong", "Session", "Bounded", "Eventually"]
-
-MAX_UPSERT_BYTES = 16 * 1024 * 1024
-"""Upper bound of one upsert RPC (Milvus refuses messages over 64 MB)."""
-LOOKUP_CHUNK = 1000
-"""Ids per ``id in [...]`` lookup / delete call."""
-DESCRIPTION_PREFIX = "cir_milvus.recipe="
-"""Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
-STORE_KEY = "cir_milvus.store"
-"""Collection property marking a collection the store created (its own field layout), with or without a recipe."""
-STORE_DESCRIPTION = "cir_milvus.store"
-DEFAULT_INDEX_PARAMS: dict[str, dict[str, Any]] = {"HNSW": {"M": 16, "efConstruction": 200}}
-DEFAULT_SEARCH_PARAMS: dict[str, dict[str, Any]] = {"HNSW": {"ef": 128}, "HNSW_SQ": {"ef": 128},
-                                                    "IVF_FLAT": {"nprobe": 32}, "IVF_SQ8": {"nprobe": 32}}
-METRICS = ("IP", "COSINE", "L2")
-SCALAR_TYPES = ("bool", "int8", "int16", "int32", "int64", "float", "double", "varchar")
-GROUP_BY_OVERFETCH = 8
-"""Servers without native group-by (Milvus < 2.4) get ``k × 8`` candidates, deduplicated client-side."""
+SEARCH_CHUNK = 1024
+"""Query vectors per search call."""
 
 
-# -- results --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An input that was not stored, and why.
-
-    Attributes:
-        source: the input as given (a path, ``<N bytes>``...), valid UTF-8.
-        reason: why it was not stored.
-        id: its id when one was resolved.
-    """
-
-    source: str
-    reason: str
-    id: Id | None = None
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result.
-
-    Attributes:
-        id: the stored id.
-        score: the metric's score (IP / cosine: higher is better; L2: lower is better).
-        metadata: the stored metadata dict, with typed and dynamic fields merged in.
-        source: the file path the image came from ("" when added as bytes/PIL).
-        vector: the stored (L2-normalised) vector, when the search asked for it (``output_vectors=True``).
-        query_vector: the query vector that found the hit, when asked for (``return_query_vector=True``).
-    """
-
-    id: Id
-    score: float
-    metadata: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
-    query_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"id", "score", "source", "metadata"}`` plus ``"vector"`` / ``"query_vector"`` (lists of floats) when
-        set (JSON-able)."""
-        out: dict[str, Any] = {"id": self.id, "score": self.score, "source": self.source,
-                               "metadata": dict(self.metadata)}
-        for key in ("vector", "query_vector"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = [float(x) for x in value]
-        return out
-
-
-class Hits(list[Hit]):
-    """The hits of one query, best first; convertible to dicts, a pandas DataFrame or an Arrow table."""
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        return [h.to_dict() for h in self]
-
-    def _columns(self) -> dict[str, list[Any]]:
-        keys: list[str] = []
-        for h in self:
-            keys.extend(k for k in h.metadata if k not in keys and k not in ("id", "score", "source"))
-        cols: dict[str, list[Any]] = {"id": [h.id for h in self], "score": [h.score for h in self],
-                                      "source": [h.source for h in self]}
-        for k in keys:
-            cols[k] = [h.metadata.get(k) for h in self]
-        return cols
-
-    def to_pandas(self) -> pd.DataFrame:
-        """One row per hit: ``id``, ``score``, ``source`` and one column per metadata key (needs pandas)."""
-        from cir_milvus._optional import require
-
-        pd = require("pandas", extra="ingest", purpose="hits as a DataFrame")
-        return pd.DataFrame(self._columns())
-
-    def to_arrow(self) -> pa.Table:
-        """The same table as :meth:`to_pandas`, as a ``pyarrow.Table`` (needs pyarrow)."""
-        from cir_milvus._optional import require
-
-        pa = require("pyarrow", extra="ingest", purpose="hits as an Arrow table")
-        cols = self._columns()
-        for k, v in list(cols.items()):
-            if k not in ("id", "score", "source") and any(isinstance(x, (dict, list)) for x in v):
-                cols[k] = [json.dumps(x) if isinstance(x, (dict, list)) else x for x in v]
-        return pa.table(cols)
-
-
-@dataclass
-class WriteResult:
-    """What one :meth:`VectorStore.upsert` did.
-
-    Attributes:
-        written: ids written, in input order.
-        skipped: rows refused by the id / metadata policy or by Milvus (permanent errors), with reasons; ``index``
-            is the row's position in the call.
-        retries: calls retried after transient failures.
-    """
-
-    written: list[Id] = field(default_factory=list)
-    skipped: list[tuple[int, Skipped]] = field(default_factory=list)
-    retries: int = 0
-
-
-# -- the field map --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldMap:
-    """Which field holds what in a collection (the store's own layout, or the names of an attached schema).
-
-    Attributes:
-        id_field: primary key field.
-        id_type: ``"varchar"`` or ``"int64"``.
-        id_max_bytes: the id field's ``max_length`` (checked in UTF-8 bytes, as servers do).
-        vector_field: FLOAT_VECTOR field searched.
-        dim: its dimension.
-        metric: ``IP``, ``COSINE`` or ``L2``.
-        norm_field: raw-embedding norm (``None`` in attached collections without one).
-        source_field: where the image came from (``None`` when absent).
-        source_max_bytes: its ``max_length``.
-        metadata_field: JSON metadata (``None`` when absent: metadata then goes to typed or dynamic fields).
-        scalars: typed scalar fields ``{name: type}`` (``"double"``, ``"int64"``, ``"varchar"``, ``"bool"``...).
-        scalar_max_bytes: ``max_length`` of VARCHAR scalar fields.
-        nullable: scalar fields that may be missing in a row.
-        partition_key: the partition-key field, if any.
-        dynamic: the collection has dynamic fields (``$meta``).
-        default_norm: the raw-embedding norm assumed when there is no norm field and stored vectors are
-            normalised (the attach default: the mean image-embedding norm of the encoder, see
-            :meth:`CIRCollection.open`); ``None`` keeps stored vectors as they are.
-    """
-
-    id_field: str = "id"
-    id_type: str = "varchar"
-    id_max_bytes: int = MAX_ID_BYTES
-    vector_field: str = "vector"
-    dim: int = 0
-    metric: str = "IP"
-    norm_field: str | None = "norm"
-    source_field: str | None = "source"
-    source_max_bytes: int = MAX_SOURCE_BYTES
-    metadata_field: str | None = "metadata"
-    scalars: Mapping[str, str] = field(default_factory=dict)
-    scalar_max_bytes: Mapping[str, int] = field(default_factory=dict)
-    nullable: frozenset[str] = frozenset()
-    partition_key: str | None = None
-    dynamic: bool = False
-    default_norm: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id_field": self.id_field, "id_type": self.id_type, "vector_field": self.vector_field,
-                "dim": self.dim, "metric": self.metric, "norm_field": self.norm_field,
-                "source_field": self.source_field, "metadata_field": self.metadata_field,
-                "scalars": dict(self.scalars), "partition_key": self.partition_key, "dynamic": self.dynamic,
-                "default_norm": self.default_norm}
-
-
-_TYPE_NAMES = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
-               "FLOAT": "float", "DOUBLE": "double", "VARCHAR": "varchar", "JSON": "json",
-               "FLOAT_VECTOR": "float_vector", "ARRAY": "array"}
-_ATTACH_KEYS = frozenset({"vector_field", "id_field", "metric", "norm_field", "source_field", "metadata_field",
-                          "default_norm"})
-
-
-def _type_name(t: Any) -> str:
-    name = getattr(t, "name", None) or str(t).rsplit(".", 1)[-1]
-    return _TYPE_NAMES.get(str(name).upper(), str(name).lower())
-
-
-def _scalar_spec(name: str, spec: Any) -> tuple[str, int]:
-    """``"double"`` | ``("varchar", 256)`` | ``{"type": "varchar", "max_length": 256}`` → (type, max_length)."""
-    if isinstance(spec, str):
-        t, n = spec, 512
-    elif isinstance(spec, (tuple, list)) and len(spec) == 2:
-        t, n = spec
-    elif isinstance(spec, Mapping):
-        t, n = spec.get("type", ""), spec.get("max_length", 512)
-    else:
-        raise ConfigError(f"fields[{name!r}] must be a type name such as 'double' or ('varchar', 256); got {spec!r}")
-    t = str(t).lower()
-    t = {"str": "varchar", "string": "varchar", "int": "int64", "float64": "double", "float32": "float",
-         "boolean": "bool"}.get(t, t)
-    if t not in SCALAR_TYPES:
-        raise ConfigError(f"fields[{name!r}] has type {t!r}; choose one of {', '.join(SCALAR_TYPES)}")
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 65535:
-        raise ConfigError(f"fields[{name!r}] max_length must be an integer in 1..65535, got {n!r}")
-    return t, n
-
-
-_RESERVED = frozenset({"id", "vector", "norm", "source", "metadata"})
-
-
-def _coerce_scalar(name: str, t: str, v: Any) -> Any:
-    """A metadata value for a typed field (numbers from strings: CSV columns), or ValueError with a reason."""
-    if t == "varchar":
-        if isinstance(v, (dict, list)):
-            raise ValueError(f"typed field {name!r} is a string field, got {type(v).__name__}")
-        return source_text(v, 1 << 30) if not isinstance(v, str) else v
-    if t == "bool":
-        if isinstance(v, (bool, np.bool_)):
-            return bool(v)
-        if isinstance(v, str) and v.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-            return v.strip().lower() in ("true", "1", "yes")
-        raise ValueError(f"typed field {name!r} needs a boolean, got {v!r}")
-    if isinstance(v, bool):
-        raise ValueError(f"typed field {name!r} needs a number, got {v!r}")
-    if t.startswith("int"):
-        try:
-            f = float(v) if isinstance(v, str) else v
-            if not isinstance(f, numbers.Real) or not float(f).is_integer():
-                raise TypeError
-            return int(float(f))
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"typed field {name!r} needs an integer, got {v!r}") from None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"typed field {name!r} needs a number, got {v!r}") from None
-    if not math.isfinite(f):
-        raise ValueError(f"typed field {name!r} needs a finite number, got {v!r}")
-    return f
-
-
-def chunk_rows_by_bytes(rows: Sequence[dict[str, Any]], max_bytes: int = MAX_UPSERT_BYTES) -> Iterator[list[int]]:
-    """Split rows into chunks (lists of row indices) whose estimated payload stays under ``max_bytes``."""
-    chunk: list[int] = []
-    size = 0
-    for i, row in enumerate(rows):
-        b = 64
-        for v in row.values():
-            if isinstance(v, list):
-                b += 4 * len(v)
-            elif isinstance(v, str):
-                b += len(v.encode("utf-8", "replace"))
-            elif isinstance(v, dict):
-                b += len(json.dumps(v))
-            else:
-                b += 8
-        if chunk and size + b > max_bytes:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(i)
-        size += b
-    if chunk:
-        yield chunk
-
-
-# -- the store ------------------------------------------------------------------------------------------------------
-
-
-class VectorStore:
+class VectorStore(StoreReads):
     """A Milvus collection of image vectors: schema, recipe, ids, writes, reads and deletes; no encoder.
 
     Build with :meth:`create` or :meth:`open`.
@@ -346,48 +94,24 @@ class VectorStore:
         consistency: consistency level of searches and lookups.
     """
 
-    def __init__(self, client: Any, name: str, *, uri: str, caps: Capabilities, fields: FieldMap,
-                 recipe: Recipe | None, owns_client: bool, retry: RetryPolicy | None = None,
-                 consistency: Consistency = "Session") -> None:
-        self._client = client
-        self.name = name
-        self.uri = uri
-        self.capabilities = caps
-        self.fields = fields
-        self.recipe = recipe
-        self.retry = retry or RetryPolicy()
-        self.consistency = consistency
-        self._owns_client = owns_client
-        self._closed = False
-
     # -- construction -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _connect(uri: Any, token: str | None, timeout: float | None,
-                 connect_kwargs: Mapping[str, Any] | None) -> tuple[Any, str, bool]:
-        if isinstance(uri, str):
-            return connect(uri, token=token, timeout=timeout, **dict(connect_kwargs or {})), uri, True
-        if uri is None or not hasattr(uri, "has_collection"):
-            raise ConfigError(f"uri must be a Milvus Lite path, a server URI or a MilvusClient; got {uri!r}")
-        return uri, str(getattr(uri, "_cir_uri", "") or "(injected MilvusClient)"), False
-
-    def _release_on_error(self) -> None:
-        if self._owns_client:
-            try:
-                disconnect(self._client, self.uri)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                log.debug("closing after a failed open", exc_info=True)
-
     @classmethod
     def exists(cls, uri: Any, name: str, *, token: str | None = None, timeout: float | None = 10.0,
                connect_kwargs: Mapping[str, Any] | None = None) -> bool:
-        """Whether the collection exists (the connection is released afterwards: a Lite file stays free)."""
-        client, where, owns = cls._connect(uri, token, timeout, connect_kwargs)
+        """Whether the collection exists: THE existence check (the connection is released afterwards, so a Lite
+        file stays free; a Lite path that does not exist is ``False`` and nothing is created there).
+
+        Raises:
+            StorageUnavailableError: the server did not answer within ``timeout``.
+        """
+        path = lite_path(uri)
+        if path is not None and not path.exists():
+            return False
+        conn = Connection.open(uri, token, timeout, connect_kwargs, None, create=False)
         try:
-            with milvus_errors(f"check collection {name!r}"):
-                return bool(client.has_collection(name))
+            return conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name)))
         finally:
-            if owns:
-                disconnect(client, where)
+            conn.release()
 
     @classmethod
     def create(
@@ -413,6 +137,13 @@ class VectorStore:
     ) -> VectorStore:
         """Create a collection (everything is validated before anything is dropped or created).
 
+        ``exist_ok=True`` is create-or-open, safe when several processes create the same collection at once: the
+        first creates it, the others open it, and each checks that the collection is the one it asked for (dim,
+        metric and the recipe's encoder; the image decode mode is the collection's own), refusing otherwise with
+        :class:`~cir_milvus.errors.RecipeMismatchError` naming both. The first calls (server version, "exists?")
+        are retried within ``timeout`` (a server that is restarting is waited for). A create that fails leaves no
+        partial collection behind, and no Milvus Lite folder when it made a new one.
+
         Args:
             uri: a Milvus Lite file (``"./cir.db"``), a server URI, or a ``MilvusClient`` (not closed by
                 :meth:`close`).
@@ -429,7 +160,7 @@ class VectorStore:
             partition_key: one of ``fields`` (``varchar`` or ``int64``) to partition by (multi-tenant catalogues).
             dynamic: enable dynamic fields.
             overwrite: drop an existing collection of this name (after validation).
-            exist_ok: open the collection when it exists.
+            exist_ok: open the collection when it exists (create-or-open, see above).
             token, timeout, connect_kwargs: connection options (timeout in seconds; TLS options...).
             consistency: consistency level of searches and lookups (``"Session"``: read-your-own-writes).
             retry: the retry policy (default: 300 s of backoff).
@@ -437,105 +168,38 @@ class VectorStore:
         Raises:
             ConfigError: bad dim / metric / index / fields, or the collection exists (without ``exist_ok`` /
                 ``overwrite``).
+            RecipeMismatchError: ``exist_ok`` and the existing collection is another one (dim, metric, encoder).
             StorageError: Milvus failed (connections opened here are released).
         """
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= int(dim) <= 32768:
-            raise ConfigError(f"dim must be an integer in 1..32768, got {dim!r}")
-        if recipe is not None and not isinstance(recipe, Recipe):
-            raise ConfigError(f"recipe must be a cir_milvus Recipe, got {type(recipe).__name__}")
-        metric = (metric or (recipe.metric if recipe is not None else "IP")).upper()
-        if metric not in METRICS:
-            raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        index_type = (index or (recipe.index.get("type") if recipe is not None else None) or "HNSW").upper()
-        if index_params is None and recipe is not None and index is None:
-            index_params = recipe.index.get("params")
-        idx_params = dict(index_params if index_params is not None else DEFAULT_INDEX_PARAMS.get(index_type, {}))
-        scalars: dict[str, tuple[str, int]] = {}
-        for fname, spec in dict(fields or {}).items():
-            if not isinstance(fname, str) or not fname.isidentifier() or fname in _RESERVED or fname.startswith("$"):
-                raise ConfigError(f"field name {fname!r} is not allowed (reserved: {sorted(_RESERVED)}); use a "
-                                  "Python-identifier-like name")
-            scalars[fname] = _scalar_spec(fname, spec)
-        if partition_key is not None and (partition_key not in scalars
-                                          or scalars[partition_key][0] not in ("varchar", "int64")):
-            raise ConfigError(f"partition_key {partition_key!r} must be one of fields= of type varchar or int64 "
-                              f"(fields: {sorted(scalars)})")
-        if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
-            raise ConfigError(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
-        if recipe is not None:
-            rdim = recipe.encoder.get("dim")
-            if rdim is not None and int(rdim) != int(dim):
-                raise ConfigError(f"dim={dim} but the recipe's encoder makes {rdim}-d vectors")
-        client, where, owns = cls._connect(uri, token, timeout, connect_kwargs)
+        plan = plan_create(dim, recipe, metric, index, index_params, fields, partition_key, dynamic)
+        check_consistency(consistency)
+        conn = Connection.open(uri, token, timeout, connect_kwargs, retry, create=True)
         try:
-            caps = capabilities(client)
-            if index_type not in caps.index_types:
-                backend = "Milvus Lite" if caps.is_lite else f"Milvus {caps.version}"
-                raise ConfigError(f"index {index_type!r} is not built by {backend}; choose one of "
-                                  f"{sorted(caps.index_types)}")
-            with milvus_errors(f"check collection {name!r}"):
-                exists = client.has_collection(name)
-            if exists and not overwrite:
-                if not exist_ok:
-                    raise ConfigError(f"collection {name!r} already exists at {redact_uri(where)}; open it, pass "
-                                      "exist_ok=True, or overwrite=True to drop it")
-                store = cls._open_client(client, where, owns, caps, name, schema=None, recipe=None,
-                                         consistency=consistency, retry=retry)
-                return store
+            caps = conn.capabilities()
+            check_index(plan, caps)
             if recipe is not None:
-                recipe.metric = metric
-                recipe.index = {"type": index_type, "params": idx_params}
-            nullable = frozenset(scalars) - {partition_key} if caps.nullable else frozenset()
-            fmap = FieldMap(dim=int(dim), metric=metric, scalars={k: v[0] for k, v in scalars.items()},
-                            scalar_max_bytes={k: v[1] for k, v in scalars.items() if v[0] == "varchar"},
-                            nullable=nullable, partition_key=partition_key, dynamic=dynamic)
-            schema, ip = cls._schema(client, fmap, recipe, caps, index_type, idx_params)
-            if exists:  # overwrite: everything above is validated; only now drop
-                with milvus_errors(f"drop collection {name!r}"):
-                    client.drop_collection(name)
-            with milvus_errors(f"create collection {name!r}"):
-                props = {STORE_KEY: "1", **({PROPERTY_KEY: recipe.to_json()} if recipe is not None else {})}
-                extra = {"properties": props} if caps.collection_properties else {}
-                client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong", **extra)
-                client.load_collection(name)
+                recipe.metric = plan.metric
+                recipe.index = {"type": plan.index_type, "params": plan.index_params}
+            exists = conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name)))
+            if exists and overwrite:  # everything above is validated; only now drop
+                conn.call(f"drop collection {name!r}", lambda: conn.client.drop_collection(name))
+            elif exists and not exist_ok:
+                raise ConfigError(f"collection {name!r} already exists at {redact_uri(conn.where)}; open it, pass "
+                                  "exist_ok=True, or overwrite=True to drop it")
+            if (not exists or overwrite) and create_collection(conn, caps, name, plan, recipe):
+                return cls(conn.client, name, uri=conn.where, caps=caps, fields=plan.field_map(caps), recipe=recipe,
+                           owns_client=conn.owns, retry=retry, consistency=consistency)
+            if not exist_ok:  # another creator got there between our check and our create
+                raise ConfigError(f"collection {name!r} was created at {redact_uri(conn.where)} by someone else "
+                                  "meanwhile; pass exist_ok=True to open it")
+            wait_for_index(conn, name, "vector")
+            store = cls._open_client(conn, caps, name, schema=None, recipe=None, consistency=consistency,
+                                     retry=retry)
+            check_converged(name, conn.where, plan, store.fields, store.recipe, recipe)
+            return store
         except BaseException:
-            if owns:
-                try:
-                    disconnect(client, where)
-                except Exception:  # noqa: BLE001
-                    log.debug("closing after a failed create", exc_info=True)
+            conn.release(failed=True)
             raise
-        return cls(client, name, uri=where, caps=caps, fields=fmap, recipe=recipe, owns_client=owns, retry=retry,
-                   consistency=consistency)
-
-    @staticmethod
-    def _schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabilities, index_type: str,
-                idx_params: Mapping[str, Any]) -> tuple[Any, Any]:
-        from pymilvus import CollectionSchema, DataType, FieldSchema
-
-        description = "" if caps.collection_properties else (
-            DESCRIPTION_PREFIX + recipe.to_json() if recipe is not None else STORE_DESCRIPTION)
-        cols = [FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES),
-                FieldSchema("vector", DataType.FLOAT_VECTOR, dim=f.dim),
-                FieldSchema("norm", DataType.FLOAT),
-                FieldSchema("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES),
-                FieldSchema("metadata", DataType.JSON)]
-        types = {"bool": DataType.BOOL, "int8": DataType.INT8, "int16": DataType.INT16, "int32": DataType.INT32,
-                 "int64": DataType.INT64, "float": DataType.FLOAT, "double": DataType.DOUBLE,
-                 "varchar": DataType.VARCHAR}
-        for fname, t in f.scalars.items():
-            kw: dict[str, Any] = {}
-            if t == "varchar":
-                kw["max_length"] = f.scalar_max_bytes.get(fname, 512)
-            if fname in f.nullable:
-                kw["nullable"] = True
-            if fname == f.partition_key:
-                kw["is_partition_key"] = True
-            cols.append(FieldSchema(fname, types[t], **kw))
-        schema = CollectionSchema(cols, enable_dynamic_field=f.dynamic, auto_id=False, description=description)
-        ip = client.prepare_index_params()
-        ip.add_index("vector", index_type=index_type, metric_type=f.metric, params=dict(idx_params))
-        return schema, ip
 
     @classmethod
     def open(
@@ -554,6 +218,9 @@ class VectorStore:
     ) -> VectorStore:
         """Open a collection created by the store, or attach to someone else's.
 
+        The first calls (server version, "exists?", describe, load) are retried within ``timeout``, so opening
+        right after a server restart waits for it. A Milvus Lite path that does not exist is not created.
+
         Args:
             uri: Lite file, server URI or ``MilvusClient``.
             name: collection name.
@@ -566,21 +233,21 @@ class VectorStore:
             token, timeout, connect_kwargs, consistency, retry: as for :meth:`create`.
 
         Raises:
-            CollectionNotFoundError: no such collection (the message lists the existing ones).
+            CollectionNotFoundError: no such collection (the message lists the existing ones), or no Lite database
+                at the path.
             ConfigError: the collection has no recipe and no ``schema=`` names its fields (the message says how to
                 attach it), or a named field does not exist.
         """
-        if consistency not in ("Strong", "Session", "Bounded", "Eventually"):
-            raise ConfigError(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
+        check_consistency(consistency)
         if schema is not None:
-            unknown = sorted(set(schema) - _ATTACH_KEYS)
+            unknown = sorted(set(schema) - ATTACH_KEYS)
             if unknown:
-                raise ConfigError(f"schema= keys {unknown} are unknown; use {sorted(_ATTACH_KEYS)}")
-        client, where, owns = cls._connect(uri, token, timeout, connect_kwargs)
+                raise ConfigError(f"schema= keys {unknown} are unknown; use {sorted(ATTACH_KEYS)}")
+        conn = Connection.open(uri, token, timeout, connect_kwargs, retry, create=False)
         try:
-            caps = capabilities(client)
-            store = cls._open_client(client, where, owns, caps, name, schema=schema, recipe=recipe,
-                                     consistency=consistency, retry=retry)
+            caps = conn.capabilities()
+            store = cls._open_client(conn, caps, name, schema=schema, recipe=recipe, consistency=consistency,
+                                     retry=retry)
             if recipe is not None and store_recipe and schema is not None and caps.collection_properties:
                 try:
                     store.set_recipe(recipe)
@@ -588,125 +255,32 @@ class VectorStore:
                     log.warning("could not store the recipe in %r (%s); pass recipe= on every open", name, e)
             return store
         except BaseException:
-            if owns:
-                try:
-                    disconnect(client, where)
-                except Exception:  # noqa: BLE001
-                    log.debug("closing after a failed open", exc_info=True)
+            conn.release()
             raise
 
     @classmethod
-    def _open_client(cls, client: Any, where: str, owns: bool, caps: Capabilities, name: str, *,
-                     schema: Mapping[str, Any] | None, recipe: Recipe | None, consistency: Consistency,
-                     retry: RetryPolicy | None) -> VectorStore:
-        with milvus_errors(f"check collection {name!r}"):
-            if not client.has_collection(name):
-                existing = client.list_collections()
-                raise CollectionNotFoundError(
-                    f"no collection {name!r} at {redact_uri(where)}; existing: {', '.join(existing) or 'none'}. "
-                    "Create it first (VectorStore.create / CIRCollection.create)."
-                )
-            desc = client.describe_collection(name)
-        stored = cls._read_recipe(desc)
-        own = STORE_KEY in (desc.get("properties") or {}) or str(desc.get("description") or "") == STORE_DESCRIPTION
-        if stored is None and schema is None and not own:
+    def _open_client(cls, conn: Connection, caps: Capabilities, name: str, *, schema: Mapping[str, Any] | None,
+                     recipe: Recipe | None, consistency: Consistency, retry: RetryPolicy | None) -> VectorStore:
+        client = conn.client
+        if not conn.call(f"check collection {name!r}", lambda: bool(client.has_collection(name))):
+            existing = conn.call("list collections", lambda: list(client.list_collections()))
+            raise CollectionNotFoundError(
+                f"no collection {name!r} at {redact_uri(conn.where)}; existing: {', '.join(existing) or 'none'}. "
+                "Create it first (VectorStore.create / CIRCollection.create)."
+            )
+        desc = conn.call(f"describe collection {name!r}", lambda: client.describe_collection(name))
+        stored = read_recipe(desc)
+        if stored is None and schema is None and not is_own(desc):
             raise ConfigError(
-                f"collection {name!r} at {redact_uri(where)} was not created by cir_milvus (no recipe property). "
+                f"collection {name!r} at {redact_uri(conn.where)} was not created by cir_milvus (no recipe property). "
                 "To attach it, name its fields: schema={'vector_field': ..., 'id_field': ..., 'metric': 'COSINE'} "
                 "and say how its vectors were made (model=/pretrained= or encoder= with CIRCollection.open, or "
                 "recipe= with VectorStore.open)."
             )
-        fmap = cls._field_map(client, name, desc, schema, stored)
-        store = cls(client, name, uri=where, caps=caps, fields=fmap, recipe=recipe or stored, owns_client=owns,
-                    retry=retry, consistency=consistency)
-        store._call(f"load collection {name!r}", lambda: client.load_collection(name))
-        return store
-
-    @staticmethod
-    def _read_recipe(desc: Mapping[str, Any]) -> Recipe | None:
-        props = desc.get("properties", {}) or {}
-        if PROPERTY_KEY in props:
-            return Recipe.from_json(props[PROPERTY_KEY])
-        text = str(desc.get("description") or "")
-        if text.startswith(DESCRIPTION_PREFIX):  # created on a server without collection properties
-            return Recipe.from_json(text[len(DESCRIPTION_PREFIX):])
-        return None
-
-    @staticmethod
-    def _field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[str, Any] | None,
-                   stored: Recipe | None) -> FieldMap:
-        by_name = {f["name"]: f for f in desc.get("fields", [])}
-        s = dict(schema or {})
-        pk = next((f["name"] for f in desc.get("fields", []) if f.get("is_primary")), "id")
-        id_field = s.get("id_field", pk)
-        vector_field = s.get("vector_field", "vector")
-        for role, fname in (("id_field", id_field), ("vector_field", vector_field)):
-            if fname not in by_name:
-                raise ConfigError(f"{role}={fname!r} is not a field of {name!r}; fields: {sorted(by_name)}")
-        if id_field != pk:
-            raise ConfigError(f"id_field={id_field!r} is not the primary key of {name!r} (that is {pk!r})")
-        id_type = _type_name(by_name[id_field]["type"])
-        if id_type not in ("varchar", "int64"):
-            raise ConfigError(f"the primary key {id_field!r} of {name!r} is {id_type}; only VARCHAR and INT64 "
-                              "primary keys are supported")
-        vtype = _type_name(by_name[vector_field]["type"])
-        if vtype != "float_vector":
-            raise ConfigError(f"vector_field={vector_field!r} of {name!r} is {vtype}; a FLOAT_VECTOR is needed")
-        params = by_name[vector_field].get("params", {}) or {}
-        dim = int(params.get("dim", 0))
-
-        def opt(role: str, default: str) -> str | None:
-            if role in s:
-                fname = s[role]
-                if fname is not None and fname not in by_name:
-                    raise ConfigError(f"{role}={fname!r} is not a field of {name!r}; fields: {sorted(by_name)}")
-                return fname  # type: ignore[no-any-return]
-            return default if default in by_name and schema is None else None
-
-        metric = s.get("metric") or (stored.metric if stored is not None else None)
-        if metric is None:
-            try:
-                with milvus_errors(f"describe the index of {name!r}"):
-                    metric = dict(client.describe_index(name, vector_field)).get("metric_type")
-            except StorageError:
-                metric = None
-        metric = str(metric or "").upper()
-        if metric not in METRICS:
-            raise ConfigError(f"could not tell the metric of {name!r} ({metric or 'no index'}); pass "
-                              f"schema={{'metric': 'COSINE' | 'IP' | 'L2', ...}}")
-        roles = {id_field, vector_field}
-        norm_field = opt("norm_field", "norm")
-        source_field = opt("source_field", "source")
-        metadata_field = opt("metadata_field", "metadata")
-        roles |= {f for f in (norm_field, source_field, metadata_field) if f}
-        scalars: dict[str, str] = {}
-        max_bytes: dict[str, int] = {}
-        nullable: set[str] = set()
-        partition_key = None
-        for fname, f in by_name.items():
-            if f.get("is_partition_key"):
-                partition_key = fname
-            t = _type_name(f["type"])
-            if fname in roles or t not in SCALAR_TYPES:
-                continue
-            scalars[fname] = t
-            if t == "varchar":
-                max_bytes[fname] = int((f.get("params") or {}).get("max_length", 65535))
-            if f.get("nullable"):
-                nullable.add(fname)
-        id_params = by_name[id_field].get("params", {}) or {}
-        src_params = (by_name[source_field].get("params", {}) or {}) if source_field else {}
-        default_norm = s.get("default_norm")
-        if default_norm is not None and (not isinstance(default_norm, numbers.Real) or not float(default_norm) > 0):
-            raise ConfigError(f"default_norm must be a positive number, got {default_norm!r}")
-        return FieldMap(id_field=id_field, id_type=id_type, id_max_bytes=int(id_params.get("max_length", 0) or 0),
-                        vector_field=vector_field, dim=dim, metric=metric, norm_field=norm_field,
-                        source_field=source_field,
-                        source_max_bytes=int(src_params.get("max_length", MAX_SOURCE_BYTES) or MAX_SOURCE_BYTES),
-                        metadata_field=metadata_field, scalars=scalars, scalar_max_bytes=max_bytes,
-                        nullable=frozenset(nullable), partition_key=partition_key,
-                        dynamic=bool(desc.get("enable_dynamic_field", False)),
-                        default_norm=float(default_norm) if default_norm is not None else None)
+        fmap = field_map(client, name, desc, schema, stored)
+        conn.call(f"load collection {name!r}", lambda: client.load_collection(name))
+        return cls(client, name, uri=conn.where, caps=caps, fields=fmap, recipe=recipe or stored,
+                   owns_client=conn.owns, retry=retry, consistency=consistency)
 
     def set_recipe(self, recipe: Recipe) -> None:
         """Store ``recipe`` as the collection's property (and use it from now on).
@@ -722,113 +296,12 @@ class VectorStore:
                    lambda: self._client.alter_collection_properties(self.name, properties={PROPERTY_KEY: text}))
         self.recipe = recipe
 
-    @property
-    def dim(self) -> int:
-        return self.fields.dim
-
-    def close(self) -> None:
-        """Release the connection (a Lite file can then be opened by another process). Idempotent; an injected
-        client is left open."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_client:
-            with milvus_errors("close"):
-                disconnect(self._client, self.uri)
-
     def __enter__(self) -> VectorStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"VectorStore({redact_uri(self.uri)!r}, {self.name!r}, dim={self.dim}, metric={self.fields.metric})"
-
-    # -- the one call wrapper -----------------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], Any], on_retry: Callable[[], None] | None = None,
-              retry: RetryPolicy | None = None) -> Any:
-        """Every Milvus call of the store: errors wrapped as StorageError, transient ones retried by the policy
-        (``retry`` overrides its timeouts for one call, e.g. ``ingest(retry_timeout=...)``)."""
-
-        def attempt() -> Any:
-            with milvus_errors(what):
-                return fn()
-
-        def reload() -> None:
-            with milvus_errors(f"load collection {self.name!r}"):
-                self._client.load_collection(self.name)
-
-        return (retry or self.retry).call(attempt, what, on_retry=on_retry, reload=reload)
-
-    # -- the id / record policy ---------------------------------------------------------------------------------
-    @property
-    def id_policy(self) -> IdPolicy:
-        """This collection's id rule (picklable, for worker processes)."""
-        return IdPolicy(self.fields.id_type, self.fields.id_max_bytes or MAX_ID_BYTES)
-
-    def check_id(self, value: Any) -> str | None:
-        """Why ``value`` cannot be an id of this collection (``None`` when it can): type and UTF-8 byte length."""
-        return self.id_policy.check_id(value)
-
-    def prepare_metadata(self, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Metadata as it will be stored (:func:`~cir_milvus.storage.policy.jsonable`).
-
-        Raises:
-            MetadataError: a cycle, or larger than Milvus's 64 KB JSON limit (the message is the skip reason).
-        """
-        md = jsonable(metadata or {}, max_bytes=MAX_METADATA_BYTES)
-        self._split_metadata(md)  # typed values must convert
-        return md
-
-    def _split_metadata(self, md: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(values of typed scalar fields, the rest) — raises ValueError when a typed value does not convert."""
-        typed: dict[str, Any] = {}
-        rest: dict[str, Any] = {}
-        for k, v in md.items():
-            t = self.fields.scalars.get(k)
-            if t is None:
-                rest[k] = v
-                continue
-            if v is None:
-                if k not in self.fields.nullable:
-                    raise ValueError(f"typed field {k!r} cannot be null on this backend")
-                typed[k] = None
-                continue
-            val = _coerce_scalar(k, t, v)
-            if t == "varchar":
-                limit = self.fields.scalar_max_bytes.get(k, 65535)
-                if len(val.encode("utf-8", "replace")) > limit:
-                    raise ValueError(f"typed field {k!r} is longer than its max_length of {limit} bytes")
-            typed[k] = val
-        missing = [k for k in self.fields.scalars if k not in typed and k not in self.fields.nullable]
-        if missing:
-            raise ValueError(f"typed field(s) {missing} have no value and are not nullable; give every record a "
-                             "value")
-        return typed, rest
-
-    def _row(self, rid: Id, vec: np.ndarray, norm: float, source: str, md: dict[str, Any]) -> dict[str, Any]:
-        f = self.fields
-        typed, rest = self._split_metadata(md)
-        row: dict[str, Any] = {f.id_field: rid, f.vector_field: vec.tolist()}
-        if f.norm_field:
-            row[f.norm_field] = float(norm)
-        if f.source_field:
-            row[f.source_field] = source_text(source, f.source_max_bytes)
-        for k in f.nullable:
-            typed.setdefault(k, None)
-        row.update(typed)
-        if f.metadata_field:
-            row[f.metadata_field] = rest
-        elif rest:
-            if not f.dynamic:
-                raise ValueError(f"metadata keys {sorted(rest)[:5]} have no field in {self.name!r} (no JSON "
-                                 "metadata field, no dynamic fields)")
-            clash = sorted(set(rest) & {f.id_field, f.vector_field, f.norm_field, f.source_field})
-            if clash:
-                raise ValueError(f"metadata keys {clash} clash with field names of {self.name!r}")
-            row.update(rest)
-        return row
 
     # -- THE write path -----------------------------------------------------------------------------------------
     def upsert(
@@ -863,43 +336,12 @@ class VectorStore:
 
         Raises:
             ConfigError: wrong shapes / lengths.
-            StorageError: Milvus stayed unavailable for longer than the retry policy allows.
+            StorageUnavailableError: Milvus stayed unavailable for longer than the retry policy allows.
         """
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[1] != self.dim:
-            raise ConfigError(f"vectors must be [N, {self.dim}] for {self.name!r}; got {vecs.shape}")
-        n = len(ids)
-        if vecs.shape[0] != n:
-            raise ConfigError(f"{n} ids for {vecs.shape[0]} vectors")
-        if sources is not None and len(sources) != n:
-            raise ConfigError(f"{len(sources)} sources for {n} ids")
-        if metadata is not None and len(metadata) != n:
-            raise ConfigError(f"{len(metadata)} metadata entries for {n} ids")
-        result = WriteResult()
-        norms = np.linalg.norm(vecs, axis=1)  # [N]
-        if normalized:
-            unit = vecs
-            norms = np.full(n, self.fields.default_norm or 1.0, dtype=np.float32)
-        else:
-            unit = vecs / np.maximum(norms[:, None], 1e-12)  # [N, D]
-        rows: list[dict[str, Any]] = []
-        index: list[int] = []
-        for i in range(n):
-            src = sources[i] if sources is not None else ""
-            rid = ids[i]
-            reason = self.check_id(rid)
-            known = rid if reason is None else None  # an invalid id is not reported as an id
-            if reason is None and not np.all(np.isfinite(vecs[i])):
-                reason = "the embedding contains NaN or inf"
-            if reason is None:
-                try:
-                    md = self.prepare_metadata(metadata[i] if metadata is not None else None)
-                    rows.append(self._row(rid, unit[i], float(norms[i]), src, md))
-                    index.append(i)
-                    continue
-                except (MetadataError, ValueError) as e:
-                    reason = f"bad metadata: {e}"
-            result.skipped.append((i, Skipped(source_text(src) or "<row>", reason, known)))
+        vecs = check_shapes(self.name, self.dim, ids, vectors, sources, metadata)
+        rows, index, result = prepare_rows(vecs, ids, sources, metadata, normalized=normalized,
+                                           default_norm=self.fields.default_norm, check_id=self.check_id,
+                                           make_row=self._row)
         counter = [0]
 
         def retried() -> None:
@@ -907,180 +349,21 @@ class VectorStore:
             if on_retry is not None:
                 on_retry()
 
-        ok = self._write_rows(rows, list(range(len(rows))), retried, retry)
-        bad = {j: reason for j, reason in ok.items() if reason is not None}
+        def send(part: list[dict[str, Any]]) -> None:
+            self._call(f"upsert {len(part)} rows into {self.name!r}", lambda: self._client.upsert(self.name, part),
+                       retried, retry)
+
+        refused = write_rows(send, rows)
         for j, i in enumerate(index):
-            if j in bad:
+            reason = refused.get(j)
+            if reason is not None:
                 src = sources[i] if sources is not None else ""
-                result.skipped.append((i, Skipped(source_text(src) or "<row>", bad[j], ids[i])))
+                result.skipped.append((i, Skipped(source_text(src) or "<row>", reason, ids[i])))
             else:
                 result.written.append(ids[i])
         result.skipped.sort(key=lambda t: t[0])
         result.retries = counter[0]
         return result
-
-    def _write_rows(self, rows: list[dict[str, Any]], which: list[int], on_retry: Callable[[], None],
-                    retry: RetryPolicy | None) -> dict[int, str | None]:
-        """Upsert ``rows[which]`` in byte-bounded chunks; returns ``{row index: None or the refusal reason}``."""
-        out: dict[int, str | None] = {}
-        sub = [rows[j] for j in which]
-        for chunk in chunk_rows_by_bytes(sub):
-            out.update(self._write_chunk(rows, [which[c] for c in chunk], on_retry, retry))
-        return out
-
-    def _write_chunk(self, rows: list[dict[str, Any]], which: list[int], on_retry: Callable[[], None],
-                     retry: RetryPolicy | None) -> dict[int, str | None]:
-        part = [rows[j] for j in which]
-        try:
-            self._call(f"upsert {len(part)} rows into {self.name!r}",
-                       lambda: self._client.upsert(self.name, part), on_retry, retry)
-            return dict.fromkeys(which)
-        except StorageError as e:
-            if not is_permanent(e):
-                raise
-            if len(which) == 1:
-                msg = str(e)
-                return {which[0]: f"refused by Milvus: {msg[msg.find(': ') + 2:] if ': ' in msg else msg}"[:500]}
-            mid = len(which) // 2  # bisect: one bad row must not cost the others
-            return {**self._write_chunk(rows, which[:mid], on_retry, retry),
-                    **self._write_chunk(rows, which[mid:], on_retry, retry)}
-
-    # -- reads ------------------------------------------------------------------------------------------------------
-    def _valid_ids(self, ids: Sequence[Id]) -> list[Id]:
-        return [i for i in dict.fromkeys(ids) if self.check_id(i) is None]
-
-    def existing_ids(self, ids: Sequence[Id], on_retry: Callable[[], None] | None = None,
-                     retry: RetryPolicy | None = None) -> set[Id]:
-        """The "already stored?" lookup: which of ``ids`` are stored (ids are values: escaped literals)."""
-        got: set[Id] = set()
-        valid = self._valid_ids(ids)
-        for s in range(0, len(valid), LOOKUP_CHUNK):
-            expr = in_filter(self.fields.id_field, valid[s : s + LOOKUP_CHUNK])
-            rows = self._call(f"look up ids in {self.name!r}",
-                              lambda expr=expr: self._client.query(  # type: ignore[misc]
-                                  self.name, filter=expr, output_fields=[self.fields.id_field],
-                                  consistency_level=self.consistency), on_retry, retry)
-            got.update(r[self.fields.id_field] for r in rows)
-        return got
-
-    def _output_fields(self, output_fields: Sequence[str] | None, vectors: bool = False) -> list[str]:
-        f = self.fields
-        if output_fields is None:
-            out = [f.id_field, *[x for x in (f.source_field, f.metadata_field) if x], *f.scalars]
-            if f.dynamic and not f.metadata_field:
-                out.append("$meta")
-        else:
-            out = [f.id_field, *[x for x in output_fields if x not in (f.id_field, f.vector_field)]]
-        if vectors:
-            out += [f.vector_field, *([f.norm_field] if f.norm_field else [])]
-        return list(dict.fromkeys(out))
-
-    def get(self, ids: Sequence[Id], *, output_fields: Sequence[str] | None = None,
-            vectors: bool = False) -> list[dict[str, Any]]:
-        """Stored rows by id, in the order of ``ids`` (missing ids are left out): ``{"id", "source", "metadata",
-        ...}`` with typed fields merged into ``metadata``; ``vectors=True`` adds ``"vector"`` (the raw embedding,
-        see :meth:`vectors`)."""
-        valid = self._valid_ids(ids)
-        fields = self._output_fields(output_fields, vectors)
-        found: dict[Id, dict[str, Any]] = {}
-        for s in range(0, len(valid), LOOKUP_CHUNK):
-            expr = in_filter(self.fields.id_field, valid[s : s + LOOKUP_CHUNK])
-            rows = self._call(f"get rows from {self.name!r}",
-                              lambda expr=expr: self._client.query(  # type: ignore[misc]
-                                  self.name, filter=expr, output_fields=fields, consistency_level=self.consistency))
-            for r in rows:
-                found[r[self.fields.id_field]] = self._record(r, vectors)
-        return [found[i] for i in valid if i in found]
-
-    def _raw(self, vec: Any, norm: Any) -> np.ndarray:
-        v = np.asarray(vec, dtype=np.float32)
-        if norm is not None:
-            return v * np.float32(norm)
-        if self.fields.default_norm is not None:
-            n = float(np.linalg.norm(v))
-            return v / max(n, 1e-12) * np.float32(self.fields.default_norm)
-        return v
-
-    def _record(self, r: Mapping[str, Any], vectors: bool = False) -> dict[str, Any]:
-        f = self.fields
-        md: dict[str, Any] = dict(r.get(f.metadata_field) or {}) if f.metadata_field else {}
-        skip = {f.id_field, f.vector_field, f.norm_field, f.source_field, f.metadata_field, "$meta"}
-        for k, v in r.items():
-            if k not in skip:
-                md[k] = v
-        meta = r.get("$meta")
-        if isinstance(meta, Mapping):
-            md.update(meta)
-        out: dict[str, Any] = {"id": r[f.id_field], "source": (r.get(f.source_field) or "") if f.source_field else "",
-                               "metadata": md}
-        if vectors and f.vector_field in r:
-            out["vector"] = self._raw(r[f.vector_field], r.get(f.norm_field) if f.norm_field else None)
-        return out
-
-    def vectors(self, ids: Sequence[Id]) -> dict[Id, np.ndarray]:
-        """Stored RAW embeddings by id: the normalised vector × the stored norm (or ``default_norm`` for attached
-        collections without a norm field; un-normalised stored vectors are returned as they are)."""
-        return {r["id"]: r["vector"] for r in self.get(ids, output_fields=[], vectors=True)}
-
-    def query(self, filter: str = "", filter_params: Mapping[str, Any] | None = None, *,
-              output_fields: Sequence[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Rows matching a filter template (``'price < {p}'`` with ``filter_params={"p": 20}``), as :meth:`get`."""
-        expr = self.render_filter(filter, filter_params)
-        if not expr and limit is None:
-            raise ConfigError("query() without a filter needs limit= (or use iter_rows())")
-        fields = self._output_fields(output_fields)
-        kw: dict[str, Any] = {"limit": self._check_k(limit, "limit")} if limit is not None else {}
-        rows = self._call(f"query {self.name!r}", lambda: self._client.query(
-            self.name, filter=expr, output_fields=fields, consistency_level=self.consistency, **kw))
-        return [self._record(r) for r in rows]
-
-    def iter_rows(self, batch_size: int = 1000, *, filter: str = "", filter_params: Mapping[str, Any] | None = None,
-                  output_fields: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every matching row, as :meth:`get` returns them, in primary-key order, ``batch_size`` per query.
-
-        Pages by primary key like pymilvus's query iterator (the server returns each page in key order), but the
-        cursor goes into the next filter as an escaped literal: pymilvus pastes the last key in unescaped, so an id
-        such as ``x" or id != "`` made its iterator page forever.
-        """
-        size = self._check_k(batch_size, "batch_size")
-        f = self.fields
-        user = self.render_filter(filter, filter_params)
-        fields = self._output_fields(output_fields)
-        if f.id_field not in fields:
-            fields = [f.id_field, *fields]
-        last: Any = None
-        while True:
-            cursor = "" if last is None else self.render_filter(f"{f.id_field} > {{last}}", {"last": last})
-            expr = " and ".join(f"({e})" for e in (cursor, user) if e) or (
-                f'{f.id_field} != ""' if f.id_type == "varchar" else f"{f.id_field} < {2**63 - 1}")
-
-            def fetch(expr: str = expr) -> list[dict[str, Any]]:
-                return self._client.query(  # type: ignore[no-any-return]
-                    self.name, filter=expr, output_fields=fields, limit=size, consistency_level=self.consistency,
-                    iterator="True", reduce_stop_for_best="True")
-
-            page = self._call(f"iterate {self.name!r}", fetch)
-            if not page:
-                return
-            page = sorted(page, key=lambda r: r[f.id_field])  # key order, whatever the backend returned
-            for r in page:
-                yield self._record(r)
-            last = page[-1][f.id_field]
-
-    def iter_ids(self, batch_size: int = 1000) -> Iterator[Id]:
-        """Every stored id."""
-        for r in self.iter_rows(batch_size, output_fields=[]):
-            yield r["id"]
-
-    def count(self, filter: str = "", filter_params: Mapping[str, Any] | None = None) -> int:
-        """Number of rows (matching a filter), read with Strong consistency."""
-        expr = self.render_filter(filter, filter_params)
-        res = self._call(f"count {self.name!r}", lambda: self._client.query(
-            self.name, filter=expr, output_fields=["count(*)"], consistency_level="Strong"))
-        return int(res[0]["count(*)"])
-
-    def __len__(self) -> int:
-        return self.count()
 
     # -- deletes and updates ----------------------------------------------------------------------------------------
     def delete(self, ids: Sequence[Id] | None = None, *, filter: str | None = None,
@@ -1102,7 +385,8 @@ class VectorStore:
             raise ConfigError("delete(filter=...) needs a non-empty filter")
         n = self.count(filter or "", filter_params)
         if n:
-            self._call(f"delete from {self.name!r}", lambda: self._client.delete(self.name, filter=expr))
+            self._call(f"delete from {self.name!r}", lambda: self._client.delete(self.name, filter=expr),
+                       user_filter=expr)
         return n
 
     def update_metadata(self, ids: Sequence[Id], metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
@@ -1121,8 +405,7 @@ class VectorStore:
         if len(per) != len(ids):
             raise ConfigError(f"{len(per)} metadata entries for {len(ids)} ids")
         want = dict(zip(ids, per))
-        fields = self._output_fields(None, vectors=True)
-        rows = {r["id"]: r for r in self.get(list(want), output_fields=fields, vectors=True)}
+        rows = {r["id"]: r for r in self.get(list(want), output_fields=self._output_fields(None), vectors=True)}
         keep = [i for i in want if i in rows]
         result = WriteResult()
         if keep:
@@ -1135,22 +418,6 @@ class VectorStore:
         return result
 
     # -- search -----------------------------------------------------------------------------------------------------
-    def render_filter(self, expr: str | None, params: Mapping[str, Any] | None) -> str:
-        """A filter template with its values rendered as literals for this backend."""
-        if not expr:
-            if params:
-                raise ConfigError("filter_params given without a filter expression")
-            return ""
-        return render_filter(expr, params, json_in=not self.capabilities.is_lite)
-
-    @staticmethod
-    def _check_k(k: Any, what: str = "k") -> int:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-            raise ConfigError(f"{what} must be an integer, got {k!r}")
-        if not 1 <= int(k) <= 16384:
-            raise ConfigError(f"{what} must be between 1 and 16384, got {k}")
-        return int(k)
-
     def search_vectors(
         self,
         vectors: np.ndarray,
@@ -1182,90 +449,37 @@ class VectorStore:
 
         Raises:
             ConfigError: wrong shape, non-finite values, bad ``k``, unknown group-by field, bad filter params.
+            FilterError: the server cannot parse the filter (its words in the message; never retried).
+            StorageError: the search failed; a released or loading collection is an error, never an empty answer.
         """
-        q = np.asarray(vectors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ConfigError(f"query vectors must be [N, {self.dim}] for this collection; got {q.shape}")
-        if not np.all(np.isfinite(q)):
-            raise ConfigError("query vectors contain NaN or inf")
-        k = self._check_k(k)
-        raw_ex = list(exclude_ids) if exclude_ids is not None else [None] * len(q)
-        if len(raw_ex) != len(q):
-            raise ConfigError(f"{len(raw_ex)} exclude_ids for {len(q)} queries")
-        exclude: list[set[Any]] = [set() if e is None else set(e) if isinstance(e, (list, tuple, set, frozenset))
-                                   else {e} for e in raw_ex]
-        extra = max((len(e) for e in exclude), default=0)
-        fields = self._output_fields(output_fields)
-        native_group = False
-        limit = k + extra
-        if group_by is not None:
-            if group_by not in self.fields.scalars:
-                raise ConfigError(f"group_by={group_by!r} must be a typed scalar field of {self.name!r} "
-                                  f"(fields: {sorted(self.fields.scalars)}); declare it with fields= at creation")
-            if self.fields.scalars[group_by] in ("float", "double"):
-                raise ConfigError(f"group_by={group_by!r} is a {self.fields.scalars[group_by]} field; Milvus groups "
-                                  "by integer, string or bool fields only")
-            fields = list(dict.fromkeys([*fields, group_by]))
-            native_group = self.capabilities.group_by
-            if not native_group:
-                limit = (k + extra) * GROUP_BY_OVERFETCH
-        limit = min(limit, 16384)
+        q = query_matrix(vectors, self.dim)
+        plan = plan_search(self.fields, self.name, len(q), k, exclude_ids=exclude_ids, group_by=group_by,
+                           output_fields=self._output_fields(output_fields),
+                           native_group_by=self.capabilities.group_by)
         expr = self.render_filter(filter, filter_params)
         idx_type = (self.recipe.index.get("type", "HNSW") if self.recipe is not None else "HNSW")
         params = dict(search_params or DEFAULT_SEARCH_PARAMS.get(idx_type, {}))
         if "ef" in params:
-            params["ef"] = max(int(params["ef"]), limit)
-        kw: dict[str, Any] = {}
-        if native_group:
-            kw["group_by_field"] = group_by
+            params["ef"] = max(int(params["ef"]), plan.limit)
+        kw: dict[str, Any] = {"group_by_field": group_by} if plan.native_group else {}
         if partition_names:
             kw["partition_names"] = list(partition_names)
         out: list[Hits] = []
-        for s in range(0, len(q), 1024):
-            data = q[s : s + 1024].tolist()
-            res = self._call(f"search {self.name!r}", lambda data=data: self._client.search(  # type: ignore[misc]
-                self.name, data=data, limit=limit, filter=expr, output_fields=fields,
-                search_params={"metric_type": self.fields.metric, "params": params},
-                anns_field=self.fields.vector_field, consistency_level=self.consistency, **kw))
-            for j, hits in enumerate(res):
-                ex = exclude[s + j]
-                row = Hits()
-                groups: set[Any] = set()
-                for h in hits:
-                    if self._hit_id(h) in ex:
-                        continue
-                    hit = self._hit(h)
-                    if group_by is not None:
-                        g = hit.metadata.get(group_by)
-                        if g in groups:
-                            continue
-                        groups.add(g)
-                    row.append(hit)
-                    if len(row) == k:
-                        break
-                out.append(row)
+        for s in range(0, len(q), SEARCH_CHUNK):
+            data = q[s : s + SEARCH_CHUNK].tolist()
+
+            def run(data: list[list[float]] = data) -> Any:
+                res = self._client.search(
+                    self.name, data=data, limit=plan.limit, filter=expr, output_fields=plan.output_fields,
+                    search_params={"metric_type": self.fields.metric, "params": params},
+                    anns_field=self.fields.vector_field, consistency_level=self.consistency, **kw)
+                if not any(len(hits) for hits in res):
+                    self._check_loaded()  # no hits at all: make sure the collection answered for real
+                return res
+
+            res = self._call(f"search {self.name!r}", run, user_filter=expr)
+            out.extend(collect_hits(self.fields, self.name, plan, s + j, hits) for j, hits in enumerate(res))
         return out
-
-    def _hit_id(self, h: Mapping[str, Any]) -> Any:
-        """A search hit's primary key (pymilvus names it by the primary field: ``id``, ``pk``...)."""
-        ent = h.get("entity", {}) or {}
-        for key in (self.fields.id_field, "id"):
-            if key in ent:
-                return ent[key]
-            try:
-                return h[key]
-            except KeyError:
-                continue
-        raise StorageError(f"a search hit of {self.name!r} has no primary key {self.fields.id_field!r}: {h!r}")
-
-    def _hit(self, h: Mapping[str, Any]) -> Hit:
-        ent = dict(h.get("entity", {}) or {})
-        hid = self._hit_id(h)
-        ent.setdefault(self.fields.id_field, hid)
-        rec = self._record(ent)
-        return Hit(id=hid, score=float(h["distance"]), metadata=rec["metadata"], source=rec["source"])
 
     # -- housekeeping -----------------------------------------------------------------------------------------------
     def drop(self) -> None:

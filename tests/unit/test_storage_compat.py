@@ -62,7 +62,7 @@ def test_capabilities_by_version() -> None:
 
 def test_recipe_lives_in_the_description_without_properties() -> None:
     server = OldServer()
-    with mock.patch("cir_milvus.storage.store.connect", return_value=server):
+    with mock.patch("cir_milvus.storage.lifecycle.connect", return_value=server):
         col = CIRCollection.create("http://old:19530", "c", encoder=FakeEncoder(dim=8), alpha=0.6)
         assert server.collections["c"]["description"].startswith("cir_milvus.recipe=")
         reopened = CIRCollection.open(server, "c", encoder=FakeEncoder(dim=8))  # an injected MilvusClient

@@ -5,42 +5,89 @@ from __future__ import annotations
 
 import math
 
+import grpc
 import numpy as np
 import pytest
 
-from cir_milvus.errors import CollectionNotFoundError, ConfigError, StorageError
+from cir_milvus.errors import (
+    CollectionNotFoundError,
+    CollectionNotLoadedError,
+    ConfigError,
+    FilterError,
+    PermanentStorageError,
+    StorageError,
+    StorageUnavailableError,
+    TransientStorageError,
+)
+from cir_milvus.storage.client import milvus_errors
 from cir_milvus.storage.filters import in_filter, render_filter, string_literal
 from cir_milvus.storage.policy import MetadataError, check_id, jsonable, safe_text, source_text
 from cir_milvus.storage.retry import RetryPolicy, is_permanent
 
 
 def _wrapped(cause: BaseException) -> StorageError:
+    """``cause`` as the store wraps it (the one place failures are classified)."""
     try:
-        raise StorageError(f"Milvus failed to upsert: {cause}") from cause
+        with milvus_errors("upsert"):
+            raise cause
     except StorageError as e:
         return e
+    raise AssertionError("milvus_errors did not wrap")
 
 
-def test_errors_are_classified_once() -> None:
+class _Rpc(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+def test_errors_are_classified_by_type_and_code_where_they_are_wrapped() -> None:
     from pymilvus.exceptions import MilvusException, ParamError
 
-    assert is_permanent(_wrapped(ParamError(message="bad")))
-    assert is_permanent(_wrapped(MilvusException(message="the length (600) of 0th string exceeds max length (512)")))
-    assert is_permanent(_wrapped(MilvusException(message="cannot parse expression: id in [")))
-    assert is_permanent(_wrapped(MilvusException(message="x", is_input_error=True)))
-    assert is_permanent(CollectionNotFoundError("no collection"))
-    assert not is_permanent(_wrapped(MilvusException(message="Fail connecting to server on 127.0.0.1:1")))
-    assert not is_permanent(_wrapped(MilvusException(code=101, message="collection not loaded")))
-    assert not is_permanent(StorageError("server unavailable"))
+    # the codes Milvus Lite 3.2.2 and the Milvus 2.3.5 server send (see cir_milvus.storage.classify)
+    lite_parse = MilvusException(6, "operands of 'or' must be boolean, got int at column 29")
+    server_parse = MilvusException(65535, "cannot parse expression: x == 1 or 5")
+    assert isinstance(_wrapped(lite_parse), PermanentStorageError)
+    assert isinstance(_wrapped(MilvusException(1100, "the length (40) of 0th string exceeds max length (16)")),
+                      PermanentStorageError)
+    assert isinstance(_wrapped(ParamError(message="bad")), PermanentStorageError)
+    assert isinstance(_wrapped(MilvusException(message="x", is_input_error=True)), PermanentStorageError)
+    assert isinstance(_wrapped(MilvusException(100, "collection not found")), CollectionNotFoundError)
+    assert isinstance(_wrapped(MilvusException(101, "collection not loaded")), CollectionNotLoadedError)
+    connect_failed = _wrapped(MilvusException(2, "Fail connecting to server on 127.0.0.1:1"))
+    assert type(connect_failed) is TransientStorageError and connect_failed.code == 2
+    unclassified = _wrapped(server_parse)
+    assert type(unclassified) is TransientStorageError and unclassified.code == 65535
+    assert isinstance(_wrapped(_Rpc(grpc.StatusCode.UNAVAILABLE)), TransientStorageError)
+    assert isinstance(_wrapped(_Rpc(grpc.StatusCode.INVALID_ARGUMENT)), PermanentStorageError)
+    # pymilvus's own retry gives up with a MilvusException whose code is the gRPC status
+    assert isinstance(_wrapped(MilvusException(grpc.StatusCode.DEADLINE_EXCEEDED, "Retry timeout: 10s")),
+                      TransientStorageError)
+    # an unclassified wrapper defers to its cause
+    try:
+        try:
+            raise _Rpc(grpc.StatusCode.UNIMPLEMENTED)
+        except grpc.RpcError as inner:
+            raise MilvusException(message="Unexpected error") from inner
+    except MilvusException as outer:
+        assert isinstance(_wrapped(outer), PermanentStorageError)
+    # the words never decide: a permanent code with transient-sounding text, and the reverse
+    assert isinstance(_wrapped(MilvusException(1100, "connection refused, timed out")), PermanentStorageError)
+    assert type(_wrapped(MilvusException(2, "cannot parse expression"))) is TransientStorageError
+    assert is_permanent(StorageError("anything")) and not is_permanent(TransientStorageError("x"))
 
 
 def test_a_looping_exception_chain_is_walked_once() -> None:
-    a, b = ValueError("a"), ValueError("b")
+    from pymilvus.exceptions import MilvusException
+
+    a, b = MilvusException(message="a"), MilvusException(message="b")
     a.__context__, b.__context__ = b, a
-    assert is_permanent(_wrapped(a)) is False  # returns, does not spin
+    assert isinstance(_wrapped(a), TransientStorageError)  # returns, does not spin
 
 
-def test_retry_policy_retries_transient_and_raises_permanent_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retry_policy_decides_by_class(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
     monkeypatch.setattr("cir_milvus.storage.retry.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
     monkeypatch.setattr("cir_milvus.storage.retry.time.monotonic", lambda: clock[0])
@@ -49,20 +96,42 @@ def test_retry_policy_retries_transient_and_raises_permanent_at_once(monkeypatch
     def flaky() -> str:
         calls.append(1)
         if len(calls) < 4:
-            raise StorageError("connection refused")
+            raise TransientStorageError("server restarting")
         return "ok"
 
     retried: list[int] = []
     assert RetryPolicy(timeout=60).call(flaky, "x", on_retry=lambda: retried.append(1)) == "ok"
     assert len(calls) == 4 and len(retried) == 3 and clock[0] == pytest.approx(0.5 + 1 + 2)
 
-    def bad() -> None:
-        calls.append(2)
-        raise _wrapped(ValueError("exceeds max length"))
+    for permanent in (PermanentStorageError("refused"), StorageError("unclassified"), FilterError("bad filter")):
+        def bad(e: Exception = permanent) -> None:
+            calls.append(2)
+            raise e
 
-    with pytest.raises(StorageError):
-        RetryPolicy(timeout=60).call(bad, "x")
-    assert calls.count(2) == 1
+        with pytest.raises(type(permanent)):
+            RetryPolicy(timeout=60).call(bad, "x")
+    assert calls.count(2) == 3, "never retried"
+
+    def down() -> None:
+        raise TransientStorageError("unavailable", code=2)
+
+    start = clock[0]
+    with pytest.raises(StorageUnavailableError) as e:
+        RetryPolicy(timeout=5).call(down, "x")
+    assert e.value.code == 2 and clock[0] - start <= 5
+
+    reloads: list[int] = []
+    state = {"n": 0}
+
+    def released() -> str:
+        state["n"] += 1
+        if state["n"] == 1:
+            raise CollectionNotLoadedError("released", code=101)
+        return "loaded"
+
+    assert RetryPolicy(timeout=60).call(released, "x", reload=lambda: reloads.append(1)) == "loaded"
+    assert reloads == [1]
+    assert RetryPolicy(timeout=300).capped(10).timeout == 10 and RetryPolicy(timeout=5).capped(10).timeout == 5
 
 
 def test_ids_are_checked_in_utf8_bytes() -> None:

@@ -1,0 +1,237 @@
+"""Creating, opening and checking collections: everything validated before anything is created or dropped, the
+first calls to Milvus under the retry policy within the connect timeout, creators that race converge, and a failed
+command that leaves nothing behind (no Lite folder for a missing path, no half-made collection)."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from cir_milvus.errors import (
+    CollectionNotFoundError,
+    ConfigError,
+    PermanentStorageError,
+    RecipeMismatchError,
+)
+from cir_milvus.storage.client import (
+    DEFAULT_CONNECT_TIMEOUT,
+    Capabilities,
+    capabilities,
+    connect,
+    disconnect,
+    milvus_errors,
+    redact_uri,
+)
+from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, creation_conflicts
+from cir_milvus.storage.retry import RetryPolicy
+from cir_milvus.storage.schema import (
+    DEFAULT_INDEX_PARAMS,
+    METRICS,
+    STORE_KEY,
+    FieldMap,
+    build_schema,
+    check_fields,
+)
+
+__all__ = ["Connection", "CreatePlan", "check_consistency", "lite_path", "plan_create"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Consistency = Literal["Strong", "Session", "Bounded", "Eventually"]
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+_INDEX_NOT_BUILT = 700  # "index not found": a racing creator made the collection but not yet its index
+
+
+def check_consistency(consistency: Any) -> None:
+    if consistency not in CONSISTENCY_LEVELS:
+        raise ConfigError(f"consistency must be Strong, Session, Bounded or Eventually, got {consistency!r}")
+
+
+def lite_path(uri: Any) -> Path | None:
+    """The Milvus Lite database folder a URI names (``None`` for server URIs and injected clients)."""
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or "://" in uri or uri.startswith("unix:"):
+        return None
+    return Path(uri).expanduser()
+
+
+@dataclass
+class Connection:
+    """A client with where it points, whether the store owns it, and the policy of its first calls.
+
+    Attributes:
+        client: the ``MilvusClient`` (or an injected double).
+        where: the URI for messages (credentials redacted when printed).
+        owns: the store closes it.
+        first: the retry policy of the first calls (the store's policy cut to the connect timeout: a server that
+            restarts is waited for, an unreachable one fails within the timeout).
+        created_path: a Lite folder this connection created (removed again when a create fails).
+    """
+
+    client: Any
+    where: str
+    owns: bool
+    first: RetryPolicy
+    created_path: Path | None = None
+
+    @classmethod
+    def open(cls, uri: Any, token: str | None, timeout: float | None, connect_kwargs: Mapping[str, Any] | None,
+             retry: RetryPolicy | None, *, create: bool) -> Connection:
+        """Connect. Without ``create``, a Lite path that does not exist raises :class:`CollectionNotFoundError`
+        and creates nothing."""
+        first = (retry or RetryPolicy()).capped(DEFAULT_CONNECT_TIMEOUT if timeout is None else timeout)
+        if isinstance(uri, os.PathLike):
+            uri = os.fspath(uri)
+        if isinstance(uri, str):
+            path = lite_path(uri)
+            fresh = path is not None and not path.exists()
+            if fresh and not create:
+                raise CollectionNotFoundError(
+                    f"no Milvus Lite database at {uri} (nothing was created); check the path, or create a collection "
+                    "there first")
+            client = connect(uri, token=token, timeout=timeout, **dict(connect_kwargs or {}))
+            return cls(client, uri, True, first, path if fresh else None)
+        if uri is None or not hasattr(uri, "has_collection"):
+            raise ConfigError(f"uri must be a Milvus Lite path, a server URI or a MilvusClient; got {uri!r}")
+        return cls(uri, str(getattr(uri, "_cir_uri", "") or "(injected MilvusClient)"), False, first)
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """One of the first calls: wrapped, classified, retried within the connect timeout."""
+
+        def attempt() -> T:
+            with milvus_errors(what):
+                return fn()
+
+        return self.first.call(attempt, what)
+
+    def capabilities(self) -> Capabilities:
+        return capabilities(self.client, self.first)
+
+    def release(self, *, failed: bool = False) -> None:
+        """Close an owned client; after a failed create, remove the Lite folder this connection created."""
+        if self.owns:
+            try:
+                disconnect(self.client, self.where)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.debug("closing after a failure", exc_info=True)
+        if failed and self.created_path is not None:
+            shutil.rmtree(self.created_path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """A validated :meth:`VectorStore.create` request."""
+
+    dim: int
+    metric: str
+    index_type: str
+    index_params: dict[str, Any]
+    scalars: dict[str, tuple[str, int]]
+    partition_key: str | None
+    dynamic: bool
+
+    def field_map(self, caps: Capabilities) -> FieldMap:
+        nullable = frozenset(self.scalars) - {self.partition_key} if caps.nullable else frozenset()
+        return FieldMap(dim=self.dim, metric=self.metric, scalars={k: v[0] for k, v in self.scalars.items()},
+                        scalar_max_bytes={k: v[1] for k, v in self.scalars.items() if v[0] == "varchar"},
+                        nullable=nullable, partition_key=self.partition_key, dynamic=self.dynamic)
+
+
+def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str | None,
+                index_params: Mapping[str, Any] | None, fields: Mapping[str, Any] | None, partition_key: str | None,
+                dynamic: bool) -> CreatePlan:
+    """Validate the arguments of :meth:`VectorStore.create` (nothing is connected yet)."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= int(dim) <= 32768:
+        raise ConfigError(f"dim must be an integer in 1..32768, got {dim!r}")
+    if recipe is not None and not isinstance(recipe, Recipe):
+        raise ConfigError(f"recipe must be a cir_milvus Recipe, got {type(recipe).__name__}")
+    metric = (metric or (recipe.metric if recipe is not None else "IP")).upper()
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    index_type = (index or (recipe.index.get("type") if recipe is not None else None) or "HNSW").upper()
+    if index_params is None and recipe is not None and index is None:
+        index_params = recipe.index.get("params")
+    params = dict(index_params if index_params is not None else DEFAULT_INDEX_PARAMS.get(index_type, {}))
+    scalars = check_fields(fields, partition_key)
+    if recipe is not None:
+        rdim = recipe.encoder.get("dim")
+        if rdim is not None and int(rdim) != int(dim):
+            raise ConfigError(f"dim={dim} but the recipe's encoder makes {rdim}-d vectors")
+    return CreatePlan(int(dim), metric, index_type, params, scalars, partition_key, dynamic)
+
+
+def check_index(plan: CreatePlan, caps: Capabilities) -> None:
+    if plan.index_type not in caps.index_types:
+        backend = "Milvus Lite" if caps.is_lite else f"Milvus {caps.version}"
+        raise ConfigError(f"index {plan.index_type!r} is not built by {backend}; choose one of "
+                          f"{sorted(caps.index_types)}")
+
+
+def create_collection(conn: Connection, caps: Capabilities, name: str, plan: CreatePlan, recipe: Recipe | None) -> bool:
+    """Create and load the collection; ``False`` when another creator made it first (then nothing of ours is left).
+
+    A collection this call created but could not finish (index or load failed) is dropped again before the error
+    propagates: a failed create leaves no partial collection.
+    """
+    schema, ip = build_schema(conn.client, plan.field_map(caps), recipe, caps, plan.index_type, plan.index_params)
+    props = {STORE_KEY: "1", **({PROPERTY_KEY: recipe.to_json()} if recipe is not None else {})}
+    extra = {"properties": props} if caps.collection_properties else {}
+    try:
+        conn.call(f"create collection {name!r}", lambda: conn.client.create_collection(
+            name, schema=schema, index_params=ip, consistency_level="Strong", **extra))
+    except PermanentStorageError:
+        if conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name))):
+            return False  # lost a race to another creator: converge on theirs
+        raise
+    try:
+        conn.call(f"load collection {name!r}", lambda: conn.client.load_collection(name))
+    except BaseException:
+        try:
+            with milvus_errors(f"drop the half-created collection {name!r}"):
+                conn.client.drop_collection(name)
+        except Exception:  # noqa: BLE001 - the original error matters more
+            log.warning("could not drop the half-created collection %r", name, exc_info=True)
+        raise
+    return True
+
+
+def wait_for_index(conn: Connection, name: str, vector_field: str) -> None:
+    """Wait (within the connect timeout) until a collection another creator is making has its index."""
+    deadline = time.monotonic() + conn.first.timeout
+    while True:
+        try:
+            conn.call(f"describe the index of {name!r}", lambda: conn.client.describe_index(name, vector_field))
+            return
+        except PermanentStorageError as e:
+            if e.code != _INDEX_NOT_BUILT or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def check_converged(name: str, where: str, plan: CreatePlan, fields: FieldMap, stored: Recipe | None,
+                    wanted: Recipe | None) -> None:
+    """An existing collection opened by ``create(exist_ok=True)`` must be the one asked for.
+
+    Raises:
+        RecipeMismatchError: another dimension or metric, or a recipe whose encoder differs (naming both).
+    """
+    if fields.dim != plan.dim or fields.metric != plan.metric:
+        raise RecipeMismatchError(
+            f"collection {name!r} at {redact_uri(where)} exists with dim {fields.dim} and metric {fields.metric}, "
+            f"but dim {plan.dim} and metric {plan.metric} were asked for; open it, or create another collection")
+    if stored is not None and wanted is not None:
+        diffs = creation_conflicts(stored, wanted)
+        if diffs:
+            raise RecipeMismatchError(
+                f"collection {name!r} at {redact_uri(where)} exists, built with {stored.describe()}, but it was to be "
+                f"created with {wanted.describe()}: " + "; ".join(diffs)
+                + ". Open it with its own recipe, or create the new one under another name.")
