@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cir_milvus.encoders.fake import FakeEncoder
-from cir_milvus.errors import ConfigError, StorageError
+from cir_milvus.errors import ConfigError, StorageError, TransientStorageError
 from cir_milvus.images import content_id
 from cir_milvus.ingest import MAX_ASPECT, IngestReport, ingest, prepare_batch, skip_kind
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
@@ -49,14 +49,14 @@ class MemoryCollection:
         self.lookups += 1
         if self.fail_lookups:
             self.fail_lookups -= 1
-            raise StorageError("Milvus failed to look up ids: connection refused")
+            raise TransientStorageError("Milvus failed to look up ids: connection refused")
         ids = json.loads(filter[len("id in "):], strict=False)
         return [{"id": i} for i in ids if i in self.rows]
 
     def upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         if self.fail_upserts:
             self.fail_upserts -= 1
-            raise StorageError("Milvus failed to upsert: server unavailable")
+            raise TransientStorageError("Milvus failed to upsert: server unavailable")
         self.upserts += 1
         for r in rows:
             self.rows[r["id"]] = r
@@ -66,7 +66,7 @@ class MemoryCollection:
 
     def flush(self, name: str) -> None:
         if self.fail_flush:
-            raise StorageError("Milvus failed to flush: connection refused")  # transient: retried, then given up
+            raise TransientStorageError("Milvus failed to flush: connection refused")  # transient: retried, then given up
         self.flushes += 1
 
 
@@ -278,7 +278,7 @@ def test_retry_gives_up_after_the_timeout_and_skips_permanent_errors(monkeypatch
 
     def down() -> None:
         calls.append(1)
-        raise StorageError("connection refused")
+        raise TransientStorageError("connection refused")
 
     with pytest.raises(StorageError, match="still failing after"):
         RetryPolicy(timeout=30).call(down, "upsert")
