@@ -22,7 +22,7 @@ from cir_milvus.errors import (
 from cir_milvus.storage.classify import chain, classify
 from cir_milvus.storage.retry import RetryPolicy
 
-__all__ = ["Capabilities", "connect", "disconnect", "milvus_errors", "redact_uri"]
+__all__ = ["Capabilities", "connect", "disconnect", "lite_file", "milvus_errors", "redact_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,19 @@ def _lite_file_locked(uri: str) -> bool:
         os.close(fd)
 
 
+def lite_file(uri: str) -> Path | None:
+    """The Milvus Lite database a URI names (``None`` for a server URI).
+
+    Raises:
+        ConfigError: a file path that does not end in ``.db``.
+    """
+    if "://" in uri or uri.startswith("unix:"):
+        return None
+    if not uri.endswith(".db"):
+        raise ConfigError(f"a Milvus Lite path must end in '.db' (got {uri!r}); servers need http(s)://host:port")
+    return Path(uri).expanduser()
+
+
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds :func:`connect` waits for a server before failing (pymilvus's default)."""
 
@@ -189,11 +202,9 @@ def connect(uri: str, *, token: str | None = None, timeout: float | None = DEFAU
     """
     from pymilvus import MilvusClient
 
-    is_file = "://" not in uri and not uri.startswith("unix:")
+    is_file = lite_file(uri) is not None
     if is_file:
         _quiet_lite_grpc()
-        if not uri.endswith(".db"):
-            raise ConfigError(f"a Milvus Lite path must end in '.db' (got {uri!r}); servers need http(s)://host:port")
         Path(uri).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
     args: dict[str, Any] = dict(kwargs)
     if is_file:

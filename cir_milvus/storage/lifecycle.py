@@ -19,6 +19,7 @@ from cir_milvus.errors import (
     ConfigError,
     PermanentStorageError,
     RecipeMismatchError,
+    StorageError,
 )
 from cir_milvus.storage.client import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -26,6 +27,7 @@ from cir_milvus.storage.client import (
     capabilities,
     connect,
     disconnect,
+    lite_file,
     milvus_errors,
     redact_uri,
 )
@@ -56,12 +58,14 @@ def check_consistency(consistency: Any) -> None:
 
 
 def lite_path(uri: Any) -> Path | None:
-    """The Milvus Lite database folder a URI names (``None`` for server URIs and injected clients)."""
+    """The Milvus Lite database folder a URI names (``None`` for server URIs and injected clients).
+
+    Raises:
+        ConfigError: a file path that does not end in ``.db``.
+    """
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
-    if not isinstance(uri, str) or "://" in uri or uri.startswith("unix:"):
-        return None
-    return Path(uri).expanduser()
+    return lite_file(uri) if isinstance(uri, str) else None
 
 
 @dataclass
@@ -185,13 +189,22 @@ def create_collection(conn: Connection, caps: Capabilities, name: str, plan: Cre
     schema, ip = build_schema(conn.client, plan.field_map(caps), recipe, caps, plan.index_type, plan.index_params)
     props = {STORE_KEY: "1", **({PROPERTY_KEY: recipe.to_json()} if recipe is not None else {})}
     extra = {"properties": props} if caps.collection_properties else {}
-    try:
-        conn.call(f"create collection {name!r}", lambda: conn.client.create_collection(
-            name, schema=schema, index_params=ip, consistency_level="Strong", **extra))
-    except PermanentStorageError:
-        if conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name))):
-            return False  # lost a race to another creator: converge on theirs
-        raise
+
+    def attempt() -> bool:
+        try:
+            with milvus_errors(f"create collection {name!r}"):
+                conn.client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong",
+                                              **extra)
+            return True
+        except StorageError:
+            # "already exists" has no code of its own (Lite: 1, the 2.3.5 server: 65535): ask whether it exists
+            with milvus_errors(f"check collection {name!r}"):
+                if conn.client.has_collection(name):
+                    return False  # lost a race to another creator: converge on theirs
+            raise
+
+    if not conn.first.call(attempt, f"create collection {name!r}"):
+        return False
     try:
         conn.call(f"load collection {name!r}", lambda: conn.client.load_collection(name))
     except BaseException:
