@@ -17,8 +17,15 @@ images from files or the synthetic world) and :mod:`~cir_milvus.train.ship` (exp
 The defaults follow the official training scripts (README, "Training recipes vs the official scripts");
 ``tests/unit/test_train_fidelity.py`` recomputes one step of each recipe from the official code's semantics.
 
+The recipes register in :data:`cir_milvus.train.base.RECIPES` (one registry mechanism, :mod:`cir_milvus.registry`;
+plugins use the entry-point group ``cir_milvus.train``) when this package is imported.
+
 Command line::
 
     python -m cir_milvus.train {lincir,pic2word,tat,rtd} --out DIR [--config FILE.json] [--steps N] [--batch-size B] ...
     python -m cir_milvus.train synthetic-report --out runs/synthetic-report
 """
+
+from __future__ import annotations
+
+from cir_milvus.train import lincir, pic2word, rtd, tat  # noqa: F401  (the built-in recipes register themselves)

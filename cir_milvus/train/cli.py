@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from cir_milvus.errors import CIRError
 from cir_milvus.train.config import add_config_arguments, config_from_args
 from cir_milvus.train.loop import run
-from cir_milvus.train.recipes import RECIPES, get_recipe, train
+from cir_milvus.train.recipes import RECIPES, get_recipe, list_recipes, recipe_summary, train
 
 __all__ = ["RECIPES", "build_parser", "get_recipe", "main", "run_command", "train"]
 
@@ -37,10 +36,9 @@ def build_parser(prog: str = "cir-milvus train") -> argparse.ArgumentParser:
         prog=prog, description="Train a recipe: every config field is a --kebab-case flag, applied over "
                                "--config FILE.json over the paper defaults; a run resumes from its checkpoint in --out.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="RECIPE")
-    for name in RECIPES:
+    for name in list_recipes():
         cfg_cls, _ = get_recipe(name)
-        module = importlib.import_module(RECIPES[name][0])
-        p = sub.add_parser(name, help=(module.__doc__ or "").splitlines()[0])
+        p = sub.add_parser(name, help=recipe_summary(name))
         p.add_argument("--out", type=Path, required=True, help="output folder (checkpoint, weights, logs)")
         p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="continue from OUT/checkpoint.pt when present (default: on)")

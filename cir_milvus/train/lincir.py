@@ -62,6 +62,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cir_milvus.errors import ConfigError
+from cir_milvus.train.base import RECIPES
 from cir_milvus.train.config import TrainConfig
 from cir_milvus.train.data import read_captions, step_rng
 from cir_milvus.train.device import setup
@@ -293,9 +294,12 @@ class LinCIRConfig(TrainConfig):
             raise ConfigError(f"keyword_tagger must be 'auto', 'spacy' or 'rule', got {self.keyword_tagger!r}")
 
 
+@RECIPES.register("lincir")
 class LinCIRRecipe(HeadRecipe):
     """Frozen CLIP + trainable SEARLE-style φ, trained by text-only self-masking (see the module docstring)."""
 
+    config_class = LinCIRConfig
+    can_validate = True
     head_kind = "lincir"
 
     @property

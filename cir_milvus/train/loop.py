@@ -2,7 +2,8 @@
 
 Every recipe (:mod:`~cir_milvus.train.lincir`, :mod:`~cir_milvus.train.pic2word`, :mod:`~cir_milvus.train.tat`,
 :mod:`~cir_milvus.train.rtd`) is a small class with ``param_groups()``, ``batch(step)``, ``loss(batch)``,
-``state_dict()``/``load_state_dict()`` and ``export(out_dir)`` (the :class:`Recipe` protocol); :func:`run` drives it:
+``state_dict()``/``load_state_dict()`` and ``export(out_dir)`` (a :class:`~cir_milvus.train.base.Recipe`); :func:`run`
+drives it:
 
 - **checkpoints** (:func:`save_checkpoint` / :func:`load_checkpoint`): ``OUT/checkpoint.pt`` holds the trainable
   state, optimizer, grad scaler, step and torch RNG states. Batches are a pure function of ``(seed, step)``
@@ -24,70 +25,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from cir_milvus.errors import CheckpointError
+from cir_milvus.train.base import Recipe, TrainResult
 from cir_milvus.train.config import TrainConfig
-from cir_milvus.train.device import Precision, device_label, select_precision
+from cir_milvus.train.device import Precision, device_label
 from cir_milvus.train.optim import effective_warmup, lr_at
 
-__all__ = ["BestSoFar", "Recipe", "TrainResult", "load_checkpoint", "run", "save_checkpoint"]
+__all__ = ["BestSoFar", "load_checkpoint", "run", "save_checkpoint"]
 
 logger = logging.getLogger("cir_milvus.train")
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 LOG_NAME = "train_log.json"
-
-
-class Recipe(Protocol):
-    """What :func:`run` needs from a recipe."""
-
-    samples_per_step: int
-
-    def param_groups(self) -> list[dict[str, Any]]: ...
-    def batch(self, step: int) -> Any: ...
-    def loss(self, batch: Any) -> Any: ...
-    def train(self, mode: bool = True) -> Any: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, sd: dict[str, Any]) -> None: ...
-    def export(self, out: Path, result: TrainResult) -> dict[str, str]: ...
-
-
-@dataclass
-class TrainResult:
-    """What a run did: steps, losses, timing and the written files."""
-
-    recipe: str
-    out: Path
-    start_step: int
-    step: int
-    losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-    samples: int = 0
-    outputs: dict[str, str] = field(default_factory=dict)
-    device: str = ""
-    notes: list[str] = field(default_factory=list)
-    validation: list[dict[str, float]] = field(default_factory=list)
-    best_step: int | None = None
-    best_metric: float | None = None
-    kept: str = "last"
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else float("nan")
-
-    def summary(self) -> dict[str, Any]:
-        tail = self.losses[-20:]
-        return {"recipe": self.recipe, "out": str(self.out), "start_step": self.start_step, "step": self.step,
-                "first_loss": float(np.mean(self.losses[:5])) if self.losses else None,
-                "final_loss": float(np.mean(tail)) if tail else None, "seconds": round(self.seconds, 2),
-                "samples": self.samples,
-                "samples_per_s": round(self.samples_per_s, 1) if self.samples else None, "device": self.device,
-                "outputs": self.outputs, "kept": self.kept, "best_step": self.best_step,
-                "best_metric": self.best_metric, "validation": self.validation, "notes": self.notes}
 
 
 @dataclass
@@ -112,7 +66,7 @@ class BestSoFar:
         return cls(b["state"], int(b["step"]), float(b["metric"]), json.loads(b.get("history", "[]")))
 
 
-def save_checkpoint(out: Path, recipe: Recipe, optimizer: Any, scaler: Any, step: int, cfg: TrainConfig,
+def save_checkpoint(out: Path, recipe: Recipe[Any], optimizer: Any, scaler: Any, step: int, cfg: TrainConfig,
                     best: BestSoFar | None = None) -> Path:
     """Write ``OUT/checkpoint.pt`` atomically (trainable state, optimizer, scaler, step, RNG states, config, and the
     best-validation state so far when there is one)."""
@@ -156,7 +110,7 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
                               "or pass --no-resume") from e
 
 
-def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume: bool = True,
+def run(recipe: Recipe[Any], cfg: TrainConfig, out: str | os.PathLike[str], *, resume: bool = True,
         export: bool = True) -> TrainResult:
     """Train ``recipe`` for ``cfg.steps`` steps (continuing a checkpoint in ``out`` when ``resume``), then export.
 
@@ -175,7 +129,7 @@ def run(recipe: Recipe, cfg: TrainConfig, out: str | os.PathLike[str], *, resume
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    prec = getattr(recipe, "precision", None) or select_precision(cfg.device, cfg.precision)
+    prec = recipe.precision
     loop = _Loop(recipe, cfg, prec, out)
     start = loop.resume() if resume else 0
     (out / CONFIG_NAME).write_text(json.dumps({"recipe": cfg.recipe, **cfg.to_dict()}, indent=2) + "\n")
@@ -211,7 +165,7 @@ class _Loop:
 
     result: TrainResult
 
-    def __init__(self, recipe: Recipe, cfg: TrainConfig, prec: Precision, out: Path) -> None:
+    def __init__(self, recipe: Recipe[Any], cfg: TrainConfig, prec: Precision, out: Path) -> None:
         import torch
 
         self.recipe, self.cfg, self.prec, self.out = recipe, cfg, prec, out
@@ -259,7 +213,7 @@ class _Loop:
         from tqdm.auto import tqdm
 
         cfg, recipe, result = self.cfg, self.recipe, self.result
-        validates = bool(getattr(recipe, "has_validation", False)) and cfg.val_every > 0
+        validates = recipe.has_validation and cfg.val_every > 0
         recipe.train(True)
         fixed = recipe.batch(0) if cfg.repeat_batch else None
         bar = tqdm(range(start, cfg.steps), desc=f"train {cfg.recipe}", unit="step", disable=not cfg.progress,
@@ -286,7 +240,7 @@ class _Loop:
         (strictly, as the official scripts do)."""
         recipe, best = self.recipe, self.best
         recipe.train(False)
-        metric = float(recipe.validate())  # type: ignore[attr-defined]  # only recipes with has_validation
+        metric = float(recipe.validate())
         recipe.train(True)
         best.history.append({"step": step, "R@1": metric})
         if metric > best.metric:
@@ -306,7 +260,7 @@ class _Loop:
         result.notes.append(msg)
 
 
-def _run_notes(recipe: Recipe, cfg: TrainConfig) -> list[str]:
+def _run_notes(recipe: Recipe[Any], cfg: TrainConfig) -> list[str]:
     """What a run should say before it starts: a warm-up longer than the run, a best checkpoint that cannot be kept."""
     notes = []
     warmup = effective_warmup(cfg)
@@ -314,8 +268,8 @@ def _run_notes(recipe: Recipe, cfg: TrainConfig) -> list[str]:
         notes.append(f"the warm-up ({warmup} steps) is longer than the run ({cfg.steps} steps): the learning rate "
                      f"rises linearly to {cfg.lr * cfg.steps / warmup:.3g} ({100 * cfg.steps / warmup:.2g}% of lr="
                      f"{cfg.lr:g}) and never decays; pass --warmup N (or --warmup-cap 0.1) for a shorter warm-up")
-    if cfg.keep == "best" and hasattr(recipe, "validate"):
-        if not getattr(recipe, "has_validation", False):
+    if cfg.keep == "best" and recipe.can_validate:
+        if not recipe.has_validation:
             notes.append("no validation split (file data, or --val none): the last step's weights are kept")
         elif cfg.val_every == 0:
             notes.append("val_every=0: no validation, the last step's weights are kept")

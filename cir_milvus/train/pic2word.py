@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cir_milvus.errors import ConfigError
+from cir_milvus.train.base import RECIPES
 from cir_milvus.train.config import TrainConfig
 from cir_milvus.train.data import read_images
 from cir_milvus.train.device import setup
@@ -143,9 +144,11 @@ def train_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...], 
     ])
 
 
+@RECIPES.register("pic2word")
 class Pic2WordRecipe(HeadRecipe):
     """Frozen CLIP + trainable IM2TEXT mapping network, image-only contrastive training."""
 
+    config_class = Pic2WordConfig
     head_kind = "pic2word"
 
     @property

@@ -8,41 +8,37 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import os
+import sys
 from typing import Any
 
-from cir_milvus.errors import ConfigError
+from cir_milvus.train.base import RECIPES, Recipe, TrainResult
 from cir_milvus.train.config import TrainConfig, load_config
-from cir_milvus.train.loop import TrainResult, run
+from cir_milvus.train.loop import run
 
-__all__ = ["RECIPES", "get_recipe", "list_recipes", "train"]
-
-RECIPES: dict[str, tuple[str, str, str]] = {
-    "lincir": ("cir_milvus.train.lincir", "LinCIRConfig", "LinCIRRecipe"),
-    "pic2word": ("cir_milvus.train.pic2word", "Pic2WordConfig", "Pic2WordRecipe"),
-    "tat": ("cir_milvus.train.tat", "TATConfig", "TATRecipe"),
-    "rtd": ("cir_milvus.train.rtd", "RTDConfig", "RTDRecipe"),
-}
-"""Recipe name → (module, config class, recipe class)."""
+__all__ = ["RECIPES", "get_recipe", "list_recipes", "recipe_summary", "train"]
 
 
 def list_recipes() -> list[str]:
-    """The recipe names, sorted."""
-    return sorted(RECIPES)
+    """The recipe names, sorted (built-ins and plugins)."""
+    return RECIPES.list()
 
 
-def get_recipe(name: str) -> tuple[type[TrainConfig], type]:
+def get_recipe(name: str) -> tuple[type[TrainConfig], type[Recipe[Any]]]:
     """The ``(config class, recipe class)`` of a recipe.
 
     Raises:
         ConfigError: unknown name (the message lists the recipes).
     """
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(list_recipes())}")
-    module, cfg_name, recipe_name = RECIPES[name]
-    mod = importlib.import_module(module)
-    return getattr(mod, cfg_name), getattr(mod, recipe_name)
+    cls = RECIPES.get(name)
+    return cls.config_class, cls
+
+
+def recipe_summary(name: str) -> str:
+    """One line on what a recipe trains: the first line of its module's docstring."""
+    cls = RECIPES.get(name)
+    doc = getattr(sys.modules.get(cls.__module__), "__doc__", None) or cls.__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else name
 
 
 def train(name: str, out: str | os.PathLike[str], config: Any = None, *, resume: bool = True,
@@ -50,14 +46,14 @@ def train(name: str, out: str | os.PathLike[str], config: Any = None, *, resume:
     """Train a recipe from Python.
 
     Args:
-        name: ``"lincir"``, ``"pic2word"``, ``"tat"`` or ``"rtd"``.
+        name: ``"lincir"``, ``"pic2word"``, ``"tat"``, ``"rtd"`` or a plugin's name (:func:`list_recipes`).
         out: output folder.
         config: a config object, a JSON file path, or ``None`` (paper defaults).
         resume: continue from ``out/checkpoint.pt`` when present.
         **overrides: config fields (``steps=100, batch_size=32``...).
 
     Returns:
-        The :class:`~cir_milvus.train.loop.TrainResult`.
+        The :class:`~cir_milvus.train.base.TrainResult`.
 
     Raises:
         ConfigError: unknown recipe, unknown config field or a value of the wrong type.

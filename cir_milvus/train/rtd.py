@@ -51,10 +51,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cir_milvus.errors import ConfigError, DatasetError
+from cir_milvus.train.base import RECIPES, Recipe, TrainResult
 from cir_milvus.train.config import TrainConfig
 from cir_milvus.train.data import epoch_indices, pick_column, read_rows, step_rng
 from cir_milvus.train.device import setup
-from cir_milvus.train.loop import TrainResult
 from cir_milvus.train.optim import decay_groups
 
 __all__ = ["RTDConfig", "RTDRecipe", "TripletSource", "grouped_nt_xent", "nt_xent", "read_triplets",
@@ -260,8 +260,12 @@ def _text_only_copy(model: Any) -> tuple[Any, str]:
         model.visual = visual
 
 
-class RTDRecipe:
+@RECIPES.register("rtd")
+class RTDRecipe(Recipe[RTDConfig]):
     """Trainable text tower + frozen text copy + frozen φ, target-anchored contrastive training on text triplets."""
+
+    config_class = RTDConfig
+    can_validate = True
 
     def __init__(self, cfg: RTDConfig) -> None:
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from cir_milvus.errors import ConfigError
+from cir_milvus.train.base import Recipe, TrainResult
 from cir_milvus.train.config import TrainConfig
-from cir_milvus.train.loop import TrainResult
 
 __all__ = ["HeadRecipe", "ship_head"]
 
 
-class HeadRecipe:
+class HeadRecipe(Recipe[Any]):
     """Shared tail of the recipes that train a projection head (LinCIR, Pic2Word): the trainable state is the head
     module ``self.net``, exported as a :class:`~cir_milvus.heads.Head` folder and optionally shipped as one file."""
 

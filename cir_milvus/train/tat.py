@@ -34,10 +34,10 @@ import numpy as np
 
 from cir_milvus._optional import require
 from cir_milvus.errors import CheckpointError, ConfigError
+from cir_milvus.train.base import RECIPES, Recipe, TrainResult
 from cir_milvus.train.config import TrainConfig
 from cir_milvus.train.data import read_images
 from cir_milvus.train.device import setup
-from cir_milvus.train.loop import TrainResult
 from cir_milvus.train.pic2word import clip_infonce
 
 __all__ = ["DEFAULT_TARGETS", "TATConfig", "TATRecipe"]
@@ -92,8 +92,11 @@ class TATConfig(TrainConfig):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
 
 
-class TATRecipe:
+@RECIPES.register("tat")
+class TATRecipe(Recipe[TATConfig]):
     """LoRA-tuned image tower against the frozen text tower (see the module docstring)."""
+
+    config_class = TATConfig
 
     def __init__(self, cfg: TATConfig) -> None:
 

@@ -292,6 +292,77 @@ def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "needs a pretrained projection head" in capsys.readouterr().err
 
 
+def test_recipes_are_one_registry() -> None:
+    from cir_milvus.train.pic2word import Pic2WordConfig, Pic2WordRecipe
+    from cir_milvus.train.recipes import get_recipe, list_recipes
+
+    assert {"lincir", "pic2word", "rtd", "tat"} <= set(list_recipes())
+    assert get_recipe("pic2word") == (Pic2WordConfig, Pic2WordRecipe)
+    with pytest.raises(ConfigError, match="available: .*lincir"):
+        get_recipe("lincr")
+
+
+def test_a_registered_recipe_trains_by_name_and_on_the_command_line(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A recipe from outside the package: registered once, it trains through train() and gets its CLI command."""
+    from dataclasses import dataclass
+
+    from cir_milvus.train.base import RECIPES, Recipe, TrainResult
+    from cir_milvus.train.cli import main
+    from cir_milvus.train.recipes import train
+
+    @dataclass
+    class ToyConfig(TrainConfig):
+        recipe = "toy"
+        target: float = 3.0
+
+    class Toy(Recipe[ToyConfig]):
+        """Toy: fit one number."""
+
+        config_class = ToyConfig
+
+        def __init__(self, cfg: ToyConfig) -> None:
+            from cir_milvus.train.device import select_precision
+
+            self.cfg, self.samples_per_step = cfg, 1
+            self.precision = select_precision(cfg.device, cfg.precision)
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def param_groups(self) -> list[dict[str, object]]:
+            return [{"params": [self.w]}]
+
+        def batch(self, step: int) -> float:
+            return self.cfg.target
+
+        def loss(self, batch: float) -> torch.Tensor:
+            return (self.w - batch) ** 2
+
+        def train(self, mode: bool = True) -> Toy:
+            return self
+
+        def state_dict(self) -> dict[str, torch.Tensor]:
+            return {"w": self.w.detach()}
+
+        def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+            self.w.data.copy_(sd["w"])
+
+        def export(self, out: Path, result: TrainResult) -> dict[str, str]:
+            (out / "w.txt").write_text(f"{float(self.w.detach()):.4f}")
+            return {"w": str(out / "w.txt")}
+
+    RECIPES.add("toy", Toy)
+    try:
+        res = train("toy", tmp_path / "py", steps=60, lr=0.2, progress=False, pretrained=None)
+        assert res.step == 60 and abs(float(Path(res.outputs["w"]).read_text()) - 3.0) < 0.5  # from 0
+        assert main(["toy", "--out", str(tmp_path / "cli"), "--steps", "5", "--target", "1", "--no-progress"]) == 0
+        assert json.loads(capsys.readouterr().out)["step"] == 5
+        with pytest.raises(ConfigError, match="must agree"):
+            RECIPES.add("toy2", type("Toy2", (Toy,), {}))
+        assert "toy2" not in RECIPES
+    finally:
+        RECIPES.unregister("toy")
+
+
 def test_trained_outputs_export_to_onnx_with_parity(tmp_path: Path, base_weights: str) -> None:
     """All four recipes' outputs in one ONNX bundle: the TAT backbone with the RTD text tower (tuned on top of it)
     and the LinCIR and Pic2Word heads trained on it; every graph matches torch."""
