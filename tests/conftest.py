@@ -1,9 +1,12 @@
-"""Shared fixtures: the fake encoder, a random-weight demo-architecture torch encoder, and image factories."""
+"""Shared fixtures: the fake encoder, a random-weight demo-architecture torch encoder, ONNX bundles exported once per
+session, image factories, and the Milvus server of the ``server`` tests."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,98 @@ def tiny_torch_encoder():  # type: ignore[no-untyped-def]
 
     torch.manual_seed(0)
     return TorchEncoder("cir-demo-tiny", None, device="cpu")
+
+
+# -- ONNX bundles, exported once per session ---------------------------------------------------------------------------
+# Exporting costs seconds per bundle (more with fused graphs); a dozen modules used to export the same tiny model.
+# These bundles are shared and read-only: a test that edits, moves or deletes files works on ``copy(...)``. The
+# session checks at its end that no shared bundle changed.
+
+
+def _folder_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+class BundleCache:
+    """Bundles of one torch encoder, each exported on first use and then shared by the whole session."""
+
+    def __init__(self, encoder: Any, root: Path, heads: dict[str, Any] | None = None) -> None:
+        self.encoder = encoder
+        self.heads = heads or {}
+        self._root = root
+        self._made: dict[tuple[str, bool, bool], tuple[Path, str]] = {}
+
+    def get(self, *, precision: str = "fp32", fused: bool = True, heads: bool = False) -> Path:
+        """The bundle exported with this precision, with or without fused graphs and the cache's heads (read-only)."""
+        key = (precision, fused, heads)
+        if key not in self._made:
+            from cir_milvus_export.onnx_export import export_bundle
+
+            out = self._root / f"{precision}{'-fused' if fused else ''}{'-heads' if heads else ''}"
+            path = export_bundle(self.encoder, out, precision=precision, fused=fused,
+                                 heads=self.heads if heads else None)
+            self._made[key] = (path, _folder_digest(path))
+        return self._made[key][0]
+
+    def copy(self, dest: Path, **kwargs: Any) -> Path:
+        """A private, writable copy of ``get(**kwargs)`` at ``dest``."""
+        return Path(shutil.copytree(self.get(**kwargs), dest, copy_function=shutil.copyfile))
+
+    def check_unchanged(self) -> None:
+        changed = [str(path) for path, digest in self._made.values() if _folder_digest(path) != digest]
+        assert not changed, f"a test changed a shared bundle (use copy(...) to change one): {changed}"
+
+
+def _export_deps() -> None:
+    for name in ("torch", "open_clip", "onnx", "onnxruntime", "tokenizers"):
+        pytest.importorskip(name, reason=f"exporting a bundle needs {name}: pip install 'cir_milvus[export]'")
+
+
+@pytest.fixture(scope="session")
+def tiny_searle_head():  # type: ignore[no-untyped-def]
+    """A random SEARLE head (seed 1) for ``tiny_torch_encoder``; the head of ``tiny_bundle``. Read-only."""
+    pytest.importorskip("torch")
+    import torch
+
+    from cir_milvus.heads import Head, SearlePhi
+
+    torch.manual_seed(1)
+    return Head("searle", SearlePhi(128, 256, 128))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundles(tiny_torch_encoder, tiny_searle_head, tmp_path_factory) -> Iterator[BundleCache]:  # type: ignore[no-untyped-def]
+    """Bundles of ``tiny_torch_encoder`` (random weights): ``get(precision=, fused=, heads=)``, ``copy(dest, ...)``;
+    ``heads=True`` adds ``tiny_searle_head``."""
+    _export_deps()
+    cache = BundleCache(tiny_torch_encoder, tmp_path_factory.mktemp("tiny-bundles"), {"searle": tiny_searle_head})
+    yield cache
+    cache.check_unchanged()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_bundles: BundleCache) -> Path:
+    """The common bundle: ``tiny_torch_encoder`` in fp32 with fused graphs and the SEARLE head. Read-only."""
+    return tiny_bundles.get(heads=True)
+
+
+@pytest.fixture(scope="session")
+def demo_bundles(tmp_path_factory) -> Iterator[BundleCache]:  # type: ignore[no-untyped-def]
+    """Bundles of the demo model with its trained weights (``cir-demo-tiny`` / ``cir-demo``, fp32 on CPU);
+    ``heads=True`` adds its shipped LinCIR and Pic2Word heads."""
+    _export_deps()
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.heads import load_head
+    from cir_milvus.models.demo import DATA_DIR
+
+    encoder = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu", precision="fp32")
+    heads = {k: load_head(k, DATA_DIR / f"cir-demo-tiny.{k}.safetensors") for k in ("lincir", "pic2word")}
+    cache = BundleCache(encoder, tmp_path_factory.mktemp("demo-bundles"), heads)
+    yield cache
+    cache.check_unchanged()
 
 
 def _noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:

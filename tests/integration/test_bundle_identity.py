@@ -22,8 +22,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 pytest.importorskip("milvus_lite")
 
-from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
-
 from cir_milvus import CIRCollection  # noqa: E402
 from cir_milvus.bundle import bundle_sha256  # noqa: E402
 from cir_milvus.encoders.agreement import check_reencode, reencode_cosines  # noqa: E402
@@ -32,8 +30,8 @@ from cir_milvus.errors import ConfigError, RecipeMismatchError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_torch_encoder, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    return export_bundle(tiny_torch_encoder, tmp_path_factory.mktemp("bundle") / "b", fused=False)
+def bundle(tiny_bundles) -> Path:  # type: ignore[no-untyped-def]
+    return tiny_bundles.get(fused=False)
 
 
 def _sha(path: Path) -> str:

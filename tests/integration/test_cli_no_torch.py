@@ -18,7 +18,6 @@ pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
-from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
 from no_torch import BLOCKER  # noqa: E402
 
 from cir_milvus import CIRCollection  # noqa: E402
@@ -44,10 +43,7 @@ print(json.dumps(runs))
 '''
 
 
-def test_info_and_bundle_search_without_torch(tmp_path: Path) -> None:
-    from cir_milvus.encoders.torch import TorchEncoder
-    from cir_milvus.heads import load_head
-
+def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     for it in SyntheticWorld(seed=7, instances=1).gallery()[:20]:
@@ -61,8 +57,7 @@ def test_info_and_bundle_search_without_torch(tmp_path: Path) -> None:
     assert main(["ingest", str(imgs), "--uri", db, "--collection", "c", "--model", "cir-demo-tiny", "--device", "cpu",
                  "--no-progress", "-q"]) == 0
     lincir = str(DATA_DIR / "cir-demo-tiny.lincir.safetensors")
-    enc = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu", precision="fp32")
-    bundle = export_bundle(enc, tmp_path / "bundle", heads={"lincir": load_head("lincir", lincir)}, fused=False)
+    bundle = demo_bundles.get(fused=False, heads=True)  # the demo model with its LinCIR (and Pic2Word) head
     with CIRCollection.open(db, "c", device="cpu") as col:
         want_slerp = [h.id for h in col.search(ref, "make it blue", k=5)]
         want_lincir = [h.id for h in col.search(ref, "make it blue", k=5, composer="lincir", head=lincir)]

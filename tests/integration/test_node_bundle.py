@@ -18,8 +18,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 
-from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
-
 from cir_milvus.composers.slerp import slerp  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "export" / "node"
@@ -45,8 +43,8 @@ def node_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_node_compose_matches_python(precision: str, node_example: Path, tiny_torch_encoder,  # type: ignore[no-untyped-def]
-                                     tmp_path: Path) -> None:
-    bundle = export_bundle(tiny_torch_encoder, tmp_path / "bundle", precision=precision)
+                                     tiny_bundles, tmp_path: Path) -> None:
+    bundle = tiny_bundles.get(precision=precision, heads=precision == "fp32")  # fp32: the common tiny_bundle
     enc = tiny_torch_encoder
     pix = np.random.default_rng(5).standard_normal((3, 3, 64, 64)).astype(np.float32)
     texts = ["make it red", "a blue star", "same but larger"]
@@ -68,8 +66,8 @@ def test_node_compose_matches_python(precision: str, node_example: Path, tiny_to
         assert cos.min() > floor, (flags, cos)
 
 
-def test_node_refuses_tampered_bundle(node_example: Path, tiny_torch_encoder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bundle = export_bundle(tiny_torch_encoder, tmp_path / "bundle", fused=False)
+def test_node_refuses_tampered_bundle(node_example: Path, tiny_bundles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = tiny_bundles.copy(tmp_path / "bundle", fused=False)
     manifest = json.loads((bundle / "manifest.json").read_text())
     (bundle / "preprocess.json").write_text("{}")
     inp = tmp_path / "input.json"

@@ -173,18 +173,13 @@ def test_heads_are_found_in_the_moved_folder_or_the_search_path(tmp_path, images
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
 
-def test_a_moved_onnx_bundle_is_found_or_named_with_bundle_new(tmp_path, images, tiny_torch_encoder,
+def test_a_moved_onnx_bundle_is_found_or_named_with_bundle_new(tmp_path, images, tiny_bundles,
                                                                 monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tokenizers")
-    from cir_milvus_export.onnx_export import export_bundle
-
     from cir_milvus.encoders.ort import OrtEncoder
     from cir_milvus.ingest.ray_pipeline import RecipeEncoderFactory
 
     a = tmp_path / "A"
-    bundle = export_bundle(tiny_torch_encoder, a / "bundle", fused=False)  # random weights: no weights checksum
+    bundle = tiny_bundles.copy(a / "bundle", fused=False)  # random weights: no weights checksum
     before = _create_in(a, images[:8], model=f"bundle:{bundle}")
     b = _move_host(a, tmp_path / "B")
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -236,18 +231,15 @@ def test_a_recipe_written_by_an_older_version_opens_on_another_host(tmp_path, im
 
 
 @pytest.mark.slow
-def test_ray_ingest_into_a_bundle_collection_matches_the_local_encoder(tmp_path, images, tiny_torch_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_ray_ingest_into_a_bundle_collection_matches_the_local_encoder(tmp_path, images, tiny_bundles) -> None:  # type: ignore[no-untyped-def]
     """The Ray actors rebuild an ONNX-bundle encoder from the recipe (the old rebuild failed for bundles)."""
     ray = pytest.importorskip("ray")
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("tokenizers")
     import numpy as np
-    from cir_milvus_export.onnx_export import export_bundle
 
     from cir_milvus.images import content_id
     from cir_milvus.ingest.ray_pipeline import ingest_ray
 
-    bundle = export_bundle(tiny_torch_encoder, tmp_path / "A" / "bundle", fused=False)
+    bundle = tiny_bundles.copy(tmp_path / "A" / "bundle", fused=False)
     folder = tmp_path / "imgs"
     folder.mkdir()
     for p in images[:6]:

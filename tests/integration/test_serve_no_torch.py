@@ -21,13 +21,10 @@ pytest.importorskip("open_clip")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 
-from cir_milvus_export.onnx_export import export_bundle  # noqa: E402
 from no_torch import BLOCKER  # noqa: E402
 from serve_helpers import free_port, write_gallery  # noqa: E402
 
 from cir_milvus import CIRCollection  # noqa: E402
-from cir_milvus.heads import load_head  # noqa: E402
-from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +87,10 @@ print(json.dumps(report))
 '''
 
 
-def test_serve_from_a_bundle_without_torch(tmp_path: Path) -> None:
-    from cir_milvus.encoders.torch import TorchEncoder
-
-    enc = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu")
-    heads = {k: load_head(k, DATA_DIR / f"cir-demo-tiny.{k}.safetensors") for k in ("lincir", "pic2word")}
-    bundle = export_bundle(enc, tmp_path / "bundle", heads=heads, fused=False)
-    plain_bundle = export_bundle(enc, tmp_path / "plain_bundle", fused=False)  # as the README exports: no heads
+def test_serve_from_a_bundle_without_torch(demo_bundles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    enc, heads = demo_bundles.encoder, demo_bundles.heads  # the demo model and its LinCIR and Pic2Word heads
+    bundle = demo_bundles.get(fused=False, heads=True)
+    plain_bundle = demo_bundles.get(fused=False)  # as the README exports: no heads
     paths, metadata = write_gallery(tmp_path / "gallery", n=24, seed=4)
     text = "make it blue"
     torch_db = str(tmp_path / "torch.db")

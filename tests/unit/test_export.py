@@ -40,16 +40,14 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def searle_head():  # type: ignore[no-untyped-def]
-    from cir_milvus.heads import Head, SearlePhi
-
-    torch.manual_seed(1)
-    return Head("searle", SearlePhi(128, 256, 128))
+def searle_head(tiny_searle_head):  # type: ignore[no-untyped-def]
+    return tiny_searle_head
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_torch_encoder, searle_head, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    return export_bundle(tiny_torch_encoder, tmp_path_factory.mktemp("bundle") / "b", heads={"searle": searle_head})
+def bundle(tiny_bundle: Path) -> Path:
+    """fp32, fused graphs, the SEARLE head (exported once per session: tests/conftest.py)."""
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +56,8 @@ def ort_encoder(bundle: Path) -> OrtEncoder:
 
 
 @pytest.fixture(scope="module", params=["fp16", "int8"])
-def low_precision_bundle(request, tiny_torch_encoder, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    return export_bundle(tiny_torch_encoder, tmp_path_factory.mktemp(request.param) / "b", precision=request.param)
+def low_precision_bundle(request, tiny_bundles) -> Path:  # type: ignore[no-untyped-def]
+    return tiny_bundles.get(precision=request.param)
 
 
 # -- layout and manifest ---------------------------------------------------------------------------------------------
