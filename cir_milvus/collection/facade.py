@@ -677,7 +677,8 @@ class CIRCollection:
                 fuses the lists by reciprocal rank (k = 60).
             ref_id: id of a stored image to use as the reference (its stored vector is reused).
             images: several reference images, combined on the sphere (weighted spherical mean) before composing.
-            ref_ids: several stored references (with ``images``: images first, then ids, in ``weights`` order).
+            ref_ids: several references: stored ids (strings, integers), mixed freely with images given as a
+                ``Path``, bytes or a PIL image (with ``images``: those first, then ``ref_ids``, in ``weights`` order).
             weights: one non-negative weight per reference (default equal).
             negative: a text or list of texts to move the query away from (orthogonal negation).
             like, unlike: stored ids to move towards / away from (Rocchio on their stored vectors); they are left

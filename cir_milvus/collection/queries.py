@@ -90,7 +90,12 @@ def _references(image: Any, ref_id: Any, images: Any, ref_ids: Any) -> tuple[Ref
     refs += [("id", ref_id)] if ref_id is not None else []
     if images is not None:
         refs += [("image", im) for im in non_empty("images", [images] if isinstance(images, (str, bytes)) else images)]
-    refs += [("id", r) for r in _ids("ref_ids", ref_ids)]
+    if ref_ids is not None:
+        items = non_empty("ref_ids", [ref_ids] if isinstance(ref_ids, (str, int, bytes)) else ref_ids)
+        for r in items:  # strings and integers are stored ids; a Path, bytes or a PIL image is an image
+            if isinstance(r, bool):
+                raise ConfigError(f"ref_ids= holds stored ids or images, got {r!r}")
+            refs.append(("id", r) if isinstance(r, (str, int)) else ("image", r))
     return tuple(refs)
 
 

@@ -70,6 +70,15 @@ def test_several_references_mixed_files_bytes_and_ids(setup) -> None:  # type: i
     assert [h.id for h in by_files] == _brute(stored, _unit(want), {ids[1], ids[2]}, 6)
     mixed = col.search(images=[paths[1].read_bytes()], ref_ids=[ids[2]], text="in blue", composer="sum", k=6)
     assert [h.id for h in mixed] == [h.id for h in by_files]
+    from PIL import Image
+
+    one_list = col.search(ref_ids=[Image.open(paths[1]), ids[2]], text="in blue", composer="sum", k=6,
+                          return_query_vector=True)  # a PIL image and an id in one list
+    assert np.allclose(one_list[0].query_vector, want, atol=1e-5)
+    # a PIL reference has no file or bytes to recognise among the stored rows, so it is not excluded
+    assert [h.id for h in one_list if h.id != ids[1]] == [h.id for h in by_files][:len(one_list) - 1]
+    as_path = col.search(ref_ids=[ids[1], paths[2]], text="in blue", composer="sum", k=6)  # id + a Path file
+    assert [h.id for h in as_path] == [h.id for h in by_files]
     heavy = col.search(images=[paths[1], paths[2]], weights=[0.9, 0.1], text="in blue", composer="image", k=3,
                        exclude_reference=False, return_query_vector=True)
     assert float(heavy[0].query_vector @ stored[ids[1]]) > float(heavy[0].query_vector @ stored[ids[2]])
