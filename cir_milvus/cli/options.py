@@ -168,13 +168,26 @@ HEAD_HELP = (f"projection head, {HEAD_SYNTAX}: SOURCE is a file, hf-hub:org/repo
              "is needed only where it cannot be told from SOURCE or --composer")
 
 
-def add_composer_args(p: argparse.ArgumentParser, what: str, *, composer_default: str | None = None) -> None:
-    """``--composer``, ``--alpha``, ``--head``, ``--template``, ``--base``."""
+def _alpha_list(text: str) -> float | list[float]:
+    """``--alpha`` of a search: ``0.8`` or a comma-separated list ``0.6,0.8`` (one search per alpha, fused by
+    reciprocal rank)."""
+    values = [float(a) for a in text.split(",") if a.strip()]  # argparse turns a ValueError into a usage error
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
+def add_composer_args(p: argparse.ArgumentParser, what: str, *, composer_default: str | None = None,
+                      alpha_list: bool = False) -> None:
+    """``--composer``, ``--alpha`` (a list where ``alpha_list``), ``--head``, ``--template``, ``--base``."""
     p.add_argument("--composer", default=composer_default,
                    help=f"{what}: slerp, pic2word, searle, lincir, combined (slerp + a pseudo-token head), "
                         "image (image only), text (text only), sum")
-    p.add_argument("--alpha", type=float, default=None,
-                   help="weight of the text in slerp / combined, 0..1 (1 = text only; default: the recipe's)")
+    if alpha_list:
+        p.add_argument("--alpha", type=_alpha_list, default=None, metavar="A[,A...]",
+                       help="weight of the text in slerp / combined, 0..1 (1 = text only; default: the recipe's); "
+                            "a list such as 0.6,0.7,0.8 runs one search per alpha and fuses them by reciprocal rank")
+    else:
+        p.add_argument("--alpha", type=float, default=None,
+                       help="weight of the text in slerp / combined, 0..1 (1 = text only; default: the recipe's)")
     p.add_argument("--head", default=None, metavar=HEAD_SYNTAX, help=HEAD_HELP)
     p.add_argument("--template", default=None,
                    help="prompt template of a pseudo-token composer, with the placeholder and {} for the text")
@@ -282,14 +295,17 @@ def check_composer(name: str | None) -> None:
         raise ConfigError(f"--composer {name!r} is not a composer; choose one of {', '.join(names)}")
 
 
-def check_alpha(alpha: float | None, flag: str = "--alpha") -> None:
-    """Refuse an alpha outside [0, 1] (or not a number).
+def check_alpha(alpha: float | list[float] | None, flag: str = "--alpha") -> None:
+    """Refuse an alpha (or a list of them) outside [0, 1] or not a number, and an empty list.
 
     Raises:
         ConfigError: out of range.
     """
-    if alpha is not None and not (math.isfinite(alpha) and 0.0 <= alpha <= 1.0):
-        raise ConfigError(f"{flag} is the weight of the text, between 0 and 1 (1 = text only); got {alpha}")
+    if isinstance(alpha, list) and not alpha:
+        raise ConfigError(f"{flag} needs at least one number, e.g. 0.8 or 0.6,0.7,0.8")
+    for a in alpha if isinstance(alpha, list) else [] if alpha is None else [alpha]:
+        if not (math.isfinite(a) and 0.0 <= a <= 1.0):
+            raise ConfigError(f"{flag} is the weight of the text, between 0 and 1 (1 = text only); got {a}")
 
 
 def check_k(k: int, flag: str = "-k") -> None:

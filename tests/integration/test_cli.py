@@ -168,6 +168,33 @@ def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Pa
     assert len({tuple(v) for v in got.values()}) >= 5
 
 
+def test_query_families_from_the_cli_match_the_api(demo_db: str, image_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Several references (files and stored ids, weighted), negative texts, relevance feedback, fused alphas and
+    near-duplicate removal: each flag gives the hits the Python call gives, and changes them."""
+    r0, r1 = (str(p) for p in sorted(image_dir.glob("syn-*.png"))[:2])
+    with CIRCollection.open(demo_db, "imgs", device="cpu") as col:
+        ids = sorted(col.iter_ids())[:3]
+        text = "make it blue"
+        cases = [
+            (["--image", r0, "--image", r1, "--weights", "0.7,0.3"], {"images": [r0, r1], "weights": [0.7, 0.3]}),
+            (["--image", r0, "--ref-id", ids[0]], {"images": [r0], "ref_ids": [ids[0]]}),
+            (["--image", r0, "--negative", "a red shape", "--negative", "small"],
+             {"image": r0, "negative": ["a red shape", "small"]}),
+            (["--image", r0, "--like", ids[1], "--unlike", ids[2]], {"image": r0, "like": [ids[1]], "unlike": [ids[2]]}),
+            (["--image", r0, "--alpha", "0.5,0.9"], {"image": r0, "alpha": [0.5, 0.9]}),
+            (["--image", r0, "--dedupe", "0.9"], {"image": r0, "dedupe": 0.9}),
+        ]
+        want = {tuple(argv): [h.id for h in col.search(text=text, k=8, **kw)] for argv, kw in cases}
+        plain = [h.id for h in col.search(r0, text, k=8)]
+    common = ["--uri", demo_db, "--collection", "imgs", "--device", "cpu", "-k", "8", "--json", "--text", text]
+    for argv, _ in cases:
+        code, out, err = run(capsys, "search", *common, *argv)
+        assert code == 0, (argv, err)
+        assert [h["id"] for h in json.loads(out)] == want[tuple(argv)], argv
+    assert sum(hits != plain for hits in want.values()) >= 4  # the flags are not ignored
+
+
 def test_set_default_and_ingest_refusing_a_different_composer(demo_db: str, image_dir: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
