@@ -47,7 +47,7 @@ def _one_line_error(code: int, err: str) -> str:
 
 # (argv after the subcommand's collection flags, a fragment the message must contain)
 INPUT_ERRORS = [
-    (["search", "--image", "{ref}", "--ref-id", "x", "--text", "t", "--weights", "1"], "several references"),
+    (["search", "--image", "{ref}", "--ref-id", "x", "--text", "t", "--weights", "1"], "give one weight each"),
     (["search", "--image", "{root}/missing.png", "--text", "t"], "does not exist"),
     (["search", "--image", "{ref}"], "--text"),
     (["search", "--text", "make it red"], "--ref-id"),
