@@ -21,7 +21,7 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -32,15 +32,29 @@ from cir_milvus.query import rrf as rrf_fuse
 from cir_milvus.query.checks import non_empty
 from cir_milvus.storage.store import Hit, Hits, Id
 
-if TYPE_CHECKING:
-    from cir_milvus.collection.facade import CIRCollection
-
 __all__ = ["DEDUPE_OVERFETCH", "QuerySpec", "batch_specs", "run_search", "single_spec"]
 
 DEDUPE_OVERFETCH = 4
 """With ``dedupe=``, each search fetches this many times ``k`` candidates so ``k`` remain after dropping."""
 
 Reference = tuple[Literal["image", "id"], Any]
+
+
+class PlannedCollection(Protocol):
+    """What the planner uses of :class:`~cir_milvus.CIRCollection` (typed structurally, so the facade imports this
+    module and not the other way round)."""
+
+    store: Any
+    encoder: Any
+
+    @property
+    def name(self) -> str: ...
+
+    def composer(self, name: str | None = None, **params: Any) -> Any: ...
+
+    def compose(self, images: Any, texts: Sequence[Any], **kw: Any) -> np.ndarray: ...
+
+    def get_vectors(self, ids: Sequence[Id]) -> dict[Id, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +162,7 @@ def batch_specs(texts: Sequence[Any], *, images: Any = None, ref_ids: Any = None
     return out
 
 
-def _stored(col: CIRCollection, ids: Sequence[Id], what: str) -> dict[Id, np.ndarray]:
+def _stored(col: PlannedCollection, ids: Sequence[Id], what: str) -> dict[Id, np.ndarray]:
     """Stored RAW vectors of ``ids`` (one read), refusing ids the collection does not hold."""
     unique = list(dict.fromkeys(ids))
     if not unique:
@@ -160,7 +174,7 @@ def _stored(col: CIRCollection, ids: Sequence[Id], what: str) -> dict[Id, np.nda
     return got
 
 
-def _reference_embeddings(col: CIRCollection, specs: Sequence[QuerySpec], preprocess: str | None) -> np.ndarray:
+def _reference_embeddings(col: PlannedCollection, specs: Sequence[QuerySpec], preprocess: str | None) -> np.ndarray:
     """One RAW reference embedding per query ``[N, D]``: images encoded in one pass, ids read in one call,
     several references combined on the sphere."""
     images = [r[1] for s in specs for r in s.references if r[0] == "image"]
@@ -180,7 +194,7 @@ def _reference_embeddings(col: CIRCollection, specs: Sequence[QuerySpec], prepro
     return np.stack(out).astype(np.float32)
 
 
-def _compose(col: CIRCollection, specs: Sequence[QuerySpec], alphas: Sequence[float | None],
+def _compose(col: PlannedCollection, specs: Sequence[QuerySpec], alphas: Sequence[float | None],
              compose_kw: Mapping[str, Any]) -> list[np.ndarray]:
     """Query vectors ``[N, D]`` per alpha. Plain queries (one reference each, one alpha) take the collection's
     usual :meth:`~CIRCollection.compose` path; otherwise references are embedded once and reused for every alpha."""
@@ -204,7 +218,7 @@ def _compose(col: CIRCollection, specs: Sequence[QuerySpec], alphas: Sequence[fl
     return [col.compose(None, texts, reference_embeddings=emb, alpha=a, **kw) for a in alphas]
 
 
-def _adjust(col: CIRCollection, specs: Sequence[QuerySpec], vectors: list[np.ndarray]) -> list[np.ndarray]:
+def _adjust(col: PlannedCollection, specs: Sequence[QuerySpec], vectors: list[np.ndarray]) -> list[np.ndarray]:
     """Feedback (Rocchio on stored vectors), then negation, applied to every query vector."""
     if not any(s.like or s.unlike or s.negatives for s in specs):
         return vectors
@@ -224,7 +238,7 @@ def _adjust(col: CIRCollection, specs: Sequence[QuerySpec], vectors: list[np.nda
     return out
 
 
-def _exclusions(col: CIRCollection, specs: Sequence[QuerySpec], exclude_reference: bool) -> list[list[Any] | None]:
+def _exclusions(col: PlannedCollection, specs: Sequence[QuerySpec], exclude_reference: bool) -> list[list[Any] | None]:
     """Stored ids to drop from each query's hits: its references (a stored id; for an image given by path or bytes,
     the rows stored from it whatever the id scheme: its content id, and the rows whose ``source`` is its path) when
     ``exclude_reference``, and always its judged ``like``/``unlike`` items."""
@@ -297,7 +311,7 @@ def _finish(lists: list[Hits], queries: list[np.ndarray], vectors: Mapping[Any, 
     return out
 
 
-def run_search(col: CIRCollection, specs: Sequence[QuerySpec], *, k: int, alpha: Any, dedupe: float | None,
+def run_search(col: PlannedCollection, specs: Sequence[QuerySpec], *, k: int, alpha: Any, dedupe: float | None,
                return_query_vector: bool, output_vectors: bool, exclude_reference: bool,
                compose_kw: Mapping[str, Any], search_kw: Mapping[str, Any]) -> list[Hits]:
     """Hits for every query (see the module docstring for the steps).
