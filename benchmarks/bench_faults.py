@@ -19,6 +19,11 @@ JSON:
    while ``ingest()`` writes to it; queries and errors.
 6. (``--server``) **Server restarts mid-ingest**: the 2.3.5 server is stopped and restarted ``--restarts`` times
    during one CLI ingest; final count and duplicates.
+7. **Filters**: a user's ``%`` as a ``like`` value (rows returned vs rows literally ``%``), a placeholder inside
+   quotes, a filter the server cannot parse (error class, seconds: never retried); Lite and (``--server``) 2.3.5.
+8. (``--server``) **Concurrent creators**: two processes ``create(..., exist_ok=True)`` one new collection at the same
+   moment, ``--races`` times with identical recipes (both rows stored) and with different ones (one refused).
+9. (``--server``) **Reopen after a restart**: stop, start, open at once, ``--reopens`` times; failures.
 
 Data: the synthetic world rendered to PNG (``--images``), model: the shipped demo model for CLI runs (torch, CPU),
 ``FakeEncoder`` for the in-process parts. Counts are exact; seconds depend on the machine (say which).
@@ -461,6 +466,125 @@ def bench_restarts(work: Path, folder: Path, n_images: int, restarts: int, down_
         server.stop(graceful=2)
 
 
+# -- 7. filters: wildcard values, quoted placeholders, filters the server cannot parse ------------------------------
+
+
+def bench_filters(uri: str) -> dict[str, Any]:
+    """A user's ``%`` in a ``like`` value, a placeholder inside quotes and an unparseable filter, on one backend."""
+    from cir_milvus.errors import FilterError
+    from cir_milvus.storage.store import VectorStore
+
+    name = f"filters_{uuid.uuid4().hex[:6]}"
+    brands = ["a%b", "axb", "a_b", "abc", "%", "zz"] * 20  # 120 rows, 20 of them literally "%"
+    store = VectorStore.create(uri, name, dim=4, index="FLAT", consistency="Strong")
+    try:
+        store.upsert([f"r{i}" for i in range(len(brands))], np.eye(4, dtype=np.float32)[np.arange(len(brands)) % 4],
+                     metadata=[{"brand": b} for b in brands])
+        out: dict[str, Any] = {"rows": len(brands), "literal_matches": brands.count("%")}
+        out["wildcard_returned"] = len(store.query('metadata["brand"] like {p}', {"p": "%"}, limit=1000))
+        out["prefix_returned"] = len(store.query('metadata["brand"] like {p:prefix}', {"p": "ab"}, limit=1000))
+        for key, expr, params in (("quoted", 'metadata["brand"] == "{b}"', {"b": "x"}),
+                                  ("unparseable", 'metadata["brand"] == "a" or 5', None)):
+            t0 = time.monotonic()
+            try:
+                store.query(expr, params, limit=5)
+                out[key] = {"error": None}
+            except FilterError as e:
+                out[key] = {"error": type(e).__name__, "seconds": round(time.monotonic() - t0, 2),
+                            "message": str(e)[:160]}
+        return out
+    finally:
+        store.drop()
+
+
+# -- 8. concurrent creators: two processes create one new collection at the same moment ----------------------------
+
+_CREATOR = """
+import json, sys, time
+from cir_milvus.errors import RecipeMismatchError
+from cir_milvus.storage.recipe import Recipe
+from cir_milvus.storage.store import VectorStore
+uri, name, model, start, tag = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+recipe = Recipe(encoder={"backend": "fake", "model": model, "pretrained": None, "dim": 4})
+time.sleep(max(0.0, start - time.time()))
+try:
+    store = VectorStore.create(uri, name, dim=4, index="FLAT", recipe=recipe, exist_ok=True)
+    store.upsert([tag], [[1.0, 0.0, 0.0, 0.0]])
+    print(json.dumps({"ok": True}))
+except RecipeMismatchError:
+    print(json.dumps({"refused": True}))
+except Exception as e:
+    print(json.dumps({"error": repr(e)[:200]}))
+"""
+
+
+def bench_creators(uri: str, trials: int) -> dict[str, Any]:
+    """``trials`` races of two processes with identical recipes (both must store their row in one collection) and
+    ``trials`` with different recipes (exactly one must be refused)."""
+    from cir_milvus.storage.store import VectorStore
+
+    def race(models: list[str]) -> tuple[str, list[dict[str, Any]]]:
+        name = f"race_{uuid.uuid4().hex[:8]}"
+        start = time.time() + 6.0
+        procs = [subprocess.Popen([sys.executable, "-c", _CREATOR, uri, name, m, str(start), f"row{i}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
+                 for i, m in enumerate(models)]
+        outs = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=300)
+            lines = out.strip().splitlines()
+            outs.append(json.loads(lines[-1]) if lines else {"error": f"exit {proc.returncode}"})
+        return name, outs
+
+    same_ok = diff_ok = 0
+    errors: list[str] = []
+    for _ in range(trials):
+        name, outs = race(["m1", "m1"])
+        with VectorStore.open(uri, name, consistency="Strong") as store:
+            rows = store.existing_ids(["row0", "row1"])
+            if all(o.get("ok") for o in outs) and rows == {"row0", "row1"}:
+                same_ok += 1
+            errors += [o["error"] for o in outs if "error" in o]
+            store.drop()
+        name, outs = race(["m1", "m2"])
+        if sum(1 for o in outs if o.get("refused")) == 1 and sum(1 for o in outs if o.get("ok")) == 1:
+            diff_ok += 1
+        errors += [o["error"] for o in outs if "error" in o]
+        with VectorStore.open(uri, name) as store:
+            store.drop()
+    return {"trials": trials, "identical_converged": same_ok, "different_refused_once": diff_ok, "errors": errors[:5]}
+
+
+# -- 9. reopen right after a server restart --------------------------------------------------------------------------
+
+
+def bench_reopen(work: Path, cycles: int) -> dict[str, Any]:
+    """Stop and start the 2.3.5 server, then open a collection at once (no pause), ``cycles`` times."""
+    from cir_milvus.storage.embedded import EmbeddedMilvus
+    from cir_milvus.storage.store import VectorStore
+
+    server = EmbeddedMilvus(work / "milvus-reopen").start()
+    try:
+        name = f"reopen_{uuid.uuid4().hex[:6]}"
+        VectorStore.create(server.uri, name, dim=4, index="FLAT").close()
+        failures: list[str] = []
+        waits: list[float] = []
+        for _ in range(cycles):
+            server.stop(graceful=2)
+            server.start()
+            t0 = time.monotonic()
+            try:
+                with VectorStore.open(server.uri, name, timeout=30) as store:
+                    store.count()
+                waits.append(time.monotonic() - t0)
+            except Exception as e:  # noqa: BLE001 - counted
+                failures.append(repr(e)[:200])
+        return {"cycles": cycles, "failures": len(failures), "errors": failures[:3],
+                "open_seconds_max": round(max(waits, default=0.0), 2)}
+    finally:
+        server.stop(graceful=2)
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -499,6 +623,21 @@ def table(res: dict[str, Any]) -> str:
                      f"{r['restarts']} | " + (f"{r['rows']} of {r['images']} rows, {r['duplicates']} duplicates, "
                                               f"{r['retries']} retried calls" if r.get("exit") == 0
                                               else f"failed: {r.get('error', '')[:120]}") + " |")
+    for label, f in res.get("filters", {}).items():
+        lines.append(f"| `like {{p}}` with the value `%` ({f['rows']} rows, {f['literal_matches']} literally `%`), "
+                     f"{label} | 1 | {f['wildcard_returned']} rows returned |")
+        q, u = f["quoted"], f["unparseable"]
+        lines.append(f"| a placeholder inside quotes; a filter the server cannot parse, {label} | 1 + 1 | "
+                     f"{q['error']} in {q.get('seconds')} s; {u['error']} in {u.get('seconds')} s, never retried |")
+    if "creators" in res:
+        c = res["creators"]
+        lines.append(f"| two processes create one new collection at once (`exist_ok=True`), server 2.3.5 | "
+                     f"{c['trials']} + {c['trials']} | identical recipes: {c['identical_converged']} converged (both "
+                     f"rows stored); different recipes: {c['different_refused_once']} refused exactly one |")
+    if "reopen" in res:
+        r = res["reopen"]
+        lines.append(f"| open right after a server (2.3.5) restart | {r['cycles']} | {r['failures']} failures "
+                     f"(longest open {r['open_seconds_max']} s) |")
     return "\n".join(lines)
 
 
@@ -513,7 +652,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--server", action="store_true", help="also the 2.3.5 server (zoo, ids, restarts)")
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--down-seconds", type=float, default=20.0)
-    p.add_argument("--only", default=None, help="comma-separated sections: zoo,ids,cli_kills,worker_kills,load,restarts")
+    p.add_argument("--only", default=None, help="comma-separated sections: zoo,ids,cli_kills,worker_kills,load,restarts,"
+                   "filters,creators,reopen")
+    p.add_argument("--races", type=int, default=5, help="concurrent-creator races of each kind (server)")
+    p.add_argument("--reopens", type=int, default=20, help="restart-then-open cycles (server)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -535,7 +677,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = work / "images"
         _render_folder(folder, n_images)
         uris = {"Lite": str(work / "faults.db")}
-        if args.server and (want("zoo") or want("ids")):
+        if args.server and (want("zoo") or want("ids") or want("filters") or want("creators")):
             from cir_milvus.storage.embedded import EmbeddedMilvus
 
             server = EmbeddedMilvus(work / "milvus").start()
@@ -546,6 +688,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if want("ids"):
             res["ids"] = {label: bench_ids(uri) for label, uri in uris.items()}
             print(json.dumps(res["ids"], indent=1))
+        if want("filters"):
+            res["filters"] = {label: bench_filters(uri) for label, uri in uris.items()}
+            print(json.dumps(res["filters"], indent=1))
+        if server is not None and want("creators"):
+            res["creators"] = bench_creators(server.uri, args.races)
+            print(json.dumps(res["creators"], indent=1))
         if server is not None:
             server.stop(graceful=2)
             server = None
@@ -561,6 +709,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.server and want("restarts"):
             res["restarts"] = bench_restarts(work, folder, n_images, args.restarts, args.down_seconds)
             print(json.dumps(res["restarts"], indent=1))
+        if args.server and want("reopen"):
+            res["reopen"] = bench_reopen(work, args.reopens)
+            print(json.dumps(res["reopen"], indent=1))
     finally:
         if server is not None:
             server.stop(graceful=2)

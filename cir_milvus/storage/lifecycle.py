@@ -231,13 +231,14 @@ def wait_for_index(conn: Connection, name: str, vector_field: str) -> None:
 
 
 def check_converged(name: str, where: str, plan: CreatePlan, fields: FieldMap, stored: Recipe | None,
-                    wanted: Recipe | None) -> None:
+                    wanted: Recipe | None, *, metric_given: bool) -> None:
     """An existing collection opened by ``create(exist_ok=True)`` must be the one asked for.
 
     Raises:
-        RecipeMismatchError: another dimension or metric, or a recipe whose encoder differs (naming both).
+        RecipeMismatchError: another dimension, another metric (when one was asked for), or a recipe whose encoder
+            differs (naming both).
     """
-    if fields.dim != plan.dim or fields.metric != plan.metric:
+    if fields.dim != plan.dim or (metric_given and fields.metric != plan.metric):
         raise RecipeMismatchError(
             f"collection {name!r} at {redact_uri(where)} exists with dim {fields.dim} and metric {fields.metric}, "
             f"but dim {plan.dim} and metric {plan.metric} were asked for; open it, or create another collection")

@@ -206,8 +206,8 @@ def check_compatible(name: str, stored: Recipe, current: dict[str, Any]) -> None
 def creation_conflicts(stored: Recipe, wanted: Recipe) -> list[str]:
     """Why a collection built with ``stored`` is not the one ``wanted`` describes (``[]``: it is).
 
-    What two creators of one collection must agree on: the encoder (as :func:`differences` compares it) and the
-    metric. The image decode mode is left out: a collection owns it, and whoever serves the collection adopts it.
+    What two creators of one collection must agree on: the encoder, as :func:`differences` compares it. The image
+    decode mode is left out: a collection owns it, and whoever serves the collection adopts it.
     """
 
     def without_decode(enc: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,7 +216,4 @@ def creation_conflicts(stored: Recipe, wanted: Recipe) -> list[str]:
             out["preprocess"] = {k: v for k, v in out["preprocess"].items() if k != "decode"}
         return out
 
-    out = differences(without_decode(stored.encoder), without_decode(wanted.encoder))
-    if stored.metric != wanted.metric:
-        out.append(f"metric: collection has {stored.metric!r}, wanted {wanted.metric!r}")
-    return out
+    return differences(without_decode(stored.encoder), without_decode(wanted.encoder))

@@ -140,7 +140,7 @@ class VectorStore(StoreReads):
         ``exist_ok=True`` is create-or-open, safe when several processes create the same collection at once: the
         first creates it, the others open it, and each checks that the collection is the one it asked for (dim,
         metric and the recipe's encoder; the image decode mode is the collection's own), refusing otherwise with
-        :class:`~cir_milvus.errors.RecipeMismatchError` naming both. The first calls (server version, "exists?")
+        :class:`~cir_milvus.errors.RecipeMismatchError` naming both (the metric only when ``metric=`` is given). The first calls (server version, "exists?")
         are retried within ``timeout`` (a server that is restarting is waited for). A create that fails leaves no
         partial collection behind, and no Milvus Lite folder when it made a new one.
 
@@ -177,15 +177,15 @@ class VectorStore(StoreReads):
         try:
             caps = conn.capabilities()
             check_index(plan, caps)
-            if recipe is not None:
-                recipe.metric = plan.metric
-                recipe.index = {"type": plan.index_type, "params": plan.index_params}
             exists = conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name)))
             if exists and overwrite:  # everything above is validated; only now drop
                 conn.call(f"drop collection {name!r}", lambda: conn.client.drop_collection(name))
             elif exists and not exist_ok:
                 raise ConfigError(f"collection {name!r} already exists at {redact_uri(conn.where)}; open it, pass "
                                   "exist_ok=True, or overwrite=True to drop it")
+            if recipe is not None and (not exists or overwrite):
+                recipe.metric = plan.metric
+                recipe.index = {"type": plan.index_type, "params": plan.index_params}
             if (not exists or overwrite) and create_collection(conn, caps, name, plan, recipe):
                 return cls(conn.client, name, uri=conn.where, caps=caps, fields=plan.field_map(caps), recipe=recipe,
                            owns_client=conn.owns, retry=retry, consistency=consistency)
@@ -195,7 +195,7 @@ class VectorStore(StoreReads):
             wait_for_index(conn, name, "vector")
             store = cls._open_client(conn, caps, name, schema=None, recipe=None, consistency=consistency,
                                      retry=retry)
-            check_converged(name, conn.where, plan, store.fields, store.recipe, recipe)
+            check_converged(name, conn.where, plan, store.fields, store.recipe, recipe, metric_given=metric is not None)
             return store
         except BaseException:
             conn.release(failed=True)

@@ -189,6 +189,9 @@ def test_create_or_open_converges_and_refuses_another_recipe_naming_both(tmp_pat
         VectorStore.create(db, "c", dim=4, index="FLAT", recipe=_recipe("m2"), exist_ok=True)
     with pytest.raises(RecipeMismatchError, match="dim 4"):
         VectorStore.create(db, "c", dim=8, index="FLAT", exist_ok=True)
+    with pytest.raises(RecipeMismatchError, match="metric IP"):
+        VectorStore.create(db, "c", dim=4, index="FLAT", metric="L2", exist_ok=True)
+    VectorStore.create(db, "c", dim=4, index="FLAT", exist_ok=True).close()  # no metric asked for: any one opens
 
     # a creator that loses the race (the collection appears between its check and its create) opens the winner's
     real = connect(db)
