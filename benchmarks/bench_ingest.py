@@ -92,7 +92,7 @@ def bench_backend(label: str, uri: str, enc: Any, folder: Path, paths: list[Path
     from cir_milvus.ingest import ingest
 
     out: dict[str, Any] = {"uri": uri if "://" in uri else "milvus-lite file"}
-    col = CIRCollection.create(uri, "bench", encoder=enc, overwrite=True)
+    col = CIRCollection.create(uri, "bench", encoder=enc, if_exists="overwrite")
     before = encoder_ceiling(enc, pix, args.batch_size)  # measured next to the run: the machine's load drifts
     t = time.perf_counter()
     rep = ingest(col, folder, batch_size=args.batch_size, workers=args.workers, progress=False)
@@ -110,7 +110,7 @@ def bench_backend(label: str, uri: str, enc: Any, folder: Path, paths: list[Path
     out["index_wait_s"] = round(time.perf_counter() - t, 1)
     out["index"] = {k: info.get(k) for k in ("index_type", "total_rows", "indexed_rows", "state")}
 
-    simple = CIRCollection.create(uri, "bench_add", encoder=enc, overwrite=True)
+    simple = CIRCollection.create(uri, "bench_add", encoder=enc, if_exists="overwrite")
     n_simple = min(len(paths), args.simple_images)
     t = time.perf_counter()
     added = simple.add(paths[:n_simple], batch_size=args.batch_size)

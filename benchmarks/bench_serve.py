@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from cir_milvus import EncoderSpec
+
 TEXTS = ["make it blue", "turn it into a star", "on a white background", "make it large", "a red one"]
 
 
@@ -154,10 +156,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         db = str(tmp / f"{backend}.db")
         model = {"model": "cir-demo-tiny", "pretrained": "cir-demo"} if backend == "torch" else \
             {"model": f"bundle:{bundle}"}
-        col = CIRCollection.create(db, "c", device="cpu", **model)
+        col = CIRCollection.create(db, "c", encoder=EncoderSpec(device="cpu"), **model)
         col.add(paths, batch_size=128)
         col.close()
-        col = CIRCollection.open(db, "c", device="cpu")  # as the server finds it: reopened, indexed
+        col = CIRCollection.open(db, "c", encoder=EncoderSpec(device="cpu"))  # as the server finds it: reopened, indexed
         res["in_process"][backend] = {**_in_process(col, refs, n=args.requests),
                                       "load_average_1m": round(os.getloadavg()[0], 1)}
         print(f"{backend:6s} in-process  {res['in_process'][backend]}", flush=True)

@@ -14,7 +14,16 @@ collections that cir_milvus did not create.
 from __future__ import annotations
 
 from cir_milvus import _runtime  # noqa: F401  (first: sets OpenMP's wait policy before anything loads torch)
-from cir_milvus.collection import AddResult, CIRCollection
+from cir_milvus.collection import (
+    AddResult,
+    CIRCollection,
+    ComposerSpec,
+    ConnectOptions,
+    Database,
+    EncoderSpec,
+    IndexSpec,
+    connect,
+)
 from cir_milvus.composers import Composer, get_composer, list_composers, register_composer, slerp
 from cir_milvus.encoders import Encoder, FakeEncoder, create_encoder, list_encoders, register_encoder
 from cir_milvus.errors import (
@@ -50,15 +59,20 @@ __all__ = [
     "CollectionNotFoundError",
     "CollectionNotLoadedError",
     "Composer",
+    "ComposerSpec",
     "ConfigError",
+    "ConnectOptions",
+    "Database",
     "DatasetError",
     "Encoder",
+    "EncoderSpec",
     "ExportError",
     "FakeEncoder",
     "FilterError",
     "Hit",
     "Hits",
     "ImageDecodeError",
+    "IndexSpec",
     "ModelNotFoundError",
     "PermanentStorageError",
     "Recipe",
@@ -70,6 +84,7 @@ __all__ = [
     "TransientStorageError",
     "VectorStore",
     "__version__",
+    "connect",
     "create_encoder",
     "get_composer",
     "list_composers",

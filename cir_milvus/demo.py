@@ -69,7 +69,7 @@ def run_demo(
     val = SyntheticDataset(workdir / "world", split="val", n_queries=n_queries, progress=progress)
     encoder = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device=device)
     print_fn(f"model {DEMO_MODEL}/{DEMO_WEIGHTS} on {encoder.device} ({encoder.precision}), dim {encoder.dim}")
-    col = CIRCollection.create(str(workdir / "demo.db"), "synthetic", encoder=encoder, exist_ok=True)
+    col = CIRCollection.create(str(workdir / "demo.db"), "synthetic", encoder=encoder, if_exists="open")
     added = ingest_dataset(test, col, progress=progress, metadata=test.attributes())
     print_fn(f"gallery: {added.summary()}; collection holds {len(col)} images")
     col.wait_for_index()

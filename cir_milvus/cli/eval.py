@@ -177,8 +177,8 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     The encoder is built with the gallery preprocessing of the composer's protocol (``preprocess``); an existing
     collection opened without ``--model`` keeps the encoder of its recipe.
     """
-    from cir_milvus import CIRCollection
     from cir_milvus.cli.options import is_lite
+    from cir_milvus.collection import CIRCollection, ComposerSpec, EncoderSpec, connect
     from cir_milvus.encoders.base import create_encoder
     from cir_milvus.storage.store import VectorStore
 
@@ -202,10 +202,10 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
         pretrained = pretrained_for(args.model, args.pretrained)
         encoder = create_encoder(args.model, pretrained, **enc_kwargs) if args.model is not None else None
         try:
-            col = CIRCollection.open(args.uri, name, encoder=encoder, token=args.token, device=args.device,
-                                     timeout=args.timeout,
-                                     precision=getattr(args, "precision", None) if encoder is None else None,
-                                     text_weights=text_weights if encoder is None else None)
+            col = CIRCollection.open(connect(args.uri, token=args.token, timeout=args.timeout), name,
+                                     encoder=encoder or EncoderSpec(device=args.device,
+                                                                    precision=getattr(args, "precision", None),
+                                                                    text_weights=text_weights))
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
         deviations = official_deviations(col)
@@ -216,9 +216,10 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
                               "to build one")
         return col
     model, pretrained = creation_model(args)
-    return CIRCollection.create(args.uri, name, encoder=create_encoder(model, pretrained, **enc_kwargs),
-                                token=args.token, composer=args.composer, composer_params=composer_params,
-                                alpha=args.alpha if not args.sweep else None, timeout=args.timeout)
+    return CIRCollection.create(connect(args.uri, token=args.token, timeout=args.timeout), name,
+                                encoder=create_encoder(model, pretrained, **enc_kwargs),
+                                composer=ComposerSpec(args.composer, alpha=args.alpha if not args.sweep else None,
+                                                      params=composer_params or {}))
 
 
 def plot_sweep(results: list[EvalResult], alphas: list[float], path: str | Path, composer: str,

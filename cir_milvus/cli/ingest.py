@@ -128,9 +128,9 @@ def _create(args: argparse.Namespace, model: str, pretrained: str | None, compos
     kw = {k: v for k, v in (("text_weights", args.text_weights), ("precision", args.precision),
                             ("decode", args.decode)) if v is not None}
     encoder = create_encoder(model, pretrained, device=args.device, **kw)
-    return cir_milvus.CIRCollection.create(args.uri, args.collection, encoder=encoder, token=args.token,
-                                           composer=composer or "slerp", composer_params=params,
-                                           timeout=args.timeout, exist_ok=True)
+    db = cir_milvus.connect(args.uri, token=args.token, timeout=args.timeout)
+    return db.create_collection(args.collection, encoder=encoder,
+                                composer=cir_milvus.ComposerSpec(composer or "slerp", params=params), if_exists="open")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

@@ -89,7 +89,7 @@ def open_collection(args: argparse.Namespace, encoder_recipe: dict[str, Any]) ->
 
     check_backend(encoder_recipe, args.model, args.collection)
     check_precision(args.precision, args.model or ("bundle:" if encoder_recipe.get("backend") == "onnx" else None))
-    return cir_milvus.CIRCollection.open(
-        args.uri, args.collection, model=args.model, pretrained=pretrained_for(args.model, args.pretrained),
-        token=args.token, device=args.device, precision=args.precision, text_weights=args.text_weights,
-        timeout=args.timeout)
+    db = cir_milvus.connect(args.uri, token=args.token, timeout=args.timeout)
+    return db.open_collection(
+        args.collection, args.model, pretrained_for(args.model, args.pretrained),
+        encoder=cir_milvus.EncoderSpec(device=args.device, precision=args.precision, text_weights=args.text_weights))

@@ -118,11 +118,12 @@ def build_app_from_args(args: argparse.Namespace) -> tuple[Any, list[Any]]:
     api_token = args.api_token or os.environ.get(TOKEN_ENV) or None
     filters, heads = _pairs(args.filter_template, "--filter-template"), _heads(args.head)
     opened: list[Any] = []
+    db = cir_milvus.connect(args.uri, token=args.token, timeout=args.timeout)
     try:
         for name in dict.fromkeys(names):
             with missing_collection_in_cli_words(args.uri, name, args.token, args.timeout):
-                opened.append(cir_milvus.CIRCollection.open(args.uri, name, model=args.model, device=args.device,
-                                                            token=args.token, timeout=args.timeout))
+                opened.append(cir_milvus.CIRCollection.open(db, name, args.model,
+                                                            encoder=cir_milvus.EncoderSpec(device=args.device)))
         app = create_app(
             {c.name: c for c in opened}, token=api_token, allow_add=args.allow_add,
             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), cors_origins=args.cors_origin,

@@ -21,72 +21,29 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.artifacts import SearchPath
+from cir_milvus.collection.build import Connection, EncoderChoice, create_parts, encoder_spec, open_parts
 from cir_milvus.collection.queries import batch_specs, run_search, single_spec
 from cir_milvus.collection.record import AddResult, read_input, source_name
+from cir_milvus.collection.specs import ComposerSpec, IfExists, IndexSpec
 from cir_milvus.composers.base import Composer, get_composer
-from cir_milvus.encoders.base import Encoder, create_encoder, text_truncation
-from cir_milvus.encoders.rebuild import encoder_from_recipe
+from cir_milvus.encoders.base import Encoder, text_truncation
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig, recorded_decode
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.policy import MetadataError, safe_text
-from cir_milvus.storage.recipe import Recipe, check_compatible, lite_base_dir, portable_composer
+from cir_milvus.storage.recipe import Recipe, lite_base_dir, portable_composer
 from cir_milvus.storage.retry import RetryPolicy
-from cir_milvus.storage.store import Consistency, Hit, Hits, Id, Skipped, VectorStore
+from cir_milvus.storage.store import Hit, Hits, Id, Skipped, VectorStore, WriteResult
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["CIRCollection", "Hit", "Hits"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INDEX: dict[str, Any] = {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
-NORM_SAMPLE = 16
-"""Synthetic images encoded to estimate the mean raw image-embedding norm for attached collections without a norm
-field (pseudo-token heads need raw embeddings)."""
 
 
-def _version() -> str:
-    from cir_milvus import __version__
-
-    return __version__
-
-
-def adopt_recorded_decode(name: str, stored_encoder: Mapping[str, Any], encoder: Encoder) -> Encoder:
-    """The encoder that serves a collection: ``encoder`` decoding images with the mode the collection records.
-
-    A collection owns its decode mode (:mod:`cir_milvus.preprocess`; a recipe without ``"decode"`` means
-    ``"exact"``): its gallery was decoded so, and its queries must be too. An encoder that differs only there is not
-    a mismatch: the collection gets ``encoder.with_decode(recorded)``, a copy sharing the model (logged at INFO).
-    Encoders without ``with_decode``/``preprocess_config`` (FakeEncoder, plugins) are returned unchanged, and any
-    other preprocessing difference is left for :func:`~cir_milvus.storage.recipe.check_compatible` to refuse.
-
-    Args:
-        name: the collection (for the log line).
-        stored_encoder: the collection's recipe ``encoder`` dict.
-        encoder: the encoder built or given.
-    """
-    cfg = getattr(encoder, "preprocess_config", None)
-    with_decode = getattr(encoder, "with_decode", None)
-    stored = stored_encoder.get("preprocess")
-    if not isinstance(cfg, PreprocessConfig) or not callable(with_decode) or not isinstance(stored, Mapping):
-        return encoder
-    recorded = recorded_decode(stored)
-    if recorded == cfg.decode or recorded not in DECODE_MODES:
-        return encoder
-    log.info("collection %r decodes images with decode=%r (recorded in its recipe); the encoder's decode=%r is not "
-             "used for it", name, recorded, cfg.decode)
-    adopted: Encoder = with_decode(recorded)
-    return adopted
-
-
-def mean_image_norm(encoder: Encoder, n: int = NORM_SAMPLE) -> float:
-    """The mean raw image-embedding norm of ``encoder`` over ``n`` images of the synthetic world: the documented
-    default norm of attached collections that store only normalised vectors."""
-    from cir_milvus.synthetic import SyntheticWorld
-
-    items = SyntheticWorld(seed=0, instances=1).gallery()[:n]
-    raw = np.asarray(encoder.encode_images([it.render() for it in items], normalize=False), dtype=np.float32)
-    return float(np.linalg.norm(raw, axis=1).mean())
+def _connection(uri: Any) -> Connection:
+    """A :func:`cir_milvus.connect` database as it is; a path, URI or ``MilvusClient`` with default options."""
+    return uri if isinstance(uri, Connection) else Connection(uri)
 
 
 class CIRCollection:
@@ -132,203 +89,109 @@ class CIRCollection:
         return self.store.capabilities
 
     # ------------------------------------------------------------------------------------------------------------
-    # construction
-    @staticmethod
-    def _build_encoder(model: str | None, pretrained: str | None, encoder: Encoder | None,
-                       encoder_kwargs: Mapping[str, Any]) -> Encoder:
-        if encoder is not None:
-            return encoder
-        if model is None:
-            raise ConfigError("pass model= (e.g. model='ViT-B-32', pretrained='openai') or encoder=")
-        return create_encoder(model, pretrained, **encoder_kwargs)
-
+    # construction: shortcuts over the one path (cir_milvus.collection.build) that Database uses too
     @classmethod
     def create(
         cls,
         uri: Any,
         name: str,
-        *,
         model: str | None = None,
         pretrained: str | None = None,
-        encoder: Encoder | None = None,
-        composer: str = "slerp",
-        composer_params: Mapping[str, Any] | None = None,
-        alpha: float | None = None,
-        head: Any = None,
-        index: str = "HNSW",
-        index_params: Mapping[str, Any] | None = None,
+        *,
+        encoder: EncoderChoice = None,
+        composer: str | ComposerSpec = "slerp",
+        index: str | IndexSpec = "HNSW",
         fields: Mapping[str, Any] | None = None,
         partition_key: str | None = None,
-        exist_ok: bool = False,
-        overwrite: bool = False,
-        token: str | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        connect_kwargs: Mapping[str, Any] | None = None,
-        timeout: float | None = 10.0,
-        consistency: Consistency = "Session",
-        retry: RetryPolicy | None = None,
+        if_exists: IfExists = "fail",
     ) -> CIRCollection:
-        """Create a collection (or open it when ``exist_ok`` and the recipe matches).
+        """Create a collection (the shortcut of :meth:`cir_milvus.Database.create_collection`).
 
-        The encoder, composer, index type and fields are all validated before anything is dropped (``overwrite``)
-        or created.
+        The encoder, composer, index type and fields are all validated before anything is dropped
+        (``if_exists="overwrite"``) or created.
 
         Args:
-            uri: Milvus Lite file (``"./cir.db"``), server URI (``"http://host:19530"``) or a ``MilvusClient``.
+            uri: a :func:`cir_milvus.connect` database (connection options given there), a Milvus Lite file
+                (``"./cir.db"``), a server URI (``"http://host:19530"``) or a ``MilvusClient``.
             name: collection name.
             model: backbone (open_clip name, ``hf-hub:`` id, ``bundle:PATH``, ``"cir-demo-tiny"``).
             pretrained: open_clip tag, checkpoint path, or ``"cir-demo"``.
-            encoder: a ready encoder instead of ``model``/``pretrained``.
-            composer: default composer (``slerp``, ``pic2word``, ``searle``, ``lincir``, ``combined``,
-                ``image``, ``text``, ``sum`` or a plugin).
-            composer_params: its parameters (e.g. ``{"head": "/path/phi.pt"}`` for the pseudo-token composers).
-            alpha: shortcut for ``composer_params["alpha"]``.
-            head: shortcut for ``composer_params["head"]``: a projection head (file, ``hf-hub:`` id or
-                :class:`~cir_milvus.heads.Head`) for ``pic2word``/``searle``/``lincir``/``combined``. Heads act
-                on the query side only: switching heads later needs no re-ingestion.
-            index: ``HNSW`` (default), ``IVF_FLAT``, ``FLAT``... validated against the backend.
-            index_params: build parameters (HNSW: ``M``, ``efConstruction``).
+            encoder: an :class:`~cir_milvus.EncoderSpec` (device, precision, decode...; ``model=`` fills its model) or
+                a ready encoder instead of ``model``/``pretrained``.
+            composer: the default composer, by name (``slerp``, ``pic2word``, ``searle``, ``lincir``, ``combined``,
+                ``image``, ``text``, ``sum`` or a plugin) or as a :class:`~cir_milvus.ComposerSpec` with its
+                ``alpha``, ``head`` (pseudo-token composers; heads act on the query side only: switching heads
+                later needs no re-ingestion) and other parameters.
+            index: ``"HNSW"`` (default), ``"IVF_FLAT"``, ``"FLAT"``... or an :class:`~cir_milvus.IndexSpec` with
+                build parameters; validated against the backend.
             fields: typed scalar fields, e.g. ``{"price": "double", "product": ("varchar", 64)}``: metadata keys
                 of these names are stored in them (numeric filters such as ``price < 20``, ``group_by``).
             partition_key: one of ``fields`` to partition by (multi-tenant catalogues).
-            exist_ok: open the collection if it exists (the recipe must match; the existing collection keeps its
-                recorded decode mode, see :meth:`open`).
-            overwrite: drop an existing collection of this name first (after validating everything).
-            token: ``"user:password"`` or API key for servers.
-            device, precision: encoder options (default: CUDA + fp16 when available, else CPU fp32).
-            connect_kwargs: extra ``MilvusClient`` arguments (TLS: ``secure``, ``server_pem_path``, ...).
-            timeout: seconds to wait for the server when connecting.
-            consistency: consistency level of searches and lookups.
-            retry: the retry policy of every storage call (default: 300 s of backoff).
+            if_exists: ``"fail"`` (default), ``"open"`` (the recipe must match; the existing collection keeps its
+                recorded decode mode, see :meth:`open`) or ``"overwrite"`` (dropped after validating everything).
 
         Raises:
-            ConfigError: the collection exists (and neither ``exist_ok`` nor ``overwrite``), bad index type.
-            RecipeMismatchError: ``exist_ok`` but the stored recipe differs.
+            ConfigError: the collection exists (with ``if_exists="fail"``), bad index type.
+            RecipeMismatchError: ``if_exists="open"`` but the stored recipe differs.
         """
-        enc = cls._build_encoder(model, pretrained, encoder, {"device": device, "precision": precision})
-        params = dict(composer_params or {})
-        if alpha is not None:
-            params["alpha"] = alpha
-        if head is not None:
-            params["head"] = head
-        comp = get_composer(composer, **params)
-        index = index.upper()
-        idx = {"type": index, "params": dict(index_params if index_params is not None else
-                                             DEFAULT_INDEX["params"] if index == "HNSW" else {})}
-        recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=idx,
-                        package_version=_version()).portable(lite_base_dir(uri))
-        store = VectorStore.create(uri, name, dim=enc.dim, recipe=recipe, fields=fields, partition_key=partition_key,
-                                   overwrite=overwrite, exist_ok=exist_ok, token=token, timeout=timeout,
-                                   connect_kwargs=connect_kwargs, consistency=consistency, retry=retry)
-        try:
-            if store.recipe is not recipe:  # exist_ok: opened an existing one
-                assert store.recipe is not None
-                enc = adopt_recorded_decode(name, store.recipe.encoder, enc)
-                check_compatible(name, store.recipe, enc.recipe)
-                return cls(store, enc)
-            col = cls(store, enc)
+        store, enc, comp = create_parts(_connection(uri), name, encoder_spec(model, pretrained, encoder),
+                                        ComposerSpec.of(composer), IndexSpec.of(index), fields, partition_key,
+                                        if_exists)
+        col = cls(store, enc)
+        if comp is not None:
             col._composers[comp.name] = comp
-            return col
-        except BaseException:
-            store.close()
-            raise
+        return col
 
     @classmethod
     def open(
         cls,
         uri: Any,
         name: str,
-        *,
         model: str | None = None,
         pretrained: str | None = None,
-        encoder: Encoder | None = None,
-        text_weights: str | None = None,
+        *,
+        encoder: EncoderChoice = None,
+        composer: str | ComposerSpec | None = None,
         schema: Mapping[str, Any] | None = None,
-        composer: str = "slerp",
-        composer_params: Mapping[str, Any] | None = None,
-        token: str | None = None,
-        device: str | None = None,
-        precision: str | None = None,
-        connect_kwargs: Mapping[str, Any] | None = None,
-        timeout: float | None = 10.0,
-        consistency: Consistency = "Session",
-        retry: RetryPolicy | None = None,
         search_path: SearchPath = None,
     ) -> CIRCollection:
-        """Open an existing collection; the encoder is rebuilt from the stored recipe unless one is given.
+        """Open an existing collection (the shortcut of :meth:`cir_milvus.Database.open_collection`); the encoder is
+        rebuilt from the stored recipe unless one is given.
 
         Files the recipe names (checkpoint, text tower, ONNX bundle, heads) are found by their recorded sha256
         through hints: the collection's folder (Lite), ``search_path`` and ``$CIR_MILVUS_PATH`` (see
         :mod:`cir_milvus.artifacts`). ``model=``/``pretrained=`` naming the same bytes at another path is accepted.
 
-        ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``) torch
-        encoder: queries change, the stored image vectors stay valid (see :class:`~cir_milvus.encoders.torch.
+        ``encoder=EncoderSpec(device=..., precision=..., text_weights=...)`` without a model runs the rebuilt
+        encoder so. ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``)
+        torch encoder: queries change, the stored image vectors stay valid (see :class:`~cir_milvus.encoders.torch.
         TorchEncoder`). Without it, a text tower recorded in the recipe is restored.
 
         **Attaching a collection cir_milvus did not create** (someone else's schema): name its fields with
         ``schema={"vector_field": "emb", "id_field": "pk", "metric": "COSINE"}`` (optionally ``norm_field``,
         ``source_field``, ``metadata_field``, ``default_norm``) and say which encoder made its vectors
-        (``model=``/``pretrained=`` or ``encoder=``). The recipe is then stored in the collection's properties
-        (when the server allows it), so later opens need only ``schema=``. Without a norm field, pseudo-token
-        composers get raw embeddings rebuilt with ``default_norm``: by default the encoder's mean image-embedding
-        norm on a synthetic sample (:func:`mean_image_norm`; recorded in the recipe as ``mean_image_norm``).
+        (``model=``/``pretrained=`` or ``encoder=``) and, optionally, its default ``composer``. The recipe is then
+        stored in the collection's properties (when the server allows it), so later opens need only ``schema=``.
+        Without a norm field, pseudo-token composers get raw embeddings rebuilt with ``default_norm``: by default the
+        encoder's mean image-embedding norm on a synthetic sample (:func:`~cir_milvus.collection.build.
+        mean_image_norm`; recorded in the recipe as ``mean_image_norm``).
 
         The collection decodes images with the mode its recipe records (``decode``; none recorded: ``"exact"``):
         a ``model=``/``encoder=`` built with another decode mode serves it through a copy that decodes with the
-        recorded one (:func:`adopt_recorded_decode`; ``col.encoder`` is that copy), so queries decode like the
-        gallery.
+        recorded one (:func:`~cir_milvus.collection.build.adopt_recorded_decode`; ``col.encoder`` is that copy), so
+        queries decode like the gallery.
 
         Raises:
             CollectionNotFoundError: no such collection (the message lists the existing ones).
             RecipeMismatchError: the given model/encoder differs from the recipe (both are named); a different
                 decode mode alone is not a mismatch (see above).
         """
-        if encoder is not None and text_weights is not None:
-            raise ConfigError("pass text_weights= to the encoder you build, or drop encoder= and let open() build it")
-        store = VectorStore.open(uri, name, schema=schema, token=token, timeout=timeout, connect_kwargs=connect_kwargs,
-                                 consistency=consistency, retry=retry)
-        try:
-            kwargs = {"device": device, "precision": precision,
-                      **({"text_weights": text_weights} if text_weights else {})}
-            if store.recipe is None:  # attaching: the recipe comes from the encoder we are given
-                enc = cls._build_encoder(model, pretrained, encoder, kwargs)
-                if enc.dim != store.dim:
-                    raise ConfigError(f"the encoder makes {enc.dim}-d vectors but {store.fields.vector_field!r} of "
-                                      f"{name!r} has dim {store.dim}")
-                enc_recipe = dict(enc.recipe)
-                if store.fields.norm_field is None and store.fields.default_norm is None:
-                    enc_recipe["mean_image_norm"] = mean_image_norm(enc)
-                comp = get_composer(composer, **dict(composer_params or {}))
-                recipe = Recipe(encoder=enc_recipe, composer=comp.config(), metric=store.fields.metric,
-                                index={"type": str(store.index_info().get("index_type", "HNSW")), "params": {}},
-                                package_version=_version()).portable(lite_base_dir(uri))
-                if store.capabilities.collection_properties:
-                    try:
-                        store.set_recipe(recipe)
-                    except Exception as e:  # noqa: BLE001 - read-only users: keep the recipe in memory
-                        log.warning("could not store the recipe in %r (%s); pass model= on every open", name, e)
-                        store.recipe = recipe
-                else:
-                    store.recipe = recipe
-            else:
-                recipe = store.recipe
-                if encoder is None and model is None:
-                    encoder = encoder_from_recipe(recipe.encoder, device=device, precision=precision,
-                                                  text_weights=text_weights, base_dir=lite_base_dir(uri),
-                                                  search_path=search_path)
-                enc = adopt_recorded_decode(name, recipe.encoder, cls._build_encoder(model, pretrained, encoder, kwargs))
-                check_compatible(name, recipe, enc.recipe)
-            if store.fields.norm_field is None and store.fields.default_norm is None:
-                norm = recipe.encoder.get("mean_image_norm")
-                if norm:
-                    store.fields = dataclasses.replace(store.fields, default_norm=float(norm))
-            col = cls(store, enc)
-            col.search_path = search_path
-            return col
-        except BaseException:
-            store.close()
-            raise
+        spec = ComposerSpec.of(composer) if composer is not None else None
+        store, enc = open_parts(_connection(uri), name, encoder_spec(model, pretrained, encoder), spec, schema,
+                                search_path)
+        col = cls(store, enc)
+        col.search_path = search_path
+        return col
 
     def close(self) -> None:
         """Release the connection (a Lite file can then be opened by another process)."""
@@ -508,23 +371,26 @@ class CIRCollection:
         """Delete by ids or by a filter template; returns the number of rows deleted."""
         return self.store.delete(ids, filter=filter, filter_params=filter_params)
 
+    # The store's reads and writes, forwarded with the store's own signatures and return types
+    # (tests/unit/test_collection_api.py keeps them equal); everything else is reached as ``col.store``.
     def update_metadata(self, ids: Sequence[Id], metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
-                        replace: bool = False) -> int:
-        """Change stored metadata without re-encoding (merged; ``replace=True`` replaces). Returns rows updated."""
-        return len(self.store.update_metadata(ids, metadata, replace=replace).written)
+                        replace: bool = False) -> WriteResult:
+        """See :meth:`VectorStore.update_metadata`: change stored metadata without re-encoding."""
+        return self.store.update_metadata(ids, metadata, replace=replace)
 
-    def get(self, ids: Sequence[Id], *, output_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Stored rows by id (``{"id", "source", "metadata"}``), in the order of ``ids``; missing ids left out."""
-        return self.store.get(ids, output_fields=output_fields)
+    def get(self, ids: Sequence[Id], *, output_fields: Sequence[str] | None = None,
+            vectors: bool = False) -> list[dict[str, Any]]:
+        """See :meth:`VectorStore.get`: stored rows by id, in the order of ``ids``; missing ids left out."""
+        return self.store.get(ids, output_fields=output_fields, vectors=vectors)
 
-    def query(self, filter: str, filter_params: Mapping[str, Any] | None = None, *,
+    def query(self, filter: str = "", filter_params: Mapping[str, Any] | None = None, *,
               output_fields: Sequence[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Stored rows matching a filter template."""
+        """See :meth:`VectorStore.query`: stored rows matching a filter template."""
         return self.store.query(filter, filter_params, output_fields=output_fields, limit=limit)
 
-    def flush(self) -> None:
-        """Seal growing segments so they get indexed."""
-        self.store.flush()
+    def flush(self, *, retry: RetryPolicy | None = None) -> None:
+        """See :meth:`VectorStore.flush`: seal growing segments so they get indexed."""
+        self.store.flush(retry=retry)
 
     def wait_for_index(self, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
         """Flush, then wait until ``indexed_rows == total_rows`` (search is slow until then)."""
@@ -537,7 +403,7 @@ class CIRCollection:
         return self.store.count()
 
     def get_vectors(self, ids: Sequence[Id]) -> dict[Id, np.ndarray]:
-        """Stored RAW embeddings (normalised vector × stored norm) by id."""
+        """See :meth:`VectorStore.vectors`: stored RAW embeddings (normalised vector × stored norm) by id."""
         return self.store.vectors(ids)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -758,15 +624,16 @@ class CIRCollection:
         *,
         filter: str | None = None,
         filter_params: Mapping[str, Any] | None = None,
-        output_fields: Sequence[str] | None = None,
-        exclude_ids: Sequence[Any] | None = None,
-        search_params: Mapping[str, Any] | None = None,
         group_by: str | None = None,
+        exclude_ids: Sequence[Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        search_params: Mapping[str, Any] | None = None,
+        partition_names: Sequence[str] | None = None,
     ) -> list[Hits]:
-        """ANN search with ready query vectors ``[N, D]`` (normalised); see :meth:`VectorStore.search_vectors`."""
+        """See :meth:`VectorStore.search_vectors`: ANN search with ready query vectors ``[N, D]`` (normalised)."""
         return self.store.search_vectors(vectors, k, filter=filter, filter_params=filter_params, group_by=group_by,
                                          exclude_ids=exclude_ids, output_fields=output_fields,
-                                         search_params=search_params)
+                                         search_params=search_params, partition_names=partition_names)
 
     def iter_ids(self, batch_size: int = 1000) -> Iterator[Id]:
         """Every stored id (query iterator)."""

@@ -271,7 +271,8 @@ def resolve_head(kind: str, head: Any, composer: str = "") -> Any:
         raise ConfigError(
             f"composer {name!r} needs a {kind} projection head: pass composer_params={{'head': 'path/to/head.pt'}} "
             f"(a .pt/.safetensors file, a folder saved with Head.save(), or 'hf-hub:org/repo/filename'), a Head "
-            f"from cir_milvus.heads.load_head({kind!r}, ...), or CIRCollection.create(..., head=...)"
+            f"from cir_milvus.heads.load_head({kind!r}, ...), or CIRCollection.create(..., "
+            f"composer=ComposerSpec({name!r}, head=...))"
         )
     if isinstance(head, Head):
         if head.kind != kind:

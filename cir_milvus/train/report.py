@@ -164,7 +164,7 @@ class _Board:
         from cir_milvus.eval.runner import ingest_dataset
 
         col = CIRCollection.create(str(self.out / f"{name}.db"), name, encoder=self.encoder(pretrained),
-                                   overwrite=True)
+                                   if_exists="overwrite")
         ingest_dataset(self.test, col, progress=False)
         col.wait_for_index()
         return col

@@ -17,7 +17,10 @@ pytest.importorskip("open_clip")
 
 from PIL import Image  # noqa: E402
 
-from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus import (
+    CIRCollection,  # noqa: E402
+    EncoderSpec,  # noqa: E402
+)
 from cir_milvus.cli import main  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
@@ -160,7 +163,7 @@ def test_every_composer_from_the_cli_matches_the_api(demo_db: str, image_dir: Pa
         code, out, err = run(capsys, "search", *common, *argv)
         assert code == 0, (argv, err)
         got[tuple(argv)] = [h["id"] for h in json.loads(out)]
-    with CIRCollection.open(demo_db, "imgs", device="cpu") as col:
+    with CIRCollection.open(demo_db, "imgs", encoder=EncoderSpec(device="cpu")) as col:
         for argv, kw, image, text in cases:
             want = [h.id for h in col.search(image, text, k=5, **kw)]
             assert got[tuple(argv)] == want, argv
@@ -315,7 +318,7 @@ def test_decode_and_precision_flags(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, out, _ = run(capsys, "info", "--uri", db, "--collection", "fast", "--json")
     assert json.loads(out)["recipe"]["encoder"]["preprocess"]["decode"] == "draft"
     files = sorted(str(p) for p in photos.iterdir())
-    col = CIRCollection.open(db, "fast", device="cpu")
+    col = CIRCollection.open(db, "fast", encoder=EncoderSpec(device="cpu"))
     try:
         ids = list(col.iter_ids())
         got = col.get_vectors(ids)
@@ -338,7 +341,7 @@ def test_decode_and_precision_flags(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, _, err = run(capsys, "ingest", str(photos), "--uri", db, "--collection", "bf16", "--no-progress", "-q",
                        "--model", "cir-demo-tiny", "--precision", "bf16", "--device", "cpu")
     assert code == 0, err
-    col = CIRCollection.open(db, "bf16", device="cpu")
+    col = CIRCollection.open(db, "bf16", encoder=EncoderSpec(device="cpu"))
     try:
         got16 = col.get_vectors(list(col.iter_ids()))
     finally:

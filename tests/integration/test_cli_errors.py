@@ -78,8 +78,7 @@ def test_input_errors_are_one_line_and_come_before_any_model(
     def no_model(*a: object, **k: object) -> None:
         raise AssertionError("a model was built before the inputs were checked")
 
-    monkeypatch.setattr("cir_milvus.encoders.base.create_encoder", no_model)
-    monkeypatch.setattr("cir_milvus.collection.facade.create_encoder", no_model)
+    monkeypatch.setattr("cir_milvus.encoders.base.create_encoder", no_model)  # EncoderSpec.build() looks it up here
     args = [a.format(**setup) for a in argv]
     collection = [] if "--collection" in args else ["--collection", "c"]
     code = main([*args, "--uri", setup["db"], *collection, "--token", f"root:{SECRET}"])

@@ -20,7 +20,7 @@ pytest.importorskip("tokenizers")
 
 from no_torch import BLOCKER  # noqa: E402
 
-from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus import CIRCollection, EncoderSpec  # noqa: E402
 from cir_milvus.cli import main  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
@@ -58,7 +58,7 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
                  "--no-progress", "-q"]) == 0
     lincir = str(DATA_DIR / "cir-demo-tiny.lincir.safetensors")
     bundle = demo_bundles.get(fused=False, heads=True)  # the demo model with its LinCIR (and Pic2Word) head
-    with CIRCollection.open(db, "c", device="cpu") as col:
+    with CIRCollection.open(db, "c", encoder=EncoderSpec(device="cpu")) as col:
         want_slerp = [h.id for h in col.search(ref, "make it blue", k=5)]
         want_lincir = [h.id for h in col.search(ref, "make it blue", k=5, composer="lincir", head=lincir)]
 

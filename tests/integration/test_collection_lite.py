@@ -17,6 +17,7 @@ from cir_milvus import (  # noqa: E402
     CollectionLockedError,
     CollectionNotFoundError,
     ConfigError,
+    EncoderSpec,  # noqa: E402
     FakeEncoder,
     RecipeMismatchError,
 )
@@ -174,10 +175,10 @@ def test_create_refuses_existing_and_opens_with_exist_ok(tmp_path):
     _create(tmp_path).close()
     with pytest.raises(ConfigError, match="already exists"):
         _create(tmp_path)
-    col = _create(tmp_path, exist_ok=True)
+    col = _create(tmp_path, if_exists="open")
     assert col.recipe.encoder["dim"] == 16
     with pytest.raises(RecipeMismatchError):
-        _create(tmp_path, seed=1, exist_ok=True)
+        _create(tmp_path, seed=1, if_exists="open")
 
 
 def test_open_with_another_model_names_both_recipes(tmp_path):
@@ -199,18 +200,18 @@ def test_open_with_another_real_model_fails(tmp_path, world_files):
     if not demo_weights_path().is_file():
         pytest.fail("the demo weights must ship with the package")
     col = CIRCollection.create(str(tmp_path / "r.db"), "r", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu")
+                               encoder=EncoderSpec(device="cpu"))
     col.close()
     with pytest.raises(RecipeMismatchError) as e:
-        CIRCollection.open(str(tmp_path / "r.db"), "r", model="cir-demo-tiny", pretrained=None, device="cpu")
+        CIRCollection.open(str(tmp_path / "r.db"), "r", model="cir-demo-tiny", pretrained=None, encoder=EncoderSpec(device="cpu"))
     assert "'cir-demo'" in str(e.value) and "None" in str(e.value)
 
 
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from cir_milvus import CIRCollection
-    col = CIRCollection.open(sys.argv[1], "r", device="cpu")
+    from cir_milvus import CIRCollection, EncoderSpec
+    col = CIRCollection.open(sys.argv[1], "r", encoder=EncoderSpec(device="cpu"))
     hits = col.search(sys.argv[2], "make it blue", k=3)
     print(json.dumps({"n": len(col), "ids": [h.id for h in hits], "model": col.recipe.encoder["model"]}))
     col.close()
@@ -222,7 +223,7 @@ def test_created_in_one_process_searched_from_another(tmp_path, world_files):
     pytest.importorskip("open_clip")
     _, paths, _ = world_files
     db = str(tmp_path / "x.db")
-    col = CIRCollection.create(db, "r", model="cir-demo-tiny", pretrained="cir-demo", device="cpu")
+    col = CIRCollection.create(db, "r", model="cir-demo-tiny", pretrained="cir-demo", encoder=EncoderSpec(device="cpu"))
     col.add(paths[:12])
     expected = [h.id for h in col.search(paths[0], "make it blue", k=3)]
     col.close()

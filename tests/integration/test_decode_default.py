@@ -12,7 +12,11 @@ from ingest_helpers import photo_like
 pytest.importorskip("milvus_lite")
 pytest.importorskip("open_clip")
 
-from cir_milvus import CIRCollection, RecipeMismatchError  # noqa: E402
+from cir_milvus import (  # noqa: E402
+    CIRCollection,
+    EncoderSpec,  # noqa: E402
+    RecipeMismatchError,
+)
 from cir_milvus.encoders.torch import TorchEncoder  # noqa: E402
 from cir_milvus.ingest import ingest  # noqa: E402
 
@@ -62,7 +66,7 @@ def test_the_three_modes_give_different_vectors_on_a_large_jpeg(encoders, photos
 
 
 def test_a_new_collection_records_and_ingests_with_reduce(tmp_path, encoders, photos) -> None:  # type: ignore[no-untyped-def]
-    col = CIRCollection.create(str(tmp_path / "c.db"), "c", model=MODEL, pretrained=WEIGHTS, device="cpu")
+    col = CIRCollection.create(str(tmp_path / "c.db"), "c", model=MODEL, pretrained=WEIGHTS, encoder=EncoderSpec(device="cpu"))
     try:
         assert col.recipe.encoder["preprocess"]["decode"] == "reduce"
         assert col.encoder.preprocess_config.decode == "reduce"
@@ -116,7 +120,7 @@ def test_a_collection_made_exact_opens_with_a_default_encoder_and_stays_exact(tm
     assert np.abs(got - _raw(encoders["reduce"], photos[2:])[0]).max() > 1e-4
 
     for kwargs in ({"model": MODEL, "pretrained": WEIGHTS}, {}):  # a default-built model=, and the recipe rebuild
-        col = CIRCollection.open(db, "e", device="cpu", **kwargs)  # type: ignore[arg-type]
+        col = CIRCollection.open(db, "e", encoder=EncoderSpec(device="cpu"), **kwargs)  # type: ignore[arg-type]
         try:
             assert col.encoder.preprocess_config.decode == "exact"
             np.testing.assert_allclose(col.compose([str(photos[1])], ["x"], composer="image"), want_q, atol=1e-6)
@@ -139,7 +143,7 @@ def test_a_reduce_collection_opened_with_a_draft_encoder_uses_reduce(tmp_path, e
     CIRCollection.create(db, "r", encoder=encoders["default"]).close()
     with CIRCollection.open(db, "r", encoder=encoders["draft"]) as col:
         assert col.encoder.preprocess_config.decode == "reduce"
-    with CIRCollection.create(db, "r", encoder=encoders["draft"], exist_ok=True) as col:  # the existing branch
+    with CIRCollection.create(db, "r", encoder=encoders["draft"], if_exists="open") as col:  # the existing branch
         assert col.encoder.preprocess_config.decode == "reduce"
         assert col.recipe.encoder["preprocess"]["decode"] == "reduce"
 
@@ -152,7 +156,7 @@ def test_other_preprocessing_differences_are_still_refused(tmp_path, encoders) -
         with pytest.raises(RecipeMismatchError, match="preprocess"):
             CIRCollection.open(db, "m", encoder=other)
         with pytest.raises(RecipeMismatchError, match="preprocess"):
-            CIRCollection.create(db, "m", encoder=other, exist_ok=True)
+            CIRCollection.create(db, "m", encoder=other, if_exists="open")
 
 
 def test_eval_builds_exact_collections_and_refuses_a_reduce_one(tmp_path,  # type: ignore[no-untyped-def]
@@ -163,7 +167,7 @@ def test_eval_builds_exact_collections_and_refuses_a_reduce_one(tmp_path,  # typ
     args = ["eval", "synthetic", "--root", str(tmp_path / "world"), "--split", "val", "--uri", db, "--model", MODEL,
             "--device", "cpu", "--composer", "image"]
     assert main(args) == 0
-    with CIRCollection.open(db, "synthetic_val", device="cpu") as col:
+    with CIRCollection.open(db, "synthetic_val", encoder=EncoderSpec(device="cpu")) as col:
         assert "decode" not in col.recipe.encoder["preprocess"]  # exact, like the official code
         assert col.encoder.preprocess_config.decode == "exact"
     capsys.readouterr()

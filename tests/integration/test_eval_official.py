@@ -73,7 +73,7 @@ def test_one_deviation_is_enough(tmp_path: Path, cirr: CIRRDataset) -> None:
     """Official loading with the reduced decode (the library default) is still off the path, and so is the reverse."""
     for enc, named in ((TorchEncoder(MODEL, WEIGHTS, device="cpu", image_loading="official"), "decode='reduce'"),
                        (TorchEncoder(MODEL, WEIGHTS, device="cpu", decode="exact"), "image_loading='product'")):
-        with CIRCollection.create(str(tmp_path / "one.db"), "one", encoder=enc, overwrite=True) as col:
+        with CIRCollection.create(str(tmp_path / "one.db"), "one", encoder=enc, if_exists="overwrite") as col:
             deviations = official_deviations(col)
             assert deviations and all(named in d for d in deviations)
             with pytest.raises(ConfigError, match=named):

@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
             return out
 
     db, folder, out = sys.argv[1:4]
-    col = CIRCollection.create(db, "c", encoder=SlowFake(dim=16), exist_ok=True)
+    col = CIRCollection.create(db, "c", encoder=SlowFake(dim=16), if_exists="open")
     report = ingest(col, folder, batch_size=8, workers=0, progress=False)
     with open(out, "w") as f:
         json.dump(report.to_dict(), f)

@@ -14,7 +14,13 @@ pytest.importorskip("milvus_lite")
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from cir_milvus import CIRCollection, ModelNotFoundError, RecipeMismatchError  # noqa: E402
+from cir_milvus import (  # noqa: E402
+    CIRCollection,
+    ComposerSpec,  # noqa: E402
+    EncoderSpec,  # noqa: E402
+    ModelNotFoundError,
+    RecipeMismatchError,
+)
 from cir_milvus.artifacts import CACHE_ENV_VAR, ENV_VAR  # noqa: E402
 from cir_milvus.hashing import file_sha256  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR, demo_weights_path  # noqa: E402
@@ -65,7 +71,9 @@ def _move_host(src: Path, dst: Path) -> Path:
 def _create_in(folder: Path, images: list[Path], **kw: object) -> list[str]:
     """Create collection ``c`` in ``folder/cir.db``, add the images, return the hits of one composed query."""
     kw.setdefault("model", "cir-demo-tiny")
-    with CIRCollection.create(str(folder / "cir.db"), "c", device="cpu", **kw) as col:  # type: ignore[arg-type]
+    if "head" in kw:
+        kw["composer"] = ComposerSpec(str(kw.pop("composer")), head=kw.pop("head"))
+    with CIRCollection.create(str(folder / "cir.db"), "c", encoder=EncoderSpec(device="cpu"), **kw) as col:  # type: ignore[arg-type]
         col.add(images)
         assert str(folder) not in col.recipe.to_json()  # no path of this machine in the stored recipe
         return _ids(col.search(images[0], TEXT, k=5))
@@ -78,7 +86,7 @@ def test_collection_and_weights_copied_to_another_folder_open_and_search(tmp_pat
     before = _create_in(a, images, pretrained=str(a / "w.safetensors"))
     b = _move_host(a, tmp_path / "hostB" / "srv" / "catalog")
     monkeypatch.chdir(tmp_path / "elsewhere")
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu") as col:
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu")) as col:
         assert col.recipe.encoder["pretrained"] == "w.safetensors"
         assert col.encoder.recipe["pretrained"] == str(b / "w.safetensors")  # the copy next to the collection
         assert _ids(col.search(images[0], TEXT, k=5)) == before
@@ -93,7 +101,7 @@ def test_relative_absolute_and_shipped_names_of_the_same_bytes_are_accepted(tmp_
     b = _move_host(a, tmp_path / "B")
     monkeypatch.chdir(b)
     for pretrained in ("w.safetensors", str(b / "w.safetensors"), "cir-demo"):
-        with CIRCollection.open("cir.db", "c", model="cir-demo-tiny", pretrained=pretrained, device="cpu") as col:
+        with CIRCollection.open("cir.db", "c", model="cir-demo-tiny", pretrained=pretrained, encoder=EncoderSpec(device="cpu")) as col:
             assert _ids(col.search(images[0], TEXT, k=5)) == before
 
 
@@ -104,7 +112,7 @@ def test_shipped_demo_weights_accept_a_copy_of_the_file(tmp_path, images) -> Non
     copy.parent.mkdir()
     shutil.copy(demo_weights_path(), copy)
     with CIRCollection.open(str(tmp_path / "A" / "cir.db"), "c", model="cir-demo-tiny", pretrained=str(copy),
-                            device="cpu") as col:
+                            encoder=EncoderSpec(device="cpu")) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
 
@@ -117,11 +125,11 @@ def test_other_weights_are_refused_naming_both_checksums(tmp_path, images, other
     shutil.copy(other_weights, b / "w.safetensors")  # same name, other bytes
     want, got = file_sha256(demo_weights_path()), file_sha256(other_weights)
     with pytest.raises(ModelNotFoundError) as info:
-        CIRCollection.open(str(b / "cir.db"), "c", device="cpu")
+        CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu"))
     assert want in str(info.value) and got in str(info.value)
     with pytest.raises(RecipeMismatchError) as mismatch:
         CIRCollection.open(str(b / "cir.db"), "c", model="cir-demo-tiny", pretrained=str(b / "w.safetensors"),
-                           device="cpu")
+                           encoder=EncoderSpec(device="cpu"))
     assert want in str(mismatch.value) and got in str(mismatch.value)
 
 
@@ -135,11 +143,11 @@ def test_weights_outside_the_collection_folder_are_found_through_the_search_path
     moved = _move_host(models, tmp_path / "shared" / "models")
     monkeypatch.chdir(tmp_path / "elsewhere")
     with pytest.raises(ModelNotFoundError, match=ENV_VAR):
-        CIRCollection.open(str(b / "cir.db"), "c", device="cpu")
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu", search_path=str(moved)) as col:
+        CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu"))
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu"), search_path=str(moved)) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
     monkeypatch.setenv(ENV_VAR, os.pathsep.join([str(tmp_path / "nothing-here"), str(moved)]))
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu") as col:
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu")) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
 
@@ -152,7 +160,7 @@ def test_heads_are_found_in_the_moved_folder_or_the_search_path(tmp_path, images
     before = _create_in(a, images[:8], pretrained="cir-demo", composer="searle", head=str(inside))
     b = _move_host(a, tmp_path / "B")
     monkeypatch.chdir(tmp_path / "elsewhere")
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu") as col:
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu")) as col:
         assert col.recipe.composer["params"]["head"]["source"] == "heads/searle"
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
@@ -164,12 +172,12 @@ def test_heads_are_found_in_the_moved_folder_or_the_search_path(tmp_path, images
     before = _create_in(tmp_path / "C", images[:8], pretrained="cir-demo", composer="pic2word", head=str(src))
     d = _move_host(tmp_path / "C", tmp_path / "D")
     moved = _move_host(src.parent, tmp_path / "moved-heads")
-    with CIRCollection.open(str(d / "cir.db"), "c", device="cpu") as col:
+    with CIRCollection.open(str(d / "cir.db"), "c", encoder=EncoderSpec(device="cpu")) as col:
         with pytest.raises(ModelNotFoundError, match="pic2word head"):
             col.search(images[0], TEXT, k=5)
         # passing the head again is accepted: its recorded checksum is not needed for a per-call head
         assert _ids(col.search(images[0], TEXT, k=5, head=str(moved / "p2w.safetensors"))) == before
-    with CIRCollection.open(str(d / "cir.db"), "c", device="cpu", search_path=[moved]) as col:
+    with CIRCollection.open(str(d / "cir.db"), "c", encoder=EncoderSpec(device="cpu"), search_path=[moved]) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
 
@@ -183,7 +191,7 @@ def test_a_moved_onnx_bundle_is_found_or_named_with_bundle_new(tmp_path, images,
     before = _create_in(a, images[:8], model=f"bundle:{bundle}")
     b = _move_host(a, tmp_path / "B")
     monkeypatch.chdir(tmp_path / "elsewhere")
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu") as col:  # found next to the collection
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu")) as col:  # found next to the collection
         assert col.recipe.encoder["location"] == "bundle:bundle"
         assert isinstance(col.encoder, OrtEncoder) and col.encoder.bundle_dir == b / "bundle"
         assert _ids(col.search(images[0], TEXT, k=5)) == before
@@ -193,11 +201,11 @@ def test_a_moved_onnx_bundle_is_found_or_named_with_bundle_new(tmp_path, images,
 
     new = _move_host(b / "bundle", tmp_path / "models" / "bundle-v1")
     with pytest.raises(ModelNotFoundError, match="bundle:NEW"):
-        CIRCollection.open(str(b / "cir.db"), "c", device="cpu")
-    with CIRCollection.open(str(b / "cir.db"), "c", model=f"bundle:{new}", device="cpu") as col:
+        CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu"))
+    with CIRCollection.open(str(b / "cir.db"), "c", model=f"bundle:{new}", encoder=EncoderSpec(device="cpu")) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
     shutil.move(str(new), str(new.parent / "bundle"))  # the recorded name, in a search folder
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu", search_path=str(new.parent)) as col:
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu"), search_path=str(new.parent)) as col:
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
 
@@ -225,7 +233,7 @@ def test_a_recipe_written_by_an_older_version_opens_on_another_host(tmp_path, im
         disconnect(client, str(a / "cir.db"))
     b = _move_host(a, tmp_path / "B")
     monkeypatch.chdir(tmp_path / "elsewhere")
-    with CIRCollection.open(str(b / "cir.db"), "c", device="cpu") as col:
+    with CIRCollection.open(str(b / "cir.db"), "c", encoder=EncoderSpec(device="cpu")) as col:
         assert col.recipe.format == 1 and col.encoder.recipe["pretrained"] == str(b / "w.safetensors")
         assert _ids(col.search(images[0], TEXT, k=5)) == before
 
@@ -246,7 +254,7 @@ def test_ray_ingest_into_a_bundle_collection_matches_the_local_encoder(tmp_path,
         shutil.copy(p, folder / p.name)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        with CIRCollection.create(str(tmp_path / "A" / "cir.db"), "c", model=f"bundle:{bundle}", device="cpu") as col:
+        with CIRCollection.create(str(tmp_path / "A" / "cir.db"), "c", model=f"bundle:{bundle}", encoder=EncoderSpec(device="cpu")) as col:
             report = ingest_ray(col, folder, batch_size=4, write="driver", progress=False)
             assert report.stored == 6
             ids = [content_id(p) for p in images[:6]]

@@ -11,7 +11,12 @@ pytest.importorskip("milvus_lite")
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from cir_milvus import CIRCollection, ConfigError  # noqa: E402
+from cir_milvus import (  # noqa: E402
+    CIRCollection,
+    ComposerSpec,  # noqa: E402
+    ConfigError,
+    EncoderSpec,  # noqa: E402
+)
 from cir_milvus.heads import Head, SearlePhi, load_head  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
@@ -50,7 +55,7 @@ def _brute_force(col: CIRCollection, q: np.ndarray, exclude: str | None, k: int)
 def test_search_by_composer_name_matches_brute_force(setup, kind: str) -> None:
     root, paths, heads = setup["root"], setup["paths"], setup["heads"]
     col = CIRCollection.create(str(root / f"{kind}.db"), "c", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu")
+                               encoder=EncoderSpec(device="cpu"))
     ids = col.add(paths)
     hits = col.search(paths[3], "make it blue", k=5, composer=kind, head=heads[kind])
     assert len(hits) == 5 and ids[3] not in [h.id for h in hits]
@@ -66,8 +71,8 @@ def test_search_by_composer_name_matches_brute_force(setup, kind: str) -> None:
 def test_head_in_recipe_reopen_and_switch_without_reingestion(setup) -> None:
     root, paths, heads = setup["root"], setup["paths"], setup["heads"]
     db = str(root / "recipe.db")
-    col = CIRCollection.create(db, "c", model="cir-demo-tiny", pretrained="cir-demo", device="cpu",
-                               composer="lincir", head=heads["lincir"])
+    col = CIRCollection.create(db, "c", model="cir-demo-tiny", pretrained="cir-demo", encoder=EncoderSpec(device="cpu"),
+                               composer=ComposerSpec("lincir", head=heads["lincir"]))
     col.add(paths)
     stored = col.recipe.composer
     assert stored["name"] == "lincir"
@@ -77,7 +82,7 @@ def test_head_in_recipe_reopen_and_switch_without_reingestion(setup) -> None:
     before = [h.id for h in col.search(paths[0], "turn it into a star", k=5)]
     col.close()
 
-    again = CIRCollection.open(db, "c", device="cpu")  # the head is re-loaded from the recipe
+    again = CIRCollection.open(db, "c", encoder=EncoderSpec(device="cpu"))  # the head is re-loaded from the recipe
     assert [h.id for h in again.search(paths[0], "turn it into a star", k=5)] == before
     # switching heads is a query-side change: same gallery, no re-ingestion
     n = len(again)
@@ -89,7 +94,7 @@ def test_head_in_recipe_reopen_and_switch_without_reingestion(setup) -> None:
 def test_template_override_per_call_and_missing_placeholder(setup) -> None:
     root, paths, heads = setup["root"], setup["paths"], setup["heads"]
     col = CIRCollection.create(str(root / "tpl.db"), "c", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu")
+                               encoder=EncoderSpec(device="cpu"))
     col.add(paths[:8])
     default = col.compose([paths[1]], ["make it red"], composer="lincir", head=heads["lincir"])[0]
     custom = col.compose([paths[1]], ["make it red"], composer="lincir", head=heads["lincir"],
@@ -109,7 +114,7 @@ def test_template_override_per_call_and_missing_placeholder(setup) -> None:
 def test_pseudo_composer_without_head_says_how_to_pass_one(setup) -> None:
     root, paths = setup["root"], setup["paths"]
     col = CIRCollection.create(str(root / "nohead.db"), "c", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu")
+                               encoder=EncoderSpec(device="cpu"))
     col.add(paths[:2])
     with pytest.raises(ConfigError, match="head"):
         col.search(paths[0], "make it red", composer="searle")

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from serve_helpers import write_gallery  # noqa: E402
 
-from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus import CIRCollection, EncoderSpec  # noqa: E402
 from cir_milvus.errors import ConfigError  # noqa: E402
 from cir_milvus.heads import Head, SearlePhi, load_head  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR  # noqa: E402
@@ -47,7 +47,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     torch.manual_seed(5)
     searle = str(Head("searle", SearlePhi(128, 256, 128)).save(base / "searle_head"))
     col = CIRCollection.create(str(base / "c.db"), "demo", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu", fields={"background": ("varchar", 16)})
+                               encoder=EncoderSpec(device="cpu"), fields={"background": ("varchar", 16)})
     ids = list(col.add(paths, metadata=metadata))
     # stored with sources the server must refuse: a symlink out of the root, and a file outside every root
     escape_id, outside_id = col.add([str(root / "escape.png"), str(secret)], ids=["escape", "outside"])

@@ -22,7 +22,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install 
 
 from serve_helpers import free_port, write_gallery  # noqa: E402
 
-from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus import CIRCollection, EncoderSpec  # noqa: E402
 from cir_milvus.serve import create_app  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     base = tmp_path_factory.mktemp("browser")
     paths, metadata = write_gallery(base / "gallery", n=48, seed=6)
     col = CIRCollection.create(str(base / "c.db"), "shapes", model="cir-demo-tiny", pretrained="cir-demo",
-                               device="cpu")
+                               encoder=EncoderSpec(device="cpu"))
     ids = list(col.add(paths[1:], metadata=metadata[1:]))
     names = {i: os.path.basename(p) for i, p in zip(ids, paths[1:])}
     yield {"col": col, "root": base / "gallery", "reference": paths[0], "ids": ids, "names": names,

@@ -12,7 +12,12 @@ pytest.importorskip("milvus_lite")
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from cir_milvus import CIRCollection, ConfigError, create_encoder  # noqa: E402
+from cir_milvus import (  # noqa: E402
+    CIRCollection,
+    ConfigError,
+    EncoderSpec,  # noqa: E402
+    create_encoder,
+)
 from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
@@ -56,14 +61,14 @@ def team_collection(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_plain_collection_is_refused_with_the_next_step(team_collection: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="schema=") as e:
         CIRCollection.open(team_collection["db"], "products", model="cir-demo-tiny", pretrained="cir-demo",
-                           device="cpu")
+                           encoder=EncoderSpec(device="cpu"))
     assert "vector_field" in str(e.value)
 
 
 def test_attached_collection_searches_with_slerp_and_a_pseudo_token_head(team_collection: dict[str, Any]) -> None:
     db, paths, raw = team_collection["db"], team_collection["paths"], team_collection["raw"]
     col = CIRCollection.open(db, "products", schema=SCHEMA, model="cir-demo-tiny", pretrained="cir-demo",
-                             device="cpu")
+                             encoder=EncoderSpec(device="cpu"))
     try:
         assert col.store.fields.id_type == "int64" and col.store.fields.norm_field is None
         default_norm = col.store.fields.default_norm
@@ -94,7 +99,7 @@ def test_attached_collection_searches_with_slerp_and_a_pseudo_token_head(team_co
     finally:
         col.close()
     # the recipe is now a property of the attached collection: opening needs only the field names
-    again = CIRCollection.open(db, "products", schema=SCHEMA, device="cpu")
+    again = CIRCollection.open(db, "products", schema=SCHEMA, encoder=EncoderSpec(device="cpu"))
     try:
         assert again.recipe.encoder["model"] == "cir-demo-tiny" and len(again) == 40
     finally:

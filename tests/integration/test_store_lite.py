@@ -17,7 +17,14 @@ from ingest_helpers import write_synthetic_pngs
 
 pytest.importorskip("milvus_lite")
 
-from cir_milvus import CIRCollection, ConfigError, FakeEncoder, StorageError, VectorStore  # noqa: E402
+from cir_milvus import (  # noqa: E402
+    CIRCollection,
+    ConfigError,
+    FakeEncoder,
+    StorageError,
+    VectorStore,
+    connect,  # noqa: E402
+)
 from cir_milvus.ingest import ingest, skip_kind  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -216,7 +223,7 @@ def test_update_metadata_through_the_facade_does_not_re_encode(tmp_path: Path, i
     with pytest.raises(ConfigError, match="integer, string or bool"):
         col.search(images[0], "x", k=3, composer="image", group_by="price")
     calls = Counting.calls
-    assert col.update_metadata([ids[1]], {"price": 5}) == 1
+    assert col.update_metadata([ids[1]], {"price": 5}).written == [ids[1]]
     assert Counting.calls == calls
     assert [h.id for h in col.search_vectors(np.ones((1, 8), np.float32), k=3, filter="price < 15")[0]] and \
         sorted(r["id"] for r in col.query("price < {p}", {"p": 15}, limit=5)) == sorted([ids[0], ids[1]])
@@ -250,9 +257,9 @@ def test_overwrite_with_a_bad_index_keeps_the_old_collection(tmp_path: Path, ima
     col.add(images[:4])
     col.close()
     with pytest.raises(ConfigError, match="index"):
-        CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8), overwrite=True, index="BAD")
+        CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8), if_exists="overwrite", index="BAD")
     with pytest.raises(ConfigError, match="fields"):
-        CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8), overwrite=True,
+        CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8), if_exists="overwrite",
                              fields={"price": "money"})
     again = CIRCollection.open(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8))
     assert len(again) == 4
@@ -284,7 +291,7 @@ def test_failed_open_and_create_release_the_lite_file(tmp_path: Path) -> None:
 def test_unreachable_server_fails_fast() -> None:
     t0 = time.monotonic()
     with pytest.raises(StorageError, match="could not connect"):
-        CIRCollection.open("http://127.0.0.1:9", "c", encoder=FakeEncoder(dim=8), timeout=3)
+        CIRCollection.open(connect("http://127.0.0.1:9", timeout=3), "c", encoder=FakeEncoder(dim=8))
     assert time.monotonic() - t0 < 15
 
 

@@ -15,6 +15,7 @@ import pytest
 from cir_milvus import (
     CIRCollection,
     CollectionNotFoundError,
+    ComposerSpec,
     ConfigError,
     FakeEncoder,
     RecipeMismatchError,
@@ -101,7 +102,7 @@ def test_delete_by_ids_and_filter(uri: str, name: str, world) -> None:  # type: 
 
 
 def test_recipe_round_trip_and_mismatch(uri: str, name: str) -> None:
-    _create(uri, name, composer="slerp", alpha=0.7).close()
+    _create(uri, name, composer=ComposerSpec("slerp", alpha=0.7)).close()
     with pytest.raises(ConfigError, match="already exists"):
         _create(uri, name)
     col = CIRCollection.open(uri, name, encoder=FakeEncoder(dim=16, seed=0))

@@ -12,7 +12,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from cir_milvus import CIRCollection, ModelNotFoundError, RecipeMismatchError  # noqa: E402
+from cir_milvus import (  # noqa: E402
+    CIRCollection,
+    EncoderSpec,  # noqa: E402
+    ModelNotFoundError,
+    RecipeMismatchError,
+)
 from cir_milvus.artifacts import CACHE_ENV_VAR, ENV_VAR  # noqa: E402
 from cir_milvus.hashing import file_sha256  # noqa: E402
 from cir_milvus.models.demo import demo_weights_path  # noqa: E402
@@ -34,7 +39,7 @@ def test_ingest_on_host_a_serve_from_host_b(server_uri: str, tmp_path: Path, mon
     shutil.copy(demo_weights_path(), host_a / "clip.safetensors")
     name = f"p{uuid.uuid4().hex[:10]}"
     with CIRCollection.create(server_uri, name, model="cir-demo-tiny", pretrained=str(host_a / "clip.safetensors"),
-                              device="cpu") as col:
+                              encoder=EncoderSpec(device="cpu")) as col:
         col.add(images)
         before = [h.id for h in col.search(images[0], "make it red", k=5)]
         assert col.recipe.encoder["pretrained"] == "clip.safetensors" and str(tmp_path) not in col.recipe.to_json()
@@ -42,7 +47,7 @@ def test_ingest_on_host_a_serve_from_host_b(server_uri: str, tmp_path: Path, mon
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     # the creating host finds its file again without a search path (its index of known files)
-    with CIRCollection.open(server_uri, name, device="cpu") as col:
+    with CIRCollection.open(server_uri, name, encoder=EncoderSpec(device="cpu")) as col:
         assert [h.id for h in col.search(images[0], "make it red", k=5)] == before
 
     # host B: its own copy elsewhere, no index
@@ -51,12 +56,12 @@ def test_ingest_on_host_a_serve_from_host_b(server_uri: str, tmp_path: Path, mon
     host_b.mkdir(parents=True)
     shutil.move(str(host_a / "clip.safetensors"), str(host_b / "clip.safetensors"))
     with pytest.raises(ModelNotFoundError, match=ENV_VAR):
-        CIRCollection.open(server_uri, name, device="cpu")
+        CIRCollection.open(server_uri, name, encoder=EncoderSpec(device="cpu"))
     monkeypatch.setenv(ENV_VAR, str(host_b))
-    with CIRCollection.open(server_uri, name, device="cpu") as col:
+    with CIRCollection.open(server_uri, name, encoder=EncoderSpec(device="cpu")) as col:
         assert [h.id for h in col.search(images[0], "make it red", k=5)] == before
     with CIRCollection.open(server_uri, name, model="cir-demo-tiny", pretrained="../hostB/weights/clip.safetensors",
-                            device="cpu") as col:
+                            encoder=EncoderSpec(device="cpu")) as col:
         assert [h.id for h in col.search(images[0], "make it red", k=5)] == before
 
     # other bytes under the same name are refused, naming both checksums
@@ -67,5 +72,5 @@ def test_ingest_on_host_a_serve_from_host_b(server_uri: str, tmp_path: Path, mon
     sd["visual.proj"] = sd["visual.proj"] * 1.01
     save_file(sd, str(other))
     with pytest.raises(RecipeMismatchError) as info:
-        CIRCollection.open(server_uri, name, model="cir-demo-tiny", pretrained=str(other), device="cpu")
+        CIRCollection.open(server_uri, name, model="cir-demo-tiny", pretrained=str(other), encoder=EncoderSpec(device="cpu"))
     assert file_sha256(demo_weights_path()) in str(info.value) and file_sha256(other) in str(info.value)

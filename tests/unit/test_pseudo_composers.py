@@ -102,7 +102,7 @@ def test_missing_head_says_how_to_pass_it():
     with pytest.raises(ConfigError) as e:
         get_composer("searle")
     msg = str(e.value)
-    assert "composer_params={'head'" in msg and "CIRCollection.create(..., head=...)" in msg
+    assert "composer_params={'head'" in msg and "CIRCollection.create(..., composer=ComposerSpec('searle', head=...))" in msg
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from unittest import mock
 
 import pytest
 
-from cir_milvus import CIRCollection, ConfigError, FakeEncoder, StorageError
+from cir_milvus import CIRCollection, ComposerSpec, ConfigError, FakeEncoder, StorageError
+from cir_milvus import connect as cir_connect
 from cir_milvus.storage.client import capabilities, connect, redact_uri
 
 SECRET = "root:s3cr3t-Pa55"
@@ -63,7 +64,8 @@ def test_capabilities_by_version() -> None:
 def test_recipe_lives_in_the_description_without_properties() -> None:
     server = OldServer()
     with mock.patch("cir_milvus.storage.lifecycle.connect", return_value=server):
-        col = CIRCollection.create("http://old:19530", "c", encoder=FakeEncoder(dim=8), alpha=0.6)
+        col = CIRCollection.create("http://old:19530", "c", encoder=FakeEncoder(dim=8),
+                                   composer=ComposerSpec("slerp", alpha=0.6))
         assert server.collections["c"]["description"].startswith("cir_milvus.recipe=")
         reopened = CIRCollection.open(server, "c", encoder=FakeEncoder(dim=8))  # an injected MilvusClient
         assert reopened.recipe.composer["params"]["alpha"] == 0.6
@@ -86,11 +88,12 @@ def test_token_and_tls_kwargs_reach_the_client_and_never_the_logs(caplog: pytest
     client.create_collection = lambda name, schema, properties=None, **kw: client.collections.__setitem__(  # type: ignore[method-assign]
         name, {"description": "", "properties": properties or {}, "fields": schema.to_dict()["fields"]})
     with mock.patch("pymilvus.MilvusClient", return_value=client) as client_cls:
-        col = CIRCollection.create("https://db.example.com:19530", "c", encoder=FakeEncoder(dim=8), token=SECRET,
-                                   connect_kwargs={"secure": True, "ca_pem_path": "/certs/ca.pem"})
+        db = cir_connect("https://db.example.com:19530", token=SECRET,
+                         client_options={"secure": True, "ca_pem_path": "/certs/ca.pem"})
+        col = CIRCollection.create(db, "c", encoder=FakeEncoder(dim=8))
         assert client_cls.call_args.kwargs["token"] == SECRET
         assert client_cls.call_args.kwargs["ca_pem_path"] == "/certs/ca.pem"
-        CIRCollection.open("https://db.example.com:19530", "c", encoder=FakeEncoder(dim=8), token=SECRET)
+        CIRCollection.open(cir_connect("https://db.example.com:19530", token=SECRET), "c", encoder=FakeEncoder(dim=8))
     assert SECRET not in repr(col)
     assert SECRET not in caplog.text and "s3cr3t" not in caplog.text
 

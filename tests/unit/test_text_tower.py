@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
+from cir_milvus import EncoderSpec  # noqa: E402
 from cir_milvus.encoders.torch import TorchEncoder  # noqa: E402
 from cir_milvus.errors import CheckpointError  # noqa: E402
 from cir_milvus.models.text_tower import (  # noqa: E402
@@ -158,15 +159,15 @@ def test_open_with_text_weights_and_cli(tmp_path: Path, hf_text_model, capsys) -
     Image.fromarray(np.full((64, 64, 3), 30, np.uint8)).save(tmp_path / "b.png")
     with CIRCollection.create(uri, "g", model="cir-demo-tiny", pretrained="cir-demo") as col:
         col.add([img, tmp_path / "b.png"])
-    with CIRCollection.open(uri, "g", text_weights=str(path)) as col:
+    with CIRCollection.open(uri, "g", encoder=EncoderSpec(text_weights=str(path))) as col:
         assert col.encoder.recipe["text_weights"] == str(path)
         want = col.encoder.encode_texts(["make it red"])
     np.testing.assert_allclose(want, _hf_features(hf_text_model, col.encoder.tokenize(["make it red"])), atol=1e-4)
     assert main(["search", "--uri", uri, "--collection", "g", "--image", str(img), "--text", "make it red",
                  "--text-weights", str(path), "--json"]) == 0
     assert '"id"' in capsys.readouterr().out
-    with pytest.raises(ConfigError, match="encoder="):
-        CIRCollection.open(uri, "g", encoder=TorchEncoder("cir-demo-tiny", "cir-demo"), text_weights=str(path))
+    with pytest.raises(ConfigError, match="encoder="):  # a ready encoder carries its own text tower: one or the other
+        CIRCollection.open(uri, "g", "cir-demo-tiny", encoder=TorchEncoder("cir-demo-tiny", "cir-demo"))
 
 
 def test_export_cli_carries_the_text_tower(tmp_path: Path, hf_text_model) -> None:  # type: ignore[no-untyped-def]
