@@ -5,7 +5,8 @@ exception                                              status  message
 =====================================================  ======  ==========================================
 :class:`RequestError` (the service's own refusals)     its own its own
 :class:`~cir_milvus.errors.CollectionNotFoundError`    404     generic (no server names)
-:class:`~cir_milvus.errors.StorageError` (any other)   503     generic, ``Retry-After``; details in the log
+:class:`~cir_milvus.errors.TransientStorageError`      503     generic, ``Retry-After``; details in the log
+any other :class:`~cir_milvus.errors.StorageError`     500     generic; details in the log
 :class:`~cir_milvus.errors.BackendUnavailableError`    501     the library's (which extra to install)
 any other :class:`~cir_milvus.errors.CIRError`         400     the library's (it says what to fix)
 anything else                                          500     generic; details in the server log
@@ -26,7 +27,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cir_milvus.errors import BackendUnavailableError, CIRError, CollectionNotFoundError, StorageError
+from cir_milvus.errors import (
+    BackendUnavailableError,
+    CIRError,
+    CollectionNotFoundError,
+    StorageError,
+    TransientStorageError,
+)
 
 __all__ = ["RETRY_AFTER_S", "RequestError", "error_response", "install_error_handlers", "status_of"]
 
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5  # what a 503 tells clients (and load balancers) to wait before trying again
 STORAGE_MESSAGE = "the vector database is not answering; try again shortly (details are in the server log)"
+STORAGE_FAILED = "the vector database refused the request (details are in the server log)"
 
 
 class RequestError(CIRError):
@@ -61,8 +69,10 @@ def status_of(e: CIRError) -> tuple[int, str]:
         return e.status, str(e)
     if isinstance(e, CollectionNotFoundError):
         return 404, "no such collection on this server"
-    if isinstance(e, StorageError):
+    if isinstance(e, TransientStorageError):  # unreachable, not loaded, timed out: retrying later can help
         return 503, STORAGE_MESSAGE
+    if isinstance(e, StorageError):  # permanent or unclassified: retrying cannot help, and it is not the client's
+        return 500, STORAGE_FAILED
     if isinstance(e, BackendUnavailableError):
         return 501, str(e)
     return 400, str(e)  # ConfigError, ImageDecodeError, ...: the library's own message says what to fix

@@ -483,10 +483,12 @@ def test_cli_builds_the_app(env: Any, tmp_path: Path) -> None:
 
 
 def test_storage_errors_say_nothing_inside() -> None:
-    from cir_milvus.errors import StorageError
+    from cir_milvus.errors import PermanentStorageError, StorageUnavailableError
     from cir_milvus.serve.errors import status_of
 
-    status, message = status_of(StorageError("Milvus failed to search 'demo' at http://user:pw@10.0.0.5:19530"))
-    assert status == 503 and "10.0.0.5" not in message and "pw" not in message and "server log" in message
+    where = "Milvus failed to search 'demo' at http://user:pw@10.0.0.5:19530"
+    for error, want in ((StorageUnavailableError(where), 503), (PermanentStorageError(where), 500)):
+        status, message = status_of(error)  # an outage: try again; a refusal: not the client's fault either
+        assert status == want and "10.0.0.5" not in message and "pw" not in message and "server log" in message
     status, message = status_of(ConfigError("k must be between 1 and 16384, got 0"))
     assert (status, message) == (400, "k must be between 1 and 16384, got 0")  # the library's message, as it is
