@@ -176,7 +176,7 @@ def test_query_families_from_the_cli_match_the_api(demo_db: str, image_dir: Path
     """Several references (files and stored ids, weighted), negative texts, relevance feedback, fused alphas and
     near-duplicate removal: each flag gives the hits the Python call gives, and changes them."""
     r0, r1 = (str(p) for p in sorted(image_dir.glob("syn-*.png"))[:2])
-    with CIRCollection.open(demo_db, "imgs", device="cpu") as col:
+    with CIRCollection.open(demo_db, "imgs", encoder=EncoderSpec(device="cpu")) as col:
         ids = sorted(col.iter_ids())[:3]
         text = "make it blue"
         cases = [
