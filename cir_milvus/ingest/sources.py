@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import errno
 import glob
 import itertools
@@ -38,6 +37,7 @@ from typing import Any, NamedTuple
 
 from cir_milvus.errors import ConfigError, DatasetError
 from cir_milvus.images import IMAGE_SUFFIXES, format_support, is_url, path_text, refuse_url
+from cir_milvus.ingest.rows import list_format, read_rows
 
 __all__ = [
     "FolderSource",
@@ -221,10 +221,7 @@ class ListSource:
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(f"image list {self.path} does not exist")
-        suffix = self.path.suffix.lower()
-        if suffix not in (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet"):
-            raise ConfigError(f"image lists must be .csv, .tsv, .jsonl or .parquet; got {self.path.name}")
-        self.format = {".tsv": "csv", ".ndjson": "jsonl"}.get(suffix, suffix[1:])
+        self.format = list_format(self.path)
         self.root = Path(root) if root is not None else self.path.parent
         self.allow_urls = allow_urls
         self.path_column = path_column
@@ -243,54 +240,9 @@ class ListSource:
         return self._len
 
     def _rows(self) -> Iterator[dict[str, Any]]:
-        if self.format == "csv":
-            with self.path.open(newline="", encoding="utf-8") as f:
-                sample = f.read(4096)
-                f.seek(0)
-                delim = "\t" if self.path.suffix.lower() == ".tsv" or ("\t" in sample and "," not in sample) else ","
-                header = next(csv.reader(f, delimiter=delim), [])
-                f.seek(0)
-                typed = self._typed_csv_rows(header, delim)
-                if typed is not None:
-                    yield from typed
-                    return
-                yield from csv.DictReader(f, delimiter=delim)
-        elif self.format == "jsonl":
-            with self.path.open(encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DatasetError(f"{self.path}:{n}: not valid JSON ({e})") from e
-                    if not isinstance(row, dict):
-                        raise DatasetError(f"{self.path}:{n}: each line must be a JSON object")
-                    yield row
-        else:
-            pq = _pyarrow_parquet()
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=4096):
-                yield from batch.to_pylist()
-
-    def _typed_csv_rows(self, header: list[str], delim: str) -> Iterator[dict[str, Any]] | None:
-        """CSV rows with column types inferred by pyarrow (numbers stay numbers, so ``price < 20`` filters work);
-        path, id and metadata columns stay strings. ``None`` without pyarrow or when inference fails."""
-        try:
-            import pyarrow as pa
-            import pyarrow.csv as pacsv
-        except ImportError:
-            return None
-        keep_str = {c for c in header if c in PATH_COLUMNS or c in ID_COLUMNS or c == "metadata"
-                    or c in (self.path_column, self.id_column)}
-        try:
-            table = pacsv.read_csv(
-                self.path, parse_options=pacsv.ParseOptions(delimiter=delim),
-                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in keep_str},
-                                                     strings_can_be_null=False, quoted_strings_can_be_null=False),
-                read_options=pacsv.ReadOptions(block_size=1 << 26))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
-            return None  # e.g. a column whose type changes past the first block: read as strings
-        return iter(table.to_pylist())
+        """The list's rows (:func:`~cir_milvus.ingest.rows.read_rows`); CSV columns typed, path/id/metadata text."""
+        keep_str = {*PATH_COLUMNS, *ID_COLUMNS, "metadata"} | {c for c in (self.path_column, self.id_column) if c}
+        return read_rows(self.path, typed_except=keep_str)
 
     def field_types(self) -> dict[str, str]:
         """Store field types for the list's extra columns (``{"price": "double", "year": "int64"}``), inferred by

@@ -1,15 +1,13 @@
 """Training data: captions and images from files or the synthetic world, and the per-step random streams.
 
-Captions come from a ``.txt`` (one per line), ``.jsonl`` or ``.csv`` file or the synthetic world
-(:func:`read_captions`); images (optionally with captions) from a folder, a ``.csv``/``.jsonl`` list or the synthetic
-world (:func:`read_images`). Batches are a pure function of ``(seed, step)`` (:func:`step_rng`,
+Captions come from a ``.txt`` (one per line), a list file (CSV/TSV, JSON Lines or Parquet, read by ingestion's
+reader, :func:`cir_milvus.ingest.rows.read_rows`) or the synthetic world (:func:`read_captions`); images (optionally
+with captions) from a folder (walked as ingestion walks it), a list file or the synthetic world (:func:`read_images`). Batches are a pure function of ``(seed, step)`` (:func:`step_rng`,
 :func:`epoch_indices`), so a resumed run sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -21,8 +19,8 @@ import numpy as np
 
 from cir_milvus.errors import DatasetError
 
-__all__ = ["CAPTION_KEYS", "PATH_KEYS", "SYNTHETIC_SOURCES", "CaptionSource", "ImageSource", "epoch_indices",
-           "pick_column", "read_captions", "read_images", "read_rows", "step_rng"]
+__all__ = ["CAPTION_KEYS", "SYNTHETIC_SOURCES", "CaptionSource", "ImageSource", "epoch_indices",
+           "pick_column", "read_captions", "read_images", "read_list", "step_rng"]
 
 logger = logging.getLogger("cir_milvus.train")
 
@@ -40,25 +38,12 @@ def _is_synthetic(source: str | os.PathLike[str]) -> bool:
     return str(source) in SYNTHETIC_SOURCES
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``.jsonl`` or ``.csv`` file as dicts."""
-    if not path.is_file():
-        raise DatasetError(f"data file {path} does not exist")
-    if path.suffix == ".jsonl":
-        rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise DatasetError(f"{path}:{i + 1} is not JSON: {e}") from e
-            rows.append(row if isinstance(row, dict) else {"text": row})
-        return rows
-    if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    raise DatasetError(f"{path}: expected a .jsonl or .csv file")
+def read_list(path: Path) -> list[dict[str, Any]]:
+    """The rows of a list file, read as ingestion reads its lists (:func:`cir_milvus.ingest.rows.read_rows`: CSV/TSV,
+    JSON Lines, Parquet; every CSV value as text)."""
+    from cir_milvus.ingest.rows import read_rows
+
+    return list(read_rows(path))
 
 
 def pick_column(row: dict[str, Any], keys: Sequence[str], path: Path) -> Any:
@@ -69,7 +54,6 @@ def pick_column(row: dict[str, Any], keys: Sequence[str], path: Path) -> Any:
 
 
 CAPTION_KEYS = ("caption", "text", "prompt")
-PATH_KEYS = ("path", "image", "filepath", "file", "url")
 
 
 def epoch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -115,10 +99,12 @@ class CaptionSource:
 
 
 def read_captions(source: str | os.PathLike[str]) -> CaptionSource:
-    """Captions from ``"synthetic"`` / ``"synthetic-full"``, a ``.txt`` (one per line), ``.jsonl`` or ``.csv`` (column caption/text/prompt).
+    """Captions from ``"synthetic"`` / ``"synthetic-full"``, a ``.txt`` (one per line) or a ``.csv``/``.tsv``/
+    ``.jsonl``/``.parquet`` list (column caption/text/prompt).
 
     Raises:
-        DatasetError: missing file, unknown format, no captions.
+        DatasetError: missing file, no captions, a row without a caption column.
+        ConfigError: not a ``.txt`` or list file.
     """
     if _is_synthetic(source):
         return CaptionSource(None, name=str(source), p_full=SYNTHETIC_SOURCES[str(source)])
@@ -128,7 +114,7 @@ def read_captions(source: str | os.PathLike[str]) -> CaptionSource:
             raise DatasetError(f"caption file {path} does not exist")
         texts = [t.strip() for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
     else:
-        texts = [str(pick_column(r, CAPTION_KEYS, path)) for r in read_rows(path)]
+        texts = [str(pick_column(r, CAPTION_KEYS, path)) for r in read_list(path)]
     if not texts:
         raise DatasetError(f"{path} holds no captions")
     return CaptionSource(texts, str(path))
@@ -188,11 +174,13 @@ def _folder_images(folder: Path) -> list[Path]:
 
 def read_images(source: str | os.PathLike[str]) -> ImageSource:
     """Images from ``"synthetic"`` (``"synthetic-full"``: every caption names all four attributes), a folder
-    (recursive), or a ``.csv``/``.jsonl`` list (column path/image/filepath,
-    optional caption/text); relative paths are resolved against the list's folder.
+    (recursive), or a ``.csv``/``.tsv``/``.jsonl``/``.parquet`` list (a path column as ingestion's image lists
+    name it: path/image/image_path/filepath/file/url; optional caption/text/prompt); relative paths are resolved
+    against the list's folder.
 
     Raises:
         DatasetError: missing folder/file, no images.
+        ConfigError: not a folder or list file.
     """
     if _is_synthetic(source):
         return ImageSource(None, name=str(source), p_full=SYNTHETIC_SOURCES[str(source)])
@@ -201,11 +189,13 @@ def read_images(source: str | os.PathLike[str]) -> ImageSource:
         paths = _folder_images(path)
         caps: list[str | None] | None = None
     else:
-        rows = read_rows(path)
-        paths = [(path.parent / str(pick_column(r, PATH_KEYS, path))) for r in rows]
+        from cir_milvus.ingest.sources import PATH_COLUMNS  # the path columns ingestion's image lists accept
+
+        rows = read_list(path)
+        paths = [(path.parent / str(pick_column(r, PATH_COLUMNS, path))) for r in rows]
         caps = [next((str(r[k]) for k in CAPTION_KEYS if r.get(k) not in (None, "")), None) for r in rows]
     if not paths:
-        from cir_milvus.ingest.sources import IMAGE_SUFFIXES
+        from cir_milvus.images import IMAGE_SUFFIXES
 
         raise DatasetError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return ImageSource(paths, caps, str(path))

@@ -53,7 +53,7 @@ import numpy as np
 from cir_milvus.errors import ConfigError, DatasetError
 from cir_milvus.train.base import RECIPES, Recipe, TrainResult
 from cir_milvus.train.config import TrainConfig
-from cir_milvus.train.data import epoch_indices, pick_column, read_rows, step_rng
+from cir_milvus.train.data import epoch_indices, pick_column, read_list, step_rng
 from cir_milvus.train.device import setup
 from cir_milvus.train.optim import decay_groups
 
@@ -183,7 +183,7 @@ def read_triplets(source: str) -> TripletSource:
                 raise DatasetError(f"{path} is neither a JSON list of rows nor JSON lines: {e}") from e
         rows = data
     else:
-        rows = read_rows(path)
+        rows = read_list(path)
     out = [(str(pick_column(r, REF_KEYS, path)), str(pick_column(r, COND_KEYS, path)),
             str(pick_column(r, TARGET_KEYS, path))) for r in rows]
     if not out:

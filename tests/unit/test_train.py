@@ -292,6 +292,32 @@ def test_cli_runs_a_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "needs a pretrained projection head" in capsys.readouterr().err
 
 
+def test_training_reads_lists_and_folders_as_ingestion_does(tmp_path: Path, make_image) -> None:  # type: ignore[no-untyped-def]
+    """One list-file reader and one folder walk: what ingestion's ListSource / FolderSource take, training takes."""
+    from cir_milvus.ingest import FolderSource, ListSource
+
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    make_image(seed=0).save(folder / "a.png")
+    make_image(seed=1).save(folder / "sub" / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").symlink_to(folder / "missing.png")
+    assert read_images(folder).paths == FolderSource(folder).files() == [folder / "a.png", folder / "sub" / "b.jpg"]
+    # a TSV with ingestion's image_path column (a column the old training reader did not know)
+    (tmp_path / "pairs.tsv").write_text("image_path\tcaption\timgs/a.png\tzero\n".replace("\timgs", "\nimgs"))
+    pairs = read_images(tmp_path / "pairs.tsv")
+    assert pairs.paths == [Path(r.source) for r in ListSource(tmp_path / "pairs.tsv")] == [tmp_path / "imgs/a.png"]
+    assert pairs.captions == ["zero"]
+    (tmp_path / "c.tsv").write_text("caption\tn\n1984\t1\nin red\t2\n")
+    assert read_captions(tmp_path / "c.tsv").texts == ["1984", "in red"]  # text, as written
+    with pytest.raises(ConfigError, match=r"\.csv, \.tsv, \.jsonl"):
+        (tmp_path / "c.json").write_text('["a"]')
+        read_captions(tmp_path / "c.json")
+    with pytest.raises(DatasetError, match="JSON object"):
+        (tmp_path / "s.jsonl").write_text('"a bare string"\n')
+        read_captions(tmp_path / "s.jsonl")
+
+
 def test_recipes_are_one_registry() -> None:
     from cir_milvus.train.pic2word import Pic2WordConfig, Pic2WordRecipe
     from cir_milvus.train.recipes import get_recipe, list_recipes
