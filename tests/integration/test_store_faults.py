@@ -214,3 +214,32 @@ def test_create_or_open_converges_and_refuses_another_recipe_naming_both(tmp_pat
             VectorStore.create(proxy, "c", dim=4, index="FLAT", recipe=_recipe("m1"))
     finally:
         disconnect(real, db)
+
+
+def test_the_first_calls_of_open_and_create_wait_for_a_restarting_server_within_the_timeout(tmp_path: Path) -> None:
+    from pymilvus.exceptions import MilvusException
+
+    db = str(tmp_path / "r.db")
+    VectorStore.create(db, "r", dim=4, index="FLAT").close()
+    real = connect(db)
+    try:
+        proxy = Proxy(real)
+        refusals = {"n": 2}
+
+        def restarting(name: str) -> bool:  # what pymilvus raises while the server's proxy is not ready yet
+            if refusals["n"]:
+                refusals["n"] -= 1
+                raise MilvusException(2, "Fail connecting to server on 127.0.0.1:19530")
+            return bool(real.has_collection(name))
+
+        proxy.has_collection = restarting  # type: ignore[attr-defined]
+        assert VectorStore.open(proxy, "r").dim == 4
+        refusals["n"] = 2
+        assert VectorStore.create(proxy, "r", dim=4, index="FLAT", exist_ok=True).dim == 4
+        refusals["n"] = 10**6  # down for good: an error within the connect timeout, not the 300 s policy
+        t0 = time.monotonic()
+        with pytest.raises(StorageUnavailableError, match="still failing"):
+            VectorStore.open(proxy, "r", timeout=2)
+        assert time.monotonic() - t0 < 5
+    finally:
+        disconnect(real, db)
