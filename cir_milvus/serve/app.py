@@ -59,6 +59,7 @@ def create_app(
     max_text_chars: int = 1_000,
     max_pixels: int = MAX_PIXELS,
     request_timeout_s: float = 30.0,
+    body_timeout_s: float = 20.0,
     storage_timeout_s: float | None = None,
     max_inflight: int = 256,
     max_batch: int = 32,
@@ -87,6 +88,8 @@ def create_app(
         max_text_chars: longest modification text accepted.
         max_pixels: pixel cap of decoded uploads (decompression-bomb guard).
         request_timeout_s: deadline of every request (504 after it).
+        body_timeout_s: time a request body has to arrive in full (408 after it, closing the connection); at most
+            ``request_timeout_s``.
         storage_timeout_s: how long one storage call retries a Milvus outage before the request gets 503 (default:
             3 s, or a quarter of ``request_timeout_s`` when that is shorter).
         max_inflight: most requests handled at once (more get 503 with ``Retry-After``).
@@ -131,7 +134,7 @@ def create_app(
                   docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.service = svc
     app.add_middleware(LimitsMiddleware, token=token, max_body=limits.max_body, timeout_s=request_timeout_s,
-                       max_inflight=max_inflight)
+                       max_inflight=max_inflight, body_timeout_s=min(body_timeout_s, request_timeout_s))
     if cors_origins:  # added last = outermost: preflights are answered before the token check
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)

@@ -4,7 +4,8 @@ One pass over each HTTP request, outermost first:
 
 1. the token (``Authorization: Bearer …``) unless the path is the public page or its static files (401);
 2. more requests in flight than ``max_inflight`` → 503 with ``Retry-After`` at once (no queue without end);
-3. the body is counted as it streams in, declared (``Content-Length``) or not (413 past the cap);
+3. the body is counted as it streams in, declared (``Content-Length``) or not (413 past the cap), and must have
+   arrived ``body_timeout_s`` after the request began (408 after it: a body trickled byte by byte);
 4. the whole request, reading its body included, has a deadline (504 after it).
 
 An answer sent before the request's body was read to its end, a deadline answer and every 5xx carry
@@ -31,6 +32,10 @@ PUBLIC_PATHS = ("/", "/favicon.ico", "/favicon.svg")
 PUBLIC_PREFIXES = ("/static/",)
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive in time."""
+
+
 class BodyTooLarge(StarletteHTTPException):
     """Raised while the body streams in; an HTTPException so that FastAPI's own body parsing passes it on."""
 
@@ -55,11 +60,13 @@ class LimitsMiddleware:
         max_body: most request-body bytes.
         timeout_s: deadline of a whole request.
         max_inflight: most requests handled at once (more get 503 with ``Retry-After``).
+        body_timeout_s: the time a request's body has to arrive in full.
     """
 
     def __init__(self, app: ASGIApp, *, token: str | None, max_body: int, timeout_s: float,
-                 max_inflight: int = 256) -> None:
+                 max_inflight: int = 256, body_timeout_s: float = 20.0) -> None:
         self.app = app
+        self.body_timeout_s = body_timeout_s
         self.token = token
         self.max_body = max_body
         self.timeout_s = timeout_s
@@ -108,10 +115,16 @@ class LimitsMiddleware:
         seen = 0
         body_done = not expects_body
         started = False
+        body_deadline = asyncio.get_running_loop().time() + self.body_timeout_s
 
         async def limited_receive() -> Message:
             nonlocal seen, body_done
-            msg = await receive()
+            if body_done:
+                return await receive()  # after the body: a disconnect, waited for without a deadline
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, body_deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                raise BodyTimeout from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
@@ -133,6 +146,13 @@ class LimitsMiddleware:
         except BodyTooLarge:
             if not started:
                 await self._too_large(scope, receive, send)
+        except BodyTimeout:
+            log.warning("request %s %s: its body did not arrive within %.1f s", scope.get("method"),
+                        scope.get("path"), self.body_timeout_s)
+            if not started:
+                await error_response(408, "RequestTimeout", f"the request body did not arrive within "
+                                     f"{self.body_timeout_s:g} s; send it faster or smaller",
+                                     {"Connection": "close"})(scope, receive, send)
         except asyncio.TimeoutError:
             log.warning("request %s %s passed its %.1f s deadline", scope.get("method"), scope.get("path"),
                         self.timeout_s)
