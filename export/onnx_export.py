@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
-__all__ = ["PRECISIONS", "ResolvedHead", "convert_precision", "export_bundle", "resolve_heads", "write_graphs"]
+__all__ = ["PRECISIONS", "ResolvedHead", "convert_precision", "export_bundle", "export_demo_bundle", "resolve_heads",
+           "store_exact_fp16", "write_graphs"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,35 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
             return onnx.load(str(dst))
     raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def store_exact_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Large float32 initializers whose every value is exactly a float16 are stored as float16 and cast back to
+    float32 where the graph reads them (onnxruntime folds the casts when it loads the graph): half the bytes on
+    disk, the same float32 arithmetic and results. Weights saved in float16 (the demo model, OpenAI's checkpoints)
+    shrink by half; any other tensor is left as it is."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = copy.deepcopy(model)
+    graph = model.graph
+    kept, casts = [], []
+    for t in graph.initializer:
+        arr = numpy_helper.to_array(t)
+        half = arr.astype(np.float16) if t.data_type == onnx.TensorProto.FLOAT and arr.nbytes >= 2 * _MIN_EXTERNAL_BYTES \
+            else None
+        if half is None or not np.array_equal(half.astype(np.float32), arr):
+            kept.append(t)
+            continue
+        kept.append(numpy_helper.from_array(half, f"{t.name}.fp16"))
+        casts.append(helper.make_node("Cast", [f"{t.name}.fp16"], [t.name], to=onnx.TensorProto.FLOAT,
+                                      name=f"{t.name}.to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)  # the casts first: every reader of the old name now reads the cast
+    return model
 
 
 def write_graphs(models: Mapping[str, onnx.ModelProto], out_dir: Path, weights: str = WEIGHTS) -> dict[str, Any]:
@@ -407,7 +437,7 @@ def export_bundle(
             fp32[s.name] = _set_output_shape(onnx.load(str(path)),
                                              dims["token_width"] if s.name.startswith("head_") else dims["embed"])
 
-        manifest["graphs"] = write_graphs(fp32, out)
+        manifest["graphs"] = write_graphs({n: store_exact_fp16(m) for n, m in fp32.items()}, out)
         write_manifest(out, manifest)
         reports = {"fp32": check_parity(out)}
         if precision != "fp32":
@@ -445,3 +475,15 @@ def _token_embedding_std(clip: Any) -> float:
 
     return float(_text_tower(clip).token_embedding.weight.detach().float().std())
 
+
+
+def export_demo_bundle(out: str | Path | None = None) -> Path:
+    """Export the demo model and its shipped heads to an ONNX bundle, by default over the one shipped in the
+    package (:func:`cir_milvus.models.demo.demo_bundle_path`); run it after retraining the demo model."""
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.heads import load_head
+    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_bundle_path, demo_heads
+
+    encoder = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device="cpu", precision="fp32")
+    heads = {kind: load_head(kind, path) for kind, path in demo_heads().items()}
+    return export_bundle(encoder, out or demo_bundle_path(), heads=heads, fused=False, overwrite=True)
