@@ -22,6 +22,7 @@ import numpy as np
 
 from cir_milvus.artifacts import SearchPath
 from cir_milvus.collection.build import Connection, EncoderChoice, create_parts, encoder_spec, open_parts
+from cir_milvus.collection.mixed import target_kw
 from cir_milvus.collection.queries import batch_specs, run_search, single_spec
 from cir_milvus.collection.record import AddResult, read_input, source_name
 from cir_milvus.collection.specs import ComposerSpec, IfExists, IndexSpec
@@ -29,6 +30,7 @@ from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, text_truncation
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.storage.client import Capabilities, redact_uri
+from cir_milvus.storage.hybrid import Ranker
 from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.recipe import Recipe, lite_base_dir, portable_composer
 from cir_milvus.storage.retry import RetryPolicy
@@ -104,6 +106,7 @@ class CIRCollection:
         fields: Mapping[str, Any] | None = None,
         partition_key: str | None = None,
         if_exists: IfExists = "fail",
+        item_text: bool = False,
     ) -> CIRCollection:
         """Create a collection (the shortcut of :meth:`cir_milvus.Database.create_collection`).
 
@@ -127,6 +130,8 @@ class CIRCollection:
             fields: typed scalar fields, e.g. ``{"price": "double", "product": ("varchar", 64)}``: metadata keys
                 of these names are stored in them (numeric filters such as ``price < 20``, ``group_by``).
             partition_key: one of ``fields`` to partition by (multi-tenant catalogues).
+            item_text: a mixed gallery: a second vector field holds each item's text (``add(..., texts=...)``)
+                embedded with the text tower; search it with ``targets=`` (see :mod:`cir_milvus.collection.mixed`).
             if_exists: ``"fail"`` (default), ``"open"`` (the recipe must match; the existing collection keeps its
                 recorded decode mode, see :meth:`open`) or ``"overwrite"`` (dropped after validating everything).
 
@@ -136,7 +141,7 @@ class CIRCollection:
         """
         store, enc, comp = create_parts(_connection(uri), name, encoder_spec(model, pretrained, encoder),
                                         ComposerSpec.of(composer), IndexSpec.of(index), fields, partition_key,
-                                        if_exists)
+                                        if_exists, item_text)
         col = cls(store, enc)
         if comp is not None:
             col._composers[comp.name] = comp
@@ -215,6 +220,7 @@ class CIRCollection:
         metadata: Sequence[Mapping[str, Any]] | None = None,
         batch_size: int = 64,
         *,
+        texts: Sequence[str | None] | None = None,
         skip_existing: bool = True,
         progress: bool = False,
     ) -> AddResult:
@@ -227,6 +233,8 @@ class CIRCollection:
             metadata: one JSON-able dict per image (filterable as ``metadata["key"]``; keys of typed fields go to
                 those fields). NaN/inf become null, numpy scalars numbers; a cycle skips the record.
             batch_size: images per encoder batch.
+            texts: item texts, one string (or ``None``: no text) per image, for collections created with
+                ``item_text=True`` (an already-stored id keeps its text unless ``skip_existing=False``).
             skip_existing: do not re-encode ids already stored (resume after an interruption).
             progress: show a progress bar with images/s.
 
@@ -237,12 +245,13 @@ class CIRCollection:
             ingest`.
 
         Raises:
-            ConfigError: ``ids`` / ``metadata`` of the wrong length.
+            ConfigError: ``ids`` / ``metadata`` / ``texts`` of the wrong length, texts without an item-text field.
             StorageError: Milvus stayed unavailable for longer than the store's retry policy allows.
         """
         from tqdm.auto import tqdm
 
         from cir_milvus.collection.decode import prepare_batch
+        from cir_milvus.collection.mixed import check_item_texts, encode_item_texts
         from cir_milvus.images import content_id, describe
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -254,6 +263,7 @@ class CIRCollection:
             raise ConfigError(f"ids has {len(ids)} entries but there are {len(images)} images")
         if metadata is not None and len(metadata) != len(images):
             raise ConfigError(f"metadata has {len(metadata)} entries but there are {len(images)} images")
+        item_texts = check_item_texts(texts, len(images), self.store.fields.text_vector_field is not None, self.name)
         store = self.store
         bar = tqdm(total=len(images), desc=f"add → {self.name}", unit="img", disable=not progress)
         seen: set[Any] = set()
@@ -324,7 +334,9 @@ class CIRCollection:
                     result.encoded += len(ok)
                     rows = [todo[j] for j in ok]
                     wr = store.upsert([t[2] for t in rows], raw, sources=[source_name(images[t[0]]) for t in rows],
-                                      metadata=[t[3] for t in rows], on_retry=retried)
+                                      metadata=[t[3] for t in rows], on_retry=retried,
+                                      text_vectors=None if item_texts is None else encode_item_texts(
+                                          self.encoder, [item_texts[t[0]] for t in rows]))
                     refused = {i for i, _ in wr.skipped}
                     for i, sk in wr.skipped:
                         skip(rows[i][0], sk.reason, rows[i][2])
@@ -526,6 +538,9 @@ class CIRCollection:
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
         group_by: str | None = None,
+        targets: Sequence[str] | None = None,
+        ranker: Ranker = "rrf",
+        ranker_weights: Sequence[float] | None = None,
         **composer_params: Any,
     ) -> Hits:
         """Composed search: reference image(s) (or stored ids) + modification text → top-``k`` hits.
@@ -558,10 +573,14 @@ class CIRCollection:
             search_params: index search parameters (HNSW ``ef``, IVF ``nprobe``).
             truncate: cut texts longer than the encoder's context length (with a warning) instead of raising.
             group_by: a typed field (declared with ``fields=``): at most one hit per value, e.g. per product.
+            targets: the fields the query is matched against: ``("image",)`` (default), ``("text",)`` (item texts,
+                ``item_text=True``) or ``("image", "text")``: one hybrid search (see :mod:`cir_milvus.storage.hybrid`).
+            ranker: ``"rrf"`` or ``"weighted"`` (fusing several targets).
+            ranker_weights: with ``"weighted"``: one weight in [0, 1] per target, e.g. ``(0.7, 0.3)``.
             **composer_params: other composer overrides (``template``, ``head``...).
 
         Raises:
-            ConfigError: no reference for a composer that needs one, unknown ids in ``ref_ids``/``like``/``unlike``,
+            ConfigError: a target the collection lacks, weights that do not match the targets; no reference for a composer that needs one, unknown ids in ``ref_ids``/``like``/``unlike``,
                 weights that do not match the references, empty lists, a threshold outside (0, 1], an alpha outside
                 [0, 1].
         """
@@ -573,7 +592,8 @@ class CIRCollection:
                           output_vectors=output_vectors, exclude_reference=exclude_reference,
                           compose_kw={"composer": composer, "truncate": truncate, "composer_params": composer_params},
                           search_kw={"filter": filter, "filter_params": filter_params, "group_by": group_by,
-                                     "output_fields": output_fields, "search_params": search_params})[0]
+                                     "output_fields": output_fields, "search_params": search_params,
+                                     **target_kw(targets, ranker, ranker_weights)})[0]
 
     def search_batch(
         self,
@@ -598,6 +618,9 @@ class CIRCollection:
         search_params: Mapping[str, Any] | None = None,
         truncate: bool = False,
         group_by: str | None = None,
+        targets: Sequence[str] | None = None,
+        ranker: Ranker = "rrf",
+        ranker_weights: Sequence[float] | None = None,
         **composer_params: Any,
     ) -> list[Hits]:
         """Many composed queries: one encoder pass per modality and one Milvus search call per 1,024 query vectors.
@@ -615,7 +638,8 @@ class CIRCollection:
                           output_vectors=output_vectors, exclude_reference=exclude_reference,
                           compose_kw={"composer": composer, "truncate": truncate, "composer_params": composer_params},
                           search_kw={"filter": filter, "filter_params": filter_params, "group_by": group_by,
-                                     "output_fields": output_fields, "search_params": search_params})
+                                     "output_fields": output_fields, "search_params": search_params,
+                                     **target_kw(targets, ranker, ranker_weights)})
 
     def search_vectors(
         self,

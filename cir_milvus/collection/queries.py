@@ -334,8 +334,8 @@ def run_search(col: PlannedCollection, specs: Sequence[QuerySpec], *, k: int, al
     vectors = _adjust(col, specs, _compose(col, specs, alphas, compose_kw))
     exclude = _exclusions(col, specs, exclude_reference)
     fetch = min(k * DEDUPE_OVERFETCH, 16384) if threshold is not None else k
-    results = col.store.search_vectors(np.concatenate(vectors), fetch, exclude_ids=exclude * len(vectors),
-                                       **search_kw)
+    search = col.store.search_targets if "targets" in search_kw else col.store.search_vectors  # mixed galleries
+    results = search(np.concatenate(vectors), fetch, exclude_ids=exclude * len(vectors), **search_kw)
     stored: dict[Any, np.ndarray] = {}
     if threshold is not None or output_vectors:
         raw = col.get_vectors(list(dict.fromkeys(h.id for hits in results for h in hits)))

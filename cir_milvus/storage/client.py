@@ -48,6 +48,8 @@ class Capabilities:
             description (see ``CIRCollection``).
         group_by: searches take ``group_by_field`` (Lite, Milvus ≥ 2.4); otherwise the store emulates it.
         nullable: scalar fields can be nullable (Lite, Milvus ≥ 2.5).
+        hybrid_search: ``hybrid_search`` over several vector fields (Lite, Milvus ≥ 2.4); otherwise the store fuses
+            one search per field itself (:mod:`~cir_milvus.storage.hybrid`).
     """
 
     is_lite: bool
@@ -57,6 +59,7 @@ class Capabilities:
     collection_properties: bool = True
     group_by: bool = True
     nullable: bool = True
+    hybrid_search: bool = True
 
 
 class _LiteUnimplementedFilter(logging.Filter):
@@ -109,6 +112,7 @@ def capabilities(client: Any, retry: RetryPolicy | None = None) -> Capabilities:
         collection_properties=is_lite or major_minor >= (2, 3) or major_minor == (0, 0),
         group_by=is_lite or major_minor >= (2, 4),
         nullable=is_lite or major_minor >= (2, 5),
+        hybrid_search=is_lite or major_minor >= (2, 4),
     )
 
 

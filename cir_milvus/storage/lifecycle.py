@@ -35,8 +35,10 @@ from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, creation_conflicts
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.schema import (
     DEFAULT_INDEX_PARAMS,
+    HAS_TEXT,
     METRICS,
     STORE_KEY,
+    TEXT_VECTOR,
     FieldMap,
     build_schema,
     check_fields,
@@ -142,17 +144,20 @@ class CreatePlan:
     scalars: dict[str, tuple[str, int]]
     partition_key: str | None
     dynamic: bool
+    item_text: bool = False
 
     def field_map(self, caps: Capabilities) -> FieldMap:
         nullable = frozenset(self.scalars) - {self.partition_key} if caps.nullable else frozenset()
         return FieldMap(dim=self.dim, metric=self.metric, scalars={k: v[0] for k, v in self.scalars.items()},
                         scalar_max_bytes={k: v[1] for k, v in self.scalars.items() if v[0] == "varchar"},
-                        nullable=nullable, partition_key=self.partition_key, dynamic=self.dynamic)
+                        nullable=nullable, partition_key=self.partition_key, dynamic=self.dynamic,
+                        text_vector_field=TEXT_VECTOR if self.item_text else None,
+                        text_flag_field=HAS_TEXT if self.item_text else None)
 
 
 def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str | None,
                 index_params: Mapping[str, Any] | None, fields: Mapping[str, Any] | None, partition_key: str | None,
-                dynamic: bool) -> CreatePlan:
+                dynamic: bool, item_text: bool = False) -> CreatePlan:
     """Validate the arguments of :meth:`VectorStore.create` (nothing is connected yet)."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= int(dim) <= 32768:
         raise ConfigError(f"dim must be an integer in 1..32768, got {dim!r}")
@@ -170,7 +175,7 @@ def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str 
         rdim = recipe.encoder.get("dim")
         if rdim is not None and int(rdim) != int(dim):
             raise ConfigError(f"dim={dim} but the recipe's encoder makes {rdim}-d vectors")
-    return CreatePlan(int(dim), metric, index_type, params, scalars, partition_key, dynamic)
+    return CreatePlan(int(dim), metric, index_type, params, scalars, partition_key, dynamic, bool(item_text))
 
 
 def check_index(plan: CreatePlan, caps: Capabilities) -> None:
@@ -242,6 +247,9 @@ def check_converged(name: str, where: str, plan: CreatePlan, fields: FieldMap, s
         raise RecipeMismatchError(
             f"collection {name!r} at {redact_uri(where)} exists with dim {fields.dim} and metric {fields.metric}, "
             f"but dim {plan.dim} and metric {plan.metric} were asked for; open it, or create another collection")
+    if plan.item_text and fields.text_vector_field is None:
+        raise RecipeMismatchError(f"collection {name!r} at {redact_uri(where)} exists without an item-text field, but "
+                                  "item_text=True was asked for; create the mixed gallery under another name")
     if stored is not None and wanted is not None:
         diffs = creation_conflicts(stored, wanted)
         if diffs:

@@ -36,6 +36,8 @@ class Recipe:
         metric: Milvus metric (``"IP"`` on L2-normalised vectors).
         index: ``{"type": ..., "params": {...}}``.
         package_version: cir_milvus version that created the collection.
+        item_text: mixed galleries only: ``{"field": ..., "flag_field": ..., "encoder": {...}}``, the item-text
+            vector field and the text tower that embedded the item texts (``None``: images only).
     """
 
     encoder: dict[str, Any]
@@ -44,19 +46,22 @@ class Recipe:
     index: dict[str, Any] = field(default_factory=lambda: {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}})
     package_version: str = ""
     format: int = FORMAT_VERSION
+    item_text: dict[str, Any] | None = None
 
     def portable(self, base_dir: str | os.PathLike[str] | None = None) -> Recipe:
         """This recipe with every local path turned into a hint (relative to ``base_dir`` when inside it, else
         the file name): what a collection stores, so it can be opened from another folder or host."""
+        item_text = None if self.item_text is None else {
+            **self.item_text, "encoder": portable_encoder(self.item_text.get("encoder") or {}, base_dir)}
         return replace(self, encoder=portable_encoder(self.encoder, base_dir),
-                       composer=portable_composer(self.composer, base_dir), format=FORMAT_VERSION)
+                       composer=portable_composer(self.composer, base_dir), format=FORMAT_VERSION, item_text=item_text)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"format": self.format, "encoder": self.encoder, "composer": self.composer, "metric": self.metric,
-             "index": self.index, "package_version": self.package_version},
-            sort_keys=True,
-        )
+        d = {"format": self.format, "encoder": self.encoder, "composer": self.composer, "metric": self.metric,
+             "index": self.index, "package_version": self.package_version}
+        if self.item_text is not None:
+            d["item_text"] = self.item_text
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
@@ -69,7 +74,7 @@ class Recipe:
                     "upgrade cir_milvus (pip install -U cir_milvus)"
                 )
             return cls(encoder=d["encoder"], composer=d["composer"], metric=d["metric"], index=d["index"],
-                       package_version=d.get("package_version", ""), format=fmt)
+                       package_version=d.get("package_version", ""), format=fmt, item_text=d.get("item_text"))
         except ConfigError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -14,9 +14,9 @@ from cir_milvus.storage.client import Capabilities, milvus_errors
 from cir_milvus.storage.policy import MAX_ID_BYTES, MAX_SOURCE_BYTES
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe
 
-__all__ = ["ATTACH_KEYS", "DEFAULT_INDEX_PARAMS", "DEFAULT_SEARCH_PARAMS", "DESCRIPTION_PREFIX", "METRICS",
-           "SCALAR_TYPES", "STORE_DESCRIPTION", "STORE_KEY", "FieldMap", "build_schema", "check_fields",
-           "field_map", "is_own", "read_recipe", "scalar_spec", "type_name"]
+__all__ = ["ATTACH_KEYS", "DEFAULT_INDEX_PARAMS", "DEFAULT_SEARCH_PARAMS", "DESCRIPTION_PREFIX", "HAS_TEXT",
+           "METRICS", "SCALAR_TYPES", "STORE_DESCRIPTION", "STORE_KEY", "TEXT_VECTOR", "FieldMap", "build_schema",
+           "check_fields", "field_map", "is_own", "read_recipe", "scalar_spec", "type_name"]
 
 DESCRIPTION_PREFIX = "cir_milvus.recipe="
 """Where the recipe goes on servers without collection properties (Milvus < 2.3): the collection description."""
@@ -50,6 +50,9 @@ class FieldMap:
         nullable: scalar fields that may be missing in a row.
         partition_key: the partition-key field, if any.
         dynamic: the collection has dynamic fields (``$meta``).
+        text_vector_field: the item-text FLOAT_VECTOR field (``item_text=True``; see :mod:`~cir_milvus.storage.hybrid`),
+            or ``None``.
+        text_flag_field: the BOOL field saying an item has a text (``None``: every item has one).
         default_norm: the raw-embedding norm assumed when there is no norm field and stored vectors are
             normalised (the attach default: the mean image-embedding norm of the encoder, see
             :meth:`CIRCollection.open`); ``None`` keeps stored vectors as they are.
@@ -71,20 +74,23 @@ class FieldMap:
     partition_key: str | None = None
     dynamic: bool = False
     default_norm: float | None = None
+    text_vector_field: str | None = None
+    text_flag_field: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id_field": self.id_field, "id_type": self.id_type, "vector_field": self.vector_field,
                 "dim": self.dim, "metric": self.metric, "norm_field": self.norm_field,
                 "source_field": self.source_field, "metadata_field": self.metadata_field,
                 "scalars": dict(self.scalars), "partition_key": self.partition_key, "dynamic": self.dynamic,
-                "default_norm": self.default_norm}
+                "default_norm": self.default_norm, "text_vector_field": self.text_vector_field,
+                "text_flag_field": self.text_flag_field}
 
 
 _TYPE_NAMES = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
                "FLOAT": "float", "DOUBLE": "double", "VARCHAR": "varchar", "JSON": "json",
                "FLOAT_VECTOR": "float_vector", "ARRAY": "array"}
 ATTACH_KEYS = frozenset({"vector_field", "id_field", "metric", "norm_field", "source_field", "metadata_field",
-                          "default_norm"})
+                          "default_norm", "text_vector_field"})
 
 
 def type_name(t: Any) -> str:
@@ -112,7 +118,10 @@ def scalar_spec(name: str, spec: Any) -> tuple[str, int]:
     return t, n
 
 
-_RESERVED = frozenset({"id", "vector", "norm", "source", "metadata"})
+TEXT_VECTOR = "text_vector"
+"""The item-text vector field of a collection created with ``item_text=True``."""
+HAS_TEXT = "has_text"
+_RESERVED = frozenset({"id", "vector", "norm", "source", "metadata", TEXT_VECTOR, HAS_TEXT})
 
 
 def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabilities, index_type: str,
@@ -126,6 +135,9 @@ def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabili
             FieldSchema("norm", DataType.FLOAT),
             FieldSchema("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES),
             FieldSchema("metadata", DataType.JSON)]
+    if f.text_vector_field:
+        cols += [FieldSchema(f.text_vector_field, DataType.FLOAT_VECTOR, dim=f.dim),
+                 FieldSchema(str(f.text_flag_field), DataType.BOOL)]
     types = {"bool": DataType.BOOL, "int8": DataType.INT8, "int16": DataType.INT16, "int32": DataType.INT32,
              "int64": DataType.INT64, "float": DataType.FLOAT, "double": DataType.DOUBLE,
              "varchar": DataType.VARCHAR}
@@ -141,6 +153,8 @@ def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabili
     schema = CollectionSchema(cols, enable_dynamic_field=f.dynamic, auto_id=False, description=description)
     ip = client.prepare_index_params()
     ip.add_index("vector", index_type=index_type, metric_type=f.metric, params=dict(idx_params))
+    if f.text_vector_field:
+        ip.add_index(f.text_vector_field, index_type=index_type, metric_type=f.metric, params=dict(idx_params))
     return schema, ip
 
 
@@ -199,7 +213,12 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
     norm_field = opt("norm_field", "norm")
     source_field = opt("source_field", "source")
     metadata_field = opt("metadata_field", "metadata")
-    roles |= {f for f in (norm_field, source_field, metadata_field) if f}
+    text_field = opt("text_vector_field", TEXT_VECTOR)
+    if text_field is not None and (type_name(by_name[text_field]["type"]) != "float_vector"
+                                   or int((by_name[text_field].get("params") or {}).get("dim", 0)) != dim):
+        raise ConfigError(f"text_vector_field={text_field!r} of {name!r} must be a FLOAT_VECTOR of dim {dim}")
+    flag_field = HAS_TEXT if text_field is not None and HAS_TEXT in by_name and schema is None else None
+    roles |= {f for f in (norm_field, source_field, metadata_field, text_field, flag_field) if f}
     scalars: dict[str, str] = {}
     max_bytes: dict[str, int] = {}
     nullable: set[str] = set()
@@ -227,7 +246,8 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
                     metadata_field=metadata_field, scalars=scalars, scalar_max_bytes=max_bytes,
                     nullable=frozenset(nullable), partition_key=partition_key,
                     dynamic=bool(desc.get("enable_dynamic_field", False)),
-                    default_norm=float(default_norm) if default_norm is not None else None)
+                    default_norm=float(default_norm) if default_norm is not None else None,
+                    text_vector_field=text_field, text_flag_field=flag_field)
 
 
 def is_own(desc: Mapping[str, Any]) -> bool:

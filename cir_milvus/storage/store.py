@@ -49,6 +49,7 @@ from cir_milvus.errors import (
 )
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.filters import in_filter
+from cir_milvus.storage.hybrid import StoreHybrid, text_columns
 from cir_milvus.storage.lifecycle import (
     Connection,
     Consistency,
@@ -78,7 +79,7 @@ SEARCH_CHUNK = 1024
 """Query vectors per search call."""
 
 
-class VectorStore(StoreReads):
+class VectorStore(StoreReads, StoreHybrid):
     """A Milvus collection of image vectors: schema, recipe, ids, writes, reads and deletes; no encoder.
 
     Build with :meth:`create` or :meth:`open`.
@@ -127,6 +128,7 @@ class VectorStore(StoreReads):
         fields: Mapping[str, Any] | None = None,
         partition_key: str | None = None,
         dynamic: bool = True,
+        item_text: bool = False,
         overwrite: bool = False,
         exist_ok: bool = False,
         token: str | None = None,
@@ -159,6 +161,7 @@ class VectorStore(StoreReads):
                 into ``Hit.metadata``.
             partition_key: one of ``fields`` (``varchar`` or ``int64``) to partition by (multi-tenant catalogues).
             dynamic: enable dynamic fields.
+            item_text: add the item-text vector field (mixed galleries, see :mod:`~cir_milvus.storage.hybrid`).
             overwrite: drop an existing collection of this name (after validation).
             exist_ok: open the collection when it exists (create-or-open, see above).
             token, timeout, connect_kwargs: connection options (timeout in seconds; TLS options...).
@@ -171,7 +174,7 @@ class VectorStore(StoreReads):
             RecipeMismatchError: ``exist_ok`` and the existing collection is another one (dim, metric, encoder).
             StorageError: Milvus failed (connections opened here are released).
         """
-        plan = plan_create(dim, recipe, metric, index, index_params, fields, partition_key, dynamic)
+        plan = plan_create(dim, recipe, metric, index, index_params, fields, partition_key, dynamic, item_text)
         check_consistency(consistency)
         conn = Connection.open(uri, token, timeout, connect_kwargs, retry, create=True)
         try:
@@ -312,6 +315,7 @@ class VectorStore(StoreReads):
         sources: Sequence[Any] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         normalized: bool = False,
+        text_vectors: Sequence[np.ndarray | None] | None = None,
         on_retry: Callable[[], None] | None = None,
         retry: RetryPolicy | None = None,
     ) -> WriteResult:
@@ -328,6 +332,8 @@ class VectorStore(StoreReads):
             sources: where each image came from.
             metadata: one dict per row (made JSON-safe; typed-field keys go to their fields).
             normalized: ``vectors`` are already L2-normalised (the stored norm is then 1, or ``default_norm``).
+            text_vectors: per row, the raw item-text embedding or ``None`` (collections with ``item_text``; see
+                :func:`~cir_milvus.storage.hybrid.text_columns`).
             on_retry: called once per retried call (progress reporting).
             retry: a policy for this call instead of :attr:`retry`.
 
@@ -342,6 +348,7 @@ class VectorStore(StoreReads):
         rows, index, result = prepare_rows(vecs, ids, sources, metadata, normalized=normalized,
                                            default_norm=self.fields.default_norm, check_id=self.check_id,
                                            make_row=self._row)
+        text_columns(self.fields, rows, index, text_vectors, len(ids))
         counter = [0]
 
         def retried() -> None:
@@ -411,7 +418,9 @@ class VectorStore(StoreReads):
         if keep:
             mds = [dict(want[i]) if replace else {**rows[i]["metadata"], **dict(want[i])} for i in keep]
             raw = np.stack([rows[i]["vector"] for i in keep])  # [N, D] raw: the norm round-trips
-            result = self.upsert(keep, raw, sources=[rows[i]["source"] for i in keep], metadata=mds)
+            texts = self.stored_text_vectors(keep) if self.fields.text_vector_field else None
+            result = self.upsert(keep, raw, sources=[rows[i]["source"] for i in keep], metadata=mds,
+                                 text_vectors=[texts.get(i) for i in keep] if texts is not None else None)
         for n, i in enumerate(want):
             if i not in rows:
                 result.skipped.append((n, Skipped(str(i), "not stored", i)))

@@ -1,0 +1,74 @@
+"""Mixed galleries on the collection side: item texts embedded with the collection's text tower, and the recipe
+entry that records them (the store's side, the second vector field and fused search, is
+:mod:`cir_milvus.storage.hybrid`).
+
+An item text is a caption, a title, a description: one string per image, or ``None`` / ``""`` for an item without
+text. Such an item is stored with ``has_text = false`` and is **absent from the text target's list**: it is found
+through its image only (with ``ranker="rrf"`` its image rank still counts; with ``"weighted"`` its text term is 0,
+so a text-matching item with the same image score outranks it). Texts longer than the encoder's context length are
+cut to their first tokens (with a warning), as catalogue descriptions often are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from cir_milvus.encoders.base import Encoder
+from cir_milvus.errors import ConfigError
+from cir_milvus.storage.schema import HAS_TEXT, TEXT_VECTOR
+
+__all__ = ["check_item_texts", "encode_item_texts", "item_text_recipe", "target_kw"]
+
+
+def item_text_recipe(encoder: Encoder) -> dict[str, Any]:
+    """The recipe entry of a collection created with ``item_text=True``: its fields and the text tower (the
+    collection's encoder; a text tower swapped in later with ``text_weights`` changes queries, not stored texts)."""
+    return {"field": TEXT_VECTOR, "flag_field": HAS_TEXT, "encoder": dict(encoder.recipe)}
+
+
+def check_item_texts(texts: Sequence[Any] | None, n: int, has_field: bool, collection: str) -> list[str | None] | None:
+    """``texts`` as one string or ``None`` per image.
+
+    Raises:
+        ConfigError: texts on a collection without an item-text field, a count that does not match the images, an
+            entry that is not a string or ``None``.
+    """
+    if texts is None:
+        return None
+    if not has_field:
+        raise ConfigError(f"collection {collection!r} has no item-text field; create it with item_text=True to store "
+                          "texts with the images")
+    if isinstance(texts, (str, bytes)):
+        raise ConfigError("texts must be a list with one text (or None) per image, not a single string")
+    out = list(texts)
+    if len(out) != n:
+        raise ConfigError(f"texts has {len(out)} entries but there are {n} images; give one text (or None) per image, "
+                          "in the same order")
+    for i, t in enumerate(out):
+        if t is not None and not isinstance(t, str):
+            raise ConfigError(f"texts[{i}] must be a string or None, got {type(t).__name__}")
+    return [t if t is not None and t.strip() else None for t in out]
+
+
+def encode_item_texts(encoder: Encoder, texts: Sequence[str | None], batch_size: int = 256) -> list[np.ndarray | None]:
+    """Raw text-tower embeddings, one per text (``None`` stays ``None``: an item without text)."""
+    present = [i for i, t in enumerate(texts) if t is not None]
+    out: list[np.ndarray | None] = [None] * len(texts)
+    if present:
+        emb = np.asarray(encoder.encode_texts([str(texts[i]) for i in present], batch_size=batch_size,
+                                              normalize=False, truncate=True), dtype=np.float32)  # [M, D]
+        for j, i in enumerate(present):
+            out[i] = emb[j]
+    return out
+
+
+def target_kw(targets: Sequence[str] | None, ranker: Any, ranker_weights: Sequence[float] | None) -> dict[str, Any]:
+    """The store's search keywords for ``targets`` (none for the default image search: ``search_vectors``)."""
+    if targets is None:
+        if ranker != "rrf" or ranker_weights is not None:
+            raise ConfigError("ranker / ranker_weights fuse several targets; pass targets=('image', 'text') too")
+        return {}
+    return {"targets": targets, "ranker": ranker, "ranker_weights": ranker_weights}

@@ -1,0 +1,262 @@
+"""Mixed galleries: the item-text vector field next to the image field, and search against several fields at once.
+
+A collection created with ``item_text=True`` holds, besides ``vector`` (the image), ``text_vector`` (the item's
+text embedded with the collection's text tower, L2-normalised) and ``has_text`` (BOOL). An item stored without a
+text gets a zero ``text_vector`` and ``has_text = false``: every request against the text field carries
+``has_text == true``, so such an item is **absent from the text list** and reachable through the image field only
+(with RRF it can still win on its image rank; with the weighted ranker its text term is 0).
+
+:meth:`StoreHybrid.search_targets` matches the same query vectors against several fields ("targets"):
+
+- ``("image",)``: the plain image search (:meth:`~cir_milvus.storage.store.VectorStore.search_vectors`);
+- ``("text",)``: the text field alone (one ANN search with the ``has_text`` filter);
+- two targets: one ``MilvusClient.hybrid_search`` with ``RRFRanker`` / ``WeightedRanker`` where the deployment has it
+  (Milvus Lite, Milvus ≥ 2.4: :attr:`Capabilities.hybrid_search`); elsewhere one search per field fused here with
+  the same rules (:func:`cir_milvus.query.rrf`, :func:`cir_milvus.query.weighted_scores`): each list holds the
+  field's top ``limit`` under the same filters, a list missing an item adds 0. Scores agree with Milvus's; ties may
+  be ordered differently (Milvus Lite orders tied items by id).
+
+The user's filter applies to every request; ``group_by`` and reference exclusion are applied to the fused list
+(over-fetching ``k × 8`` candidates for ``group_by``, as on servers without native grouping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from cir_milvus.errors import ConfigError
+from cir_milvus.query.fusion import rrf, weighted_scores
+from cir_milvus.storage.core import StoreCore
+from cir_milvus.storage.filters import in_filter
+from cir_milvus.storage.results import Hits, Id
+from cir_milvus.storage.schema import DEFAULT_SEARCH_PARAMS, FieldMap
+from cir_milvus.storage.search import collect_hits, hit_id, plan_search, query_matrix
+
+__all__ = ["RANKERS", "TARGETS", "Ranker", "StoreHybrid", "TargetPlan", "check_targets", "text_columns"]
+
+TARGETS = ("image", "text")
+"""The fields a composed query can be matched against."""
+RANKERS = ("rrf", "weighted")
+Ranker = Literal["rrf", "weighted"]
+HYBRID_VERSION = "2.4"
+"""The first Milvus server with ``hybrid_search`` (milvus.io/docs/multi-vector-search.md)."""
+
+
+class TargetPlan:
+    """Checked ``targets`` / ``ranker`` / ``ranker_weights``: the fields searched, their metrics and weights."""
+
+    def __init__(self, targets: tuple[str, ...], fields: tuple[str, ...], ranker: Ranker,
+                 weights: tuple[float, ...] | None, metric: str) -> None:
+        self.targets = targets
+        self.fields = fields
+        self.ranker = ranker
+        self.weights = weights
+        self.metric = metric
+
+
+def check_targets(f: FieldMap, collection: str, targets: Any, ranker: Any = "rrf",
+                  ranker_weights: Sequence[float] | None = None) -> TargetPlan:
+    """Validate the search targets against the collection's fields.
+
+    Raises:
+        ConfigError: an unknown or repeated target, ``"text"`` on a collection without an item-text field, an unknown
+            ranker, weights that do not match the targets (one number in [0, 1] per target, weighted ranker only).
+    """
+    names = (targets,) if isinstance(targets, str) else tuple(targets) if isinstance(targets, Sequence) else None
+    if not names:
+        raise ConfigError(f"targets must be a non-empty list of {', '.join(TARGETS)}, got {targets!r}")
+    for t in names:
+        if t not in TARGETS:
+            raise ConfigError(f"unknown search target {t!r}; choose from {', '.join(TARGETS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"targets {list(names)} name a field twice")
+    if "text" in names and f.text_vector_field is None:
+        raise ConfigError(f"collection {collection!r} has no item-text field, so it cannot be searched with target "
+                          "'text'; create it with item_text=True (or attach it with schema={'text_vector_field': ...})")
+    if ranker not in RANKERS:
+        raise ConfigError(f"ranker must be 'rrf' or 'weighted', got {ranker!r}")
+    weights: tuple[float, ...] | None = None
+    if ranker_weights is not None:
+        if ranker != "weighted":
+            raise ConfigError("ranker_weights are for ranker='weighted' (RRF fuses ranks, without weights)")
+        ws = list(ranker_weights)
+        if len(ws) != len(names):
+            raise ConfigError(f"{len(ws)} ranker_weights for {len(names)} targets {list(names)}; give one weight per "
+                              "target, in the same order")
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0.0 <= float(w) <= 1.0 for w in ws):
+            raise ConfigError(f"ranker_weights must be numbers in [0, 1], got {ws!r}")
+        weights = tuple(float(w) for w in ws)
+    elif ranker == "weighted":
+        weights = tuple(1.0 / len(names) for _ in names)
+    fields = tuple(f.vector_field if t == "image" else str(f.text_vector_field) for t in names)
+    return TargetPlan(names, fields, ranker, weights, f.metric)
+
+
+def text_columns(f: FieldMap, rows: list[dict[str, Any]], index: Sequence[int],
+                 text_vectors: Sequence[np.ndarray | None] | None, n: int) -> None:
+    """Add the item-text columns to the rows about to be written (``index[j]``: input position of ``rows[j]``).
+
+    ``text_vectors[i]`` is the raw text embedding of input ``i`` (normalised here) or ``None`` (no text: a zero vector
+    and ``has_text = false``); ``None`` altogether means no item has a text.
+
+    Raises:
+        ConfigError: text vectors on a collection without a text field, or of the wrong number or shape.
+    """
+    if f.text_vector_field is None:
+        if text_vectors is not None:
+            raise ConfigError("this collection has no item-text field; create it with item_text=True to store texts")
+        return
+    if text_vectors is not None and len(text_vectors) != n:
+        raise ConfigError(f"{len(text_vectors)} text vectors for {n} rows")
+    zero = [0.0] * f.dim
+    for row, i in zip(rows, index):
+        v = None if text_vectors is None else text_vectors[i]
+        if v is not None:
+            v = np.asarray(v, dtype=np.float32)
+            if v.shape != (f.dim,) or not np.all(np.isfinite(v)):
+                raise ConfigError(f"text vector {i} must be {f.dim} finite numbers, got shape {v.shape}")
+            norm = float(np.linalg.norm(v))
+            v = v / norm if norm > 0 else None
+        row[f.text_vector_field] = zero if v is None else v.tolist()
+        if f.text_flag_field is not None:
+            row[f.text_flag_field] = v is not None
+
+
+def _and(a: str, b: str) -> str:
+    return f"({a}) and ({b})" if a and b else a or b
+
+
+class StoreHybrid(StoreCore):
+    """Search against several vector fields (see the module docstring), and the stored item-text vectors."""
+
+    def stored_text_vectors(self, ids: Sequence[Id]) -> dict[Id, np.ndarray | None]:
+        """The stored (normalised) item-text vector of each stored id, ``None`` for an item without text."""
+        f = self.fields
+        if f.text_vector_field is None or not ids:
+            return {}
+        wanted = [f.id_field, f.text_vector_field, *([f.text_flag_field] if f.text_flag_field else [])]
+        out: dict[Id, np.ndarray | None] = {}
+        valid = [i for i in dict.fromkeys(ids) if self.check_id(i) is None]
+        for s in range(0, len(valid), 1000):
+            expr = in_filter(f.id_field, valid[s : s + 1000])
+
+            def read(expr: str = expr) -> Any:
+                return self._client.query(self.name, filter=expr, output_fields=wanted,
+                                          consistency_level=self.consistency)
+
+            rows = self._call(f"read item texts of {self.name!r}", read)
+            for r in rows:
+                has = r.get(f.text_flag_field, True) if f.text_flag_field else True
+                out[r[f.id_field]] = np.asarray(r[f.text_vector_field], dtype=np.float32) if has else None
+        return out
+
+    def search_targets(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        targets: Sequence[str] = ("image",),
+        ranker: Ranker = "rrf",
+        ranker_weights: Sequence[float] | None = None,
+        filter: str | None = None,
+        filter_params: Mapping[str, Any] | None = None,
+        group_by: str | None = None,
+        exclude_ids: Sequence[Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        search_params: Mapping[str, Any] | None = None,
+    ) -> list[Hits]:
+        """Match query vectors ``[N, D]`` against the fields named by ``targets`` (see the module docstring).
+
+        Args:
+            targets: ``("image",)``, ``("text",)`` or ``("image", "text")`` (any order; weights follow it).
+            ranker: ``"rrf"`` (reciprocal rank, k = 60) or ``"weighted"`` (Milvus's WeightedRanker score rule).
+            ranker_weights: one weight in [0, 1] per target (weighted ranker; default equal).
+            Others: as for :meth:`~cir_milvus.storage.store.VectorStore.search_vectors`.
+
+        Returns:
+            One :class:`Hits` per query; ``Hit.score`` is the fused score (or the field's similarity for one target).
+
+        Raises:
+            ConfigError: see :func:`check_targets`; as for ``search_vectors``.
+        """
+        tp = check_targets(self.fields, self.name, targets, ranker, ranker_weights)
+        if tp.targets == ("image",):
+            return self.search_vectors(vectors, k, filter=filter, filter_params=filter_params,  # type: ignore[attr-defined, no-any-return]
+                                       group_by=group_by, exclude_ids=exclude_ids, output_fields=output_fields,
+                                       search_params=search_params)
+        q = query_matrix(vectors, self.dim)
+        plan = plan_search(self.fields, self.name, len(q), k, exclude_ids=exclude_ids, group_by=group_by,
+                           output_fields=self._output_fields(output_fields), native_group_by=False)
+        expr = self.render_filter(filter, filter_params)
+        idx_type = self.recipe.index.get("type", "HNSW") if self.recipe is not None else "HNSW"
+        params = dict(search_params or DEFAULT_SEARCH_PARAMS.get(idx_type, {}))
+        if "ef" in params:
+            params["ef"] = max(int(params["ef"]), plan.limit)
+        f = self.fields
+        flag = f"{f.text_flag_field} == true" if f.text_flag_field else ""
+        exprs = [expr if fld == f.vector_field else _and(expr, flag) for fld in tp.fields]
+        native = len(tp.fields) > 1 and self.capabilities.hybrid_search
+        out: list[Hits] = []
+        for s in range(0, len(q), 1024):
+            data = q[s : s + 1024].tolist()
+            if native:
+                res = self._call(f"hybrid search {self.name!r}",
+                                 lambda data=data: self._hybrid(data, tp, exprs, params, plan.limit,  # type: ignore[misc]
+                                                                plan.output_fields), user_filter=expr)
+            else:
+                lists = [self._call(f"search {self.name!r} ({t})",
+                                    lambda data=data, fld=fld, e=e: self._one(data, fld, e, params,  # type: ignore[misc]
+                                                                               plan.limit, plan.output_fields),
+                                    user_filter=expr)
+                         for t, fld, e in zip(tp.targets, tp.fields, exprs)]
+                res = [fuse([lst[j] for lst in lists], tp, f, self.name, plan.limit) for j in range(len(data))]
+            out.extend(collect_hits(f, self.name, plan, s + j, hits) for j, hits in enumerate(res))
+        return out
+
+    def _one(self, data: list[list[float]], field: str, expr: str, params: Mapping[str, Any], limit: int,
+             output_fields: list[str]) -> Any:
+        res = self._client.search(self.name, data=data, limit=limit, filter=expr, output_fields=output_fields,
+                                  search_params={"metric_type": self.fields.metric, "params": dict(params)},
+                                  anns_field=field, consistency_level=self.consistency)
+        if not any(len(h) for h in res):
+            self._check_loaded()
+        return res
+
+    def _hybrid(self, data: list[list[float]], tp: TargetPlan, exprs: list[str], params: Mapping[str, Any],
+                limit: int, output_fields: list[str]) -> Any:
+        from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        reqs = [AnnSearchRequest(data, fld, {"metric_type": self.fields.metric, "params": dict(params)}, limit,
+                                 expr=e or None) for fld, e in zip(tp.fields, exprs)]
+        rk = WeightedRanker(*tp.weights) if tp.ranker == "weighted" and tp.weights else RRFRanker(60)
+        res = self._client.hybrid_search(self.name, reqs, rk, limit=limit, output_fields=output_fields,
+                                         consistency_level=self.consistency)
+        if not any(len(h) for h in res):
+            self._check_loaded()
+        return res
+
+
+def fuse(lists: Sequence[Sequence[Mapping[str, Any]]], tp: TargetPlan, f: FieldMap, collection: str,
+         limit: int) -> list[dict[str, Any]]:
+    """Client-side fusion of one query's per-field hit lists, with Milvus's ranker rules; hit dicts as Milvus
+    returns them (``distance`` = the fused score), best first, at most ``limit``."""
+    entity: dict[Any, Any] = {}
+    ranked: list[list[tuple[Any, float]]] = []
+    for hits in lists:
+        row = []
+        for h in hits:
+            hid = hit_id(f, collection, h)
+            entity.setdefault(hid, h.get("entity", {}))
+            row.append((hid, float(h["distance"])))
+        ranked.append(row)
+    if len(ranked) == 1:
+        fused = ranked[0]
+    elif tp.ranker == "weighted":
+        assert tp.weights is not None
+        fused = weighted_scores(ranked, tp.weights, metric=tp.metric)
+    else:
+        fused = rrf([[i for i, _ in r] for r in ranked])
+    return [{"id": i, "distance": s, "entity": entity[i]} for i, s in fused[:limit]]

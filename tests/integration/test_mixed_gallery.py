@@ -1,0 +1,187 @@
+"""Mixed galleries (issue 27): item texts in a second vector field, searched alone or fused with the images.
+
+The fused lists are checked three ways: Milvus Lite's ``hybrid_search``, the store's client-side fusion (the path of
+servers without hybrid search, forced here by switching the capability off) and a brute-force numpy ranking fused by
+the rules written out again below (not cir_milvus.query's code). Runs on Lite and (marked ``server``) on the 2.3.5
+server, which has no hybrid search: client-side fusion there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cir_milvus import CIRCollection, ConfigError, FakeEncoder, connect
+from cir_milvus.synthetic import SyntheticWorld
+
+BACKENDS = ["lite", pytest.param("server", marks=pytest.mark.server)]
+pytestmark = pytest.mark.integration
+N = 24
+COLOURS = ["red", "green", "blue", "yellow"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("mixed")
+    out = []
+    for it in SyntheticWorld(seed=5, instances=1).gallery()[:N]:
+        p = root / f"{it.id}.png"
+        it.render().save(p)
+        out.append(p)
+    return out
+
+
+def _texts() -> list[str | None]:
+    # every third item has no text; the others a short caption (word directions: FakeEncoder)
+    return [None if i % 3 == 0 else f"a {COLOURS[i % 4]} thing number{i}" for i in range(N)]
+
+
+@pytest.fixture(params=BACKENDS)
+def mixed(request: pytest.FixtureRequest, tmp_path: Path, images: list[Path]):  # type: ignore[no-untyped-def]
+    if request.param == "lite":
+        pytest.importorskip("milvus_lite")
+        uri = str(tmp_path / "m.db")
+    else:
+        uri = str(request.getfixturevalue("server_uri"))
+    col = CIRCollection.create(uri, f"m{uuid.uuid4().hex[:10]}", encoder=FakeEncoder(dim=16, seed=1), index="FLAT",
+                               fields={"group": ("varchar", 16)}, item_text=True)
+    ids = list(col.add(images, texts=_texts(), metadata=[{"group": f"g{i % 5}", "n": i} for i in range(N)]))
+    col.store.flush()
+    yield col, ids
+    col.store.drop()
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64) / np.linalg.norm(v)
+
+
+def _brute_lists(col: CIRCollection, ids: list, q: np.ndarray, limit: int) -> tuple[list, list]:
+    """Per-field (id, score) lists by brute force: images of every item, texts of items that have one."""
+    img = {i: _unit(v) for i, v in col.get_vectors(ids).items()}
+    texts = dict(zip(ids, _texts()))
+    temb = {i: _unit(col.encoder.encode_texts([t], normalize=False)[0]) for i, t in texts.items() if t}
+    a = sorted(((i, float(v @ q)) for i, v in img.items()), key=lambda t: -t[1])[:limit]
+    b = sorted(((i, float(v @ q)) for i, v in temb.items()), key=lambda t: -t[1])[:limit]
+    return a, b
+
+
+def _fuse_rrf(lists: list[list]) -> dict:
+    out: dict = {}
+    for lst in lists:
+        for r, (i, _) in enumerate(lst):
+            out[i] = out.get(i, 0.0) + 1.0 / (60 + r + 1)
+    return out
+
+
+def _fuse_weighted(lists: list[list], w: tuple) -> dict:  # Milvus: IP scores through 0.5 + atan(s)/pi
+    out: dict = {}
+    for lst, wi in zip(lists, w):
+        for i, s in lst:
+            out[i] = out.get(i, 0.0) + wi * (0.5 + math.atan(s) / math.pi)
+    return out
+
+
+def _check(hits, want: dict, k: int) -> None:  # type: ignore[no-untyped-def]
+    top = sorted(want.values(), reverse=True)[:k]
+    assert [h.score for h in hits] == pytest.approx(top, abs=1e-5)
+    for h in hits:  # ties may be ordered differently; each hit carries its own fused score
+        assert want[h.id] == pytest.approx(h.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("ranker", ["rrf", "weighted"])
+def test_hybrid_matches_client_fusion_and_brute_force(mixed, ranker: str) -> None:  # type: ignore[no-untyped-def]
+    col, ids = mixed
+    k = 8
+    kw = {"ranker_weights": (0.7, 0.3)} if ranker == "weighted" else {}
+    hits = col.search(ref_id=ids[4], text="a red thing", k=k, targets=("image", "text"), ranker=ranker,
+                      exclude_reference=False, return_query_vector=True, **kw)
+    q = _unit(hits[0].query_vector)
+    a, b = _brute_lists(col, ids, q, k)
+    want = _fuse_rrf([a, b]) if ranker == "rrf" else _fuse_weighted([a, b], (0.7, 0.3))
+    _check(hits, want, k)
+    store = col.store
+    native = store.capabilities
+    store.capabilities = dataclasses.replace(native, hybrid_search=False)  # the path of servers without it
+    try:
+        client = col.search(ref_id=ids[4], text="a red thing", k=k, targets=("image", "text"), ranker=ranker,
+                            exclude_reference=False, **kw)
+    finally:
+        store.capabilities = native
+    _check(client, want, k)
+
+
+def test_text_target_alone_and_items_without_text(mixed) -> None:  # type: ignore[no-untyped-def]
+    col, ids = mixed
+    hits = col.search(text="a yellow thing number7", composer="text", k=N, targets=("text",))
+    without = {ids[i] for i in range(N) if i % 3 == 0}
+    assert hits[0].id == ids[7]  # its own caption
+    assert len(hits) == N - len(without) and not without & {h.id for h in hits}  # absent from the text list
+    both = col.search(text="a yellow thing number7", composer="text", k=N, targets=("image", "text"))
+    assert without <= {h.id for h in both}  # ...but still found through their images
+
+
+def test_filters_group_by_and_exclusion_keep_working(mixed) -> None:  # type: ignore[no-untyped-def]
+    col, ids = mixed
+    hits = col.search(ref_id=ids[1], text="a red thing", k=5, targets=("image", "text"),
+                      filter='metadata["n"] >= {lo}', filter_params={"lo": 10})
+    assert hits and all(h.metadata["n"] >= 10 for h in hits)
+    grouped = col.search(ref_id=ids[1], text="a red thing", k=5, targets=("image", "text"), group_by="group")
+    groups = [h.metadata["group"] for h in grouped]
+    assert len(groups) == len(set(groups)) == 5 and ids[1] not in {h.id for h in grouped}
+
+
+def test_update_metadata_keeps_item_text(mixed) -> None:  # type: ignore[no-untyped-def]
+    col, ids = mixed
+    before = col.store.stored_text_vectors([ids[2], ids[3]])
+    col.store.update_metadata([ids[2], ids[3]], {"extra": 1})
+    after = col.store.stored_text_vectors([ids[2], ids[3]])
+    assert after[ids[3]] is None and before[ids[3]] is None  # item 3 has no text
+    assert np.allclose(after[ids[2]], before[ids[2]]) and np.linalg.norm(after[ids[2]]) == pytest.approx(1.0)
+
+
+def test_recipe_records_the_text_field_and_reopens(tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    enc = FakeEncoder(dim=16, seed=1)
+    db = connect(str(tmp_path / "r.db"))
+    col = db.create_collection("r", encoder=enc, item_text=True)
+    col.add(images[:3], texts=["a red thing", None, ""])
+    assert col.recipe.item_text is not None and col.recipe.item_text["field"] == "text_vector"
+    assert col.recipe.item_text["encoder"]["model"] == enc.recipe["model"]
+    col.close()
+    again = CIRCollection.open(str(tmp_path / "r.db"), "r", encoder=enc)
+    assert again.store.fields.text_vector_field == "text_vector"
+    assert again.recipe.item_text == col.recipe.item_text
+    present = again.store.stored_text_vectors(list(again.iter_ids()))
+    assert sorted(v is not None for v in present.values()) == [False, False, True]
+    again.close()
+
+
+def test_bad_input_is_refused_clearly(tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    col = CIRCollection.create(str(tmp_path / "b.db"), "b", encoder=FakeEncoder(dim=16, seed=1), item_text=True)
+    with pytest.raises(ConfigError, match="texts has 1 entries but there are 2 images"):
+        col.add(images[:2], texts=["one"])
+    col.add(images[:2], texts=["a red thing", "a blue thing"])
+    ref = next(iter(col.iter_ids()))
+    with pytest.raises(ConfigError, match="2 ranker_weights for 1 targets"):
+        col.search(ref_id=ref, text="x", targets=("text",), ranker="weighted", ranker_weights=(0.5, 0.5))
+    with pytest.raises(ConfigError, match="ranker_weights are for ranker='weighted'"):
+        col.search(ref_id=ref, text="x", targets=("image", "text"), ranker_weights=(0.5, 0.5))
+    with pytest.raises(ConfigError, match="unknown search target 'caption'"):
+        col.search(ref_id=ref, text="x", targets=("image", "caption"))
+    with pytest.raises(ConfigError, match="in \\[0, 1\\]"):
+        col.search(ref_id=ref, text="x", targets=("image", "text"), ranker="weighted", ranker_weights=(2, 0))
+    col.close()
+    plain = CIRCollection.create(str(tmp_path / "p.db"), "p", encoder=FakeEncoder(dim=16, seed=1))
+    plain.add(images[:2])
+    ref = next(iter(plain.iter_ids()))
+    with pytest.raises(ConfigError, match="has no item-text field.*item_text=True"):
+        plain.search(ref_id=ref, text="x", targets=("image", "text"))
+    with pytest.raises(ConfigError, match="has no item-text field"):
+        plain.add(images[2:3], texts=["a red thing"])
+    plain.close()
