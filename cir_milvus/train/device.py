@@ -63,10 +63,12 @@ def select_precision(device: str = "auto", precision: str = "auto") -> Precision
     if device in ("auto", None):
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r} was requested but torch sees no CUDA GPU; use --device cpu")
+        raise ConfigError(f"device={device!r} was requested but torch sees no CUDA GPU; use device='cpu' "
+                          "(--device cpu on the command line)")
     if device == "cpu":
         if precision not in ("auto", "fp32"):
-            raise ConfigError(f"precision={precision!r} needs a CUDA GPU; use fp32 (or auto) on CPU")
+            raise ConfigError(f"precision={precision!r} needs a CUDA GPU; use precision='fp32' (or "
+                              "'auto'; --precision on the command line) on CPU")
         return Precision("cpu", None)
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"

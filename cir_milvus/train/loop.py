@@ -107,7 +107,7 @@ def load_checkpoint(out: Path) -> dict[str, Any] | None:
         return dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as e:  # noqa: BLE001 - unpickling errors of several types
         raise CheckpointError(f"{path} is not a readable training checkpoint ({type(e).__name__}: {e}); delete it "
-                              "or pass --no-resume") from e
+                              "or pass resume=False (--no-resume on the command line)") from e
 
 
 def run(recipe: Recipe[Any], cfg: TrainConfig, out: str | os.PathLike[str], *, resume: bool = True,
@@ -183,7 +183,8 @@ class _Loop:
             return 0
         if ckpt.get("recipe") != self.cfg.recipe:
             raise CheckpointError(f"{self.out / CHECKPOINT_NAME} is a {ckpt.get('recipe')!r} checkpoint, not "
-                                  f"{self.cfg.recipe!r}; use another --out or --no-resume")
+                                  f"{self.cfg.recipe!r}; use another output folder or resume=False "
+                                  "(--out DIR or --no-resume on the command line)")
         self.recipe.load_state_dict(ckpt["trainable"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -205,7 +206,8 @@ class _Loop:
         self.scaler.update()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(f"{self.cfg.recipe}: loss became {value} at step {step}; lower --lr")
+            raise FloatingPointError(f"{self.cfg.recipe}: loss became {value} at step {step}; lower lr "
+                                     "(--lr on the command line)")
         return value
 
     def steps(self, start: int) -> None:
@@ -267,7 +269,8 @@ def _run_notes(recipe: Recipe[Any], cfg: TrainConfig) -> list[str]:
     if warmup > cfg.steps > 0:
         notes.append(f"the warm-up ({warmup} steps) is longer than the run ({cfg.steps} steps): the learning rate "
                      f"rises linearly to {cfg.lr * cfg.steps / warmup:.3g} ({100 * cfg.steps / warmup:.2g}% of lr="
-                     f"{cfg.lr:g}) and never decays; pass --warmup N (or --warmup-cap 0.1) for a shorter warm-up")
+                     f"{cfg.lr:g}) and never decays; set warmup=N or warmup_cap=0.1 (--warmup N, --warmup-cap 0.1) "
+                     "for a shorter warm-up")
     if cfg.keep == "best" and recipe.can_validate:
         if not recipe.has_validation:
             notes.append("no validation split (file data, or --val none): the last step's weights are kept")

@@ -273,7 +273,7 @@ class RTDRecipe(Recipe[RTDConfig]):
         from cir_milvus.heads import load_head
 
         if not cfg.head:
-            raise ConfigError("RTD needs a pretrained projection head: pass --head PATH (e.g. "
+            raise ConfigError("RTD needs a pretrained projection head: set head=PATH (--head PATH; e.g. "
                               "cir_milvus/data/cir-demo-tiny.lincir.safetensors or a LinCIR/SEARLE checkpoint)")
         self.cfg = cfg
         self.precision, self.encoder = setup(cfg)

@@ -110,15 +110,15 @@ class TATRecipe(Recipe[TATConfig]):
                               "(use a .csv/.jsonl list with 'path' and 'caption' columns)")
         if cfg.steps == 0:
             if not self.images.finite:
-                raise ConfigError("the synthetic world is endless: pass --steps N for TAT on it")
+                raise ConfigError("the synthetic world is endless: set steps=N (--steps N) for TAT on it")
             cfg.steps = cfg.epochs * max(1, len(self.images) // cfg.batch_size)
         lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                target_modules=cfg.target_modules, bias="none")
         try:
             self.peft_model = peft.get_peft_model(self.encoder.model, lora)
         except ValueError as e:
-            raise ConfigError(f"LoRA targets {cfg.target_modules!r} match no layer of {cfg.model} ({e}); pass "
-                              "--target-modules REGEX naming its image-tower linear layers") from e
+            raise ConfigError(f"LoRA targets {cfg.target_modules!r} match no layer of {cfg.model} ({e}); set "
+                              "target_modules=REGEX (--target-modules) naming its image-tower linear layers") from e
         self.model = self.encoder.model  # adapters are injected in place; encode_image now runs through them
         self.trainable = [(n, p) for n, p in self.peft_model.named_parameters() if p.requires_grad]
         if any(not n.split("base_model.model.", 1)[-1].startswith("visual.") for n, _ in self.trainable):

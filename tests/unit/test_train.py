@@ -385,6 +385,15 @@ def test_a_registered_recipe_trains_by_name_and_on_the_command_line(tmp_path: Pa
         with pytest.raises(ConfigError, match="must agree"):
             RECIPES.add("toy2", type("Toy2", (Toy,), {}))
         assert "toy2" not in RECIPES
+        # another recipe's checkpoint in the folder: refused, with the fix in Python's and the command line's words
+        from cir_milvus.errors import CheckpointError
+        from cir_milvus.train.config import load_config as load
+
+        other = type("OtherConfig", (ToyConfig,), {"recipe": "other"})
+        cfg = load(other, None, {"steps": 2, "progress": False, "pretrained": None})
+        with pytest.raises(CheckpointError, match=r"'toy' checkpoint.*resume=False.*--no-resume"):
+            run(Toy(cfg), cfg, tmp_path / "py")
+        assert run(Toy(cfg), cfg, tmp_path / "py", resume=False).step == 2
     finally:
         RECIPES.unregister("toy")
 
