@@ -43,6 +43,7 @@ __all__ = [
     "PseudoTokenComposer",
     "SearleComposer",
     "check_template",
+    "composer_head",
     "join_captions",
     "template_slot",
 ]
@@ -373,6 +374,11 @@ class CombinedComposer(Composer):
     def preprocess(self) -> str | None:
         return self.inner.preprocess
 
+    @property
+    def head(self) -> Any:
+        """The projection head of the pseudo-token side."""
+        return self.inner.head
+
     def config(self) -> dict[str, Any]:
         params = dict(self.params)
         params["head"] = self.inner.head.config()
@@ -393,3 +399,9 @@ class CombinedComposer(Composer):
         if isinstance(encoder, SupportsDeviceOutput) and not isinstance(composed, np.ndarray):
             img = encoder.to_device(image_embeddings)  # composed on the device: slerp there
         return to_numpy(slerp(_normalize(img), composed, self.params["alpha"]))
+
+
+def composer_head(composer: Composer) -> Any | None:
+    """The projection head a composer runs (a :class:`~cir_milvus.heads.Head` or a bundle's head), ``None`` for
+    composers without one (slerp, the baselines, plugins)."""
+    return composer.head if isinstance(composer, (PseudoTokenComposer, CombinedComposer)) else None

@@ -19,6 +19,7 @@ from cir_milvus.encoders.base import (
 )
 from cir_milvus.encoders.capabilities import (
     HasBundleHeads,
+    HasExecutionProviders,
     HasPreprocessConfig,
     SupportsDecodeModes,
     SupportsDeviceOutput,
@@ -36,6 +37,7 @@ __all__ = [
     "EncoderBackend",
     "FakeEncoder",
     "HasBundleHeads",
+    "HasExecutionProviders",
     "HasPreprocessConfig",
     "RebuildOptions",
     "SupportsDecodeModes",

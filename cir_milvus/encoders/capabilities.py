@@ -3,18 +3,15 @@
 Every encoder implements :class:`~cir_milvus.encoders.base.Encoder`. Some offer more, and callers ask with
 ``isinstance(encoder, SupportsPixels)`` rather than probing attributes by name:
 
-===========================  =====================================================  =========================
-protocol                     what it offers                                         torch / onnx / fake
-===========================  =====================================================  =========================
-:class:`HasPreprocessConfig` ``preprocess_config`` (how its images are decoded)     yes / yes / no
-:class:`SupportsDecodeModes` ``with_decode(mode)``: a copy decoding another way     yes / yes / no
-:class:`SupportsPixels`      ``pixels(images)`` and ``encode_pixels(pixels)``       yes / yes / no
-:class:`SupportsUint8`       ``encode_uint8(pixels)``: normalises on its device     yes / no / no
-:class:`SupportsThreads`     ``set_threads(n, spin=)``: share the cores             yes / yes / no
-:class:`SupportsDeviceOutput` ``to_device(x)`` and ``device_output=True`` results    yes / no / no
-:class:`SupportsPseudoTokens` ``token_width()``, ``encode_texts_with_pseudo_tokens`` yes / yes / yes
-:class:`HasBundleHeads`      ``heads``: projection heads shipped with the weights   no / yes / no
-===========================  =====================================================  =========================
+- :class:`HasPreprocessConfig`: ``preprocess_config``, how its images are decoded (torch, onnx).
+- :class:`SupportsDecodeModes`: ``with_decode(mode)``, a copy decoding another way (torch, onnx).
+- :class:`SupportsPixels`: ``pixels(images)`` and ``encode_pixels(pixels)`` (torch, onnx).
+- :class:`SupportsUint8`: ``encode_uint8(pixels)``, normalising on its device (torch).
+- :class:`SupportsThreads`: ``set_threads(n, spin=)``, to share the cores (torch, onnx).
+- :class:`SupportsDeviceOutput`: ``to_device(x)`` and ``device_output=True`` results (torch).
+- :class:`SupportsPseudoTokens`: ``token_width()``, ``encode_texts_with_pseudo_tokens`` (torch, onnx, fake).
+- :class:`HasBundleHeads`: ``heads``, projection heads shipped with the weights (onnx).
+- :class:`HasExecutionProviders`: ``providers``, the onnxruntime providers, best first (onnx).
 
 Example:
     >>> from cir_milvus.encoders import FakeEncoder
@@ -38,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BundleHeadLike",
     "HasBundleHeads",
+    "HasExecutionProviders",
     "HasPreprocessConfig",
     "SupportsDecodeModes",
     "SupportsDeviceOutput",
@@ -143,3 +141,10 @@ class HasBundleHeads(Protocol):
     def heads(self) -> Mapping[str, BundleHeadLike]:
         """The heads, by name."""
         ...
+
+
+@runtime_checkable
+class HasExecutionProviders(Protocol):
+    """An encoder that runs on onnxruntime execution providers (what serves it, for ``/info`` and logs)."""
+
+    providers: list[Any]

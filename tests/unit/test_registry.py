@@ -258,6 +258,7 @@ def test_capabilities_are_runtime_checkable_protocols() -> None:
     from cir_milvus.encoders import (
         FakeEncoder,
         HasBundleHeads,
+        HasExecutionProviders,
         HasPreprocessConfig,
         SupportsDecodeModes,
         SupportsDeviceOutput,
@@ -268,8 +269,8 @@ def test_capabilities_are_runtime_checkable_protocols() -> None:
 
     fake = FakeEncoder(dim=8)
     assert isinstance(fake, SupportsPseudoTokens)
-    for proto in (HasBundleHeads, HasPreprocessConfig, SupportsDecodeModes, SupportsDeviceOutput, SupportsPixels,
-                  SupportsThreads):
+    for proto in (HasBundleHeads, HasExecutionProviders, HasPreprocessConfig, SupportsDecodeModes,
+                  SupportsDeviceOutput, SupportsPixels, SupportsThreads):
         assert not isinstance(fake, proto), proto.__name__
 
     class Pixels(FakeEncoder):
@@ -283,3 +284,15 @@ def test_capabilities_are_runtime_checkable_protocols() -> None:
 
     assert isinstance(Pixels(dim=8), SupportsPixels) and isinstance(Pixels(dim=8), HasPreprocessConfig)
     assert not isinstance(Pixels(dim=8), SupportsDecodeModes)
+
+
+def test_composer_head_names_the_head_a_composer_runs() -> None:
+    torch = pytest.importorskip("torch")
+    from cir_milvus.composers import composer_head
+    from cir_milvus.heads import Head, SearlePhi
+
+    torch.manual_seed(0)
+    head = Head("lincir", SearlePhi(8, 16, 8))
+    assert composer_head(get_composer("lincir", head=head)) is head
+    assert composer_head(get_composer("combined", head=head)) is head  # the pseudo-token side's
+    assert composer_head(get_composer("slerp")) is None
