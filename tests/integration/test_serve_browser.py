@@ -124,6 +124,7 @@ def test_page_renders_result_tiles(gallery: dict[str, Any], browser: Any) -> Non
         assert page.is_enabled("#alpha")
         if os.environ.get("CIR_SERVE_SCREENSHOT"):
             page.mouse.move(1, 1)
+            page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(300)
             page.screenshot(path=os.environ["CIR_SERVE_SCREENSHOT"])
         # the alpha slider searches again (debounced), the old tiles marked stale meanwhile, and the tiles change

@@ -212,9 +212,10 @@
       const meta = document.createElement("div"); meta.className = "meta";
       meta.textContent = Object.entries(hit.metadata).map(([k, v]) => k + ": " + JSON.stringify(v)).join("\n") || "(no metadata)";
       const fb = document.createElement("div"); fb.className = "fb";
-      for (const [list, other, text, tip] of [["like", "unlike", "more like this", "move the results towards this image"],
-                                              ["unlike", "like", "less like this", "move the results away from this image"]]) {
+      for (const [list, other, text, tip] of [["like", "unlike", "more like", "more like this: move the results towards it"],
+                                              ["unlike", "like", "less like", "less like this: move the results away from it"]]) {
         const b = document.createElement("button"); b.type = "button"; b.textContent = text; b.title = tip;
+        b.setAttribute("aria-label", text + " this (" + name + ")");
         b.className = list; b.setAttribute("aria-pressed", String(state[list].includes(hit.id)));
         b.addEventListener("click", (e) => { e.stopPropagation(); judge(hit.id, list, other); });
         b.addEventListener("keydown", (e) => e.stopPropagation());
