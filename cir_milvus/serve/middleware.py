@@ -8,9 +8,9 @@ One pass over each HTTP request, outermost first:
    arrived ``body_timeout_s`` after the request began (408 after it: a body trickled byte by byte);
 4. the whole request, reading its body included, has a deadline (504 after it).
 
-An answer sent before the request's body was read to its end, a deadline answer and every 5xx carry
-``Connection: close``: the socket then closes after the answer, so a client trickling a body or a stuck request
-cannot keep it. (Sockets that never finish a request head are closed by :mod:`cir_milvus.serve.server`.)
+Every error answer (4xx and 5xx: a deadline, a refused or malformed request, an outage) and any answer sent before
+the request's body was read to its end carry ``Connection: close``: the socket closes after the answer, so a client
+trickling a body, a stuck request or a misbehaving client cannot keep it. (Sockets that never finish a request head are closed by :mod:`cir_milvus.serve.server`.)
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class LimitsMiddleware:
             nonlocal started
             if msg["type"] == "http.response.start":
                 started = True
-                if not body_done or msg["status"] >= 500:  # the rest of the body would follow: close instead
+                if not body_done or msg["status"] >= 400:  # an error, or the rest of the body would follow: close
                     msg = {**msg, "headers": [*msg.get("headers", []), (b"connection", b"close")]}
             await send(msg)
 

@@ -76,6 +76,7 @@ def _error(r: Any, status: int) -> dict[str, Any]:
     body = r.json()
     assert set(body) == {"error"} and body["error"]["message"] and body["error"]["type"]
     assert "Traceback" not in r.text
+    assert r.headers["connection"] == "close"  # an error answer closes its connection
     return body["error"]
 
 
