@@ -38,7 +38,7 @@ from cir_milvus.cli.serve import build_app_from_args
 
 cfg = json.load(open(sys.argv[1]))
 col = CIRCollection.create(cfg["db"], "c", model="bundle:" + cfg["bundle"])
-col.add(cfg["paths"], metadata=cfg["metadata"])
+ids = list(col.add(cfg["paths"], metadata=cfg["metadata"]))
 col.close()
 
 args = build_parser().parse_args(["serve", "--uri", cfg["db"], "--collection", "c", "--image-root", cfg["root"],
@@ -60,6 +60,10 @@ for name in sorted(report["info"]["collections"][0]["composers"]):
     files = None if name == "text" else {"image": ("ref.png", ref, "image/png")}
     r = httpx.post(base + "/search", data={"text": cfg["text"], "composer": name, "k": "5"}, files=files)
     report["hits"][name] = r.json()["hits"] if r.status_code == 200 else r.text
+# the library's query arguments (issue 26), torch-free: vector operations over the bundle's encoder
+extended = {"ref_id": ids[2], "text": cfg["text"], "negative": "red", "like": [ids[5]], "unlike": [ids[6]],
+            "alpha": [0.6, 0.9], "dedupe": 0.99, "k": 5}
+report["extended"] = [extended, httpx.post(base + "/search", json=extended).json()]
 thumb = httpx.get(base + report["hits"]["slerp"][0]["thumbnail_url"])
 report["thumb"] = [thumb.status_code, thumb.headers.get("content-type")]
 report["page"] = httpx.get(base + "/").status_code
@@ -134,4 +138,8 @@ def test_serve_from_a_bundle_without_torch(demo_bundles, tmp_path: Path) -> None
     want = col.search(paths[0], text, k=5, composer="slerp")
     np.testing.assert_allclose([h["score"] for h in report["plain_slerp"]["hits"]], [h.score for h in want],
                                atol=2e-4)
+    query, got = report["extended"]
+    want = col.search(**{k: v for k, v in query.items()})  # the same ids: content ids of the same files
+    assert len(got["hits"]) == 5 and [h["id"] for h in got["hits"]][:2] == [h.id for h in want][:2], got
+    assert not {query["ref_id"], *query["like"], *query["unlike"]} & {h["id"] for h in got["hits"]}
     col.close()
