@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cir_milvus.errors import BackendUnavailableError
 from cir_milvus.eval.runner import EvalResult, evaluate, format_table, ingest_dataset, sweep_alpha, write_json
 from cir_milvus.eval.synthetic import SyntheticDataset
 
@@ -27,16 +28,35 @@ ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MARGIN = 15.0
 
 
-def _demo_heads() -> dict[str, str]:
-    """Pseudo-token heads shipped for the demo model (kind → file)."""
-    from cir_milvus.models.demo import DATA_DIR
+def _demo_encoder(model: str | None, device: str | None) -> tuple[Any, dict[str, Any], str]:
+    """The encoder, its pseudo-token heads by kind, and a label.
 
-    out = {}
-    for kind in ("lincir", "pic2word", "searle"):
-        path = DATA_DIR / f"cir-demo-tiny.{kind}.safetensors"
-        if path.is_file():
-            out[kind] = str(path)
-    return out
+    ``model`` (``bundle:DIR``, an ONNX bundle of the demo model) runs on onnxruntime with the bundle's own heads; by
+    default the shipped demo model runs on torch with its shipped heads when torch is installed, else the bundle
+    shipped in the package (:func:`cir_milvus.models.demo.demo_bundle_path`) on onnxruntime.
+
+    Raises:
+        BackendUnavailableError: neither torch nor onnxruntime is installed.
+    """
+    from cir_milvus._optional import available
+    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_bundle_path, demo_heads
+
+    if model is None and not (available("torch") and available("open_clip")):
+        if not available("onnxruntime"):
+            raise BackendUnavailableError(
+                "the demo runs on onnxruntime (pip install 'cir_milvus[onnx]') or on torch (pip install "
+                "'cir_milvus[torch]'); neither is installed")
+        model = f"bundle:{demo_bundle_path()}"
+    if model is not None:
+        from cir_milvus.encoders import create_encoder
+
+        encoder = create_encoder(model, None, device=device)
+        heads = {h.kind: h for h in (getattr(encoder, "heads", None) or {}).values()}
+        return encoder, heads, model
+    from cir_milvus.encoders.torch import TorchEncoder
+
+    encoder = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device=device)
+    return encoder, {k: str(p) for k, p in demo_heads().items()}, f"{DEMO_MODEL}/{DEMO_WEIGHTS}"
 
 
 def run_demo(
@@ -47,6 +67,7 @@ def run_demo(
     progress: bool = True,
     grid_rows: int = 6,
     print_fn: Any = print,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Run the offline demo and return its figures (also written to ``workdir/demo_results.json``).
 
@@ -57,24 +78,28 @@ def run_demo(
         progress: progress bars.
         grid_rows: queries shown in the contact sheet.
         print_fn: where the report goes.
+        model: ``bundle:DIR``, an ONNX bundle of the demo model (with its heads), to run on onnxruntime; default
+            the demo model on torch when installed, else the bundle shipped in the package.
+
+    Raises:
+        BackendUnavailableError: neither torch nor onnxruntime is installed.
     """
     from cir_milvus.collection import CIRCollection
-    from cir_milvus.encoders.torch import TorchEncoder
-    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS
 
     t0 = time.perf_counter()
+    encoder, heads, label = _demo_encoder(model, device)  # first: a missing backend is said before any work
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     test = SyntheticDataset(workdir / "world", split="test", n_queries=n_queries, progress=progress)
     val = SyntheticDataset(workdir / "world", split="val", n_queries=n_queries, progress=progress)
-    encoder = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device=device)
-    print_fn(f"model {DEMO_MODEL}/{DEMO_WEIGHTS} on {encoder.device} ({encoder.precision}), dim {encoder.dim}")
+    backend = encoder.recipe.get("backend", "?")
+    print_fn(f"model {label} ({backend}) on {getattr(encoder, 'device', 'cpu')} "
+             f"({getattr(encoder, 'precision', 'fp32')}), dim {encoder.dim}")
     col = CIRCollection.create(str(workdir / "demo.db"), "synthetic", encoder=encoder, if_exists="open")
     added = ingest_dataset(test, col, progress=progress, metadata=test.attributes())
     print_fn(f"gallery: {added.summary()}; collection holds {len(col)} images")
     col.wait_for_index()
 
-    heads = _demo_heads()
     plan: list[tuple[str, dict[str, Any], bool]] = [("image", {}, False), ("text", {}, False), ("sum", {}, False),
                                                      ("slerp", {}, True)]
     for kind, path in heads.items():

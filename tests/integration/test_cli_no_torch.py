@@ -22,6 +22,7 @@ from no_torch import BLOCKER  # noqa: E402
 
 from cir_milvus import CIRCollection, EncoderSpec  # noqa: E402
 from cir_milvus.cli import main  # noqa: E402
+from cir_milvus.eval import make_miniature  # noqa: E402
 from cir_milvus.models.demo import DATA_DIR  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
@@ -54,6 +55,7 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
         it.render().save(new / f"{it.id}.png")
     ref = str(sorted(imgs.glob("*.png"))[0])
     db = str(tmp_path / "t.db")
+    cirr = make_miniature("cirr", tmp_path / "cirr")
     assert main(["ingest", str(imgs), "--uri", db, "--collection", "c", "--model", "cir-demo-tiny", "--device", "cpu",
                  "--no-progress", "-q"]) == 0
     lincir = str(DATA_DIR / "cir-demo-tiny.lincir.safetensors")
@@ -72,6 +74,8 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
         ["search", *with_bundle, "--composer", "text", "--text", "a blue circle"],
         ["search", *common, "--image", ref, "--text", "make it blue"],  # no --model: the torch recipe
         ["ingest", str(new), *common, "--model", f"bundle:{bundle}", "--no-progress", "--workers", "0"],
+        ["eval", "cirr", "--root", str(cirr), "--uri", str(tmp_path / "eval.db"), "--model", f"bundle:{bundle}",
+         "--json"],
     ]
     script = BLOCKER + textwrap.dedent(CHILD)
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
@@ -94,3 +98,21 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
     no_model = results[5]
     assert no_model["code"] == 2 and "--model bundle:DIR" in no_model["err"] and len(no_model["err"].splitlines()) == 1
     assert "holds 23 images" in results[6]["out"]
+    scored = json.loads(results[7]["out"])  # eval scores the miniature CIRR through the bundle
+    assert scored["results"][0]["config"]["backend"] == "onnx" and "R@1" in scored["results"][0]["milvus"]
+
+
+@pytest.mark.slow
+def test_demo_runs_on_the_shipped_bundle_without_torch(tmp_path: Path) -> None:
+    """``cir-milvus demo`` in a process where torch cannot be imported runs the bundle shipped in the package on
+    onnxruntime (about 100 s on 2 cores)."""
+    runs = [["demo", "--workdir", str(tmp_path / "demo"), "--queries", "100", "--json"]]
+    proc = subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(CHILD), json.dumps(runs)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result, torch_modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert torch_modules == [] and result["code"] == 0, result["err"][-2000:]
+    figures = json.loads(result["out"])
+    names = {r["config"]["composer"]["name"] for r in figures["results"]}
+    assert {"slerp", "lincir", "pic2word", "combined"} <= names  # the bundle's own heads serve the pseudo-token rows
+    assert figures["slerp_margin_pass"]

@@ -151,6 +151,16 @@ def test_a_missing_extra_is_one_line_naming_it(module: str, argv: list[str], ext
     assert f"pip install '{extra}'" in lines[0]
 
 
+def test_demo_without_torch_or_onnxruntime_names_both_extras(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    for module in ("torch", "open_clip", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, module, None)
+    assert main(["demo", "--workdir", str(tmp_path / "demo")]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: ") and "cir_milvus[onnx]" in line and "cir_milvus[torch]" in line, line
+    assert not (tmp_path / "demo" / "demo.db").exists()
+
+
 def test_require_names_the_extra_of_the_module_actually_missing(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A module that needs onnx, required while onnx is missing: the export extra is named, not the module's own."""
