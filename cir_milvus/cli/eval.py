@@ -180,11 +180,10 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
     from cir_milvus.cli.options import is_lite
     from cir_milvus.collection import CIRCollection, ComposerSpec, EncoderSpec, connect
     from cir_milvus.encoders.base import create_encoder
-    from cir_milvus.storage.store import VectorStore
 
     # a Lite file that is not there yet is not created to find out; the check releases the file
-    exists = not (is_lite(args.uri) and not Path(args.uri).expanduser().exists()) and VectorStore.exists(
-        args.uri, name, token=args.token, timeout=args.timeout)
+    exists = not (is_lite(args.uri) and not Path(args.uri).expanduser().exists()) and connect(
+        args.uri, token=args.token, timeout=args.timeout).has_collection(name)
     # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing) and resized with
     # the reference transform (decode="exact": the library default for new collections is "reduce")
     enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official", "decode": "exact"}

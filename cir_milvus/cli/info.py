@@ -66,15 +66,10 @@ def missing_collection_in_cli_words(uri: str, name: str, token: str | None, time
 
 
 def _collection_names(uri: str, token: str | None, timeout: float | None) -> list[str]:
-    """The collections at ``uri`` (for a message; the connection is released at once)."""
-    from cir_milvus.storage.client import connect, disconnect, milvus_errors
+    """The collections at ``uri`` (for a message)."""
+    import cir_milvus
 
-    client = connect(uri, token=token, timeout=timeout)
-    try:
-        with milvus_errors("list collections"):
-            return sorted(client.list_collections())
-    finally:
-        disconnect(client, uri)
+    return cir_milvus.connect(uri, token=token, timeout=timeout).list_collections()
 
 
 def _random_weights(encoder_recipe: dict[str, Any]) -> bool:

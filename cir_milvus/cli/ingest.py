@@ -90,9 +90,9 @@ def _exists(args: argparse.Namespace) -> bool:
     """Whether the collection exists; a Lite file that is not there yet is not created to find out."""
     if is_lite(args.uri) and not Path(args.uri).expanduser().exists():
         return False
-    from cir_milvus.storage.store import VectorStore
+    import cir_milvus
 
-    return VectorStore.exists(args.uri, args.collection, token=args.token, timeout=args.timeout)
+    return cir_milvus.connect(args.uri, token=args.token, timeout=args.timeout).has_collection(args.collection)
 
 
 def _check_existing(args: argparse.Namespace, composer: str | None, params: dict[str, Any]) -> dict[str, Any]:
