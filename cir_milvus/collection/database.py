@@ -47,11 +47,12 @@ class Database(Connection):
         partition_key: str | None = None,
         if_exists: IfExists = "fail",
         item_text: bool = False,
+        full_text: bool = False,
     ) -> CIRCollection:
         """Create a collection; the arguments are :meth:`CIRCollection.create`'s (after ``uri``)."""
         return CIRCollection.create(self, name, model, pretrained, encoder=encoder, composer=composer, index=index,
                                     fields=fields, partition_key=partition_key, if_exists=if_exists,
-                                    item_text=item_text)
+                                    item_text=item_text, full_text=full_text)
 
     def open_collection(
         self,

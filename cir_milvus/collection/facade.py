@@ -107,6 +107,7 @@ class CIRCollection:
         partition_key: str | None = None,
         if_exists: IfExists = "fail",
         item_text: bool = False,
+        full_text: bool = False,
     ) -> CIRCollection:
         """Create a collection (the shortcut of :meth:`cir_milvus.Database.create_collection`).
 
@@ -132,6 +133,8 @@ class CIRCollection:
             partition_key: one of ``fields`` to partition by (multi-tenant catalogues).
             item_text: a mixed gallery: a second vector field holds each item's text (``add(..., texts=...)``)
                 embedded with the text tower; search it with ``targets=`` (see :mod:`cir_milvus.collection.mixed`).
+            full_text: with ``item_text``, keep the item text for BM25 full-text search (target ``"bm25"``; Milvus
+                Lite >= 3.0 or Milvus >= 2.5, else a ConfigError naming the version).
             if_exists: ``"fail"`` (default), ``"open"`` (the recipe must match; the existing collection keeps its
                 recorded decode mode, see :meth:`open`) or ``"overwrite"`` (dropped after validating everything).
 
@@ -141,7 +144,7 @@ class CIRCollection:
         """
         store, enc, comp = create_parts(_connection(uri), name, encoder_spec(model, pretrained, encoder),
                                         ComposerSpec.of(composer), IndexSpec.of(index), fields, partition_key,
-                                        if_exists, item_text)
+                                        if_exists, item_text, full_text)
         col = cls(store, enc)
         if comp is not None:
             col._composers[comp.name] = comp
@@ -336,7 +339,8 @@ class CIRCollection:
                     wr = store.upsert([t[2] for t in rows], raw, sources=[source_name(images[t[0]]) for t in rows],
                                       metadata=[t[3] for t in rows], on_retry=retried,
                                       text_vectors=None if item_texts is None else encode_item_texts(
-                                          self.encoder, [item_texts[t[0]] for t in rows]))
+                                          self.encoder, [item_texts[t[0]] for t in rows]),
+                                      texts=None if item_texts is None else [item_texts[t[0]] for t in rows])
                     refused = {i for i, _ in wr.skipped}
                     for i, sk in wr.skipped:
                         skip(rows[i][0], sk.reason, rows[i][2])
@@ -574,7 +578,8 @@ class CIRCollection:
             truncate: cut texts longer than the encoder's context length (with a warning) instead of raising.
             group_by: a typed field (declared with ``fields=``): at most one hit per value, e.g. per product.
             targets: the fields the query is matched against: ``("image",)`` (default), ``("text",)`` (item texts,
-                ``item_text=True``) or ``("image", "text")``: one hybrid search (see :mod:`cir_milvus.storage.hybrid`).
+                ``item_text=True``), ``("image", "text")``: one hybrid search (see :mod:`cir_milvus.storage.hybrid`);
+                ``"bm25"`` (``full_text=True``) matches the modification text against the item texts by BM25.
             ranker: ``"rrf"`` or ``"weighted"`` (fusing several targets).
             ranker_weights: with ``"weighted"``: one weight in [0, 1] per target, e.g. ``(0.7, 0.3)``.
             **composer_params: other composer overrides (``template``, ``head``...).

@@ -18,15 +18,18 @@ import numpy as np
 
 from cir_milvus.encoders.base import Encoder
 from cir_milvus.errors import ConfigError
-from cir_milvus.storage.schema import HAS_TEXT, TEXT_VECTOR
+from cir_milvus.storage.schema import HAS_TEXT, ITEM_TEXT, TEXT_SPARSE, TEXT_VECTOR
 
 __all__ = ["check_item_texts", "encode_item_texts", "item_text_recipe", "target_kw"]
 
 
-def item_text_recipe(encoder: Encoder) -> dict[str, Any]:
+def item_text_recipe(encoder: Encoder, full_text: bool = False) -> dict[str, Any]:
     """The recipe entry of a collection created with ``item_text=True``: its fields and the text tower (the
     collection's encoder; a text tower swapped in later with ``text_weights`` changes queries, not stored texts)."""
-    return {"field": TEXT_VECTOR, "flag_field": HAS_TEXT, "encoder": dict(encoder.recipe)}
+    out: dict[str, Any] = {"field": TEXT_VECTOR, "flag_field": HAS_TEXT, "encoder": dict(encoder.recipe)}
+    if full_text:
+        out["full_text"] = {"field": ITEM_TEXT, "sparse_field": TEXT_SPARSE, "function": "BM25"}
+    return out
 
 
 def check_item_texts(texts: Sequence[Any] | None, n: int, has_field: bool, collection: str) -> list[str | None] | None:

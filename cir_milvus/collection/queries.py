@@ -335,6 +335,9 @@ def run_search(col: PlannedCollection, specs: Sequence[QuerySpec], *, k: int, al
     exclude = _exclusions(col, specs, exclude_reference)
     fetch = min(k * DEDUPE_OVERFETCH, 16384) if threshold is not None else k
     search = col.store.search_targets if "targets" in search_kw else col.store.search_vectors  # mixed galleries
+    if "bm25" in tuple(search_kw.get("targets") or ()):  # the modification text is the full-text query
+        search_kw = {**search_kw, "texts": [s.text if isinstance(s.text, str) else " ".join(map(str, s.text))
+                                            for s in specs] * len(vectors)}
     results = search(np.concatenate(vectors), fetch, exclude_ids=exclude * len(vectors), **search_kw)
     stored: dict[Any, np.ndarray] = {}
     if threshold is not None or output_vectors:

@@ -32,13 +32,14 @@ from cir_milvus.query.fusion import rrf, weighted_scores
 from cir_milvus.storage.core import StoreCore
 from cir_milvus.storage.filters import in_filter
 from cir_milvus.storage.results import Hits, Id
-from cir_milvus.storage.schema import DEFAULT_SEARCH_PARAMS, FieldMap
+from cir_milvus.storage.schema import DEFAULT_SEARCH_PARAMS, MAX_ITEM_TEXT_BYTES, FieldMap
 from cir_milvus.storage.search import collect_hits, hit_id, plan_search, query_matrix
 
 __all__ = ["RANKERS", "TARGETS", "Ranker", "StoreHybrid", "TargetPlan", "check_targets", "text_columns"]
 
-TARGETS = ("image", "text")
-"""The fields a composed query can be matched against."""
+TARGETS = ("image", "text", "bm25")
+"""The fields a composed query can be matched against: the image vector, the item-text vector, and (``full_text``)
+BM25 over the item text with the modification text as the full-text query."""
 RANKERS = ("rrf", "weighted")
 Ranker = Literal["rrf", "weighted"]
 HYBRID_VERSION = "2.4"
@@ -49,12 +50,12 @@ class TargetPlan:
     """Checked ``targets`` / ``ranker`` / ``ranker_weights``: the fields searched, their metrics and weights."""
 
     def __init__(self, targets: tuple[str, ...], fields: tuple[str, ...], ranker: Ranker,
-                 weights: tuple[float, ...] | None, metric: str) -> None:
+                 weights: tuple[float, ...] | None, metrics: tuple[str, ...]) -> None:
         self.targets = targets
         self.fields = fields
         self.ranker = ranker
         self.weights = weights
-        self.metric = metric
+        self.metrics = metrics
 
 
 def check_targets(f: FieldMap, collection: str, targets: Any, ranker: Any = "rrf",
@@ -76,6 +77,10 @@ def check_targets(f: FieldMap, collection: str, targets: Any, ranker: Any = "rrf
     if "text" in names and f.text_vector_field is None:
         raise ConfigError(f"collection {collection!r} has no item-text field, so it cannot be searched with target "
                           "'text'; create it with item_text=True (or attach it with schema={'text_vector_field': ...})")
+    if "bm25" in names and f.text_sparse_field is None:
+        raise ConfigError(f"collection {collection!r} has no BM25 field, so it cannot be searched with target 'bm25'; "
+                          "create it with item_text=True, full_text=True (BM25 needs Milvus Lite >= 3.0 or Milvus "
+                          ">= 2.5)")
     if ranker not in RANKERS:
         raise ConfigError(f"ranker must be 'rrf' or 'weighted', got {ranker!r}")
     weights: tuple[float, ...] | None = None
@@ -91,16 +96,19 @@ def check_targets(f: FieldMap, collection: str, targets: Any, ranker: Any = "rrf
         weights = tuple(float(w) for w in ws)
     elif ranker == "weighted":
         weights = tuple(1.0 / len(names) for _ in names)
-    fields = tuple(f.vector_field if t == "image" else str(f.text_vector_field) for t in names)
-    return TargetPlan(names, fields, ranker, weights, f.metric)
+    by_target = {"image": f.vector_field, "text": str(f.text_vector_field), "bm25": str(f.text_sparse_field)}
+    return TargetPlan(names, tuple(by_target[t] for t in names), ranker, weights,
+                      tuple("BM25" if t == "bm25" else f.metric for t in names))
 
 
 def text_columns(f: FieldMap, rows: list[dict[str, Any]], index: Sequence[int],
-                 text_vectors: Sequence[np.ndarray | None] | None, n: int) -> None:
+                 text_vectors: Sequence[np.ndarray | None] | None, n: int,
+                 texts: Sequence[str | None] | None = None) -> None:
     """Add the item-text columns to the rows about to be written (``index[j]``: input position of ``rows[j]``).
 
     ``text_vectors[i]`` is the raw text embedding of input ``i`` (normalised here) or ``None`` (no text: a zero vector
-    and ``has_text = false``); ``None`` altogether means no item has a text.
+    and ``has_text = false``); ``None`` altogether means no item has a text. ``texts[i]`` is the text itself, kept
+    (cut to 65,535 bytes) for BM25 where the collection has ``full_text`` (ignored elsewhere: the vector is stored).
 
     Raises:
         ConfigError: text vectors on a collection without a text field, or of the wrong number or shape.
@@ -111,6 +119,8 @@ def text_columns(f: FieldMap, rows: list[dict[str, Any]], index: Sequence[int],
         return
     if text_vectors is not None and len(text_vectors) != n:
         raise ConfigError(f"{len(text_vectors)} text vectors for {n} rows")
+    if texts is not None and len(texts) != n:
+        raise ConfigError(f"{len(texts)} texts for {n} rows")
     zero = [0.0] * f.dim
     for row, i in zip(rows, index):
         v = None if text_vectors is None else text_vectors[i]
@@ -123,6 +133,9 @@ def text_columns(f: FieldMap, rows: list[dict[str, Any]], index: Sequence[int],
         row[f.text_vector_field] = zero if v is None else v.tolist()
         if f.text_flag_field is not None:
             row[f.text_flag_field] = v is not None
+        if f.text_raw_field is not None:
+            t = (texts[i] if texts is not None else None) or ""
+            row[f.text_raw_field] = t.encode("utf-8")[:MAX_ITEM_TEXT_BYTES].decode("utf-8", "ignore")
 
 
 def _and(a: str, b: str) -> str:
@@ -153,6 +166,24 @@ class StoreHybrid(StoreCore):
                 out[r[f.id_field]] = np.asarray(r[f.text_vector_field], dtype=np.float32) if has else None
         return out
 
+    def stored_texts(self, ids: Sequence[Id]) -> dict[Id, str | None]:
+        """The stored item text of each stored id (``full_text`` collections), ``None`` for an item without text."""
+        f = self.fields
+        if f.text_raw_field is None or not ids:
+            return {}
+        out: dict[Id, str | None] = {}
+        valid = [i for i in dict.fromkeys(ids) if self.check_id(i) is None]
+        for s in range(0, len(valid), 1000):
+            expr = in_filter(f.id_field, valid[s : s + 1000])
+
+            def read(expr: str = expr) -> Any:
+                return self._client.query(self.name, filter=expr, output_fields=[f.id_field, f.text_raw_field],
+                                          consistency_level=self.consistency)
+
+            for r in self._call(f"read item texts of {self.name!r}", read):
+                out[r[f.id_field]] = r.get(f.text_raw_field) or None
+        return out
+
     def search_targets(
         self,
         vectors: np.ndarray,
@@ -167,6 +198,7 @@ class StoreHybrid(StoreCore):
         exclude_ids: Sequence[Any] | None = None,
         output_fields: Sequence[str] | None = None,
         search_params: Mapping[str, Any] | None = None,
+        texts: Sequence[str] | None = None,
     ) -> list[Hits]:
         """Match query vectors ``[N, D]`` against the fields named by ``targets`` (see the module docstring).
 
@@ -174,6 +206,7 @@ class StoreHybrid(StoreCore):
             targets: ``("image",)``, ``("text",)`` or ``("image", "text")`` (any order; weights follow it).
             ranker: ``"rrf"`` (reciprocal rank, k = 60) or ``"weighted"`` (Milvus's WeightedRanker score rule).
             ranker_weights: one weight in [0, 1] per target (weighted ranker; default equal).
+            texts: one full-text query per query vector (the modification text), for target ``"bm25"``.
             Others: as for :meth:`~cir_milvus.storage.store.VectorStore.search_vectors`.
 
         Returns:
@@ -188,6 +221,9 @@ class StoreHybrid(StoreCore):
                                        group_by=group_by, exclude_ids=exclude_ids, output_fields=output_fields,
                                        search_params=search_params)
         q = query_matrix(vectors, self.dim)
+        if "bm25" in tp.targets and (texts is None or len(texts) != len(q)):
+            raise ConfigError(f"target 'bm25' needs one text per query vector; got "
+                              f"{'none' if texts is None else len(texts)} for {len(q)}")
         plan = plan_search(self.fields, self.name, len(q), k, exclude_ids=exclude_ids, group_by=group_by,
                            output_fields=self._output_fields(output_fields), native_group_by=False)
         expr = self.render_filter(filter, filter_params)
@@ -197,46 +233,53 @@ class StoreHybrid(StoreCore):
             params["ef"] = max(int(params["ef"]), plan.limit)
         f = self.fields
         flag = f"{f.text_flag_field} == true" if f.text_flag_field else ""
-        exprs = [expr if fld == f.vector_field else _and(expr, flag) for fld in tp.fields]
+        exprs = [expr if t == "image" else _and(expr, flag) for t in tp.targets]
         native = len(tp.fields) > 1 and self.capabilities.hybrid_search
         out: list[Hits] = []
         for s in range(0, len(q), 1024):
-            data = q[s : s + 1024].tolist()
+            dense = q[s : s + 1024].tolist()
+            data = [list(texts[s : s + 1024]) if t == "bm25" and texts is not None else dense for t in tp.targets]
             if native:
                 res = self._call(f"hybrid search {self.name!r}",
                                  lambda data=data: self._hybrid(data, tp, exprs, params, plan.limit,  # type: ignore[misc]
                                                                 plan.output_fields), user_filter=expr)
             else:
                 lists = [self._call(f"search {self.name!r} ({t})",
-                                    lambda data=data, fld=fld, e=e: self._one(data, fld, e, params,  # type: ignore[misc]
-                                                                               plan.limit, plan.output_fields),
-                                    user_filter=expr)
-                         for t, fld, e in zip(tp.targets, tp.fields, exprs)]
-                res = [fuse([lst[j] for lst in lists], tp, f, self.name, plan.limit) for j in range(len(data))]
+                                    lambda d=d, t=t, fld=fld, e=e: self._one(  # type: ignore[misc]
+                                        d, t, fld, e, params, plan.limit, plan.output_fields), user_filter=expr)
+                         for d, t, fld, e in zip(data, tp.targets, tp.fields, exprs)]
+                res = [fuse([lst[j] for lst in lists], tp, f, self.name, plan.limit) for j in range(len(dense))]
             out.extend(collect_hits(f, self.name, plan, s + j, hits) for j, hits in enumerate(res))
         return out
 
-    def _one(self, data: list[list[float]], field: str, expr: str, params: Mapping[str, Any], limit: int,
+    def _one(self, data: list[Any], target: str, field: str, expr: str, params: Mapping[str, Any], limit: int,
              output_fields: list[str]) -> Any:
+        bm25 = target == "bm25"
         res = self._client.search(self.name, data=data, limit=limit, filter=expr, output_fields=output_fields,
-                                  search_params={"metric_type": self.fields.metric, "params": dict(params)},
+                                  search_params=_request_params(self.fields.metric, params, bm25),
                                   anns_field=field, consistency_level=self.consistency)
         if not any(len(h) for h in res):
             self._check_loaded()
+        if bm25 and self.capabilities.is_lite:  # Milvus Lite reports BM25 scores negated; give them as servers do
+            res = [[{**h, "distance": abs(float(h["distance"]))} for h in hits] for hits in res]
         return res
 
-    def _hybrid(self, data: list[list[float]], tp: TargetPlan, exprs: list[str], params: Mapping[str, Any],
+    def _hybrid(self, data: list[list[Any]], tp: TargetPlan, exprs: list[str], params: Mapping[str, Any],
                 limit: int, output_fields: list[str]) -> Any:
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
-        reqs = [AnnSearchRequest(data, fld, {"metric_type": self.fields.metric, "params": dict(params)}, limit,
-                                 expr=e or None) for fld, e in zip(tp.fields, exprs)]
+        reqs = [AnnSearchRequest(d, fld, _request_params(self.fields.metric, params, t == "bm25"), limit,
+                                 expr=e or None) for d, t, fld, e in zip(data, tp.targets, tp.fields, exprs)]
         rk = WeightedRanker(*tp.weights) if tp.ranker == "weighted" and tp.weights else RRFRanker(60)
         res = self._client.hybrid_search(self.name, reqs, rk, limit=limit, output_fields=output_fields,
                                          consistency_level=self.consistency)
         if not any(len(h) for h in res):
             self._check_loaded()
         return res
+
+
+def _request_params(metric: str, params: Mapping[str, Any], bm25: bool) -> dict[str, Any]:
+    return {"metric_type": "BM25"} if bm25 else {"metric_type": metric, "params": dict(params)}
 
 
 def fuse(lists: Sequence[Sequence[Mapping[str, Any]]], tp: TargetPlan, f: FieldMap, collection: str,
@@ -256,7 +299,7 @@ def fuse(lists: Sequence[Sequence[Mapping[str, Any]]], tp: TargetPlan, f: FieldM
         fused = ranked[0]
     elif tp.ranker == "weighted":
         assert tp.weights is not None
-        fused = weighted_scores(ranked, tp.weights, metric=tp.metric)
+        fused = weighted_scores(ranked, tp.weights, metric=list(tp.metrics))
     else:
         fused = rrf([[i for i, _ in r] for r in ranked])
     return [{"id": i, "distance": s, "entity": entity[i]} for i, s in fused[:limit]]

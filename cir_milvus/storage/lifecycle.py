@@ -36,8 +36,10 @@ from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.schema import (
     DEFAULT_INDEX_PARAMS,
     HAS_TEXT,
+    ITEM_TEXT,
     METRICS,
     STORE_KEY,
+    TEXT_SPARSE,
     TEXT_VECTOR,
     FieldMap,
     build_schema,
@@ -145,6 +147,7 @@ class CreatePlan:
     partition_key: str | None
     dynamic: bool
     item_text: bool = False
+    full_text: bool = False
 
     def field_map(self, caps: Capabilities) -> FieldMap:
         nullable = frozenset(self.scalars) - {self.partition_key} if caps.nullable else frozenset()
@@ -152,12 +155,14 @@ class CreatePlan:
                         scalar_max_bytes={k: v[1] for k, v in self.scalars.items() if v[0] == "varchar"},
                         nullable=nullable, partition_key=self.partition_key, dynamic=self.dynamic,
                         text_vector_field=TEXT_VECTOR if self.item_text else None,
-                        text_flag_field=HAS_TEXT if self.item_text else None)
+                        text_flag_field=HAS_TEXT if self.item_text else None,
+                        text_raw_field=ITEM_TEXT if self.full_text else None,
+                        text_sparse_field=TEXT_SPARSE if self.full_text else None)
 
 
 def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str | None,
                 index_params: Mapping[str, Any] | None, fields: Mapping[str, Any] | None, partition_key: str | None,
-                dynamic: bool, item_text: bool = False) -> CreatePlan:
+                dynamic: bool, item_text: bool = False, full_text: bool = False) -> CreatePlan:
     """Validate the arguments of :meth:`VectorStore.create` (nothing is connected yet)."""
     if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= int(dim) <= 32768:
         raise ConfigError(f"dim must be an integer in 1..32768, got {dim!r}")
@@ -175,10 +180,17 @@ def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str 
         rdim = recipe.encoder.get("dim")
         if rdim is not None and int(rdim) != int(dim):
             raise ConfigError(f"dim={dim} but the recipe's encoder makes {rdim}-d vectors")
-    return CreatePlan(int(dim), metric, index_type, params, scalars, partition_key, dynamic, bool(item_text))
+    if full_text and not item_text:
+        raise ConfigError("full_text=True (BM25 over the item text) needs item_text=True as well")
+    return CreatePlan(int(dim), metric, index_type, params, scalars, partition_key, dynamic, bool(item_text),
+                      bool(full_text))
 
 
 def check_index(plan: CreatePlan, caps: Capabilities) -> None:
+    if plan.full_text and not caps.full_text:
+        raise ConfigError(f"full_text=True needs BM25 full-text search, which Milvus {caps.version} lacks: it needs "
+                          "Milvus >= 2.5 or Milvus Lite >= 3.0; create the collection without full_text (dense item "
+                          "text still works: targets=('image', 'text'))")
     if plan.index_type not in caps.index_types:
         backend = "Milvus Lite" if caps.is_lite else f"Milvus {caps.version}"
         raise ConfigError(f"index {plan.index_type!r} is not built by {backend}; choose one of "

@@ -128,7 +128,7 @@ def record(f: FieldMap, r: Mapping[str, Any], vectors: bool = False) -> dict[str
     """A stored row as ``{"id", "source", "metadata"[, "vector"]}``, typed and dynamic fields merged into metadata."""
     md: dict[str, Any] = dict(r.get(f.metadata_field) or {}) if f.metadata_field else {}
     skip = {f.id_field, f.vector_field, f.norm_field, f.source_field, f.metadata_field, f.text_vector_field,
-            f.text_flag_field, "$meta"}
+            f.text_flag_field, f.text_raw_field, f.text_sparse_field, "$meta"}
     for k, v in r.items():
         if k not in skip:
             md[k] = v

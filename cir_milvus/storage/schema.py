@@ -15,7 +15,7 @@ from cir_milvus.storage.policy import MAX_ID_BYTES, MAX_SOURCE_BYTES
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe
 
 __all__ = ["ATTACH_KEYS", "DEFAULT_INDEX_PARAMS", "DEFAULT_SEARCH_PARAMS", "DESCRIPTION_PREFIX", "HAS_TEXT",
-           "METRICS", "SCALAR_TYPES", "STORE_DESCRIPTION", "STORE_KEY", "TEXT_VECTOR", "FieldMap", "build_schema",
+           "ITEM_TEXT", "MAX_ITEM_TEXT_BYTES", "METRICS", "TEXT_SPARSE", "SCALAR_TYPES", "STORE_DESCRIPTION", "STORE_KEY", "TEXT_VECTOR", "FieldMap", "build_schema",
            "check_fields", "field_map", "is_own", "read_recipe", "scalar_spec", "type_name"]
 
 DESCRIPTION_PREFIX = "cir_milvus.recipe="
@@ -53,6 +53,8 @@ class FieldMap:
         text_vector_field: the item-text FLOAT_VECTOR field (``item_text=True``; see :mod:`~cir_milvus.storage.hybrid`),
             or ``None``.
         text_flag_field: the BOOL field saying an item has a text (``None``: every item has one).
+        text_raw_field: the item text itself (VARCHAR with an analyzer; ``full_text=True``), or ``None``.
+        text_sparse_field: the BM25 sparse vector made from it by a Milvus BM25 Function, or ``None``.
         default_norm: the raw-embedding norm assumed when there is no norm field and stored vectors are
             normalised (the attach default: the mean image-embedding norm of the encoder, see
             :meth:`CIRCollection.open`); ``None`` keeps stored vectors as they are.
@@ -76,6 +78,8 @@ class FieldMap:
     default_norm: float | None = None
     text_vector_field: str | None = None
     text_flag_field: str | None = None
+    text_raw_field: str | None = None
+    text_sparse_field: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id_field": self.id_field, "id_type": self.id_type, "vector_field": self.vector_field,
@@ -83,7 +87,8 @@ class FieldMap:
                 "source_field": self.source_field, "metadata_field": self.metadata_field,
                 "scalars": dict(self.scalars), "partition_key": self.partition_key, "dynamic": self.dynamic,
                 "default_norm": self.default_norm, "text_vector_field": self.text_vector_field,
-                "text_flag_field": self.text_flag_field}
+                "text_flag_field": self.text_flag_field, "text_raw_field": self.text_raw_field,
+                "text_sparse_field": self.text_sparse_field}
 
 
 _TYPE_NAMES = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
@@ -121,7 +126,11 @@ def scalar_spec(name: str, spec: Any) -> tuple[str, int]:
 TEXT_VECTOR = "text_vector"
 """The item-text vector field of a collection created with ``item_text=True``."""
 HAS_TEXT = "has_text"
-_RESERVED = frozenset({"id", "vector", "norm", "source", "metadata", TEXT_VECTOR, HAS_TEXT})
+ITEM_TEXT = "item_text"
+"""The item text itself (``full_text=True``): the BM25 Function's input."""
+TEXT_SPARSE = "text_sparse"
+MAX_ITEM_TEXT_BYTES = 65535
+_RESERVED = frozenset({"id", "vector", "norm", "source", "metadata", TEXT_VECTOR, HAS_TEXT, ITEM_TEXT, TEXT_SPARSE})
 
 
 def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabilities, index_type: str,
@@ -138,6 +147,10 @@ def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabili
     if f.text_vector_field:
         cols += [FieldSchema(f.text_vector_field, DataType.FLOAT_VECTOR, dim=f.dim),
                  FieldSchema(str(f.text_flag_field), DataType.BOOL)]
+    if f.text_sparse_field:
+        cols += [FieldSchema(str(f.text_raw_field), DataType.VARCHAR, max_length=MAX_ITEM_TEXT_BYTES,
+                             enable_analyzer=True),
+                 FieldSchema(f.text_sparse_field, DataType.SPARSE_FLOAT_VECTOR)]
     types = {"bool": DataType.BOOL, "int8": DataType.INT8, "int16": DataType.INT16, "int32": DataType.INT32,
              "int64": DataType.INT64, "float": DataType.FLOAT, "double": DataType.DOUBLE,
              "varchar": DataType.VARCHAR}
@@ -151,10 +164,18 @@ def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabili
             kw["is_partition_key"] = True
         cols.append(FieldSchema(fname, types[t], **kw))
     schema = CollectionSchema(cols, enable_dynamic_field=f.dynamic, auto_id=False, description=description)
+    if f.text_sparse_field:
+        from pymilvus import Function, FunctionType
+
+        schema.add_function(Function(name="item_text_bm25", function_type=FunctionType.BM25,
+                                     input_field_names=[str(f.text_raw_field)],
+                                     output_field_names=[f.text_sparse_field]))
     ip = client.prepare_index_params()
     ip.add_index("vector", index_type=index_type, metric_type=f.metric, params=dict(idx_params))
     if f.text_vector_field:
         ip.add_index(f.text_vector_field, index_type=index_type, metric_type=f.metric, params=dict(idx_params))
+    if f.text_sparse_field:
+        ip.add_index(f.text_sparse_field, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     return schema, ip
 
 
@@ -218,7 +239,10 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
                                    or int((by_name[text_field].get("params") or {}).get("dim", 0)) != dim):
         raise ConfigError(f"text_vector_field={text_field!r} of {name!r} must be a FLOAT_VECTOR of dim {dim}")
     flag_field = HAS_TEXT if text_field is not None and HAS_TEXT in by_name and schema is None else None
-    roles |= {f for f in (norm_field, source_field, metadata_field, text_field, flag_field) if f}
+    own_bm25 = schema is None and ITEM_TEXT in by_name and TEXT_SPARSE in by_name
+    raw_field, sparse_field = (ITEM_TEXT, TEXT_SPARSE) if own_bm25 else (None, None)
+    roles |= {f for f in (norm_field, source_field, metadata_field, text_field, flag_field, raw_field, sparse_field)
+              if f}
     scalars: dict[str, str] = {}
     max_bytes: dict[str, int] = {}
     nullable: set[str] = set()
@@ -247,7 +271,8 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
                     nullable=frozenset(nullable), partition_key=partition_key,
                     dynamic=bool(desc.get("enable_dynamic_field", False)),
                     default_norm=float(default_norm) if default_norm is not None else None,
-                    text_vector_field=text_field, text_flag_field=flag_field)
+                    text_vector_field=text_field, text_flag_field=flag_field, text_raw_field=raw_field,
+                    text_sparse_field=sparse_field)
 
 
 def is_own(desc: Mapping[str, Any]) -> bool:

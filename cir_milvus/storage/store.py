@@ -129,6 +129,7 @@ class VectorStore(StoreReads, StoreHybrid):
         partition_key: str | None = None,
         dynamic: bool = True,
         item_text: bool = False,
+        full_text: bool = False,
         overwrite: bool = False,
         exist_ok: bool = False,
         token: str | None = None,
@@ -162,6 +163,8 @@ class VectorStore(StoreReads, StoreHybrid):
             partition_key: one of ``fields`` (``varchar`` or ``int64``) to partition by (multi-tenant catalogues).
             dynamic: enable dynamic fields.
             item_text: add the item-text vector field (mixed galleries, see :mod:`~cir_milvus.storage.hybrid`).
+            full_text: also keep the item text with a BM25 sparse field (target ``"bm25"``; Milvus Lite 3.x or
+                Milvus >= 2.5).
             overwrite: drop an existing collection of this name (after validation).
             exist_ok: open the collection when it exists (create-or-open, see above).
             token, timeout, connect_kwargs: connection options (timeout in seconds; TLS options...).
@@ -174,7 +177,8 @@ class VectorStore(StoreReads, StoreHybrid):
             RecipeMismatchError: ``exist_ok`` and the existing collection is another one (dim, metric, encoder).
             StorageError: Milvus failed (connections opened here are released).
         """
-        plan = plan_create(dim, recipe, metric, index, index_params, fields, partition_key, dynamic, item_text)
+        plan = plan_create(dim, recipe, metric, index, index_params, fields, partition_key, dynamic, item_text,
+                           full_text)
         check_consistency(consistency)
         conn = Connection.open(uri, token, timeout, connect_kwargs, retry, create=True)
         try:
@@ -316,6 +320,7 @@ class VectorStore(StoreReads, StoreHybrid):
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         normalized: bool = False,
         text_vectors: Sequence[np.ndarray | None] | None = None,
+        texts: Sequence[str | None] | None = None,
         on_retry: Callable[[], None] | None = None,
         retry: RetryPolicy | None = None,
     ) -> WriteResult:
@@ -334,6 +339,7 @@ class VectorStore(StoreReads, StoreHybrid):
             normalized: ``vectors`` are already L2-normalised (the stored norm is then 1, or ``default_norm``).
             text_vectors: per row, the raw item-text embedding or ``None`` (collections with ``item_text``; see
                 :func:`~cir_milvus.storage.hybrid.text_columns`).
+            texts: per row, the item text or ``None`` (kept for BM25 in collections with ``full_text``).
             on_retry: called once per retried call (progress reporting).
             retry: a policy for this call instead of :attr:`retry`.
 
@@ -348,7 +354,7 @@ class VectorStore(StoreReads, StoreHybrid):
         rows, index, result = prepare_rows(vecs, ids, sources, metadata, normalized=normalized,
                                            default_norm=self.fields.default_norm, check_id=self.check_id,
                                            make_row=self._row)
-        text_columns(self.fields, rows, index, text_vectors, len(ids))
+        text_columns(self.fields, rows, index, text_vectors, len(ids), texts)
         counter = [0]
 
         def retried() -> None:
@@ -418,9 +424,11 @@ class VectorStore(StoreReads, StoreHybrid):
         if keep:
             mds = [dict(want[i]) if replace else {**rows[i]["metadata"], **dict(want[i])} for i in keep]
             raw = np.stack([rows[i]["vector"] for i in keep])  # [N, D] raw: the norm round-trips
-            texts = self.stored_text_vectors(keep) if self.fields.text_vector_field else None
+            tv = self.stored_text_vectors(keep) if self.fields.text_vector_field else None
+            raw_texts = self.stored_texts(keep) if self.fields.text_raw_field else None
             result = self.upsert(keep, raw, sources=[rows[i]["source"] for i in keep], metadata=mds,
-                                 text_vectors=[texts.get(i) for i in keep] if texts is not None else None)
+                                 text_vectors=[tv.get(i) for i in keep] if tv is not None else None,
+                                 texts=[raw_texts.get(i) for i in keep] if raw_texts is not None else None)
         for n, i in enumerate(want):
             if i not in rows:
                 result.skipped.append((n, Skipped(str(i), "not stored", i)))

@@ -185,3 +185,38 @@ def test_bad_input_is_refused_clearly(tmp_path: Path, images: list[Path]) -> Non
     with pytest.raises(ConfigError, match="has no item-text field"):
         plain.add(images[2:3], texts=["a red thing"])
     plain.close()
+
+
+def test_bm25_target_alone_and_fused(tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    col = CIRCollection.create(str(tmp_path / "f.db"), "f", encoder=FakeEncoder(dim=16, seed=1), index="FLAT",
+                               item_text=True, full_text=True)
+    texts = ["red square shoe", "blue circle bag", None, "red circle hat", "green star"]
+    ids = list(col.add(images[:5], texts=texts))
+    assert col.recipe.item_text is not None and col.recipe.item_text["full_text"]["function"] == "BM25"
+    hits = col.search(ref_id=ids[4], text="red square", k=5, targets=("bm25",), exclude_reference=False)
+    assert hits[0].id == ids[0] and {h.id for h in hits} == {ids[0], ids[3]}  # only texts sharing a word
+    assert hits[0].score > hits[1].score > 0
+    col.store.update_metadata([ids[0]], {"x": 1})  # the stored text survives a metadata update
+    assert col.store.stored_texts([ids[0], ids[2]]) == {ids[0]: "red square shoe", ids[2]: None}
+    again = col.search(ref_id=ids[4], text="red square", k=5, targets=("bm25",), exclude_reference=False)
+    assert [h.id for h in again] == [h.id for h in hits]
+    # three targets fused by RRF: the same as fusing the three single-target lists by hand
+    kw = {"ref_id": ids[4], "text": "red square", "k": 5, "exclude_reference": False}
+    lists = [[h.id for h in col.search(targets=(t,), **kw)] for t in ("image", "text", "bm25")]
+    want = _fuse_rrf([[(i, 0.0) for i in lst] for lst in lists])
+    _check(col.search(targets=("image", "text", "bm25"), **kw), want, 5)
+    col.close()
+
+
+def test_bm25_needs_a_deployment_that_has_it() -> None:
+    from cir_milvus.storage.client import LITE_INDEXES, Capabilities
+    from cir_milvus.storage.lifecycle import check_index, plan_create
+
+    old = Capabilities(is_lite=False, version="v2.3.5", index_types=LITE_INDEXES, filter_templates=False,
+                       full_text=False)
+    plan = plan_create(16, None, None, "FLAT", None, None, None, True, item_text=True, full_text=True)
+    with pytest.raises(ConfigError, match=r"Milvus v2\.3\.5 lacks: it needs Milvus >= 2\.5 or Milvus Lite >= 3\.0"):
+        check_index(plan, old)
+    with pytest.raises(ConfigError, match="needs item_text=True"):
+        plan_create(16, None, None, "FLAT", None, None, None, True, item_text=False, full_text=True)
