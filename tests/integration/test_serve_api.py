@@ -136,10 +136,11 @@ def test_json_base64_and_ref_id_and_batch(env: Any) -> None:
     queries = [{"ref_id": ids[i], "text": t, "k": 4} for i, t in [(1, "make it red"), (3, "turn it into a circle"),
                                                                    (5, "on a white background")]]
     queries.append({"image_b64": base64.b64encode(data).decode(), "text": "a big star", "k": 5})
+    queries.append({"ref_id": ids[7], "text": "make it red", "negative": "a circle", "like": [ids[8]], "k": 4})
     batch = c.post("/search/batch", json={"queries": queries})
     assert batch.status_code == 200, batch.text
     results = batch.json()["results"]
-    assert len(results) == 4
+    assert len(results) == 5
     for q, res in zip(queries, results):
         single = c.post("/search", json=q).json()
         assert [h["id"] for h in res["hits"]] == [h["id"] for h in single["hits"]]
