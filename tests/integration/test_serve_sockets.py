@@ -4,6 +4,7 @@ server configuration ``cir-milvus serve`` runs with, short limits to keep the te
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
@@ -32,12 +33,17 @@ CLOSE_WITHIN_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CIRCollection]:
     base = tmp_path_factory.mktemp("sockets")
     paths, metadata = write_gallery(base / "gallery", n=8)
     col = CIRCollection.create(str(base / "c.db"), "c", model="fake")
     col.add(paths, metadata=metadata)
-    app = create_app({"c": col}, request_timeout_s=REQUEST_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S)
+    yield col
+    col.close()
+
+
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[tuple[str, int]]:
     port = free_port()
     srv = uvicorn.Server(server_config(app, port=port, log_level="warning", head_timeout_s=HEAD_TIMEOUT_S))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -46,10 +52,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
     while not srv.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield "127.0.0.1", port
-    srv.should_exit = True
-    thread.join(10)
-    col.close()
+    try:
+        yield "127.0.0.1", port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(collection: CIRCollection) -> Iterator[tuple[str, int]]:
+    app = create_app({"c": collection}, request_timeout_s=REQUEST_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S)
+    with _serving(app) as where:
+        yield where
 
 
 def _trickle(sock: socket.socket, head: bytes, body: bytes, stop: threading.Event) -> None:
@@ -145,3 +159,28 @@ def test_silent_and_trickling_sockets_are_closed_while_clients_get_answers(serve
             t.join(5)
         for s in opened:
             s.close()
+
+
+def test_requests_in_flight_are_capped(collection: CIRCollection) -> None:
+    """Past ``max_inflight`` requests (here two held by slow bodies) a request is answered 503 with ``Retry-After``
+    at once instead of queueing; once the slow ones are gone, requests are answered again."""
+    app = create_app({"c": collection}, request_timeout_s=REQUEST_TIMEOUT_S, body_timeout_s=BODY_TIMEOUT_S,
+                     max_inflight=2)
+    with _serving(app) as (host, port):
+        slow = []
+        for _ in range(2):
+            s = socket.create_connection((host, port))
+            s.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{")  # a head, then nothing: in flight until the body timeout
+            slow.append(s)
+        time.sleep(0.3)
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=10) as client:
+            t0 = time.monotonic()
+            r = client.get("/healthz")
+            assert r.status_code == 503 and time.monotonic() - t0 < 1.0
+            assert r.json()["error"]["type"] == "Overloaded" and int(r.headers["retry-after"]) > 0
+            for s in slow:  # the body timeout answers them 408 and frees their slots
+                s.settimeout(BODY_TIMEOUT_S + 5)
+                assert s.recv(64).startswith(b"HTTP/1.1 408")
+                s.close()
+            assert client.get("/healthz").status_code == 200
