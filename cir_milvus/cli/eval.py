@@ -171,40 +171,41 @@ def gallery_preprocess(composer: str, composer_params: dict[str, Any]) -> str:
     return get_composer(composer, **composer_params).preprocess or "clip"
 
 
-def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[str, Any], preprocess: str) -> Any:
+def _encoder_kwargs(args: argparse.Namespace, preprocess: str) -> dict[str, Any]:
+    """Encoder options of an eval: benchmark images are decoded as the official data sets do (no EXIF rotation, no
+    compositing) and resized with the reference transform (``decode="exact"``: the library default for new
+    collections is ``"reduce"``), with the gallery preprocessing of the composer's protocol."""
+    kw: dict[str, Any] = {"device": args.device, "image_loading": "official", "decode": "exact"}
+    if preprocess != "clip":
+        kw["preprocess"] = preprocess
+    if getattr(args, "text_weights", None):
+        kw["text_weights"] = args.text_weights
+    if getattr(args, "precision", None) is not None:
+        kw["precision"] = args.precision
+    return kw
+
+
+def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[str, Any], preprocess: str,
+                    encoder: Any = None) -> Any:
     """Open the cached collection (its recipe must match ``--model``) or create it with the eval's composer.
 
-    The encoder is built with the gallery preprocessing of the composer's protocol (``preprocess``); an existing
-    collection opened without ``--model`` keeps the encoder of its recipe.
+    The encoder (``encoder``, or one built from ``--model``) uses :func:`_encoder_kwargs`; an existing collection
+    opened without ``--model`` keeps the encoder of its recipe.
     """
     from cir_milvus.cli.options import is_lite
     from cir_milvus.collection import CIRCollection, ComposerSpec, EncoderSpec, connect
     from cir_milvus.encoders.base import create_encoder
 
+    enc_kwargs = _encoder_kwargs(args, preprocess)
+    db = connect(args.uri, token=args.token, timeout=args.timeout)
     # a Lite file that is not there yet is not created to find out; the check releases the file
-    exists = not (is_lite(args.uri) and not Path(args.uri).expanduser().exists()) and connect(
-        args.uri, token=args.token, timeout=args.timeout).has_collection(name)
-    # benchmark images are decoded as the official data sets do (no EXIF rotation, no compositing) and resized with
-    # the reference transform (decode="exact": the library default for new collections is "reduce")
-    enc_kwargs: dict[str, Any] = {"device": args.device, "image_loading": "official", "decode": "exact"}
-    if preprocess != "clip":
-        enc_kwargs["preprocess"] = preprocess
-    text_weights = getattr(args, "text_weights", None)
-    if text_weights:
-        enc_kwargs["text_weights"] = text_weights
-    if getattr(args, "decode", None) not in (None, "exact"):
-        raise ConfigError(f"eval decodes benchmark images exactly as the official code does; drop --decode "
-                          f"{args.decode} (it is an ingest speed option)")
-    if getattr(args, "precision", None) is not None:
-        enc_kwargs["precision"] = args.precision
-    if exists:
-        pretrained = pretrained_for(args.model, args.pretrained)
-        encoder = create_encoder(args.model, pretrained, **enc_kwargs) if args.model is not None else None
+    if not (is_lite(args.uri) and not Path(args.uri).expanduser().exists()) and db.has_collection(name):
+        if encoder is None and args.model is not None:
+            encoder = create_encoder(args.model, pretrained_for(args.model, args.pretrained), **enc_kwargs)
         try:
-            col = CIRCollection.open(connect(args.uri, token=args.token, timeout=args.timeout), name,
-                                     encoder=encoder or EncoderSpec(device=args.device,
-                                                                    precision=getattr(args, "precision", None),
-                                                                    text_weights=text_weights))
+            col = CIRCollection.open(db, name, encoder=encoder or EncoderSpec(
+                device=args.device, precision=getattr(args, "precision", None),
+                text_weights=getattr(args, "text_weights", None)))
         except RecipeMismatchError as e:
             raise RecipeMismatchError(f"{e} (or pass --collection NAME to cache this gallery separately)") from e
         deviations = official_deviations(col)
@@ -215,10 +216,24 @@ def _open_or_create(args: argparse.Namespace, name: str, composer_params: dict[s
                               "to build one")
         return col
     model, pretrained = creation_model(args)
-    return CIRCollection.create(connect(args.uri, token=args.token, timeout=args.timeout), name,
-                                encoder=create_encoder(model, pretrained, **enc_kwargs),
+    return CIRCollection.create(db, name, encoder=encoder or create_encoder(model, pretrained, **enc_kwargs),
                                 composer=ComposerSpec(args.composer, alpha=args.alpha if not args.sweep else None,
                                                       params=composer_params or {}))
+
+
+def _bundle_encoder(args: argparse.Namespace, params: dict[str, Any]) -> Any:
+    """With ``--model bundle:DIR`` and ``--head NAME`` of a head inside the bundle: the bundle's encoder, with that
+    head swapped into ``params`` (so the composer's protocol is known before the gallery is made); else ``None``."""
+    head = params.get("head")
+    if not (args.model or "").startswith("bundle:") or not isinstance(head, str) or head.startswith("hf-hub:") \
+            or Path(head).exists():
+        return None
+    from cir_milvus.cli.composing import resolve_bundle_head
+    from cir_milvus.encoders.base import create_encoder
+
+    encoder = create_encoder(args.model, None, **_encoder_kwargs(args, "clip"))
+    resolve_bundle_head(encoder, args.composer, params)
+    return encoder
 
 
 def plot_sweep(results: list[EvalResult], alphas: list[float], path: str | Path, composer: str,
@@ -289,6 +304,9 @@ def _check_args(args: argparse.Namespace, labeled: bool, split: str) -> list[flo
         raise ConfigError("--write-default stores the best alpha of a --sweep; pass --sweep too")
     if args.submission is not None and args.dataset not in ("cirr", "circo"):
         raise ConfigError(f"--submission is for the CIRR and CIRCO test servers; {args.dataset} is scored locally")
+    if getattr(args, "decode", None) not in (None, "exact"):
+        raise ConfigError(f"eval decodes benchmark images exactly as the official code does; drop --decode "
+                          f"{args.decode} (it is an ingest speed option)")
     return alphas
 
 
@@ -337,11 +355,12 @@ def run_eval_command(args: argparse.Namespace) -> int:
     ds, split = load_datasets(args.dataset, args.root, args.split)
     labeled = _labeled(ds)
     alphas = _check_args(args, labeled, split)
+    encoder = _bundle_encoder(args, params)
     preprocess = gallery_preprocess(args.composer, params)
     name = args.collection
     if name == DEFAULT_COLLECTION:
         name = f"{args.dataset}_{split}" + (f"_{preprocess}" if preprocess != "clip" else "")
-    col = _open_or_create(args, name, params, preprocess)
+    col = _open_or_create(args, name, params, preprocess, encoder)
     try:
         before = len(col)
         best: float | None = None

@@ -76,6 +76,8 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
         ["ingest", str(new), *common, "--model", f"bundle:{bundle}", "--no-progress", "--workers", "0"],
         ["eval", "cirr", "--root", str(cirr), "--uri", str(tmp_path / "eval.db"), "--model", f"bundle:{bundle}",
          "--json"],
+        ["eval", "cirr", "--root", str(cirr), "--uri", str(tmp_path / "eval.db"), "--model", f"bundle:{bundle}",
+         "--composer", "lincir", "--head", "lincir", "--collection", "lincir", "--json"],  # the bundle's own head
     ]
     script = BLOCKER + textwrap.dedent(CHILD)
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
@@ -100,6 +102,8 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
     assert "holds 23 images" in results[6]["out"]
     scored = json.loads(results[7]["out"])  # eval scores the miniature CIRR through the bundle
     assert scored["results"][0]["config"]["backend"] == "onnx" and "R@1" in scored["results"][0]["milvus"]
+    lincir_eval = json.loads(results[8]["out"])["results"][0]
+    assert lincir_eval["config"]["composer"]["name"] == "lincir" and "R@1" in lincir_eval["milvus"]
 
 
 @pytest.mark.slow
