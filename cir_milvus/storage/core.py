@@ -94,8 +94,8 @@ class StoreCore:
         if probe(self._all_rows_filter()) is not None:
             return  # the server or the collection is failing, not the filter
         again = probe(expr)
-        if again is None or isinstance(again, CollectionNotLoadedError):
-            return
+        if again is None or (isinstance(again, TransientStorageError) and again.code not in UNCLASSIFIED_CODES):
+            return  # it runs now, or failed for a known passing reason (unavailable, not loaded)
         cause = error.__cause__ or error
         words = getattr(cause, "message", None) or str(cause)
         raise FilterError(f"Milvus cannot run the filter {expr!r} on {self.name!r}: {words}. Check the template "
