@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
+from cir_milvus.encoders.capabilities import HasExecutionProviders
 from cir_milvus.errors import StorageError
 from cir_milvus.serve.deps import Service
 from cir_milvus.serve.errors import RequestError
@@ -60,9 +61,8 @@ def runtime(s: Served) -> dict[str, Any]:
     enc = s.collection.encoder
     backend = str(enc.recipe.get("backend", "unknown"))
     out: dict[str, Any] = {"backend": "onnxruntime" if backend == "onnx" else backend, "device": str(enc.device)}
-    providers = getattr(enc, "providers", None)  # onnxruntime execution providers, best first
-    if providers:
-        first = providers[0]
+    if isinstance(enc, HasExecutionProviders) and enc.providers:  # onnxruntime execution providers, best first
+        first = enc.providers[0]
         out["provider"] = str(first[0] if isinstance(first, (tuple, list)) else first)
     return out
 
