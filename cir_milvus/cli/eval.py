@@ -302,6 +302,10 @@ def _check_args(args: argparse.Namespace, labeled: bool, split: str) -> list[flo
                           f"(sweep on --split val, then evaluate test with --alpha)")
     if args.write_default and alphas is None:
         raise ConfigError("--write-default stores the best alpha of a --sweep; pass --sweep too")
+    if args.plot is not None:  # asked for by name: refused now rather than skipped after the sweep
+        from cir_milvus._optional import require
+
+        require("matplotlib", purpose="eval --plot")
     if args.submission is not None and args.dataset not in ("cirr", "circo"):
         raise ConfigError(f"--submission is for the CIRR and CIRCO test servers; {args.dataset} is scored locally")
     if getattr(args, "decode", None) not in (None, "exact"):

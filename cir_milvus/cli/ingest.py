@@ -78,6 +78,10 @@ def _source_spec(args: argparse.Namespace) -> tuple[str, Path | None]:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be 0 (decode in-process) or more, got {args.workers}")
+    if args.ray_address is not None:
+        from cir_milvus._optional import require
+
+        require("ray", purpose="ingest --ray-address")
     # stored sources are absolute, so contact sheets and re-runs find the files from any working directory
     spec = str(args.dir.resolve()) if args.dir is not None else str(given[0])
     root = args.root.resolve() if args.root is not None else None

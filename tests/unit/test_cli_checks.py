@@ -133,6 +133,10 @@ EXTRA_CASES = [
     ("fastapi", ["serve", "--uri", "{db}"], "cir_milvus[serve]"),
     ("uvicorn", ["serve", "--uri", "{db}"], "cir_milvus[serve]"),
     ("torch", ["train", "lincir", "--out", "{tmp}/r"], "cir_milvus[torch]"),
+    ("ray", ["ingest", "{imgs}", "--uri", "{tmp}/n.db", "--model", "cir-demo-tiny", "--ray-address", "local"],
+     "cir_milvus[ray]"),
+    ("matplotlib", ["eval", "synthetic", "--root", "{tmp}/w", "--uri", "{tmp}/e.db", "--model", "fake", "--sweep",
+                    "0.5", "--plot", "{tmp}/p.png"], "cir_milvus[plot]"),
     ("open_clip", ["ingest", "{imgs}", "--uri", "{tmp}/n.db", "--model", "ViT-B-32", "--pretrained", "openai"],
      "cir_milvus[torch]"),
 ]
