@@ -55,6 +55,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--summary-json", type=Path, default=None, help="write the run's counts here as JSON")
     p.add_argument("--allow-urls", action="store_true", help="fetch http(s):// images named by --list")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="item texts (mixed galleries): the --list column or metadata key holding each item's text "
+                        "('caption' for WebDataset .txt); a NEW collection gets an item-text field")
+    p.add_argument("--full-text", action="store_true",
+                   help="with --text-column on a NEW collection: also BM25 full-text search over the item texts "
+                        "(--targets bm25; Milvus Lite >= 3.0 or Milvus >= 2.5)")
     p.add_argument("--ray-address", default=None,
                    help="run on Ray Data: 'auto' (running cluster), 'ray://head:10001' or 'local' (needs [ray])")
     add_json(p, "the run's counts")
@@ -134,7 +140,8 @@ def _create(args: argparse.Namespace, model: str, pretrained: str | None, compos
     encoder = create_encoder(model, pretrained, device=args.device, **kw)
     db = cir_milvus.connect(args.uri, token=args.token, timeout=args.timeout)
     return db.create_collection(args.collection, encoder=encoder,
-                                composer=cir_milvus.ComposerSpec(composer or "slerp", params=params), if_exists="open")
+                                composer=cir_milvus.ComposerSpec(composer or "slerp", params=params), if_exists="open",
+                                item_text=args.text_column is not None, full_text=args.full_text)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -169,7 +176,7 @@ def _run(args: argparse.Namespace, col: Any, source: Any) -> int:
     try:
         report = ingest(col, source, batch_size=args.batch_size, workers=args.workers, skip_report=args.skip_report,
                         progress=not args.no_progress and args.verbosity >= 0 and not args.json,
-                        allow_urls=args.allow_urls, ray_address=args.ray_address)
+                        allow_urls=args.allow_urls, ray_address=args.ray_address, text_column=args.text_column)
     except KeyboardInterrupt:
         try:
             held = f"now holds {len(col)} images"

@@ -55,6 +55,12 @@ def add_parser(sub: Any) -> None:
                    help="drop a hit whose cosine to a better hit reaches this, in (0, 1], e.g. 0.98")
     add_model_args(p, creating=False)
     p.add_argument("-k", "--k", type=int, default=10, help="number of hits (default 10)")
+    p.add_argument("--targets", default=None, metavar="T1,T2",
+                   help="fields to match (mixed galleries): image, text, bm25, e.g. image,text (default image)")
+    p.add_argument("--ranker", choices=("rrf", "weighted"), default=None,
+                   help="how several --targets are fused (default rrf)")
+    p.add_argument("--ranker-weights", default=None, metavar="W1,W2",
+                   help="with --ranker weighted: one weight in [0, 1] per target, e.g. 0.7,0.3")
     add_composer_args(p, "composer for this query (default: the collection's recipe)", alpha_list=True)
     p.add_argument("--filter", default=None, help='Milvus filter template, e.g. \'metadata["brand"] == {b}\'')
     p.add_argument("--param", action="append", default=[], metavar="NAME=JSON",
@@ -95,6 +101,22 @@ def _references(args: argparse.Namespace) -> dict[str, Any]:
     return {"image": images[0] if images else None, "ref_id": ids[0] if ids else None}
 
 
+def _targets(args: argparse.Namespace) -> dict[str, Any]:
+    """``--targets``/``--ranker``/``--ranker-weights`` → the search's target arguments (checked again against the
+    collection's fields by the library)."""
+    weights = _numbers(args.ranker_weights, "--ranker-weights")
+    if args.targets is None:
+        if args.ranker is not None or weights is not None:
+            raise ConfigError("--ranker/--ranker-weights fuse several --targets; add e.g. --targets image,text")
+        return {}
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    if weights is not None and len(weights) != len(targets):
+        raise ConfigError(f"--ranker-weights {args.ranker_weights} gives {len(weights)} weights for "
+                          f"{len(targets)} --targets {args.targets}; give one per target")
+    ranker = args.ranker or ("weighted" if weights is not None else "rrf")
+    return {"targets": targets, "ranker": ranker, **({"ranker_weights": weights} if weights is not None else {})}
+
+
 def check_search_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """Every conflicting, missing or out-of-range search input, before any model loads; returns the query
     arguments (references, negatives, feedback, dedupe).
@@ -129,7 +151,7 @@ def check_search_inputs(args: argparse.Namespace) -> dict[str, Any]:
     if args.grid is not None and args.grid.suffix.lower() not in SHEET_SUFFIXES:
         raise ConfigError(f"--grid {args.grid} needs an image file name ending in .png")
     query = {**_references(args), "negative": args.negative, "like": args.like, "unlike": args.unlike,
-             "dedupe": args.dedupe}
+             "dedupe": args.dedupe, **_targets(args)}
     check_uri(args.uri, must_exist=True)
     return {k: v for k, v in query.items() if v is not None}
 

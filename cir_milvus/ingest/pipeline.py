@@ -60,6 +60,7 @@ import numpy as np
 
 from cir_milvus._runtime import openmp_spins
 from cir_milvus.collection.decode import MAX_ASPECT, DecodedBatch, decode_here, prepare_batch
+from cir_milvus.collection.mixed import check_item_texts, encode_item_texts
 from cir_milvus.collection.record import regular_file_reason as _regular_file_reason
 from cir_milvus.errors import ConfigError, ImageDecodeError, StorageError
 from cir_milvus.images import MAX_PIXELS, content_id, is_url, path_text, strip_name
@@ -268,6 +269,13 @@ class _Job:
     items: list[tuple[int, str | bytes]] = field(default_factory=list)
 
 
+def _item_texts(encoder: Any, mds: list[dict[str, Any]], column: str) -> tuple[list[str | None], list[Any]]:
+    """The item texts of a batch (``column`` of each record's metadata; not a string: no text) and their
+    embeddings (mixed galleries, :mod:`cir_milvus.collection.mixed`)."""
+    texts = [v if isinstance(v, str) and v.strip() else None for v in (md.get(column) for md in mds)]
+    return texts, encode_item_texts(encoder, texts)
+
+
 def _encode_uint8(encoder: Any, pixels: np.ndarray, cfg: Any) -> Any:
     """Encode uint8 ``[N, S, S, 3]``: on the encoder's device when it can normalise there (torch: pinned-memory copy
     of a quarter of the bytes, scaling on the GPU), else normalised here to float32 ``[N, 3, S, S]``."""
@@ -314,6 +322,7 @@ def ingest(
     mp_context: str = "spawn",
     ray_address: str | None = None,
     lookup_batches: int = 8,
+    text_column: str | None = None,
 ) -> IngestReport:
     """Ingest images from a folder, a list file, tar shards or an iterable into a :class:`CIRCollection`.
 
@@ -339,6 +348,9 @@ def ingest(
             :func:`cir_milvus.ingest.ray_pipeline.ingest_ray` for the Ray-specific options.
         lookup_batches: batches per "already stored?" call (one Milvus ``get`` for ``batch_size × lookup_batches``
             ids; each read waits for this client's previous writes to become visible).
+        text_column: the metadata key holding each item's text (a CSV / Parquet / JSONL column; ``"caption"`` for a
+            WebDataset ``key.txt``), embedded into the item-text field of a collection created with
+            ``item_text=True`` (mixed galleries; a missing or empty value: an item without text).
 
     Returns:
         An :class:`IngestReport`; ``report.summary()`` is a human-readable summary.
@@ -353,6 +365,9 @@ def ingest(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     store = col.store
     policy = dataclasses.replace(store.retry, timeout=float(retry_timeout))
+    check_item_texts([] if text_column else None, 0, store.fields.text_vector_field is not None, col.name)
+    if ray_address is not None and text_column is not None:
+        raise ConfigError("text_column= is read by the local pipeline only; drop ray_address= to ingest item texts")
     if ray_address is not None:
         from cir_milvus.ingest.ray_pipeline import ingest_ray
 
@@ -483,8 +498,10 @@ def ingest(
                 n, rows = item
                 written = 0
                 if rows is not None:
-                    ids, raw_vecs, sources, mds, names = rows
-                    wr = store.upsert(ids, raw_vecs, sources=sources, metadata=mds, on_retry=on_retry, retry=policy)
+                    ids, raw_vecs, sources, mds, names, texts = rows
+                    wr = store.upsert(ids, raw_vecs, sources=sources, metadata=mds, on_retry=on_retry, retry=policy,
+                                      text_vectors=None if texts is None else texts[1],
+                                      texts=None if texts is None else texts[0])
                     written = len(wr.written)
                     for i, sk in wr.skipped:
                         skips.add(names[i], sk.reason, ids[i])
@@ -528,7 +545,9 @@ def ingest(
                                 else encoder.encode_images(data, batch_size=batch_size, normalize=False))
                     raw_vecs = np.asarray(raw_vecs, dtype=np.float32)  # [N, D]
                     rows = ([job.ids[i] for i in ok], raw_vecs, [job.sources[i] for i in ok],
-                            [job.metadata[i] for i in ok], [job.names[i] for i in ok])
+                            [job.metadata[i] for i in ok], [job.names[i] for i in ok],
+                            None if text_column is None else _item_texts(encoder, [job.metadata[i] for i in ok],
+                                                                         text_column))
                     with lock:
                         report.encoded += len(ok)
                 if got is not None:

@@ -220,3 +220,72 @@ def test_bm25_needs_a_deployment_that_has_it() -> None:
         check_index(plan, old)
     with pytest.raises(ConfigError, match="needs item_text=True"):
         plan_create(16, None, None, "FLAT", None, None, None, True, item_text=False, full_text=True)
+
+
+def test_ingest_reads_a_text_column(tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    import csv
+
+    from ingest_helpers import write_shard
+
+    from cir_milvus.ingest import ingest
+
+    enc = FakeEncoder(dim=16, seed=1)
+    col = CIRCollection.create(str(tmp_path / "i.db"), "i", encoder=enc, item_text=True)
+    with (tmp_path / "items.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "caption"])
+        w.writeheader()
+        for i, p in enumerate(images[:6]):
+            w.writerow({"path": str(p), "caption": "" if i == 2 else f"a {COLOURS[i % 4]} item{i}"})
+    ingest(col, tmp_path / "items.csv", text_column="caption", workers=0, progress=False)
+    shard = write_shard(tmp_path / "s.tar", [(f"k{i}", {"n": i}, images[10 + i].read_bytes()) for i in range(3)],
+                        caption=True)
+    ingest(col, str(shard), text_column="caption", workers=0, progress=False)
+    stored = col.store.stored_text_vectors(list(col.iter_ids()))
+    assert len(stored) == 9 and sum(v is None for v in stored.values()) == 1  # the empty CSV cell
+    hits = col.search(text="caption of k1", composer="text", k=1, targets=("text",))
+    assert hits[0].id == "k1"
+    col.close()
+    plain = CIRCollection.create(str(tmp_path / "j.db"), "j", encoder=enc)
+    with pytest.raises(ConfigError, match="has no item-text field"):
+        ingest(plain, tmp_path / "items.csv", text_column="caption", workers=0, progress=False)
+    plain.close()
+
+
+def test_cli_text_column_targets_and_ranker_match_the_api(tmp_path: Path, images: list[Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("milvus_lite")
+    import csv
+    import json
+
+    from cir_milvus import EncoderSpec
+    from cir_milvus.cli import main
+
+    with (tmp_path / "items.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "caption"])
+        w.writeheader()
+        for i, p in enumerate(images[:12]):
+            w.writerow({"path": str(p), "caption": "" if i % 3 == 0 else f"a {COLOURS[i % 4]} thing"})
+    db = str(tmp_path / "cli.db")
+    assert main(["ingest", "--list", str(tmp_path / "items.csv"), "--uri", db, "--collection", "m", "--model",
+                 "cir-demo-tiny", "--device", "cpu", "--no-progress", "--workers", "0", "--text-column", "caption",
+                 "--full-text"]) == 0
+    capsys.readouterr()
+    common = ["search", "--uri", db, "--collection", "m", "--device", "cpu", "-k", "6", "--json", "--image",
+              str(images[1]), "--text", "make it red"]
+    cases = [(["--targets", "image,text"], {"targets": ("image", "text")}),
+             (["--targets", "image,text", "--ranker", "weighted", "--ranker-weights", "0.2,0.8"],
+              {"targets": ("image", "text"), "ranker": "weighted", "ranker_weights": (0.2, 0.8)}),
+             (["--targets", "text,bm25"], {"targets": ("text", "bm25")})]
+    with CIRCollection.open(db, "m", encoder=EncoderSpec(device="cpu")) as col:
+        assert col.recipe.item_text is not None and col.store.fields.text_sparse_field is not None
+        want = [[h.id for h in col.search(str(images[1]), "make it red", k=6, **kw)] for _, kw in cases]
+        plain = [h.id for h in col.search(str(images[1]), "make it red", k=6)]
+    for (argv, _), ids in zip(cases, want):
+        assert main([*common, *argv]) == 0
+        assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ids, argv
+    assert sum(ids != plain for ids in want) >= 2  # the flags are not ignored
+    assert main([*common, "--ranker", "weighted"]) != 0
+    assert "add e.g. --targets image,text" in capsys.readouterr().err
+    assert main([*common, "--targets", "image,text", "--ranker-weights", "1"]) != 0
+    assert "1 weights for 2 --targets" in capsys.readouterr().err
