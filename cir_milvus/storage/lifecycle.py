@@ -82,7 +82,8 @@ class Connection:
         owns: the store closes it.
         first: the retry policy of the first calls (the store's policy cut to the connect timeout: a server that
             restarts is waited for, an unreachable one fails within the timeout).
-        created_path: a Lite folder this connection created (removed again when a create fails).
+        created_path: the topmost folder this connection created for a new Lite database (removed again when a
+            create fails).
     """
 
     client: Any
@@ -106,8 +107,13 @@ class Connection:
                 raise CollectionNotFoundError(
                     f"no Milvus Lite database at {uri} (nothing was created); check the path, or create a collection "
                     "there first")
+            created = None
+            if fresh and path is not None:  # the topmost folder this connection will create (removed on failure)
+                created = path.absolute()
+                while not created.parent.exists():
+                    created = created.parent
             client = connect(uri, token=token, timeout=timeout, **dict(connect_kwargs or {}))
-            return cls(client, uri, True, first, path if fresh else None)
+            return cls(client, uri, True, first, created)
         if uri is None or not hasattr(uri, "has_collection"):
             raise ConfigError(f"uri must be a Milvus Lite path, a server URI or a MilvusClient; got {uri!r}")
         return cls(uri, str(getattr(uri, "_cir_uri", "") or "(injected MilvusClient)"), False, first)

@@ -149,10 +149,10 @@ def test_opening_a_missing_lite_path_creates_nothing(tmp_path: Path) -> None:
 
 
 def test_a_failed_create_leaves_no_lite_folder_and_no_partial_collection(tmp_path: Path) -> None:
-    fresh = tmp_path / "fresh.db"
+    fresh = tmp_path / "new" / "sub" / "fresh.db"
     with pytest.raises(ConfigError, match="index 'DISKANN'"):
         VectorStore.create(str(fresh), "c", dim=4, index="DISKANN")
-    assert not fresh.exists()
+    assert not (tmp_path / "new").exists(), "neither the database nor the folders made for it are left"
 
     db = str(tmp_path / "p.db")
     VectorStore.create(db, "keep", dim=4, index="FLAT").close()
