@@ -46,7 +46,8 @@ from cir_milvus.storage.schema import (
     check_fields,
 )
 
-__all__ = ["Connection", "CreatePlan", "check_consistency", "lite_path", "plan_create"]
+__all__ = ["Connection", "CreatePlan", "check_consistency", "database_call", "drop_collection", "lite_path",
+           "plan_create"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -275,3 +276,37 @@ def check_converged(name: str, where: str, plan: CreatePlan, fields: FieldMap, s
                 f"collection {name!r} at {redact_uri(where)} exists, built with {stored.describe()}, but it was to be "
                 f"created with {wanted.describe()}: " + "; ".join(diffs)
                 + ". Open it with its own recipe, or create the new one under another name.")
+
+
+def database_call(uri: Any, what: str, call: Callable[[Any], T], missing: T, *, token: str | None,
+                  timeout: float | None, connect_kwargs: Mapping[str, Any] | None) -> T:
+    """One call on the database at ``uri`` through a short-lived connection (released afterwards, so a Lite file
+    stays free), retried within the connect timeout; ``missing`` for a Lite path that does not exist, where nothing
+    is created."""
+    path = lite_path(uri)
+    if path is not None and not path.exists():
+        return missing
+    conn = Connection.open(uri, token, timeout, connect_kwargs, None, create=False)
+    try:
+        return conn.call(what, lambda: call(conn.client))
+    finally:
+        conn.release()
+
+
+def drop_collection(uri: Any, name: str, *, missing_ok: bool, token: str | None, timeout: float | None,
+                    connect_kwargs: Mapping[str, Any] | None) -> None:
+    """Drop ``name`` at ``uri`` (see :meth:`VectorStore.drop_collection`)."""
+
+    def drop(client: Any) -> bool:
+        if not client.has_collection(name):
+            return False
+        client.drop_collection(name)
+        return True
+
+    if not database_call(uri, f"drop collection {name!r}", drop, False, token=token, timeout=timeout,
+                         connect_kwargs=connect_kwargs) and not missing_ok:
+        nothing: list[str] = []
+        existing = database_call(uri, "list collections", lambda c: sorted(map(str, c.list_collections())), nothing,
+                                 token=token, timeout=timeout, connect_kwargs=connect_kwargs)
+        where = redact_uri(uri) if isinstance(uri, str) else "(injected MilvusClient)"
+        raise CollectionNotFoundError(f"no collection {name!r} at {where}; existing: {', '.join(existing) or 'none'}")

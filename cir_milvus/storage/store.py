@@ -57,7 +57,8 @@ from cir_milvus.storage.lifecycle import (
     check_converged,
     check_index,
     create_collection,
-    lite_path,
+    database_call,
+    drop_collection,
     plan_create,
     wait_for_index,
 )
@@ -105,14 +106,29 @@ class VectorStore(StoreReads, StoreHybrid):
         Raises:
             StorageUnavailableError: the server did not answer within ``timeout``.
         """
-        path = lite_path(uri)
-        if path is not None and not path.exists():
-            return False
-        conn = Connection.open(uri, token, timeout, connect_kwargs, None, create=False)
-        try:
-            return conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name)))
-        finally:
-            conn.release()
+        return database_call(uri, f"check collection {name!r}", lambda c: bool(c.has_collection(name)), False,
+                             token=token, timeout=timeout, connect_kwargs=connect_kwargs)
+
+    @classmethod
+    def list_collections(cls, uri: Any, *, token: str | None = None, timeout: float | None = 10.0,
+                         connect_kwargs: Mapping[str, Any] | None = None) -> list[str]:
+        """The collections at ``uri``, sorted, including ones cir_milvus did not create (``[]`` for a Lite path that
+        does not exist: nothing is created there). Retried within ``timeout``, like :meth:`exists`."""
+        nothing: list[str] = []
+        return database_call(uri, "list collections", lambda c: sorted(map(str, c.list_collections())), nothing,
+                             token=token, timeout=timeout, connect_kwargs=connect_kwargs)
+
+    @classmethod
+    def drop_collection(cls, uri: Any, name: str, *, missing_ok: bool = False, token: str | None = None,
+                        timeout: float | None = 10.0, connect_kwargs: Mapping[str, Any] | None = None) -> None:
+        """Drop a collection and its rows without opening it (:meth:`drop` drops an open store's).
+
+        Raises:
+            CollectionNotFoundError: no such collection (the message lists the existing ones), unless
+                ``missing_ok``.
+        """
+        drop_collection(uri, name, missing_ok=missing_ok, token=token, timeout=timeout,
+                        connect_kwargs=connect_kwargs)
 
     @classmethod
     def create(

@@ -145,7 +145,24 @@ def test_opening_a_missing_lite_path_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(CollectionNotFoundError, match="no Milvus Lite database"):
         VectorStore.open(str(missing), "c")
     assert VectorStore.exists(str(missing), "c") is False
+    assert VectorStore.list_collections(str(missing)) == []
+    VectorStore.drop_collection(str(missing), "c", missing_ok=True)
+    with pytest.raises(CollectionNotFoundError):
+        VectorStore.drop_collection(str(missing), "c")
     assert not missing.exists() and not missing.parent.exists()
+
+
+def test_list_and_drop_collections_without_opening_them(tmp_path: Path) -> None:
+    db = str(tmp_path / "l.db")
+    for name in ("b", "a"):
+        VectorStore.create(db, name, dim=4, index="FLAT").close()
+    assert VectorStore.list_collections(db) == ["a", "b"]
+    VectorStore.drop_collection(db, "a")
+    assert VectorStore.list_collections(db) == ["b"] and not VectorStore.exists(db, "a")
+    with pytest.raises(CollectionNotFoundError, match="existing: b"):
+        VectorStore.drop_collection(db, "a")
+    VectorStore.drop_collection(db, "a", missing_ok=True)
+    assert VectorStore.exists(db, "b")
 
 
 def test_a_failed_create_leaves_no_lite_folder_and_no_partial_collection(tmp_path: Path) -> None:
