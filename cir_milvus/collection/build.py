@@ -24,6 +24,7 @@ from cir_milvus.collection.specs import (
     IndexSpec,
     check_if_exists,
 )
+from cir_milvus.collection.verify import verify_serving_encoder
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder
 from cir_milvus.encoders.rebuild import encoder_from_recipe
@@ -142,6 +143,7 @@ def create_parts(
             assert store.recipe is not None
             enc = adopt_recorded_decode(name, store.recipe.encoder, enc)
             check_compatible(name, store.recipe, enc.recipe)
+            verify_serving_encoder(store, name, store.recipe.encoder, enc)
             return store, enc, None
         return store, enc, comp
     except BaseException:
@@ -159,6 +161,7 @@ def open_parts(conn: Connection, name: str, encoder: Encoder | EncoderSpec, comp
             enc = _attach(store, name, _built(encoder), composer or ComposerSpec(), conn.uri)
         else:
             enc = _rebuild(store.recipe, name, encoder, conn.uri, search_path)
+            verify_serving_encoder(store, name, store.recipe.encoder, enc)
         if store.fields.norm_field is None and store.fields.default_norm is None:
             norm = (store.recipe.encoder if store.recipe else {}).get("mean_image_norm")
             if norm:

@@ -192,7 +192,9 @@ class CIRCollection:
         Raises:
             CollectionNotFoundError: no such collection (the message lists the existing ones).
             RecipeMismatchError: the given model/encoder differs from the recipe (both are named); a different
-                decode mode alone is not a mismatch (see above).
+                decode mode alone is not a mismatch (see above). An encoder of another backend, or an ONNX bundle
+                opening a collection that records no bundle id, must also re-encode a few stored items with
+                readable sources to their stored vectors (:mod:`cir_milvus.collection.verify`).
         """
         spec = ComposerSpec.of(composer) if composer is not None else None
         store, enc = open_parts(_connection(uri), name, encoder_spec(model, pretrained, encoder), spec, schema,

@@ -1,0 +1,110 @@
+"""Opening a collection with an encoder of another kind re-encodes a few stored items (cir_milvus.collection.verify).
+
+A torch-built collection records no bundle id, so a bundle whose weights were changed and whose manifest was
+rewritten to match passes every checksum; only re-encoding stored sources tells it from the genuine bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+pytest.importorskip("milvus_lite")
+
+from cir_milvus import CIRCollection  # noqa: E402
+from cir_milvus.collection.verify import needs_reencode  # noqa: E402
+from cir_milvus.encoders.ort import OrtEncoder  # noqa: E402
+from cir_milvus.errors import RecipeMismatchError  # noqa: E402
+
+
+def _tamper(folder: Path) -> None:
+    """Other weights (every float of weights.bin scaled) behind a manifest rewritten to list their checksums."""
+    weights = folder / "weights.bin"
+    arr = np.frombuffer(weights.read_bytes(), dtype=np.float32).copy()
+    arr *= np.float32(1.5)
+    weights.write_bytes(arr.tobytes())
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in manifest["files"]}
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def torch_built(tiny_torch_encoder, tmp_path: Path, make_image) -> tuple[str, list[Path]]:  # type: ignore[no-untyped-def]
+    """A Lite collection built by the torch demo architecture from 6 image files (their paths are its sources)."""
+    paths = []
+    for i in range(6):
+        p = tmp_path / "images" / f"{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        make_image(40 + 8 * i, 32, seed=i).save(p)
+        paths.append(p)
+    uri = str(tmp_path / "cir.db")
+    with CIRCollection.create(uri, "items", encoder=tiny_torch_encoder) as col:
+        assert col.add([str(p) for p in paths]).stored == 6
+    return uri, paths
+
+
+def test_tampered_bundle_is_refused_and_the_genuine_one_opens(torch_built, tiny_bundles, tiny_torch_encoder,
+                                                             tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    uri, paths = torch_built
+    genuine = tiny_bundles.get(fused=False)
+    tampered = tiny_bundles.copy(tmp_path / "tampered", fused=False)
+    _tamper(tampered)
+    enc = OrtEncoder(tampered)  # the bundle's own checks pass: its manifest matches its files
+    assert enc.recipe["weights_sha256"] == tiny_torch_encoder.recipe["weights_sha256"]  # and it claims the weights
+
+    with pytest.raises(RecipeMismatchError, match="collection 'items' was not encoded by this encoder's weights"):
+        CIRCollection.open(uri, "items", encoder=enc)
+
+    with caplog.at_level(logging.INFO, logger="cir_milvus.collection.verify"):
+        col = CIRCollection.open(uri, "items", encoder=OrtEncoder(genuine))
+    assert "re-encode with the onnx encoder" in caplog.text
+    with col:
+        q = tiny_torch_encoder.encode_images([str(paths[3])])
+        assert col.search_vectors(q, k=1)[0][0].source == str(paths[3])
+
+    # create(if_exists="open") is an open: the same check
+    with pytest.raises(RecipeMismatchError, match="not encoded by this encoder's weights"):
+        CIRCollection.create(uri, "items", encoder=enc, if_exists="open")
+
+
+def test_without_readable_sources_the_open_warns_that_nothing_was_checked(torch_built, tiny_bundles, tmp_path: Path,
+                                                                         caplog) -> None:  # type: ignore[no-untyped-def]
+    uri, paths = torch_built
+    tampered = tiny_bundles.copy(tmp_path / "tampered", fused=False)
+    _tamper(tampered)
+    for p in paths:
+        p.unlink()
+    with caplog.at_level(logging.WARNING, logger="cir_milvus.collection.verify"):
+        CIRCollection.open(uri, "items", encoder=OrtEncoder(tampered)).close()
+    assert "no stored item's source is a readable file here" in caplog.text
+    assert "could not be checked" in caplog.text
+
+
+def test_the_encoder_that_built_it_is_not_re_encoded(torch_built, tiny_torch_encoder, caplog) -> None:  # type: ignore[no-untyped-def]
+    uri, paths = torch_built
+    for p in paths:
+        p.unlink()  # a re-encode would find nothing readable and warn
+    with caplog.at_level(logging.INFO, logger="cir_milvus.collection.verify"):
+        CIRCollection.open(uri, "items", encoder=tiny_torch_encoder).close()
+    assert caplog.records == []
+
+
+def test_which_recipes_need_a_re_encode() -> None:
+    torch = {"backend": "torch", "weights_sha256": "w"}
+    bundle = {"backend": "onnx", "weights_sha256": "w", "bundle_sha256": "b"}
+    assert needs_reencode(torch, bundle)  # the bundle's weights_sha256 is its manifest's claim
+    assert needs_reencode(bundle, torch)  # another backend
+    assert not needs_reencode(torch, dict(torch))
+    assert not needs_reencode(bundle, {**bundle, "bundle_sha256": "c"})  # content ids: check_compatible decides
+    assert needs_reencode({"backend": "onnx", "weights_sha256": "w"}, bundle)  # an old bundle-built collection
