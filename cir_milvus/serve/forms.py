@@ -54,7 +54,7 @@ def json_field(form: Any, name: str, kind: type) -> Any:
 async def _search_form(form: Any) -> tuple[dict[str, Any], list[bytes]]:
     payload: dict[str, Any] = {}
     for key in ("collection", "text", "ref_id", "composer", "k", "filter", "group_by", "exclude_reference", "negative",
-                "dedupe"):
+                "dedupe", "ranker"):
         v = text_field(form, key)
         if v not in (None, ""):
             payload[key] = v
@@ -62,7 +62,7 @@ async def _search_form(form: Any) -> tuple[dict[str, Any], list[bytes]]:
     if alpha not in (None, ""):
         payload["alpha"] = json_field(form, "alpha", list) if alpha.lstrip().startswith("[") else alpha
     for key, kind in (("filter_params", dict), ("where", dict), ("ref_ids", list), ("weights", list),
-                      ("like", list), ("unlike", list)):
+                      ("like", list), ("unlike", list), ("targets", list), ("ranker_weights", list)):
         v = json_field(form, key, kind)
         if v is not None:
             payload[key] = v

@@ -50,7 +50,8 @@ class Prepared:
     library: dict[str, Any] | None = None  # the arguments of CIRCollection.search for a query off the plain road
 
 
-EXTENDED = ("images_b64", "ref_ids", "weights", "negative", "like", "unlike", "dedupe")
+EXTENDED = ("images_b64", "ref_ids", "weights", "negative", "like", "unlike", "dedupe", "targets", "ranker",
+            "ranker_weights")
 MAX_LIST = 64  # ids in like / unlike / ref_ids, negative texts
 
 
@@ -135,7 +136,8 @@ async def _library_args(q: SearchQuery, info: ComposerInfo, limits: Limits, uplo
     args: dict[str, Any] = {"image": one, "ref_id": q.ref_id, "images": several or None, "ref_ids": q.ref_ids,
                             "weights": q.weights, "negative": q.negative, "like": q.like, "unlike": q.unlike,
                             "dedupe": q.dedupe, "alpha": q.alpha, "composer": info.name,
-                            "exclude_reference": q.exclude_reference, **info.params}
+                            "exclude_reference": q.exclude_reference, "targets": q.targets,
+                            "ranker": q.ranker or "rrf", "ranker_weights": q.ranker_weights, **info.params}
     if not info.needs_image:
         args.update(image=None, ref_id=None, images=None, ref_ids=None, weights=None)
     return args

@@ -8,7 +8,7 @@ text, and nothing is accepted that the library would refuse.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,10 @@ class SearchQuery(BaseModel):
     group_by: str | None = Field(None, description="a typed field of the collection (see /info): at most one hit "
                                                    "per value, as CIRCollection.search(group_by=...)")
     exclude_reference: bool = Field(True, description="drop the reference image itself from the hits")
+    targets: list[Literal["image", "text", "bm25"]] | None = Field(
+        None, description="mixed galleries: the fields to match, e.g. [\"image\", \"text\"] (see /info item_text)")
+    ranker: Literal["rrf", "weighted"] | None = Field(None, description="how several targets are fused (default rrf)")
+    ranker_weights: list[float] | None = Field(None, description="ranker weighted: one weight in [0, 1] per target")
 
 
 # the multipart form of /search: the same fields, the image as a file, objects as JSON text
@@ -60,7 +64,8 @@ FORM_FIELDS: dict[str, dict[str, Any]] = {
     "like": {"type": "string", "description": "JSON list"}, "unlike": {"type": "string", "description": "JSON list"},
     "filter_params": {"type": "string", "description": "JSON object"},
     "where": {"type": "string", "description": "JSON object"}, "group_by": {"type": "string"},
-    "exclude_reference": {"type": "boolean"}}
+    "exclude_reference": {"type": "boolean"}, "targets": {"type": "string", "description": "JSON list"},
+    "ranker": {"type": "string"}, "ranker_weights": {"type": "string", "description": "JSON list"}}
 
 
 class SearchBatch(BaseModel):

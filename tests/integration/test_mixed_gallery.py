@@ -289,3 +289,39 @@ def test_cli_text_column_targets_and_ranker_match_the_api(tmp_path: Path, images
     assert "add e.g. --targets image,text" in capsys.readouterr().err
     assert main([*common, "--targets", "image,text", "--ranker-weights", "1"]) != 0
     assert "1 weights for 2 --targets" in capsys.readouterr().err
+
+
+def test_http_add_texts_and_search_targets_match_the_library(tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from cir_milvus.serve import create_app
+
+    col = CIRCollection.create(str(tmp_path / "h.db"), "h", encoder=FakeEncoder(dim=16, seed=1), index="FLAT",
+                               item_text=True, full_text=True)
+    token = "tok-123"
+    head = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app({"h": col}, token=token, allow_add=True)) as client:
+        files = [("images", (p.name, p.read_bytes(), "image/png")) for p in images[:8]]
+        texts = [None if i % 3 == 0 else f"a {COLOURS[i % 4]} thing" for i in range(8)]
+        r = client.post("/add", files=files, data={"texts": json.dumps(texts)}, headers=head)
+        assert r.status_code == 200, r.text
+        ids = r.json()["ids"]
+        bad = client.post("/add", files=files[:2], data={"texts": json.dumps(["one"])}, headers=head)
+        assert bad.status_code == 400 and "texts must be a JSON list of 2" in bad.text
+        assert client.get("/info", headers=head).json()["collections"][0]["targets"] == ["image", "text", "bm25"]
+        for kw in ({"targets": ["image", "text"]}, {"targets": ["image", "text"], "ranker": "weighted",
+                                                     "ranker_weights": [0.3, 0.7]}, {"targets": ["bm25"]}):
+            r = client.post("/search", json={"ref_id": ids[1], "text": "a red thing", "k": 5, **kw}, headers=head)
+            assert r.status_code == 200, r.text
+            want = col.search(ref_id=ids[1], text="a red thing", k=5,
+                              **{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+            assert [h["id"] for h in r.json()["hits"]] == [h.id for h in want]
+        r = client.post("/search", json={"ref_id": ids[1], "text": "x", "targets": ["image", "text"],
+                                         "ranker_weights": [0.5, 0.5]}, headers=head)
+        assert r.status_code == 400 and "ranker_weights are for ranker='weighted'" in r.text
+    col.close()

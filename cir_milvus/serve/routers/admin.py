@@ -25,7 +25,9 @@ router = APIRouter()
 ADD_BODY = {"requestBody": {"content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
     "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
     "collection": {"type": "string"}, "ids": {"type": "string", "description": "JSON list"},
-    "metadata": {"type": "string", "description": "JSON list of objects"}}}}}}}
+    "metadata": {"type": "string", "description": "JSON list of objects"},
+    "texts": {"type": "string", "description": "JSON list: one item text (or null) per image (item_text collections)"}
+}}}}}}
 
 
 @router.post("/add", tags=["write"], openapi_extra=ADD_BODY)
@@ -41,6 +43,7 @@ async def add(request: Request, svc: Service) -> dict[str, Any]:
         data = [await f.read() for f in form.getlist("images") if hasattr(f, "read")]
         ids = json_field(form, "ids", list)
         metadata = json_field(form, "metadata", list)
+        texts = json_field(form, "texts", list)
     finally:
         await form.close()
     if not data:
@@ -49,10 +52,13 @@ async def add(request: Request, svc: Service) -> dict[str, Any]:
         raise RequestError(400, f"ids must be a JSON list of {len(data)} strings", "ConfigError")
     if metadata is not None and (len(metadata) != len(data) or not all(isinstance(m, dict) for m in metadata)):
         raise RequestError(400, f"metadata must be a JSON list of {len(data)} objects", "ConfigError")
+    if texts is not None and (len(texts) != len(data) or not all(t is None or isinstance(t, str) for t in texts)):
+        raise RequestError(400, f"texts must be a JSON list of {len(data)} strings or nulls, one per image",
+                           "ConfigError")
     # decode here (byte and pixel caps) so that the encoder thread gets only valid images
     images = [await decode_upload(d, limits) for d in data]
     col = s.collection
-    res = await asyncio.wrap_future(s.worker.call(lambda: col.add(images, ids=ids, metadata=metadata)))
+    res = await asyncio.wrap_future(s.worker.call(lambda: col.add(images, ids=ids, metadata=metadata, texts=texts)))
     return {"collection": s.name, "ids": list(res), "skipped": [sk.reason for sk in res.skipped]}
 
 
@@ -84,6 +90,8 @@ async def info(svc: Service) -> dict[str, Any]:
             "unavailable_composers": dict(sorted(s.unavailable.items())),
             "group_by": sorted(k for k, t in s.store.fields.scalars.items() if t not in ("float", "double")),
             "filters": s.policy.describe(), "images": bool(s.roots), "add": svc.allow_add,
+            "targets": ["image", *(["text"] if s.store.fields.text_vector_field else []),
+                        *(["bm25"] if s.store.fields.text_sparse_field else [])],
         })
     return {"version": __version__, "collections": out, "auth": bool(svc.token), "limits": svc.limits.public()}
 
