@@ -14,8 +14,8 @@ pytest.importorskip("open_clip")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-from cir_milvus.demo import _demo_heads  # noqa: E402
 from cir_milvus.encoders.torch import TorchEncoder  # noqa: E402
+from cir_milvus.models.demo import demo_heads  # noqa: E402
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
 TEXTS = ["make it green", "the same shape but larger", "on a white background", "a star instead"]
@@ -60,7 +60,7 @@ def test_default_cuda_precision_is_fp16() -> None:
 def test_composers_on_gpu_match_cpu(name: str, cpu_encoder: TorchEncoder, world_images) -> None:  # type: ignore[no-untyped-def]
     from cir_milvus.composers import get_composer
 
-    params = {} if name == "slerp" else {"head": str(_demo_heads()[name])}
+    params = {} if name == "slerp" else {"head": str(demo_heads()[name])}
     comp = get_composer(name, **params)
     gpu = TorchEncoder("cir-demo-tiny", "cir-demo", device="cuda")
     refs = world_images[:4]
@@ -105,7 +105,7 @@ def test_recipes_train_on_cuda_under_autocast(kind: str, tmp_path: Path) -> None
                "tat": (TATConfig, TATRecipe), "rtd": (RTDConfig, RTDRecipe)}
     extra: dict = {}
     if kind == "rtd":
-        extra = {"head": str(_demo_heads()["lincir"]), "lr": 1e-4}
+        extra = {"head": str(demo_heads()["lincir"]), "lr": 1e-4}
     if kind in ("tat", "rtd"):
         extra["grad_checkpointing"] = True
     cfg_cls, recipe_cls = classes[kind]
