@@ -189,6 +189,43 @@ def read_recipe(desc: Mapping[str, Any]) -> Recipe | None:
     return None
 
 
+def _metric(client: Any, name: str, vector_field: str, given: Any) -> str:
+    """The metric named (``schema=`` or the recipe), else the vector index's; ConfigError when neither tells."""
+    metric = given
+    if metric is None:
+        try:
+            with milvus_errors(f"describe the index of {name!r}"):
+                metric = dict(client.describe_index(name, vector_field)).get("metric_type")
+        except StorageError:
+            metric = None
+    metric = str(metric or "").upper()
+    if metric not in METRICS:
+        raise ConfigError(f"could not tell the metric of {name!r} ({metric or 'no index'}); pass "
+                          f"schema={{'metric': 'COSINE' | 'IP' | 'L2', ...}}")
+    return metric
+
+
+def _scalars(by_name: Mapping[str, Mapping[str, Any]], roles: set[str]
+             ) -> tuple[dict[str, str], dict[str, int], frozenset[str], str | None]:
+    """The typed scalar fields outside ``roles``: (types, VARCHAR max_length, nullable ones, the partition key)."""
+    scalars: dict[str, str] = {}
+    max_bytes: dict[str, int] = {}
+    nullable: set[str] = set()
+    partition_key = None
+    for fname, f in by_name.items():
+        if f.get("is_partition_key"):
+            partition_key = fname
+        t = type_name(f["type"])
+        if fname in roles or t not in SCALAR_TYPES:
+            continue
+        scalars[fname] = t
+        if t == "varchar":
+            max_bytes[fname] = int((f.get("params") or {}).get("max_length", 65535))
+        if f.get("nullable"):
+            nullable.add(fname)
+    return scalars, max_bytes, frozenset(nullable), partition_key
+
+
 def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[str, Any] | None,
                stored: Recipe | None) -> FieldMap:
     by_name = {f["name"]: f for f in desc.get("fields", [])}
@@ -219,17 +256,7 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
             return fname  # type: ignore[no-any-return]
         return default if default in by_name and schema is None else None
 
-    metric = s.get("metric") or (stored.metric if stored is not None else None)
-    if metric is None:
-        try:
-            with milvus_errors(f"describe the index of {name!r}"):
-                metric = dict(client.describe_index(name, vector_field)).get("metric_type")
-        except StorageError:
-            metric = None
-    metric = str(metric or "").upper()
-    if metric not in METRICS:
-        raise ConfigError(f"could not tell the metric of {name!r} ({metric or 'no index'}); pass "
-                          f"schema={{'metric': 'COSINE' | 'IP' | 'L2', ...}}")
+    metric = _metric(client, name, vector_field, s.get("metric") or (stored.metric if stored is not None else None))
     roles = {id_field, vector_field}
     norm_field = opt("norm_field", "norm")
     source_field = opt("source_field", "source")
@@ -243,21 +270,7 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
     raw_field, sparse_field = (ITEM_TEXT, TEXT_SPARSE) if own_bm25 else (None, None)
     roles |= {f for f in (norm_field, source_field, metadata_field, text_field, flag_field, raw_field, sparse_field)
               if f}
-    scalars: dict[str, str] = {}
-    max_bytes: dict[str, int] = {}
-    nullable: set[str] = set()
-    partition_key = None
-    for fname, f in by_name.items():
-        if f.get("is_partition_key"):
-            partition_key = fname
-        t = type_name(f["type"])
-        if fname in roles or t not in SCALAR_TYPES:
-            continue
-        scalars[fname] = t
-        if t == "varchar":
-            max_bytes[fname] = int((f.get("params") or {}).get("max_length", 65535))
-        if f.get("nullable"):
-            nullable.add(fname)
+    scalars, max_bytes, nullable, partition_key = _scalars(by_name, roles)
     id_params = by_name[id_field].get("params", {}) or {}
     src_params = (by_name[source_field].get("params", {}) or {}) if source_field else {}
     default_norm = s.get("default_norm")
@@ -268,7 +281,7 @@ def field_map(client: Any, name: str, desc: Mapping[str, Any], schema: Mapping[s
                     source_field=source_field,
                     source_max_bytes=int(src_params.get("max_length", MAX_SOURCE_BYTES) or MAX_SOURCE_BYTES),
                     metadata_field=metadata_field, scalars=scalars, scalar_max_bytes=max_bytes,
-                    nullable=frozenset(nullable), partition_key=partition_key,
+                    nullable=nullable, partition_key=partition_key,
                     dynamic=bool(desc.get("enable_dynamic_field", False)),
                     default_norm=float(default_norm) if default_norm is not None else None,
                     text_vector_field=text_field, text_flag_field=flag_field, text_raw_field=raw_field,
