@@ -78,6 +78,7 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
          "--json"],
         ["eval", "cirr", "--root", str(cirr), "--uri", str(tmp_path / "eval.db"), "--model", f"bundle:{bundle}",
          "--composer", "lincir", "--head", "lincir", "--collection", "lincir", "--json"],  # the bundle's own head
+        ["set-default", *common, "--model", f"bundle:{bundle}", "--composer", "slerp", "--alpha", "0.7"],  # last
     ]
     script = BLOCKER + textwrap.dedent(CHILD)
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
@@ -104,6 +105,7 @@ def test_info_and_bundle_search_without_torch(demo_bundles, tmp_path: Path) -> N
     assert scored["results"][0]["config"]["backend"] == "onnx" and "R@1" in scored["results"][0]["milvus"]
     lincir_eval = json.loads(results[8]["out"])["results"][0]
     assert lincir_eval["config"]["composer"]["name"] == "lincir" and "R@1" in lincir_eval["milvus"]
+    assert "-> slerp (alpha=0.7)" in results[9]["out"]
 
 
 @pytest.mark.slow
