@@ -50,6 +50,7 @@ class Capabilities:
         nullable: scalar fields can be nullable (Lite, Milvus ≥ 2.5).
         hybrid_search: ``hybrid_search`` over several vector fields (Lite, Milvus ≥ 2.4); otherwise the store fuses
             one search per field itself (:mod:`~cir_milvus.storage.hybrid`).
+        multi_vector: a collection may hold several vector fields (Lite, Milvus ≥ 2.4): mixed galleries.
         full_text: BM25 full-text search (a BM25 Function into a sparse field): Milvus Lite 3.x, Milvus ≥ 2.5.
     """
 
@@ -61,6 +62,7 @@ class Capabilities:
     group_by: bool = True
     nullable: bool = True
     hybrid_search: bool = True
+    multi_vector: bool = True
     full_text: bool = True
 
 
@@ -115,6 +117,7 @@ def capabilities(client: Any, retry: RetryPolicy | None = None) -> Capabilities:
         group_by=is_lite or major_minor >= (2, 4),
         nullable=is_lite or major_minor >= (2, 5),
         hybrid_search=is_lite or major_minor >= (2, 4),
+        multi_vector=is_lite or major_minor >= (2, 4),
         full_text=is_lite or major_minor >= (2, 5),
     )
 

@@ -14,7 +14,8 @@ text gets a zero ``text_vector`` and ``has_text = false``: every request against
   (Milvus Lite, Milvus ≥ 2.4: :attr:`Capabilities.hybrid_search`); elsewhere one search per field fused here with
   the same rules (:func:`cir_milvus.query.rrf`, :func:`cir_milvus.query.weighted_scores`): each list holds the
   field's top ``limit`` under the same filters, a list missing an item adds 0. Scores agree with Milvus's; ties may
-  be ordered differently (Milvus Lite orders tied items by id).
+  be ordered differently (Milvus Lite orders tied items by id). Servers before 2.4 hold one vector field per
+  collection, so ``item_text=True`` is refused there at creation (:attr:`Capabilities.multi_vector`).
 
 The user's filter applies to every request; ``group_by`` and reference exclusion are applied to the fused list
 (over-fetching ``k × 8`` candidates for ``group_by``, as on servers without native grouping).

@@ -194,6 +194,10 @@ def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str 
 
 
 def check_index(plan: CreatePlan, caps: Capabilities) -> None:
+    if plan.item_text and not caps.multi_vector:
+        raise ConfigError(f"item_text=True needs a second vector field, which Milvus {caps.version} lacks: "
+                          "collections with several vector fields (and hybrid search) need Milvus >= 2.4 or Milvus "
+                          "Lite; upgrade the server, or keep item texts as metadata")
     if plan.full_text and not caps.full_text:
         raise ConfigError(f"full_text=True needs BM25 full-text search, which Milvus {caps.version} lacks: it needs "
                           "Milvus >= 2.5 or Milvus Lite >= 3.0; create the collection without full_text (dense item "

@@ -2,8 +2,8 @@
 
 The fused lists are checked three ways: Milvus Lite's ``hybrid_search``, the store's client-side fusion (the path of
 servers without hybrid search, forced here by switching the capability off) and a brute-force numpy ranking fused by
-the rules written out again below (not cir_milvus.query's code). Runs on Lite and (marked ``server``) on the 2.3.5
-server, which has no hybrid search: client-side fusion there.
+the rules written out again below (not cir_milvus.query's code). Runs on Lite; the 2.3.5 server (marked ``server``)
+has no collections with two vector fields, and refuses ``item_text=True`` with a clear error.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from cir_milvus import CIRCollection, ConfigError, FakeEncoder, connect
 from cir_milvus.synthetic import SyntheticWorld
 
-BACKENDS = ["lite", pytest.param("server", marks=pytest.mark.server)]
 pytestmark = pytest.mark.integration
 N = 24
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -41,13 +40,10 @@ def _texts() -> list[str | None]:
     return [None if i % 3 == 0 else f"a {COLOURS[i % 4]} thing number{i}" for i in range(N)]
 
 
-@pytest.fixture(params=BACKENDS)
-def mixed(request: pytest.FixtureRequest, tmp_path: Path, images: list[Path]):  # type: ignore[no-untyped-def]
-    if request.param == "lite":
-        pytest.importorskip("milvus_lite")
-        uri = str(tmp_path / "m.db")
-    else:
-        uri = str(request.getfixturevalue("server_uri"))
+@pytest.fixture
+def mixed(tmp_path: Path, images: list[Path]):  # type: ignore[no-untyped-def]
+    pytest.importorskip("milvus_lite")
+    uri = str(tmp_path / "m.db")
     col = CIRCollection.create(uri, f"m{uuid.uuid4().hex[:10]}", encoder=FakeEncoder(dim=16, seed=1), index="FLAT",
                                fields={"group": ("varchar", 16)}, item_text=True)
     ids = list(col.add(images, texts=_texts(), metadata=[{"group": f"g{i % 5}", "n": i} for i in range(N)]))
@@ -325,3 +321,13 @@ def test_http_add_texts_and_search_targets_match_the_library(tmp_path: Path, ima
                                          "ranker_weights": [0.5, 0.5]}, headers=head)
         assert r.status_code == 400 and "ranker_weights are for ranker='weighted'" in r.text
     col.close()
+
+
+@pytest.mark.server
+def test_server_without_multi_vector_refuses_clearly(server_uri: str) -> None:
+    from cir_milvus import VectorStore
+
+    name = f"m{uuid.uuid4().hex[:10]}"
+    with pytest.raises(ConfigError, match=r"needs a second vector field, which Milvus v2\.3\.5\S* lacks.*Milvus >= 2\.4"):
+        CIRCollection.create(server_uri, name, encoder=FakeEncoder(dim=16, seed=1), item_text=True)
+    assert not VectorStore.exists(server_uri, name)  # refused before anything was created
