@@ -331,3 +331,53 @@ def test_server_without_multi_vector_refuses_clearly(server_uri: str) -> None:
     with pytest.raises(ConfigError, match=r"needs a second vector field, which Milvus v2\.3\.5\S* lacks.*Milvus >= 2\.4"):
         CIRCollection.create(server_uri, name, encoder=FakeEncoder(dim=16, seed=1), item_text=True)
     assert not VectorStore.exists(server_uri, name)  # refused before anything was created
+
+
+def test_torch_and_bundle_give_the_same_mixed_gallery(tiny_torch_encoder, tiny_bundle: Path,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    pytest.importorskip("onnxruntime")
+    from cir_milvus.encoders.base import create_encoder
+
+    texts = [None if i % 3 == 0 else f"a {COLOURS[i % 4]} thing" for i in range(10)]
+    results = []
+    for name, enc in (("torch", tiny_torch_encoder), ("bundle", create_encoder(f"bundle:{tiny_bundle}"))):
+        col = CIRCollection.create(str(tmp_path / f"{name}.db"), name, encoder=enc, index="FLAT", item_text=True)
+        ids = list(col.add(images[:10], texts=texts))
+        hits = col.search(ref_id=ids[1], text="make it red", k=6, targets=("image", "text"), ranker="weighted",
+                          ranker_weights=(0.5, 0.5))
+        results.append(([h.id for h in hits], [h.score for h in hits]))
+        col.close()
+    assert results[0][0] == results[1][0]
+    assert results[0][1] == pytest.approx(results[1][1], abs=1e-4)
+
+
+def test_attach_a_foreign_collection_naming_its_text_field(tmp_path: Path, images: list[Path]) -> None:
+    pytest.importorskip("milvus_lite")
+    from pymilvus import DataType, MilvusClient
+
+    enc = FakeEncoder(dim=16, seed=1)
+    uri = str(tmp_path / "foreign.db")
+    client = MilvusClient(uri)
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("emb", DataType.FLOAT_VECTOR, dim=16)
+    schema.add_field("temb", DataType.FLOAT_VECTOR, dim=16)
+    ip = client.prepare_index_params()
+    ip.add_index("emb", index_type="FLAT", metric_type="IP")
+    ip.add_index("temb", index_type="FLAT", metric_type="IP")
+    client.create_collection("theirs", schema=schema, index_params=ip)
+    texts = [f"a {COLOURS[i % 4]} thing number{i}" for i in range(8)]
+    img = enc.encode_images([str(p) for p in images[:8]])
+    txt = enc.encode_texts(texts)
+    client.insert("theirs", [{"pk": i, "emb": img[i].tolist(), "temb": txt[i].tolist()} for i in range(8)])
+    client.close()
+    col = CIRCollection.open(uri, "theirs", encoder=enc,
+                             schema={"vector_field": "emb", "id_field": "pk", "metric": "IP",
+                                     "text_vector_field": "temb"})
+    assert col.store.fields.text_vector_field == "temb" and col.store.fields.text_flag_field is None
+    hits = col.search(text="a green thing number5", composer="text", k=8, targets=("text",))
+    assert hits[0].id == 5 and len(hits) == 8  # no presence flag: every item counts as having text
+    both = col.search(ref_id=2, text="make it red", k=4, targets=("image", "text"))
+    assert len(both) == 4 and 2 not in {h.id for h in both}
+    col.close()
