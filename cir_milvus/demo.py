@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cir_milvus.encoders.capabilities import HasBundleHeads
 from cir_milvus.errors import BackendUnavailableError
 from cir_milvus.eval.runner import EvalResult, evaluate, format_table, ingest_dataset, sweep_alpha, write_json
 from cir_milvus.eval.synthetic import SyntheticDataset
@@ -51,7 +52,7 @@ def _demo_encoder(model: str | None, device: str | None) -> tuple[Any, dict[str,
         from cir_milvus.encoders import create_encoder
 
         encoder = create_encoder(model, None, device=device)
-        heads = {h.kind: h for h in (getattr(encoder, "heads", None) or {}).values()}
+        heads = {h.kind: h for h in encoder.heads.values()} if isinstance(encoder, HasBundleHeads) else {}
         return encoder, heads, model
     from cir_milvus.encoders.torch import TorchEncoder
 
@@ -93,7 +94,7 @@ def run_demo(
     test = SyntheticDataset(workdir / "world", split="test", n_queries=n_queries, progress=progress)
     val = SyntheticDataset(workdir / "world", split="val", n_queries=n_queries, progress=progress)
     backend = encoder.recipe.get("backend", "?")
-    print_fn(f"model {label} ({backend}) on {getattr(encoder, 'device', 'cpu')} "
+    print_fn(f"model {label} ({backend}) on {encoder.device} "
              f"({getattr(encoder, 'precision', 'fp32')}), dim {encoder.dim}")
     col = CIRCollection.create(str(workdir / "demo.db"), "synthetic", encoder=encoder, if_exists="open")
     added = ingest_dataset(test, col, progress=progress, metadata=test.attributes())

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from cir_milvus.cli.options import DEMO_HEADS, check_alpha, check_composer, head_kinds, parse_head
+from cir_milvus.encoders.capabilities import BundleHeadLike, HasBundleHeads
 from cir_milvus.errors import ConfigError
+from cir_milvus.heads import Head
 
 __all__ = ["bundle_head", "composer_request", "parse_params", "resolve_bundle_head", "resolve_head", "same_default"]
 
@@ -55,11 +57,12 @@ def bundle_head(encoder: Any, head: Any) -> Any:
     Raises:
         ConfigError: a name that is neither a file nor one of the bundle's heads (the message lists them).
     """
-    heads = getattr(encoder, "heads", None)
-    if isinstance(head, str) and isinstance(heads, dict) and head in heads:
+    if not isinstance(head, str) or not isinstance(encoder, HasBundleHeads):
+        return head
+    heads = encoder.heads
+    if head in heads:
         return heads[head]
-    if isinstance(head, str) and isinstance(heads, dict) and not head.startswith("hf-hub:") \
-            and not Path(head).exists():
+    if not head.startswith("hf-hub:") and not Path(head).exists():
         names = ", ".join(sorted(heads)) or "none"
         raise ConfigError(f"--head {head!r} is neither a file nor a head of the bundle (bundle heads: {names})")
     return head
@@ -69,7 +72,7 @@ def resolve_bundle_head(encoder: Any, composer: str | None, params: dict[str, An
     """Swap a bundle head's name in ``params`` for the head itself (and default ``combined``'s base to its kind)."""
     if "head" in params:
         params["head"] = bundle_head(encoder, params["head"])
-        kind = getattr(params["head"], "kind", None)
+        kind = params["head"].kind if isinstance(params["head"], (Head, BundleHeadLike)) else None
         if composer == "combined" and "base" not in params and kind:
             params["base"] = kind
 

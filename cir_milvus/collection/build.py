@@ -27,6 +27,7 @@ from cir_milvus.collection.specs import (
 from cir_milvus.collection.verify import verify_serving_encoder
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder
+from cir_milvus.encoders.capabilities import SupportsDecodeModes
 from cir_milvus.encoders.rebuild import encoder_from_recipe
 from cir_milvus.errors import ConfigError
 from cir_milvus.preprocess import DECODE_MODES, PreprocessConfig, recorded_decode
@@ -84,25 +85,27 @@ def adopt_recorded_decode(name: str, stored_encoder: Mapping[str, Any], encoder:
     A collection owns its decode mode (:mod:`cir_milvus.preprocess`; a recipe without ``"decode"`` means
     ``"exact"``): its gallery was decoded so, and its queries must be too. An encoder that differs only there is not
     a mismatch: the collection gets ``encoder.with_decode(recorded)``, a copy sharing the model (logged at INFO).
-    Encoders without ``with_decode``/``preprocess_config`` (FakeEncoder, plugins) are returned unchanged, and any
-    other preprocessing difference is left for :func:`~cir_milvus.storage.recipe.check_compatible` to refuse.
+    Encoders that are not :class:`~cir_milvus.encoders.SupportsDecodeModes` (FakeEncoder, plugins) are returned
+    unchanged, and any other preprocessing difference is left for :func:`~cir_milvus.storage.recipe.check_compatible`
+    to refuse.
 
     Args:
         name: the collection (for the log line).
         stored_encoder: the collection's recipe ``encoder`` dict.
         encoder: the encoder built or given.
     """
-    cfg = getattr(encoder, "preprocess_config", None)
-    with_decode = getattr(encoder, "with_decode", None)
+    if not isinstance(encoder, SupportsDecodeModes):
+        return encoder
+    cfg = encoder.preprocess_config
     stored = stored_encoder.get("preprocess")
-    if not isinstance(cfg, PreprocessConfig) or not callable(with_decode) or not isinstance(stored, Mapping):
+    if not isinstance(cfg, PreprocessConfig) or not isinstance(stored, Mapping):
         return encoder
     recorded = recorded_decode(stored)
     if recorded == cfg.decode or recorded not in DECODE_MODES:
         return encoder
     log.info("collection %r decodes images with decode=%r (recorded in its recipe); the encoder's decode=%r is not "
              "used for it", name, recorded, cfg.decode)
-    adopted: Encoder = with_decode(recorded)
+    adopted: Encoder = encoder.with_decode(recorded)
     return adopted
 
 

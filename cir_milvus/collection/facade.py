@@ -28,6 +28,7 @@ from cir_milvus.collection.record import AddResult, read_input, source_name
 from cir_milvus.collection.specs import ComposerSpec, IfExists, IndexSpec
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, text_truncation
+from cir_milvus.encoders.capabilities import BundleHeadLike, HasBundleHeads, HasPreprocessConfig
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.hybrid import Ranker
@@ -365,7 +366,8 @@ class CIRCollection:
 
     def _image_loading(self) -> str:
         """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
-        return str(getattr(getattr(self.encoder, "preprocess_config", None), "loading", "product"))
+        cfg = self.encoder.preprocess_config if isinstance(self.encoder, HasPreprocessConfig) else None
+        return str(cfg.loading) if cfg is not None else "product"
 
     def add_vectors(self, ids: Sequence[Id], raw_embeddings: np.ndarray,
                     metadata: Sequence[Mapping[str, Any]] | None = None,
@@ -451,12 +453,13 @@ class CIRCollection:
         head instead (no torch needed)."""
         out = dict(params)
         head = out.get("head")
-        bundle_heads = getattr(self.encoder, "heads", None)
-        if isinstance(head, dict) and isinstance(bundle_heads, dict):
-            for bh in bundle_heads.values():
-                same_kind = getattr(bh, "kind", None) == head.get("kind")
+        if isinstance(head, dict) and isinstance(self.encoder, HasBundleHeads):
+            for bh in self.encoder.heads.values():
+                if not isinstance(bh, BundleHeadLike):
+                    continue
+                same_kind = bh.kind == head.get("kind")
                 want = head.get("weights_sha256")
-                have = bh.config().get("weights_sha256") if hasattr(bh, "config") else None
+                have = bh.config().get("weights_sha256")
                 if same_kind and (not want or not have or want == have):
                     out["head"] = bh
                     break

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cir_milvus.encoders.capabilities import HasPreprocessConfig
+from cir_milvus.encoders.capabilities import BundleHeadLike, HasPreprocessConfig
 from cir_milvus.errors import ConfigError
 from cir_milvus.eval.datasets import CIRCODataset, CIRDataset, CIRQuery, CIRRDataset, FashionIQDataset
 from cir_milvus.eval.metrics import circo_metrics, cirr_metrics, fashioniq_metrics, recall_at_k
+from cir_milvus.heads import Head
 from cir_milvus.preprocess import PreprocessConfig, recorded_decode
 
 if TYPE_CHECKING:
@@ -122,10 +123,10 @@ def official_composer_params(comp: Any) -> dict[str, Any]:
     LinCIR's evaluation overwrites every ``$`` of the prompt with the pseudo token (``slots="all"``); SEARLE and
     Pic2Word overwrite the template's (the library default). Other composers need nothing.
     """
-    from cir_milvus.composers.pseudo import OFFICIAL_SLOT_RULE
+    from cir_milvus.composers.pseudo import OFFICIAL_SLOT_RULE, composer_head
 
-    inner = getattr(comp, "inner", comp)  # the combined composer wraps a pseudo-token one
-    kind = getattr(getattr(inner, "params", {}).get("head"), "kind", None)
+    head = composer_head(comp)  # the combined composer's is its inner pseudo-token composer's
+    kind = head.kind if isinstance(head, (Head, BundleHeadLike)) else None
     rule = OFFICIAL_SLOT_RULE.get(str(kind))
     return {"slots": rule} if rule is not None and rule != "template" else {}
 
