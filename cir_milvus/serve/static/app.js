@@ -52,6 +52,15 @@
     }
     $("filters").hidden = c.filters.fields.length === 0; // no empty boxes
     $("group-box").hidden = (c.group_by || []).length === 0;
+    const targets = $("targets"); targets.length = 1; // mixed galleries: images, item texts, or both (hybrid)
+    const offered = c.targets || ["image"];
+    const choices = [["text", "item texts"], ["image,text", "images + texts"], ["image,text,bm25", "images + texts + words"]];
+    for (const [value, label] of choices) {
+      if (value.split(",").every((t) => offered.includes(t))) {
+        const o = document.createElement("option"); o.value = value; o.textContent = label; targets.appendChild(o);
+      }
+    }
+    $("targets-box").hidden = targets.length === 1;
     fillComposer();
   }
 
@@ -109,6 +118,7 @@
     }
     if (Object.keys(where).length) q.where = where;
     if ($("group-by").value) q.group_by = $("group-by").value;
+    if ($("targets").value) q.targets = $("targets").value.split(",");
     if (state.refId && comp.needs_image) q.ref_id = state.refId;
     return q;
   }
