@@ -82,7 +82,7 @@ def check_reencode(encoder: Encoder, sources: Sequence[ImageInput], stored: np.n
                           "re-encoding")
     cos = reencode_cosines(encoder, sources, stored)
     worst, threshold = float(cos.min()), reencode_threshold(*precisions)
-    if worst < threshold:
+    if not worst >= threshold:  # NaN (a broken encoder) is refused too: it compares False
         raise RecipeMismatchError(
             f"{what} was not encoded by this encoder's weights: re-encoding {len(cos)} stored item(s) gives cosine "
             f"{worst:.4f} with the stored vectors, below {threshold} ({'/'.join(precisions)}); the bundle's manifest "

@@ -108,3 +108,16 @@ def test_which_recipes_need_a_re_encode() -> None:
     assert not needs_reencode(torch, dict(torch))
     assert not needs_reencode(bundle, {**bundle, "bundle_sha256": "c"})  # content ids: check_compatible decides
     assert needs_reencode({"backend": "onnx", "weights_sha256": "w"}, bundle)  # an old bundle-built collection
+
+
+def test_an_encoder_that_makes_nan_is_refused(tiny_torch_encoder, make_image) -> None:  # type: ignore[no-untyped-def]
+    """A NaN cosine compares False with every threshold: it must not pass as agreement."""
+    from cir_milvus.encoders.agreement import check_reencode
+
+    class Broken:
+        def encode_images(self, images, normalize=True):  # type: ignore[no-untyped-def]
+            return np.full((len(images), 128), np.nan, dtype=np.float32)
+
+    images = [make_image(40, 32, seed=i) for i in range(2)]
+    with pytest.raises(RecipeMismatchError, match="cosine nan"):
+        check_reencode(Broken(), images, tiny_torch_encoder.encode_images(images))  # type: ignore[arg-type]
