@@ -381,3 +381,13 @@ def test_attach_a_foreign_collection_naming_its_text_field(tmp_path: Path, image
     both = col.search(ref_id=2, text="make it red", k=4, targets=("image", "text"))
     assert len(both) == 4 and 2 not in {h.id for h in both}
     col.close()
+
+
+def test_search_batch_takes_the_same_targets(mixed) -> None:  # type: ignore[no-untyped-def]
+    col, ids = mixed
+    texts = ["a red thing", "a blue thing", "make it green"]
+    kw = {"targets": ("image", "text"), "ranker": "weighted", "ranker_weights": (0.4, 0.6)}
+    batch = col.search_batch(None, texts, k=5, ref_ids=ids[:3], **kw)
+    for i, t in enumerate(texts):
+        assert [h.id for h in batch[i]] == [h.id for h in col.search(ref_id=ids[i], text=t, k=5, **kw)]
+    assert [h.id for h in batch[0]] != [h.id for h in col.search_batch(None, texts, k=5, ref_ids=ids[:3])[0]]
