@@ -43,8 +43,6 @@ TARGETS = ("image", "text", "bm25")
 BM25 over the item text with the modification text as the full-text query."""
 RANKERS = ("rrf", "weighted")
 Ranker = Literal["rrf", "weighted"]
-HYBRID_VERSION = "2.4"
-"""The first Milvus server with ``hybrid_search`` (milvus.io/docs/multi-vector-search.md)."""
 
 
 class TargetPlan:
