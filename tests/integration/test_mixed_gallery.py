@@ -391,3 +391,13 @@ def test_search_batch_takes_the_same_targets(mixed) -> None:  # type: ignore[no-
     for i, t in enumerate(texts):
         assert [h.id for h in batch[i]] == [h.id for h in col.search(ref_id=ids[i], text=t, k=5, **kw)]
     assert [h.id for h in batch[0]] != [h.id for h in col.search_batch(None, texts, k=5, ref_ids=ids[:3])[0]]
+
+
+def test_create_or_open_refuses_a_plain_collection_for_a_mixed_one(tmp_path: Path) -> None:
+    pytest.importorskip("milvus_lite")
+    from cir_milvus import RecipeMismatchError
+
+    enc = FakeEncoder(dim=16, seed=1)
+    CIRCollection.create(str(tmp_path / "o.db"), "o", encoder=enc).close()
+    with pytest.raises(RecipeMismatchError, match="exists without an item-text field, but item_text=True"):
+        CIRCollection.create(str(tmp_path / "o.db"), "o", encoder=enc, item_text=True, if_exists="open")
