@@ -24,6 +24,10 @@ JSON:
 8. (``--server``) **Concurrent creators**: two processes ``create(..., exist_ok=True)`` one new collection at the same
    moment, ``--races`` times with identical recipes (both rows stored) and with different ones (one refused).
 9. (``--server``) **Reopen after a restart**: stop, start, open at once, ``--reopens`` times; failures.
+10. **Tampered bundles**: a collection built by torch (the shipped demo model, 32 images of the folder) opened with
+    the bundle exported from it and with copies whose weights were changed (scaled, or Gaussian noise) behind a
+    manifest rewritten to match: opened or refused (the worst re-encoding cosine), seconds; then once with the
+    sources gone (opens unverified, with a warning).
 
 Data: the synthetic world rendered to PNG (``--images``), model: the shipped demo model for CLI runs (torch, CPU),
 ``FakeEncoder`` for the in-process parts. Counts are exact; seconds depend on the machine (say which).
@@ -585,6 +589,81 @@ def bench_reopen(work: Path, cycles: int) -> dict[str, Any]:
         server.stop(graceful=2)
 
 
+# -- 10. tampered bundles: a torch-built collection opened with bundles that claim its weights -----------------------
+
+
+def _tamper(folder: Path, change: Any) -> None:
+    """``change(tensor)`` applied to every float tensor stored in weights.bin (float16 or float32, as the graphs'
+    initializers say), then the manifest's checksums rewritten to match."""
+    import hashlib
+
+    import onnx
+
+    dtypes = {onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.FLOAT: np.float32}
+    data = bytearray((folder / "weights.bin").read_bytes())
+    ranges = {}
+    for graph in folder.glob("*.onnx"):
+        for t in onnx.load(str(graph), load_external_data=False).graph.initializer:
+            ext = {e.key: e.value for e in t.external_data}
+            if ext.get("location") == "weights.bin" and t.data_type in dtypes:
+                ranges[int(ext["offset"])] = (int(ext["length"]), dtypes[t.data_type])
+    for offset, (length, dtype) in ranges.items():
+        arr = np.frombuffer(bytes(data[offset:offset + length]), dtype=dtype).astype(np.float32)
+        data[offset:offset + length] = np.asarray(change(arr), dtype=dtype).tobytes()
+    (folder / "weights.bin").write_bytes(bytes(data))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in manifest["files"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def bench_bundles(work: Path, folder: Path) -> dict[str, Any]:
+    """Open a torch-built collection with its genuine bundle and with tampered ones (their own checks pass)."""
+    import re
+
+    from cir_milvus_export.onnx_export import export_bundle
+
+    from cir_milvus import CIRCollection
+    from cir_milvus.encoders.ort import OrtEncoder
+    from cir_milvus.encoders.torch import TorchEncoder
+    from cir_milvus.errors import RecipeMismatchError
+    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS
+
+    images = work / "bundle-images"
+    images.mkdir()
+    for p in sorted(folder.glob("*.png"))[:32]:
+        shutil.copy(p, images / p.name)
+    torch_enc = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device="cpu", precision="fp32")
+    uri = str(work / "bundles.db")
+    with CIRCollection.create(uri, "demo", encoder=torch_enc) as col:
+        col.add([str(p) for p in sorted(images.iterdir())])
+    genuine = export_bundle(torch_enc, work / "bundle", fused=False)
+    rng = np.random.default_rng(0)
+    variants = {"genuine": None, "weights x1.5": lambda a: a * np.float32(1.5),
+                "noise 3 % of each tensor's std": lambda a: a + rng.normal(0, 0.03 * float(np.std(a)), a.shape),
+                "noise 1 % of each tensor's std": lambda a: a + rng.normal(0, 0.01 * float(np.std(a)), a.shape)}
+    out: dict[str, Any] = {"images": 32}
+
+    def attempt(bundle: Path) -> dict[str, Any]:
+        t0 = time.monotonic()
+        try:
+            CIRCollection.open(uri, "demo", encoder=OrtEncoder(bundle)).close()
+            return {"outcome": "opened", "seconds": round(time.monotonic() - t0, 2)}
+        except RecipeMismatchError as e:
+            cos = re.search(r"cosine ([0-9.naN]+)", str(e))
+            return {"outcome": "refused", "cosine": cos.group(1) if cos else None,
+                    "seconds": round(time.monotonic() - t0, 2)}
+
+    bundles = {"genuine": genuine}
+    for n, (label, change) in enumerate(variants.items()):
+        if change is not None:
+            bundles[label] = Path(shutil.copytree(genuine, work / f"tampered-{n}"))
+            _tamper(bundles[label], change)
+        out[label] = attempt(bundles[label])
+    shutil.rmtree(images)  # no readable source: nothing to re-encode
+    out["weights x1.5, sources gone"] = attempt(bundles["weights x1.5"])
+    return out
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -638,6 +717,12 @@ def table(res: dict[str, Any]) -> str:
         r = res["reopen"]
         lines.append(f"| open right after a server (2.3.5) restart | {r['cycles']} | {r['failures']} failures "
                      f"(longest open {r['open_seconds_max']} s) |")
+    if "bundles" in res:
+        b = res["bundles"]
+        cases = "; ".join(f"{k}: {v['outcome']}" + (f" (cosine {v['cosine']})" if v.get("cosine") else "")
+                          + f" in {v['seconds']} s" for k, v in b.items() if isinstance(v, dict))
+        lines.append(f"| a torch-built collection ({b['images']} images, demo model) opened with its bundle and with "
+                     f"bundles whose weights were changed behind a rewritten manifest, Lite | {len(b) - 1} | {cases} |")
     return "\n".join(lines)
 
 
@@ -653,7 +738,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--down-seconds", type=float, default=20.0)
     p.add_argument("--only", default=None, help="comma-separated sections: zoo,ids,cli_kills,worker_kills,load,restarts,"
-                   "filters,creators,reopen")
+                   "filters,creators,reopen,bundles")
     p.add_argument("--races", type=int, default=5, help="concurrent-creator races of each kind (server)")
     p.add_argument("--reopens", type=int, default=20, help="restart-then-open cycles (server)")
     p.add_argument("--seed", type=int, default=0)
@@ -709,6 +794,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.server and want("restarts"):
             res["restarts"] = bench_restarts(work, folder, n_images, args.restarts, args.down_seconds)
             print(json.dumps(res["restarts"], indent=1))
+        if want("bundles"):
+            res["bundles"] = bench_bundles(work, folder)
+            print(json.dumps(res["bundles"], indent=1))
         if args.server and want("reopen"):
             res["reopen"] = bench_reopen(work, args.reopens)
             print(json.dumps(res["reopen"], indent=1))
