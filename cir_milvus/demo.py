@@ -4,6 +4,8 @@
 2. Tune each composer's alpha on the validation queries (a different seed from the test queries).
 3. Run the test queries through Milvus search for every composer, print Recall@1/5/10 (and exact search R@1),
    and say whether slerp beats the image-only and text-only baselines by the required margin.
+   Then one line per query family (negation, two references, feedback, fused alphas) against its naive
+   alternative (:mod:`cir_milvus.eval.families`).
 4. Write a contact sheet PNG of a few queries with their top hits, a plot of recall against alpha
    (``demo_alpha.png``, when matplotlib is installed) and a JSON file with every figure.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from cir_milvus.encoders.capabilities import HasBundleHeads
 from cir_milvus.errors import BackendUnavailableError
+from cir_milvus.eval.families import family_results, format_family_line
 from cir_milvus.eval.runner import EvalResult, evaluate, format_table, ingest_dataset, sweep_alpha, write_json
 from cir_milvus.eval.synthetic import SyntheticDataset
 
@@ -142,6 +145,11 @@ def run_demo(
         print_fn(f"{kind} R@1 {p:.1f} vs image {by_name['image'].milvus['R@1']:.1f} / text "
                  f"{by_name['text'].milvus['R@1']:.1f}: {'beats both' if pseudo_ok[kind] else 'does NOT beat both'}")
 
+    families = family_results(col, val, test, composer="slerp", alpha=tuned["slerp"])
+    print_fn("query families (slerp; the feature's R@10 against its naive alternatives, 2-standard-error verdict):")
+    for fam in families.values():
+        print_fn("  " + format_family_line(fam))
+
     grid = _contact_sheet(test, col, tuned.get("slerp"), workdir / "demo_queries.png", grid_rows)
     print_fn(f"contact sheet: {grid}")
     plot = _alpha_plot(sweeps, results, tuned, workdir / "demo_alpha.png")
@@ -150,6 +158,7 @@ def run_demo(
     out_json = write_json(workdir / "demo_results.json", results,
                           {"tuned_alpha": tuned, "slerp_margin_pass": ok, "pseudo_beats_baselines": pseudo_ok,
                            "validation_sweeps": {k: {str(a): m for a, m in v.items()} for k, v in sweeps.items()},
+                           "query_families": {k: f.to_dict() for k, f in families.items()},
                            "seconds": round(time.perf_counter() - t0, 1)})
     print_fn(f"figures: {out_json}  ({time.perf_counter() - t0:.0f} s)")
     col.close()

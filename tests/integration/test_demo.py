@@ -36,6 +36,13 @@ def test_demo_prints_recall_table_and_writes_png(tmp_path: Path, capsys: pytest.
     assert slerp - by_name["image"]["milvus"]["R@1"] >= 15
     assert slerp - by_name["text"]["milvus"]["R@1"] >= 15
     assert "PASS" in out and code == 0
+    # one line per query family, each scored on its own test queries against its naive alternative
+    families = results["query_families"]
+    assert set(families) == {"negation", "references", "feedback", "alphas"}
+    lines = [line.strip() for line in out.splitlines()]
+    for name, fam in families.items():
+        assert fam["n"] >= 400
+        assert any(line.startswith(name) and "R@10" in line for line in lines)
     with Image.open(workdir / "demo_queries.png") as im:
         assert im.width > 300 and im.height > 300
     if "recall against alpha" in out:  # matplotlib installed (the plot extra)
