@@ -8,7 +8,7 @@ once with ``item_text=True`` and each item's caption from :func:`cir_milvus.synt
 full, 35 % partial, 15 % missing, 15 % wrong). Each test query (reference id + modification text) is composed once
 per composer (slerp with its alpha tuned on validation; LinCIR with the shipped head) and matched against: the image
 field (``targets=("image",)``), the text field (``("text",)``), both with RRF, and both with the weighted ranker
-whose image weight is tuned on the validation queries (grid 0.1..0.9); and BM25 (``full_text=True``: the modification
+whose image weight is tuned on the validation queries (grid 0.1..0.9); and BM25 (``item_text="full_text"``: the modification
 text as a full-text query over the captions) alone and fused with the image field the same two ways. R@1 / R@10 with standard errors over queries;
 "ΔR@10 (SE)" is the paired difference against image-only.
 
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for rnd in range(2):  # two rounds, alternating which goes first: the shared machine's load drifts
         for name in (("plain", "mixed") if rnd == 0 else ("mixed", "plain")):
             item_text = name == "mixed"
-            col = CIRCollection.create(str(work / f"{name}{rnd}.db"), name, encoder=encoder, item_text=item_text,
-                                       full_text=item_text)
+            col = CIRCollection.create(str(work / f"{name}{rnd}.db"), name, encoder=encoder,
+                                       item_text="full_text" if item_text else False)
             s = time.perf_counter()
             col.add([g.path for g in corpus], ids=[g.id for g in corpus], texts=texts if item_text else None)
             ingest[name].append(round(len(corpus) / (time.perf_counter() - s), 1))

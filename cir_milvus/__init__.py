@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from cir_milvus import _runtime  # noqa: F401  (first: sets OpenMP's wait policy before anything loads torch)
 from cir_milvus.collection import (
-    AddResult,
     CIRCollection,
     ComposerSpec,
     ConnectOptions,
     Database,
     EncoderSpec,
+    FieldSpec,
     IndexSpec,
+    IngestReport,
     connect,
 )
 from cir_milvus.composers import Composer, get_composer, list_composers, register_composer, slerp
@@ -46,11 +47,11 @@ from cir_milvus.errors import (
     TransientStorageError,
 )
 from cir_milvus.storage import Hit, Hits, Recipe, RetryPolicy, Skipped, VectorStore
+from cir_milvus.types import SkipKind
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AddResult",
     "BackendUnavailableError",
     "CIRCollection",
     "CIRError",
@@ -68,16 +69,19 @@ __all__ = [
     "EncoderSpec",
     "ExportError",
     "FakeEncoder",
+    "FieldSpec",
     "FilterError",
     "Hit",
     "Hits",
     "ImageDecodeError",
     "IndexSpec",
+    "IngestReport",
     "ModelNotFoundError",
     "PermanentStorageError",
     "Recipe",
     "RecipeMismatchError",
     "RetryPolicy",
+    "SkipKind",
     "Skipped",
     "StorageError",
     "StorageUnavailableError",

@@ -76,7 +76,15 @@ class CheckpointError(CIRError, ValueError):
 
 
 class ImageDecodeError(CIRError, ValueError):
-    """An image could not be decoded."""
+    """An image could not be decoded (or read, or identified); ``kind`` says why, as a
+    :class:`~cir_milvus.types.SkipKind` (``"other"`` when the raiser did not say)."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[type[ImageDecodeError], tuple[str, str]]:
+        return type(self), (str(self), self.kind)
 
 
 class BackendUnavailableError(CIRError, ImportError):

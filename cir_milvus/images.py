@@ -47,12 +47,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL import features as _pil_features
 
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.types import ImageInput
+from cir_milvus.types import ImageInput, SkipKind
 
 MAX_PIXELS = 89_478_485
 """Pixel cap per image (Pillow's own default bomb threshold); larger images are refused."""
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "content_id", "describe", "format_support", "is_url", "load_image",
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "content_id", "describe", "file_problem", "format_support", "is_url", "load_image",
            "path_text", "read_bytes", "read_image_file", "refuse_url", "regular_file_problem", "strip_name",
            "text_path", "to_rgb"]
 
@@ -153,11 +153,13 @@ def _open_regular(path: str | os.PathLike[str], name: str) -> Iterator[BinaryIO]
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise ImageDecodeError(f"{name}: {_open_failure(path, e)}") from e
+        kind, reason = _open_failure(path, e)
+        raise ImageDecodeError(f"{name}: {reason}", kind) from e
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise ImageDecodeError(f"{name}: not a regular file ({_file_kind(mode)}); only regular files are read")
+            raise ImageDecodeError(f"{name}: not a regular file ({_file_kind(mode)}); only regular files are read",
+                                   SkipKind.NOT_A_FILE)
         f = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -166,19 +168,22 @@ def _open_regular(path: str | os.PathLike[str], name: str) -> Iterator[BinaryIO]
         yield f
 
 
-def _open_failure(path: str | os.PathLike[str], e: OSError) -> str:
-    """Why ``open`` failed, in words: missing, broken symlink, symlink loop, a folder or socket, permissions."""
+def _open_failure(path: str | os.PathLike[str], e: OSError) -> tuple[SkipKind, str]:
+    """Why ``open`` failed, as a kind and in words: missing, broken symlink, symlink loop, a folder or socket,
+    permissions."""
     if e.errno == errno.ELOOP:
-        return "symlink loop (the link resolves to itself)"
+        return SkipKind.SYMLINK_LOOP, "symlink loop (the link resolves to itself)"
     if isinstance(e, FileNotFoundError):
-        return "broken symlink (its target does not exist)" if os.path.islink(path) else "image file not found"
+        if os.path.islink(path):
+            return SkipKind.BROKEN_SYMLINK, "broken symlink (its target does not exist)"
+        return SkipKind.MISSING, "image file not found"
     try:
         mode = os.stat(path).st_mode
     except OSError:
         mode = 0
     if mode and not stat.S_ISREG(mode):
-        return f"not a regular file ({_file_kind(mode)}); only regular files are read"
-    return f"cannot read ({e.strerror or e})"
+        return SkipKind.NOT_A_FILE, f"not a regular file ({_file_kind(mode)}); only regular files are read"
+    return SkipKind.MISSING, f"cannot read ({e.strerror or e})"
 
 
 def strip_name(message: str, name: str) -> str:
@@ -187,17 +192,23 @@ def strip_name(message: str, name: str) -> str:
     return message[len(name) + 2:] if message.startswith(name + ": ") else message
 
 
-def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why ``path`` is not a regular file that can be read (``None`` when it is), from ``stat`` alone: nothing is
-    opened. The reasons are those :func:`read_image_file` gives (missing, broken symlink, symlink loop, not a
-    regular file)."""
+def file_problem(path: str | os.PathLike[str]) -> tuple[SkipKind, str] | None:
+    """Why ``path`` is not a regular file that can be read, as ``(kind, reason)`` (``None`` when it is), from
+    ``stat`` alone: nothing is opened. The reasons are those :func:`read_image_file` gives (missing, broken symlink,
+    symlink loop, not a regular file)."""
     try:
         mode = os.stat(path).st_mode
     except OSError as e:
         return _open_failure(path, e)
     if not stat.S_ISREG(mode):
-        return f"not a regular file ({_file_kind(mode)}); only regular files are read"
+        return SkipKind.NOT_A_FILE, f"not a regular file ({_file_kind(mode)}); only regular files are read"
     return None
+
+
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """The reason of :func:`file_problem` alone."""
+    problem = file_problem(path)
+    return problem[1] if problem is not None else None
 
 
 def read_image_file(path: str | os.PathLike[str], *, name: str | None = None) -> bytes:
@@ -215,7 +226,7 @@ def read_image_file(path: str | os.PathLike[str], *, name: str | None = None) ->
         try:
             return f.read()
         except OSError as e:
-            raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})") from e
+            raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})", SkipKind.MISSING) from e
 
 
 def is_url(path: str) -> bool:
@@ -353,7 +364,7 @@ def load_image(
         else:
             raise ConfigError(f"images must be file paths, bytes or PIL images; got {type(image).__name__}")
         if not data:
-            raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+            raise ImageDecodeError(f"{name}: empty file (0 bytes)", SkipKind.EMPTY)
         try:
             with warnings.catch_warnings():
                 # Pillow's UserWarnings describe quirks of one file ("Corrupt EXIF data"...): the decode either
@@ -364,7 +375,7 @@ def load_image(
                 if img.size[0] * img.size[1] > max_pixels:
                     raise ImageDecodeError(
                         f"{name}: {img.size[0]}x{img.size[1]} exceeds the pixel cap of {max_pixels:,} "
-                        "(possible decompression bomb); resize it or raise max_pixels"
+                        "(possible decompression bomb); resize it or raise max_pixels", SkipKind.TOO_LARGE
                     )
                 if getattr(img, "is_animated", False):
                     img.seek(0)
@@ -375,22 +386,25 @@ def load_image(
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             # Pillow refuses before our own check can run (its limit: MAX_IMAGE_PIXELS, an error at twice that)
-            raise ImageDecodeError(f"{name}: exceeds the pixel cap, possible decompression bomb ({e})") from e
+            raise ImageDecodeError(f"{name}: exceeds the pixel cap, possible decompression bomb ({e})",
+                                   SkipKind.TOO_LARGE) from e
         except UnidentifiedImageError as e:
             codec = _missing_codec(data)
             if codec is not None:
                 raise ImageDecodeError(
                     f"{name}: unsupported format: this Pillow build has no {codec} decoder "
-                    f"(PIL.features.check reports it missing); install a Pillow with {codec} support"
+                    f"(PIL.features.check reports it missing); install a Pillow with {codec} support",
+                    SkipKind.UNSUPPORTED_FORMAT,
                 ) from e
             raise ImageDecodeError(f"{name}: not a readable image (no image format recognises its content; it "
-                                   f"starts with {data[:12]!r})") from e
+                                   f"starts with {data[:12]!r})", SkipKind.NOT_AN_IMAGE) from e
         except (OSError, SyntaxError, ValueError) as e:
-            raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})") from e
+            raise ImageDecodeError(f"{name}: corrupt or truncated image ({e})", SkipKind.CORRUPT) from e
     if img.size[0] * img.size[1] > max_pixels:
-        raise ImageDecodeError(f"{name}: {img.size[0]}x{img.size[1]} exceeds the pixel cap of {max_pixels:,}")
+        raise ImageDecodeError(f"{name}: {img.size[0]}x{img.size[1]} exceeds the pixel cap of {max_pixels:,}",
+                               SkipKind.TOO_LARGE)
     if img.size[0] == 0 or img.size[1] == 0:
-        raise ImageDecodeError(f"{name}: image has zero width or height")
+        raise ImageDecodeError(f"{name}: image has zero width or height", SkipKind.EMPTY)
     if mode == "official":
         return img
     try:
@@ -415,7 +429,7 @@ def content_id(image: ImageInput) -> str:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
             except OSError as e:
-                raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})") from e
+                raise ImageDecodeError(f"{name}: cannot read ({e.strerror or e})", SkipKind.MISSING) from e
     elif isinstance(image, (bytes, bytearray, memoryview)):
         h.update(bytes(image))
     elif isinstance(image, Image.Image):

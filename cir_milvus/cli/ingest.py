@@ -141,7 +141,7 @@ def _create(args: argparse.Namespace, model: str, pretrained: str | None, compos
     db = cir_milvus.connect(args.uri, token=args.token, timeout=args.timeout)
     return db.create_collection(args.collection, encoder=encoder,
                                 composer=cir_milvus.ComposerSpec(composer or "slerp", params=params), if_exists="open",
-                                item_text=args.text_column is not None, full_text=args.full_text)
+                                item_text=False if args.text_column is None else "full_text" if args.full_text else True)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -171,12 +171,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, col: Any, source: Any) -> int:
-    from cir_milvus.ingest import ingest
+    from cir_milvus.ingest import IngestOptions, RayOptions, ingest
 
     try:
         report = ingest(col, source, batch_size=args.batch_size, workers=args.workers, skip_report=args.skip_report,
                         progress=not args.no_progress and args.verbosity >= 0 and not args.json,
-                        allow_urls=args.allow_urls, ray_address=args.ray_address, text_column=args.text_column)
+                        options=IngestOptions(allow_urls=args.allow_urls, text_column=args.text_column),
+                        ray=RayOptions(address=args.ray_address) if args.ray_address else None)
     except KeyboardInterrupt:
         try:
             held = f"now holds {len(col)} images"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cir_milvus.collection.database import Database, connect
 from cir_milvus.collection.facade import CIRCollection
-from cir_milvus.collection.record import AddResult
-from cir_milvus.collection.specs import ComposerSpec, ConnectOptions, EncoderSpec, IndexSpec
+from cir_milvus.collection.report import IngestReport, SkippedInput
+from cir_milvus.collection.specs import ComposerSpec, ConnectOptions, EncoderSpec, FieldSpec, IndexSpec
 
-__all__ = ["AddResult", "CIRCollection", "ComposerSpec", "ConnectOptions", "Database", "EncoderSpec", "IndexSpec",
-           "connect"]
+__all__ = ["CIRCollection", "ComposerSpec", "ConnectOptions", "Database", "EncoderSpec", "FieldSpec", "IndexSpec", "IngestReport",
+           "SkippedInput", "connect"]

@@ -21,6 +21,7 @@ from cir_milvus.collection.specs import (
     ComposerSpec,
     ConnectOptions,
     EncoderSpec,
+    FieldSpec,
     IndexSpec,
     check_if_exists,
 )
@@ -125,8 +126,7 @@ def _built(choice: Encoder | EncoderSpec) -> Encoder:
 
 def create_parts(
     conn: Connection, name: str, encoder: Encoder | EncoderSpec, composer: ComposerSpec, index: IndexSpec,
-    fields: Mapping[str, Any] | None, partition_key: str | None, if_exists: str, item_text: bool = False,
-    full_text: bool = False,
+    fields: FieldSpec, if_exists: str, item_text: bool = False, full_text: bool = False,
 ) -> tuple[VectorStore, Encoder, Composer | None]:
     """Create a collection's store (or open it, ``if_exists="open"``, when the recipe matches).
 
@@ -138,7 +138,8 @@ def create_parts(
     comp = get_composer(composer.name, **composer.all_params())
     recipe = Recipe(encoder=enc.recipe, composer=comp.config(), index=index.to_recipe(), package_version=_version(),
                     item_text=item_text_recipe(enc, full_text) if item_text else None).portable(lite_base_dir(conn.uri))
-    store = VectorStore.create(conn.uri, name, dim=enc.dim, recipe=recipe, fields=fields, partition_key=partition_key,
+    store = VectorStore.create(conn.uri, name, dim=enc.dim, recipe=recipe, fields=dict(fields.types) or None,
+                               partition_key=fields.partition_key,
                                overwrite=if_exists == "overwrite", exist_ok=if_exists == "open", item_text=item_text,
                                full_text=full_text, **conn.store_kwargs())
     try:

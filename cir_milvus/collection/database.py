@@ -17,7 +17,7 @@ from typing import Any
 from cir_milvus.artifacts import SearchPath
 from cir_milvus.collection.build import Connection, EncoderChoice
 from cir_milvus.collection.facade import CIRCollection
-from cir_milvus.collection.specs import ComposerSpec, ConnectOptions, IfExists, IndexSpec
+from cir_milvus.collection.specs import ComposerSpec, ConnectOptions, FieldSpec, IfExists, IndexSpec, ItemText
 from cir_milvus.errors import CollectionNotFoundError, ConfigError
 from cir_milvus.storage.client import connect as connect_client
 from cir_milvus.storage.client import disconnect, milvus_errors, redact_uri
@@ -43,16 +43,13 @@ class Database(Connection):
         encoder: EncoderChoice = None,
         composer: str | ComposerSpec = "slerp",
         index: str | IndexSpec = "HNSW",
-        fields: Mapping[str, Any] | None = None,
-        partition_key: str | None = None,
+        fields: Mapping[str, Any] | FieldSpec | None = None,
         if_exists: IfExists = "fail",
-        item_text: bool = False,
-        full_text: bool = False,
+        item_text: ItemText = False,
     ) -> CIRCollection:
         """Create a collection; the arguments are :meth:`CIRCollection.create`'s (after ``uri``)."""
         return CIRCollection.create(self, name, model, pretrained, encoder=encoder, composer=composer, index=index,
-                                    fields=fields, partition_key=partition_key, if_exists=if_exists,
-                                    item_text=item_text, full_text=full_text)
+                                    fields=fields, if_exists=if_exists, item_text=item_text)
 
     def open_collection(
         self,

@@ -20,9 +20,13 @@ import numpy as np
 from cir_milvus.errors import ImageDecodeError
 from cir_milvus.images import MAX_PIXELS, describe, is_url, load_image, read_bytes, strip_name
 from cir_milvus.preprocess import PreprocessConfig, decode_size, normalize_uint8, preprocess_image_uint8
+from cir_milvus.types import SkipKind
 
-__all__ = ["MAX_ASPECT", "DecodedBatch", "cap_aspect", "decode_batch_uint8", "decode_here", "decode_uint8",
-           "prepare_batch"]
+__all__ = ["MAX_ASPECT", "Bad", "DecodedBatch", "cap_aspect", "decode_batch_uint8", "decode_here", "decode_uint8",
+           "prepare_batch", "skip_kind_of"]
+
+Bad = tuple[int, SkipKind, str]
+"""An input that did not decode: ``(index, kind, reason)``."""
 
 MAX_ASPECT = 32.0
 """Aspect ratios beyond this are centre-cropped to it before preprocessing (bounds resize memory)."""
@@ -56,23 +60,31 @@ def decode_uint8(src: Any, cfg: PreprocessConfig, max_pixels: int = MAX_PIXELS, 
 def decode_batch_uint8(
     items: list[tuple[int, Any]], cfg: PreprocessConfig, out: np.ndarray, max_pixels: int = MAX_PIXELS,
     allow_urls: bool = False,
-) -> tuple[list[int], list[tuple[int, str]]]:
+) -> tuple[list[int], list[Bad]]:
     """Decode ``(index, source)`` pairs into ``out`` (uint8 ``[>= N, S, S, 3]``); the k-th good image goes to ``out[k]``.
 
     Returns:
-        ``(ok_indices, [(index, reason), ...])``; unreadable inputs are reasons, never exceptions.
+        ``(ok_indices, [(index, kind, reason), ...])``; unreadable inputs are reasons, never exceptions.
     """
     ok: list[int] = []
-    bad: list[tuple[int, str]] = []
+    bad: list[Bad] = []
     for idx, src in items:
         try:
             out[len(ok)] = decode_uint8(src, cfg, max_pixels, allow_urls)
             ok.append(idx)
-        except ImageDecodeError as e:
-            bad.append((idx, strip_name(str(e), describe(src))))  # describe: the UTF-8 spelling load_image uses
+        except ImageDecodeError as e:  # describe: the UTF-8 spelling load_image uses
+            bad.append((idx, skip_kind_of(e), strip_name(str(e), describe(src))))
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
-            bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
+            bad.append((idx, SkipKind.CORRUPT, f"cannot decode ({type(e).__name__}: {e})"))
     return ok, bad
+
+
+def skip_kind_of(e: ImageDecodeError) -> SkipKind:
+    """The :class:`~cir_milvus.types.SkipKind` an :class:`ImageDecodeError` was raised with."""
+    try:
+        return SkipKind(getattr(e, "kind", "other"))
+    except ValueError:
+        return SkipKind.OTHER
 
 
 @dataclass
@@ -83,8 +95,8 @@ class DecodedBatch:
     """
 
     ok: list[int]
-    pixels: np.ndarray
-    bad: list[tuple[int, str]]
+    pixels: Any
+    bad: list[Bad]
     _release: Any = field(default=None, repr=False)
 
     def release(self) -> None:
@@ -108,13 +120,13 @@ def _fetched(src: Any, allow_urls: bool) -> Any:
     try:
         return read_bytes(src, allow_urls=allow_urls)
     except OSError as e:
-        raise ImageDecodeError(f"download failed ({e})") from e
+        raise ImageDecodeError(f"download failed ({e})", SkipKind.DOWNLOAD_FAILED) from e
 
 
 def prepare_batch(
     items: list[tuple[int, Any]], preprocess: dict[str, Any] | None, max_pixels: int = MAX_PIXELS,
     allow_urls: bool = False, loading: str | None = None,
-) -> tuple[list[int], Any, list[tuple[int, str]]]:
+) -> tuple[list[int], Any, list[Bad]]:
     """Decode (and, with a preprocess config, preprocess) one batch in this process.
 
     Args:
@@ -126,7 +138,7 @@ def prepare_batch(
             (default ``"product"``); with one, the config's ``loading`` decides.
 
     Returns:
-        ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, reason), ...])``.
+        ``(ok_indices, pixels [N, 3, S, S] float32 or a list of PIL images, [(index, kind, reason), ...])``.
     """
     if preprocess is not None:
         cfg = PreprocessConfig.from_dict(preprocess)
@@ -134,7 +146,7 @@ def prepare_batch(
         return decoded.ok, normalize_uint8(decoded.pixels, cfg), decoded.bad  # [N, 3, S, S]
     ok: list[int] = []
     out: list[Any] = []
-    bad: list[tuple[int, str]] = []
+    bad: list[Bad] = []
     for idx, src in items:
         data = src
         try:
@@ -142,7 +154,7 @@ def prepare_batch(
             out.append(load_image(data, max_pixels=max_pixels, mode=loading or "product"))
             ok.append(idx)
         except ImageDecodeError as e:
-            bad.append((idx, strip_name(str(e), describe(data))))
+            bad.append((idx, skip_kind_of(e), strip_name(str(e), describe(data))))
         except (OSError, ValueError, MemoryError) as e:  # anything Pillow lets through must not stop the job
-            bad.append((idx, f"cannot decode ({type(e).__name__}: {e})"))
+            bad.append((idx, SkipKind.CORRUPT, f"cannot decode ({type(e).__name__}: {e})"))
     return ok, out, bad

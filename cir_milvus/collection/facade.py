@@ -7,14 +7,8 @@ images into vectors (the encoder) and (image, text) queries into query vectors (
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-import functools
-import inspect
 import logging
-import os
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,18 +18,19 @@ from cir_milvus.artifacts import SearchPath
 from cir_milvus.collection.build import Connection, EncoderChoice, create_parts, encoder_spec, open_parts
 from cir_milvus.collection.mixed import target_kw
 from cir_milvus.collection.queries import batch_specs, run_search, single_spec
-from cir_milvus.collection.record import AddResult, read_input, source_name
-from cir_milvus.collection.specs import ComposerSpec, IfExists, IndexSpec
+from cir_milvus.collection.report import IngestReport, SkipLog
+from cir_milvus.collection.specs import ComposerSpec, FieldSpec, IfExists, IndexSpec, ItemText
+from cir_milvus.collection.stage import Record, RecordStage
+from cir_milvus.collection.text_features import TextFeatures
 from cir_milvus.composers.base import Composer, get_composer
 from cir_milvus.encoders.base import Encoder, text_truncation
-from cir_milvus.encoders.capabilities import BundleHeadLike, HasBundleHeads, HasPreprocessConfig
-from cir_milvus.errors import ConfigError, ImageDecodeError
+from cir_milvus.encoders.capabilities import BundleHeadLike, HasBundleHeads
+from cir_milvus.errors import ConfigError
 from cir_milvus.storage.client import Capabilities, redact_uri
 from cir_milvus.storage.hybrid import Ranker
-from cir_milvus.storage.policy import MetadataError, safe_text
 from cir_milvus.storage.recipe import Recipe, lite_base_dir, portable_composer
 from cir_milvus.storage.retry import RetryPolicy
-from cir_milvus.storage.store import Hit, Hits, Id, Skipped, VectorStore, WriteResult
+from cir_milvus.storage.store import Hit, Hits, Id, VectorStore, WriteResult
 from cir_milvus.types import Embeddings, ImageInput
 
 __all__ = ["CIRCollection", "Hit", "Hits"]
@@ -104,11 +99,9 @@ class CIRCollection:
         encoder: EncoderChoice = None,
         composer: str | ComposerSpec = "slerp",
         index: str | IndexSpec = "HNSW",
-        fields: Mapping[str, Any] | None = None,
-        partition_key: str | None = None,
+        fields: Mapping[str, Any] | FieldSpec | None = None,
         if_exists: IfExists = "fail",
-        item_text: bool = False,
-        full_text: bool = False,
+        item_text: ItemText = False,
     ) -> CIRCollection:
         """Create a collection (the shortcut of :meth:`cir_milvus.Database.create_collection`).
 
@@ -131,10 +124,11 @@ class CIRCollection:
                 build parameters; validated against the backend.
             fields: typed scalar fields, e.g. ``{"price": "double", "product": ("varchar", 64)}``: metadata keys
                 of these names are stored in them (numeric filters such as ``price < 20``, ``group_by``).
-            partition_key: one of ``fields`` to partition by (multi-tenant catalogues).
+                A :class:`~cir_milvus.FieldSpec` adds the one to partition by (multi-tenant catalogues):
+                ``fields=FieldSpec({"tenant": "varchar", ...}, partition_key="tenant")``.
             item_text: a mixed gallery: a second vector field holds each item's text (``add(..., texts=...)``)
                 embedded with the text tower; search it with ``targets=`` (see :mod:`cir_milvus.collection.mixed`).
-            full_text: with ``item_text``, keep the item text for BM25 full-text search (target ``"bm25"``; Milvus
+                ``item_text="full_text"`` also keeps the item text for BM25 full-text search (target ``"bm25"``; Milvus
                 Lite >= 3.0 or Milvus >= 2.5, else a ConfigError naming the version).
             if_exists: ``"fail"`` (default), ``"open"`` (the recipe must match; the existing collection keeps its
                 recorded decode mode, see :meth:`open`) or ``"overwrite"`` (dropped after validating everything).
@@ -144,8 +138,8 @@ class CIRCollection:
             RecipeMismatchError: ``if_exists="open"`` but the stored recipe differs.
         """
         store, enc, comp = create_parts(_connection(uri), name, encoder_spec(model, pretrained, encoder),
-                                        ComposerSpec.of(composer), IndexSpec.of(index), fields, partition_key,
-                                        if_exists, item_text, full_text)
+                                        ComposerSpec.of(composer), IndexSpec.of(index), FieldSpec.of(fields),
+                                        if_exists, bool(item_text), item_text == "full_text")
         col = cls(store, enc)
         if comp is not None:
             col._composers[comp.name] = comp
@@ -229,9 +223,9 @@ class CIRCollection:
         texts: Sequence[str | None] | None = None,
         skip_existing: bool = True,
         progress: bool = False,
-    ) -> AddResult:
-        """Encode and upsert images through the store's one write path. Re-adding the same images stores no
-        duplicates.
+    ) -> IngestReport:
+        """Encode and upsert images: the record stage (:mod:`cir_milvus.collection.stage`) in this process, through
+        the store's one write path. Re-adding the same images stores no duplicates.
 
         Args:
             images: paths, encoded bytes or PIL images.
@@ -245,129 +239,34 @@ class CIRCollection:
             progress: show a progress bar with images/s.
 
         Returns:
-            An :class:`AddResult`: one id per input in input order (``None`` for skipped inputs), with
-            ``.stored``, ``.already_stored``, ``.duplicates``, ``.skipped`` (reasons), ``.encoded`` and
-            ``.summary()``. The same inputs give the same ids, counts and skip reasons as :func:`~cir_milvus.ingest.
-            ingest`.
+            An :class:`~cir_milvus.collection.report.IngestReport`, the report :func:`~cir_milvus.ingest.ingest`
+            returns too: iterating it gives one id per input in input order (``None`` for skipped inputs);
+            ``.stored``, ``.already_stored``, ``.duplicates``, ``.skipped`` (reasons and kinds), ``.encoded`` and
+            ``.summary()``.
 
         Raises:
-            ConfigError: ``ids`` / ``metadata`` / ``texts`` of the wrong length, texts without an item-text field.
+            ConfigError: ``ids`` / ``metadata`` / ``texts`` of the wrong length, texts without an item-text field, a
+                bad ``batch_size``.
             StorageError: Milvus stayed unavailable for longer than the store's retry policy allows.
         """
         from tqdm.auto import tqdm
 
-        from cir_milvus.collection.decode import prepare_batch
-        from cir_milvus.collection.mixed import check_item_texts, encode_item_texts
-        from cir_milvus.images import content_id, describe
+        from cir_milvus.collection.mixed import check_item_texts
 
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        start = time.perf_counter()
         images = list(images)
-        result = AddResult([None] * len(images))
-        if ids is not None and len(ids) != len(images):
-            raise ConfigError(f"ids has {len(ids)} entries but there are {len(images)} images")
-        if metadata is not None and len(metadata) != len(images):
-            raise ConfigError(f"metadata has {len(metadata)} entries but there are {len(images)} images")
+        for given, what in ((ids, "ids"), (metadata, "metadata")):
+            if given is not None and len(given) != len(images):
+                raise ConfigError(f"{what} has {len(given)} entries but there are {len(images)} images")
         item_texts = check_item_texts(texts, len(images), self.store.fields.text_vector_field is not None, self.name)
-        store = self.store
-        bar = tqdm(total=len(images), desc=f"add → {self.name}", unit="img", disable=not progress)
-        seen: set[Any] = set()
-
-        def skip(n: int, reason: str, rid: Any = None) -> None:
-            name = safe_text(describe(images[n]))
-            result.skipped.append(Skipped(name, reason, rid))
-            log.info("skipped %s: %s", name, reason)
-
-        def retried() -> None:
-            result.retries += 1
-
-        for s in range(0, len(images), batch_size):
-            todo: list[tuple[int, Any, Any, dict[str, Any]]] = []  # (input index, data, id, metadata)
-            for n in range(s, min(s + batch_size, len(images))):
-                im = images[n]
-                if ids is not None:
-                    rid: Any = ids[n]
-                    reason = store.check_id(rid)
-                    data, read_reason = im, None  # decoded (and read) below
-                else:
-                    data, read_reason = read_input(im)
-                    reason = read_reason
-                    rid = None
-                    if reason is None:
-                        try:
-                            rid = content_id(data)
-                            reason = store.check_id(rid)  # e.g. an attached collection with INT64 ids
-                        except ImageDecodeError as e:
-                            reason = str(e)
-                if reason is None:
-                    try:
-                        md = store.prepare_metadata(metadata[n] if metadata is not None else None)
-                    except (MetadataError, ValueError) as e:
-                        reason = f"bad metadata: {e}"
-                if reason is not None:
-                    skip(n, reason, rid if ids is None or store.check_id(rid) is None else None)
-                    continue
-                if rid in seen:
-                    result.duplicates += 1
-                    result[n] = rid
-                    continue
-                seen.add(rid)
-                todo.append((n, data, rid, md))
-            if skip_existing and todo:
-                present = store.existing_ids([t[2] for t in todo], on_retry=retried)
-                for t in todo:
-                    if t[2] in present:
-                        result.already_stored.append(t[2])
-                        result[t[0]] = t[2]
-                todo = [t for t in todo if t[2] not in present]
-            if todo:
-                items: list[tuple[int, Any]] = []
-                for j, t in enumerate(todo):
-                    data = t[1]
-                    if isinstance(data, (str, os.PathLike)):  # ids were given: the file is read only now
-                        data, reason = read_input(data)
-                        if reason is not None:
-                            skip(t[0], reason, t[2])
-                            continue
-                    items.append((j, data))
-                ok, pils, bad = prepare_batch(items, None, loading=self._image_loading())
-                for j, reason in bad:
-                    skip(todo[j][0], reason, todo[j][2])
-                if ok:
-                    raw = np.asarray(self.encoder.encode_images(pils, batch_size=batch_size, normalize=False),
-                                     dtype=np.float32)  # [N, D]
-                    result.encoded += len(ok)
-                    rows = [todo[j] for j in ok]
-                    wr = store.upsert([t[2] for t in rows], raw, sources=[source_name(images[t[0]]) for t in rows],
-                                      metadata=[t[3] for t in rows], on_retry=retried,
-                                      text_vectors=None if item_texts is None else encode_item_texts(
-                                          self.encoder, [item_texts[t[0]] for t in rows]),
-                                      texts=None if item_texts is None else [item_texts[t[0]] for t in rows])
-                    refused = {i for i, _ in wr.skipped}
-                    for i, sk in wr.skipped:
-                        skip(rows[i][0], sk.reason, rows[i][2])
-                    for i, t in enumerate(rows):
-                        if i not in refused:
-                            result[t[0]] = t[2]
-                            result.stored += 1
-            bar.update(min(batch_size, len(images) - s))
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(img_s=f"{result.encoded / max(elapsed, 1e-9):.1f}", skipped=len(result.skipped))
-        bar.close()
-        # a duplicate of a skipped input is not stored either
-        skipped_ids = {sk.id for sk in result.skipped if sk.id is not None}
-        stored_ids = {i for i in result if i is not None} - skipped_ids
-        for n, i in enumerate(result):
-            if i is not None and i not in stored_ids:
-                result[n] = None
-        result.seconds = time.perf_counter() - start
-        return result
-
-    def _image_loading(self) -> str:
-        """The encoder's image loading mode (``"product"`` unless it was built with ``image_loading=``)."""
-        cfg = self.encoder.preprocess_config if isinstance(self.encoder, HasPreprocessConfig) else None
-        return str(cfg.loading) if cfg is not None else "product"
+        report = IngestReport(ids=[None] * len(images))
+        stage = RecordStage(self.store, self.encoder, SkipLog(report), skip_existing=skip_existing,
+                            batch_size=batch_size, read_once=True, pixels=False, item_texts=item_texts is not None)
+        records = (Record(ids[n] if ids is not None else None, im, metadata[n] if metadata is not None else None,
+                          text=item_texts[n] if item_texts is not None else None) for n, im in enumerate(images))
+        with tqdm(total=len(images), desc=f"add → {self.name}", unit="img", disable=not progress) as bar:
+            return stage.run(records, progress=bar.update)
 
     def add_vectors(self, ids: Sequence[Id], raw_embeddings: np.ndarray,
                     metadata: Sequence[Mapping[str, Any]] | None = None,
@@ -499,12 +398,14 @@ class CIRCollection:
         """
         comp = self.composer(composer, alpha=alpha, **composer_params)
         n = len(texts)
+        if n == 0:  # no queries, no encoder call (an empty batch is not an error)
+            return np.zeros((0, self.store.dim), dtype=np.float32)
         if comp.needs_text:
             bad = [t for t in texts if t is None or (isinstance(t, str) and not t.strip())]
             if bad:
                 raise ConfigError(f"composer {comp.name!r} needs a non-empty modification text")
         with text_truncation(truncate):
-            early = _TextFeatures(comp, self.encoder, list(texts)) if images is not None and ref_ids is None else None
+            early = TextFeatures(comp, self.encoder, list(texts)) if images is not None and ref_ids is None else None
             try:
                 img = (np.asarray(reference_embeddings, dtype=np.float32)
                        if reference_embeddings is not None and comp.needs_image
@@ -584,7 +485,7 @@ class CIRCollection:
             group_by: a typed field (declared with ``fields=``): at most one hit per value, e.g. per product.
             targets: the fields the query is matched against: ``("image",)`` (default), ``("text",)`` (item texts,
                 ``item_text=True``), ``("image", "text")``: one hybrid search (see :mod:`cir_milvus.storage.hybrid`);
-                ``"bm25"`` (``full_text=True``) matches the modification text against the item texts by BM25.
+                ``"bm25"`` (``item_text="full_text"``) matches the modification text against the item texts by BM25.
             ranker: ``"rrf"`` or ``"weighted"`` (fusing several targets).
             ranker_weights: with ``"weighted"``: one weight in [0, 1] per target, e.g. ``(0.7, 0.3)``.
             **composer_params: other composer overrides (``template``, ``head``...).
@@ -642,6 +543,8 @@ class CIRCollection:
         """
         if images is not None and len(images) != len(texts):
             raise ConfigError(f"{len(images)} images for {len(texts)} texts")
+        if len(texts) == 0:
+            return []  # zero queries, zero result lists (no encoder or Milvus call)
         specs = batch_specs(list(texts), images=images, ref_ids=ref_ids, weights=weights, negative=negative,
                             like=like, unlike=unlike)
         return run_search(self, specs, k=k, alpha=alpha, dedupe=dedupe, return_query_vector=return_query_vector,
@@ -683,50 +586,3 @@ class CIRCollection:
         recipe = dataclasses.replace(self.recipe, composer=portable_composer(comp.config(), lite_base_dir(self.uri)))
         self.store.set_recipe(recipe)
         self._composers[name] = comp
-
-
-@functools.cache
-def _takes_text_features(cls: type[Composer]) -> bool:
-    """Whether a composer class does text-only work early AND its ``compose`` accepts the result (a subclass that
-    overrides ``compose`` with the three-argument signature keeps working, without the overlap)."""
-    if cls.text_features is Composer.text_features:
-        return False
-    return "text_features" in inspect.signature(cls.compose).parameters
-
-
-class _TextFeatures:
-    """A composer's text-only work (:meth:`Composer.text_features`) in a thread of its own, started before the
-    reference image is decoded and encoded so the two overlap (Pillow's decode and resize release the GIL).
-
-    Measured with ``benchmarks/bench_peers.py`` (demo model, 2-core CPU): see the README's "Ingest speed" section.
-    Errors surface from :meth:`result` exactly as they would have from the composer.
-    """
-
-    def __init__(self, comp: Composer, encoder: Any, texts: list[Any]) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        if not (comp.needs_text and comp.needs_image) or not _takes_text_features(type(comp)):
-            self._thread: threading.Thread | None = None
-            return
-        ctx = contextvars.copy_context()  # the caller's text_truncation setting
-
-        def run() -> None:
-            try:
-                self._value = ctx.run(comp.text_features, encoder, texts)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                self._error = e
-
-        self._thread = threading.Thread(target=run, name="cir-text-features", daemon=True)
-        self._thread.start()
-
-    def result(self) -> Any:
-        if self._thread is None:
-            return None
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def discard(self) -> None:
-        if self._thread is not None:
-            self._thread.join()

@@ -25,8 +25,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from cir_milvus.collection.record import source_name
 from cir_milvus.errors import ConfigError
+from cir_milvus.images import path_text as source_name
 from cir_milvus.query import check_alphas, check_threshold, check_weights, combine_references, dedupe, negate, rocchio
 from cir_milvus.query import rrf as rrf_fuse
 from cir_milvus.query.checks import non_empty

@@ -3,6 +3,7 @@
 - :class:`EncoderSpec`: which encoder, and how to run it (model, pretrained, backend, device, precision, decode...).
 - :class:`ComposerSpec`: the collection's default composer and its parameters (alpha, head...).
 - :class:`IndexSpec`: the vector index type and its build parameters.
+- :class:`FieldSpec`: typed scalar fields and the partition key.
 - :class:`ConnectOptions`: how to reach Milvus (token, timeout, consistency, retries, TLS); given to
   :func:`cir_milvus.connect` once.
 
@@ -28,13 +29,17 @@ from cir_milvus.storage.store import Consistency
 if TYPE_CHECKING:
     from cir_milvus.encoders.base import Encoder
 
-__all__ = ["ComposerSpec", "ConnectOptions", "EncoderSpec", "IfExists", "IndexSpec"]
+__all__ = ["ComposerSpec", "ConnectOptions", "EncoderSpec", "FieldSpec", "IfExists", "IndexSpec", "ItemText"]
 
 IfExists = Literal["fail", "open", "overwrite"]
 """What creating a collection that exists does: ``"fail"`` (ConfigError), ``"open"`` it (the recipe must match) or
 ``"overwrite"`` it (dropped only after everything new was validated)."""
 
 IF_EXISTS: tuple[str, ...] = ("fail", "open", "overwrite")
+
+ItemText = bool | Literal["full_text"]
+"""A mixed gallery: ``True`` embeds each item's text in a second vector field; ``"full_text"`` also keeps the text
+for BM25 full-text search (target ``"bm25"``)."""
 
 DEFAULT_HNSW: dict[str, Any] = {"M": 16, "efConstruction": 200}
 
@@ -146,6 +151,27 @@ class IndexSpec:
         kind = self.type.upper()
         params = self.params if self.params is not None else DEFAULT_HNSW if kind == "HNSW" else {}
         return {"type": kind, "params": dict(params)}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Typed scalar fields of a new collection, and the one to partition by.
+
+    Attributes:
+        types: ``{name: type}``, e.g. ``{"price": "double", "product": ("varchar", 64)}``: metadata keys of these names
+            are stored in them (numeric filters such as ``price < 20``, ``group_by``).
+        partition_key: one of ``types`` to partition by (multi-tenant catalogues).
+    """
+
+    types: Mapping[str, Any] = field(default_factory=dict)
+    partition_key: str | None = None
+
+    @classmethod
+    def of(cls, value: Mapping[str, Any] | FieldSpec | None) -> FieldSpec:
+        """A spec from ``{name: type}`` (no partition key), a spec, or ``None`` (no typed fields)."""
+        if isinstance(value, FieldSpec):
+            return value
+        return cls(dict(value or {}))
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.collection.record import read_input
 from cir_milvus.encoders.agreement import check_reencode
 from cir_milvus.encoders.base import Encoder
+from cir_milvus.errors import ImageDecodeError
+from cir_milvus.images import read_image_file
 from cir_milvus.storage.store import VectorStore
 
 __all__ = ["SAMPLE", "SCAN", "needs_reencode", "readable_sample", "verify_serving_encoder"]
@@ -60,12 +61,14 @@ def readable_sample(store: VectorStore, n: int = SAMPLE, scan: int = SCAN) -> tu
         src = row["source"]
         if not src or "://" in src:
             continue
-        content, reason = read_input(src)
-        if reason is None and isinstance(content, bytes):
-            ids.append(row["id"])
-            data.append(content)
-            if len(ids) == n:
-                break
+        try:
+            content = read_image_file(src)  # regular files only, opened non-blocking (a FIFO never blocks)
+        except ImageDecodeError:
+            continue
+        ids.append(row["id"])
+        data.append(content)
+        if len(ids) == n:
+            break
     return ids, data
 
 

@@ -7,7 +7,9 @@ Example:
 
 from __future__ import annotations
 
-from cir_milvus.ingest.pipeline import MAX_ASPECT, IngestReport, ingest, prepare_batch, skip_kind
+from cir_milvus.collection.report import IngestReport
+from cir_milvus.ingest.options import IngestOptions, RayOptions
+from cir_milvus.ingest.pipeline import MAX_ASPECT, ingest, prepare_batch
 from cir_milvus.ingest.sources import (
     FolderSource,
     IterableSource,
@@ -21,14 +23,15 @@ from cir_milvus.ingest.sources import (
 __all__ = [
     "MAX_ASPECT",
     "FolderSource",
+    "IngestOptions",
     "IngestReport",
     "IterableSource",
     "ListSource",
     "Record",
+    "RayOptions",
     "ShardSource",
     "expand_shards",
     "ingest",
     "open_source",
     "prepare_batch",
-    "skip_kind",
 ]

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing import connection as mp_connection
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from cir_milvus.collection.decode import MAX_ASPECT, DecodedBatch, cap_aspect, decode_batch_uint8, decode_uint8
+from cir_milvus.collection.decode import MAX_ASPECT, Bad, DecodedBatch, cap_aspect, decode_batch_uint8, decode_uint8
 from cir_milvus.errors import ConfigError
 from cir_milvus.images import MAX_PIXELS
 from cir_milvus.preprocess import PreprocessConfig
@@ -65,9 +66,27 @@ DECODE_NICE = 10
 """Niceness of the decode workers: the encoder's threads take a core back from a worker when both want it."""
 MAX_DEFAULT_WORKERS = 32
 
-_NO_MAIN_GUARD = ("Decode workers are spawned processes that import your main module; a script that calls "
-                  "ingest() (or starts a DecodePool) at module level must guard the call with "
-                  "`if __name__ == \"__main__\":` (or pass workers=0 to decode in this process).")
+_START_LOCK = threading.Lock()
+
+
+def _start_without_main(process: Any) -> None:
+    """Start a decode worker that runs cir_milvus code only, never the parent's ``__main__``.
+
+    The ``spawn`` start method re-runs the parent's main script in every child (as ``__mp_main__``) so that
+    functions defined there can be unpickled; a script that calls ``ingest()`` at module level, without an
+    ``if __name__ == "__main__":`` guard, would then start its whole job again in each worker. A decode worker's
+    target lives in this module and needs nothing of the script, so while it starts ``sys.modules["__main__"]`` is a
+    bare module (no file, no spec: nothing for the child to import). The swap lasts for ``start()`` only, under a
+    lock.
+    """
+    with _START_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
 
 
 def encoder_threads(cpus: int | None = None) -> int:
@@ -161,7 +180,7 @@ class _Worker:
     def __init__(self, ctx: Any, args: tuple[Any, ...]) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, *args), daemon=True, name="cir-decode")
-        self.process.start()
+        _start_without_main(self.process)
         child.close()
         self.job: _PoolJob | None = None
 
@@ -222,13 +241,9 @@ class DecodePool:
         try:
             for _ in range(workers):
                 self._workers.append(_Worker(self._ctx, self._args))
-        except BaseException as e:
+        except BaseException:
             self._stop_workers()
             self._free_shm()
-            if isinstance(e, RuntimeError) and "__mp_main__" in sys.modules:
-                # multiprocessing refuses to start processes while a spawned child is still importing the main
-                # module: the user's script ran ingest() at import time, once more in each decode worker
-                raise ConfigError(_NO_MAIN_GUARD) from e
             raise
         self._thread = threading.Thread(target=self._dispatch, name="cir-decode-dispatch", daemon=True)
         self._thread.start()
@@ -313,7 +328,7 @@ class DecodePool:
         s = self.cfg.size
         return np.ndarray((self.batch_size, s, s, 3), dtype=np.uint8, buffer=self._shm[slot].buf)  # [B, S, S, 3]
 
-    def _finish(self, job: _PoolJob, ok: list[int], bad: list[tuple[int, str]]) -> None:
+    def _finish(self, job: _PoolJob, ok: list[int], bad: list[Bad]) -> None:
         pixels = self._view(job.slot)[: len(ok)]
         free = self._free
 
@@ -355,11 +370,11 @@ class DecodePool:
         if self._closed.is_set():
             return
         if code == 1 and self._completed == 0 and self.restarts + 1 >= self._initial_workers:
-            # every worker has exited with an error before any finished a job: they cannot start (most often a
-            # script without a main guard, see _NO_MAIN_GUARD); restarting them would fail the same way
+            # every worker has exited with an error before any finished a job: they cannot start; restarting them
+            # would fail the same way
             if not self._cannot_start:
                 log.warning("decode workers exit with an error as they start (exit code 1); decoding in this process "
-                            "instead. %s", _NO_MAIN_GUARD)
+                            "instead")
             self._cannot_start = True
         if self._cannot_start:
             return

@@ -7,11 +7,11 @@
      or shard   file bytes)     client each)                               each)              retries/backoff)
      tasks)
 
-- ``write="workers"`` (the default for server URIs): writer actors connect to the Milvus server by URI and upsert;
-  only ids come back to the driver, which counts them.
-- ``write="driver"`` (the default for Milvus Lite, whose file cannot be opened from other processes): the driver
-  resolves ids and checks "already stored?" itself, Ray decodes and encodes, and the vectors come back to the
-  driver, which upserts them.
+- ``RayOptions(write="workers")`` (the default for server URIs): writer actors connect to the Milvus server by URI
+  and upsert; only ids come back to the driver, which counts them.
+- ``RayOptions(write="driver")`` (the default for Milvus Lite, whose file cannot be opened from other processes):
+  the driver admits the records itself (:meth:`RecordStage.admit`: ids, metadata, dedupe, "already stored?"), Ray
+  decodes and encodes, and the vectors come back to the driver, which upserts them.
 
 Counts match the local pipeline: ``stored`` is the number of distinct ids written, ``duplicates`` the repeats
 (an id seen twice in the input is encoded twice in the distributed mode, but written idempotently), ``already
@@ -33,17 +33,24 @@ from typing import Any
 import numpy as np
 
 from cir_milvus._optional import require
-from cir_milvus.collection.decode import prepare_batch
+from cir_milvus.collection.decode import prepare_batch, skip_kind_of
+from cir_milvus.collection.report import IngestReport, SkipLog
+from cir_milvus.collection.stage import Batch, Record, RecordStage, Rows, record_id, seal, write_rows
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import MAX_PIXELS, strip_name
-from cir_milvus.ingest.pipeline import IngestReport, _SkipLog, record_id, seal
-from cir_milvus.ingest.sources import Record, ShardSource, open_source
+from cir_milvus.images import strip_name
+from cir_milvus.ingest.options import IngestOptions, RayOptions
+from cir_milvus.ingest.sources import ShardSource, open_source
 from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
 from cir_milvus.storage.retry import RetryPolicy
+from cir_milvus.storage.store import Id
+from cir_milvus.types import SkipKind
 
-__all__ = ["RecipeEncoderFactory", "ingest_ray"]
+__all__ = ["RayOptions", "RecipeEncoderFactory", "ingest_ray"]
 
 log = logging.getLogger(__name__)
+
+Skip = tuple[str, str, Any, str]
+"""``(name, reason, id, kind value)`` of a row a Ray stage dropped."""
 
 
 class RecipeEncoderFactory:
@@ -57,8 +64,8 @@ class RecipeEncoderFactory:
     def __init__(self, recipe: Mapping[str, Any], device: str | None = None, *, base_dir: str | None = None,
                  search_path: Sequence[str] | None = None) -> None:
         if recipe.get("backend") == "fake":
-            raise ConfigError("this collection uses a FakeEncoder; pass encoder_factory=functools.partial("
-                              "FakeEncoder, dim=..., seed=...)")
+            raise ConfigError("this collection uses a FakeEncoder; pass RayOptions(encoder_factory=functools."
+                              "partial(FakeEncoder, dim=..., seed=...))")
         # ingestion encodes images only: a swapped text tower is not needed (nor looked up) in the actors
         self.recipe = {k: v for k, v in recipe.items() if k not in ("text_weights", "text_weights_sha256")}
         self.device = device
@@ -89,16 +96,16 @@ class _Tally:
     """Skips and already-stored counts from the stages that drop rows."""
 
     def __init__(self) -> None:
-        self.skipped: list[tuple[str, str, str | None]] = []
+        self.skipped: list[Skip] = []
         self.already = 0
 
-    def skip(self, items: list[tuple[str, str, str | None]]) -> None:
+    def skip(self, items: list[Skip]) -> None:
         self.skipped.extend(items)
 
     def add_already(self, n: int) -> None:
         self.already += n
 
-    def snapshot(self) -> tuple[list[tuple[str, str, str | None]], int]:
+    def snapshot(self) -> tuple[list[Skip], int]:
         return self.skipped, self.already
 
 
@@ -106,25 +113,33 @@ def _select(batch: dict[str, np.ndarray], keep: list[int]) -> dict[str, np.ndarr
     return {k: v[keep] for k, v in batch.items()}
 
 
-def _report_skips(tally: Any, items: list[tuple[str, str, str | None]]) -> None:
+def _report_skips(tally: Any, items: list[Skip]) -> None:
     if items:
         import ray
 
         ray.get(tally.skip.remote(items))
 
 
+def _decode_skips(batch: dict[str, np.ndarray], bad: list[tuple[int, SkipKind, str]]) -> list[Skip]:
+    return [(str(batch["origin"][i]), reason, str(batch["id"][i]), kind.value) for i, kind, reason in bad]
+
+
+def _record(batch: dict[str, np.ndarray], i: int) -> Record:
+    data = batch["data"][i]
+    return Record(batch["id"][i] or None, bytes(data) if data else str(batch["path"][i]), {}, str(batch["origin"][i]))
+
+
 def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy) -> dict[str, np.ndarray]:
-    """Content-hash ids for rows without one; invalid ids and unreadable files are tallied as skipped."""
+    """The record stage's id step: content-hash ids for rows without one; bad ids and unreadable files skipped."""
     keep, bad = [], []
     ids = batch["id"].astype(object)
     for i in range(len(ids)):
-        data = batch["data"][i]
-        rec = Record(ids[i] or None, bytes(data) if data else str(batch["path"][i]), {}, str(batch["origin"][i]))
+        rec = _record(batch, i)
         try:
             ids[i] = record_id(rec, ids_policy)
             keep.append(i)
         except ImageDecodeError as e:
-            bad.append((rec.name, strip_name(str(e), str(rec.source)), rec.id))
+            bad.append((rec.name, strip_name(str(e), str(rec.source)), rec.id, skip_kind_of(e).value))
     _report_skips(tally, bad)
     batch["id"] = ids
     return _select(batch, keep)
@@ -132,27 +147,25 @@ def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy)
 
 def _shard_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     """One tar shard → rows (samples without an image become ``error`` rows)."""
-    out = []
-    for rec in ShardSource(row["shard"]):
-        out.append(_row(rec))
-    return out
+    return [_row(rec) for rec in ShardSource(row["shard"])]
 
 
 def _row(rec: Record) -> dict[str, Any]:
+    kind = rec.kind.value if rec.error else ""
     try:
         md, err = json.dumps(jsonable(dict(rec.metadata))), ""
     except MetadataError as e:  # the store's metadata policy: the same reason as the local pipeline
-        md, err = "{}", f"bad metadata: {e}"
+        md, err, kind = "{}", f"bad metadata: {e}", SkipKind.BAD_METADATA.value
     return {"id": rec.id or "", "path": rec.source if isinstance(rec.source, str) else "",
             "data": rec.source if isinstance(rec.source, bytes) else b"", "metadata": md, "origin": rec.name,
-            "error": rec.error or err}
+            "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value}
 
 
 def _drop_errors(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarray]:
     keep, bad = [], []
     for i, err in enumerate(batch["error"]):
         if err:
-            bad.append((str(batch["origin"][i]), str(err), str(batch["id"][i]) or None))
+            bad.append((str(batch["origin"][i]), str(err), str(batch["id"][i]) or None, str(batch["kind"][i])))
         else:
             keep.append(i)
     _report_skips(tally, bad)
@@ -180,13 +193,16 @@ class _FilterExisting:
         return _select(batch, [i for i, rid in enumerate(ids) if rid not in present])
 
 
+def _items(batch: dict[str, np.ndarray]) -> list[tuple[int, Any]]:
+    return [(i, bytes(batch["data"][i]) if batch["data"][i] else str(batch["path"][i]))
+            for i in range(len(batch["id"]))]
+
+
 def _decode(batch: dict[str, np.ndarray], cfg: dict[str, Any], max_pixels: int, allow_urls: bool,
             tally: Any) -> dict[str, np.ndarray]:
-    """Decode + preprocess on CPU workers; adds ``pixels`` ``[N, 3, S, S]`` and drops unreadable rows."""
-    items = [(i, bytes(batch["data"][i]) if batch["data"][i] else str(batch["path"][i]))
-             for i in range(len(batch["id"]))]
-    ok, pixels, bad = prepare_batch(items, cfg, max_pixels, allow_urls)
-    _report_skips(tally, [(str(batch["origin"][i]), reason, str(batch["id"][i])) for i, reason in bad])
+    """The record stage's decode step on CPU workers; adds ``pixels`` ``[N, 3, S, S]`` and drops unreadable rows."""
+    ok, pixels, bad = prepare_batch(_items(batch), cfg, max_pixels, allow_urls)
+    _report_skips(tally, _decode_skips(batch, bad))
     out = _select(batch, ok)
     out.pop("data")
     out["pixels"] = pixels
@@ -208,10 +224,8 @@ class _Encode:
         if self.pixel_mode:
             raw = self.encoder.encode_pixels(batch.pop("pixels"), normalize=False)
         else:
-            items = [(i, bytes(batch["data"][i]) if batch["data"][i] else str(batch["path"][i]))
-                     for i in range(len(batch["id"]))]
-            ok, images, bad = prepare_batch(items, None, self.max_pixels, self.allow_urls)
-            _report_skips(self.tally, [(str(batch["origin"][i]), reason, str(batch["id"][i])) for i, reason in bad])
+            ok, images, bad = prepare_batch(_items(batch), None, self.max_pixels, self.allow_urls)
+            _report_skips(self.tally, _decode_skips(batch, bad))
             batch = _select(batch, ok)
             raw = (self.encoder.encode_images(images, normalize=False) if images
                    else np.zeros((0, int(self.encoder.dim)), dtype=np.float32))
@@ -223,20 +237,21 @@ class _Encode:
         return batch
 
 
-def _write(store: Any, batch: dict[str, np.ndarray], policy: RetryPolicy | None = None) -> tuple[list[str], list[Any]]:
-    """Encoder output → the store's one write path. Returns (ids written, [(index, Skipped)] refused)."""
+def _rows(batch: dict[str, np.ndarray]) -> Rows:
+    """Encoder output as the record stage's rows (raw embeddings = unit vector × norm)."""
     vecs = np.asarray(batch["vector"], dtype=np.float32)  # [N, D] normalised
     norms = np.asarray(batch["norm"], dtype=np.float32)  # [N]
-    ids = [str(i) for i in batch["id"]]
-    wr = store.upsert(ids, vecs * norms[:, None], sources=[str(p) or str(o) for p, o in zip(batch["path"],
-                                                                                           batch["origin"])],
-                      metadata=[json.loads(m) for m in batch["metadata"]], retry=policy)
-    return [str(i) for i in wr.written], wr.skipped
+    ids: list[Id] = [str(i) for i in batch["id"]]
+    n = len(ids)
+    b = Batch(n, ids, [str(p) or str(o) for p, o in zip(batch["path"], batch["origin"])],
+              [json.loads(m) for m in batch["metadata"]], [str(o) for o in batch["origin"]], [None] * n,
+              [-1] * n)
+    return Rows(b, vecs * norms[:, None])
 
 
 class _Write:
     """Writes through a :class:`~cir_milvus.storage.store.VectorStore` opened by URI (one per actor); returns the
-    ids written and the refusals."""
+    ids written and reports the refusals."""
 
     def __init__(self, uri: str, name: str, token: str | None, connect_kwargs: dict[str, Any],
                  retry_timeout: float, tally: Any = None) -> None:
@@ -247,148 +262,188 @@ class _Write:
         self.tally = tally
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        written, refused = _write(self.store, batch)
-        if refused and self.tally is not None:
-            _report_skips(self.tally, [(str(batch["origin"][i]), sk.reason, str(batch["id"][i]))
-                                       for i, sk in refused])
-        return {"id": np.asarray(written, dtype=object)}
+        rows = _rows(batch)
+        wr = self.store.upsert(rows.batch.ids, rows.raw, sources=rows.batch.sources, metadata=rows.batch.metadata)
+        if wr.skipped and self.tally is not None:
+            _report_skips(self.tally, [(rows.batch.names[i], sk.reason, rows.batch.ids[i], SkipKind.REFUSED.value)
+                                       for i, sk in wr.skipped])
+        return {"id": np.asarray([str(i) for i in wr.written], dtype=object)}
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------
 
 
-def ingest_ray(
-    col: Any,
-    source: Any,
-    *,
-    ray_address: str | None = None,
-    batch_size: int = 64,
-    num_encoders: int | None = None,
-    num_gpus_per_encoder: float | None = None,
-    num_writers: int = 1,
-    num_cpus_per_encoder: float | None = None,
-    num_cpus_per_decoder: float | None = None,
-    encoder_factory: Callable[[], Any] | None = None,
-    write: str = "auto",
-    skip_existing: bool = True,
-    skip_report: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-    retry_timeout: float = 300.0,
-    allow_urls: bool = False,
-    max_pixels: int = MAX_PIXELS,
-    root: str | os.PathLike[str] | None = None,
-    token: str | None = None,
-    connect_kwargs: Mapping[str, Any] | None = None,
-) -> IngestReport:
-    """Ingest with Ray Data (see the module docstring). Same arguments and report as :func:`~cir_milvus.ingest.ingest`.
-
-    Args:
-        col: the collection (its URI, name and encoder recipe are used; the driver needs no GPU).
-        source: as for :func:`~cir_milvus.ingest.ingest` (tar shards are read by Ray tasks, one per shard).
-        ray_address: ``ray.init(address=...)``: ``"auto"`` for a running cluster, ``"ray://head:10001"``, or
-            ``"local"`` for a fresh local instance. Ignored when Ray is already initialised.
-        num_encoders: encoder actors (default: one per GPU in the cluster, else 1).
-        num_gpus_per_encoder: GPUs per encoder actor (default 1 when the cluster has GPUs, else 0).
-        num_writers: writer / "already stored?" actors (each holds one Milvus client; 0.25 CPU each).
-        num_cpus_per_encoder, num_cpus_per_decoder: CPUs reserved per encoder actor / decode task (default 1 each;
-            0.5 and 0.25 on clusters with fewer than 4 CPUs, so that every stage can be scheduled at once).
-        encoder_factory: a picklable callable building the encoder in each actor (default: torch / onnx encoders
-            are rebuilt from the recipe inside the actor, other encoders are pickled from the driver).
-        write: ``"workers"`` (actors upsert by URI; servers only), ``"driver"`` (vectors return to the driver, which
-            upserts; works with Milvus Lite) or ``"auto"``.
-        token, connect_kwargs: credentials / TLS options for the workers' Milvus clients (never logged).
-
-    Raises:
-        BackendUnavailableError: Ray is not installed.
-        ConfigError: ``write="workers"`` with a Milvus Lite file, or a FakeEncoder collection without a factory.
-    """
-    ray = require("ray", extra="ray", purpose="scale-out ingestion")
-    if write not in ("auto", "workers", "driver"):
-        raise ConfigError(f"write must be 'auto', 'workers' or 'driver', got {write!r}")
+def _write_mode(col: Any, ray_opts: RayOptions) -> str:
+    if ray_opts.write not in ("auto", "workers", "driver"):
+        raise ConfigError(f"RayOptions.write must be 'auto', 'workers' or 'driver', got {ray_opts.write!r}")
     is_lite = bool(getattr(col.capabilities, "is_lite", False))
-    if write == "auto":
-        write = "driver" if is_lite else "workers"
-    if write == "workers" and is_lite:
-        raise ConfigError("a Milvus Lite file can only be written by the process that opened it; use write='driver' "
-                          "or a Milvus server URI")
-    if not ray.is_initialized():
-        ray.init(address=None if ray_address in (None, "local") else ray_address, include_dashboard=False,
-                 log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    if encoder_factory is not None:
-        factory: Callable[[], Any] = encoder_factory
-    elif col.encoder.recipe.get("backend") in ("torch", "onnx"):
+    if ray_opts.write == "workers" and is_lite:
+        raise ConfigError("a Milvus Lite file can only be written by the process that opened it; use "
+                          "RayOptions(write='driver') or a Milvus server URI")
+    return ("driver" if is_lite else "workers") if ray_opts.write == "auto" else ray_opts.write
+
+
+def _encoder_factory(col: Any, ray_opts: RayOptions) -> Callable[[], Any]:
+    if ray_opts.encoder_factory is not None:
+        return ray_opts.encoder_factory
+    if col.encoder.recipe.get("backend") in ("torch", "onnx"):
         # weights load in the actor, on its GPU, found by checksum: the driver's paths, then its folders
         from cir_milvus.artifacts import search_dirs
         from cir_milvus.storage.recipe import lite_base_dir
 
         base = lite_base_dir(col.uri)
         dirs = [str(d) for d in search_dirs(col.search_path)] + [os.getcwd()]
-        factory = RecipeEncoderFactory(col.encoder.recipe, base_dir=str(base) if base else None, search_path=dirs)
-    else:
-        factory = _Shipped(col.encoder)  # small test / plugin encoders travel pickled
-    encoder = col.encoder
-    pixel_mode = hasattr(encoder, "encode_pixels") and getattr(encoder, "preprocess_config", None) is not None
-    cfg = encoder.preprocess_config.to_dict() if pixel_mode else None
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    gpu_each = num_gpus_per_encoder if num_gpus_per_encoder is not None else (1.0 if gpus >= 1 else 0.0)
-    n_enc = num_encoders or (max(1, int(gpus // gpu_each)) if gpu_each else 1)
-    small = float(ray.cluster_resources().get("CPU", 0)) < 4  # every stage must fit at once, or the stream stalls
-    enc_cpus = num_cpus_per_encoder if num_cpus_per_encoder is not None else (0.5 if small else 1.0)
-    task_cpus = num_cpus_per_decoder if num_cpus_per_decoder is not None else (0.25 if small else 1.0)
-    conn = dict(connect_kwargs or {})
+        return RecipeEncoderFactory(col.encoder.recipe, base_dir=str(base) if base else None, search_path=dirs)
+    return _Shipped(col.encoder)  # small test / plugin encoders travel pickled
 
-    report = IngestReport()
-    skips = _SkipLog(report, skip_report)
-    tally = ray.remote(num_cpus=0)(_Tally).remote()
-    start = time.perf_counter()
-    src = open_source(source, allow_urls=allow_urls, root=root)
-    try:
+
+def _resources(ray: Any, o: RayOptions) -> dict[str, Any]:
+    """Encoder actors, GPUs and CPUs per stage for this cluster."""
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    gpu_each = o.num_gpus_per_encoder if o.num_gpus_per_encoder is not None else (1.0 if gpus >= 1 else 0.0)
+    small = float(ray.cluster_resources().get("CPU", 0)) < 4  # every stage must fit at once, or the stream stalls
+    return {"n_enc": o.num_encoders or (max(1, int(gpus // gpu_each)) if gpu_each else 1), "gpu_each": gpu_each,
+            "enc_cpus": o.num_cpus_per_encoder if o.num_cpus_per_encoder is not None else (0.5 if small else 1.0),
+            "task_cpus": o.num_cpus_per_decoder if o.num_cpus_per_decoder is not None else (0.25 if small else 1.0)}
+
+
+class _RayRun:
+    """One :func:`ingest_ray` run: the dataset of stages, and its consumption into the report."""
+
+    def __init__(self, ray: Any, col: Any, stage: RecordStage, write: str, ray_opts: RayOptions,
+                 opts: IngestOptions, retry_timeout: float) -> None:
+        self.ray, self.col, self.stage, self.write, self.ray_opts, self.opts = ray, col, stage, write, ray_opts, opts
+        self.res = _resources(ray, ray_opts)
+        self.tally = ray.remote(num_cpus=0)(_Tally).remote()
+        self.store_kwargs = {"uri": col.uri, "name": col.name, "token": ray_opts.token,
+                             "connect_kwargs": dict(ray_opts.client_options), "retry_timeout": retry_timeout}
+
+    def source_dataset(self, src: Any) -> Any:
+        """Records as a Ray dataset (tar shards read by Ray tasks, one per shard); the driver admits them first in
+        ``write="driver"`` mode (the workers cannot reach a Lite file)."""
+        ray, report = self.ray, self.stage.report
         if isinstance(src, ShardSource):
-            report.seen = -1  # counted below from the tally and the outputs
-            ds = ray.data.from_items([{"shard": s} for s in src.shards]).flat_map(_shard_rows, num_cpus=task_cpus)
-        else:
-            rows = [_row(rec) for rec in src]
-            report.seen = len(rows)
-            if write == "driver":  # ids and "already stored?" here: the workers cannot reach a Lite file
-                rows = _driver_prefilter(col, rows, report, skips, skip_existing, retry_timeout)
-            ds = ray.data.from_items(rows) if rows else None
-        if ds is not None:
-            ds = ds.map_batches(_drop_errors, batch_size=batch_size, batch_format="numpy", fn_kwargs={"tally": tally},
-                                num_cpus=task_cpus)
-            if write == "workers":
-                ds = ds.map_batches(_resolve_ids, batch_size=batch_size, batch_format="numpy",
-                                    fn_kwargs={"tally": tally, "ids_policy": col.store.id_policy},
-                                    num_cpus=task_cpus)
-                if skip_existing:
-                    ds = ds.map_batches(_FilterExisting, batch_size=batch_size, batch_format="numpy",
-                                        concurrency=num_writers, num_cpus=0.25,
-                                        fn_constructor_kwargs={"uri": col.uri, "name": col.name, "token": token,
-                                                               "connect_kwargs": conn, "tally": tally,
-                                                               "retry_timeout": retry_timeout})
-            if pixel_mode:
-                ds = ds.map_batches(_decode, batch_size=batch_size, batch_format="numpy", num_cpus=task_cpus,
-                                    fn_kwargs={"cfg": cfg, "max_pixels": max_pixels, "allow_urls": allow_urls,
-                                               "tally": tally})
-            ds = ds.map_batches(_Encode, batch_size=batch_size, batch_format="numpy", concurrency=n_enc,
-                                num_gpus=gpu_each, num_cpus=enc_cpus,
-                                fn_constructor_kwargs={"factory": factory, "pixel_mode": pixel_mode,
-                                                       "max_pixels": max_pixels, "allow_urls": allow_urls,
-                                                       "tally": tally})
-            if write == "workers":
-                ds = ds.map_batches(_Write, batch_size=batch_size, batch_format="numpy", concurrency=num_writers,
-                                    num_cpus=0.25,
-                                    fn_constructor_kwargs={"uri": col.uri, "name": col.name, "token": token,
-                                                           "connect_kwargs": conn, "retry_timeout": retry_timeout,
-                                                           "tally": tally})
-            _consume(ds, col, write, report, retry_timeout, skips)
-        skipped, already = ray.get(tally.snapshot.remote())
-        for name, reason, rid in skipped:
-            skips.add(name, reason, rid)
+            report.seen = -1  # counted at the end from the tally and the outputs
+            return ray.data.from_items([{"shard": s} for s in src.shards]).flat_map(
+                _shard_rows, num_cpus=self.res["task_cpus"])
+        records = list(src)
+        if self.write != "driver":
+            report.seen = len(records)
+            return ray.data.from_items([_row(r) for r in records]) if records else None
+        rows: list[dict[str, Any]] = []
+        for s in range(0, len(records), 1000):
+            batch = self.stage.admit(records[s: s + 1000], s)
+            rows += [_row(Record(rid, data, md, name)) for rid, data, md, name in
+                     zip(batch.ids, batch.data, batch.metadata, batch.names)]
+        return ray.data.from_items(rows) if rows else None
+
+    def stages(self, ds: Any) -> Any:
+        """drop errors → (workers: ids, "already stored?") → decode → encode → (workers: write)."""
+        bs, cpus, tally = self.stage.batch_size, self.res["task_cpus"], self.tally
+        ds = ds.map_batches(_drop_errors, batch_size=bs, batch_format="numpy", fn_kwargs={"tally": tally},
+                            num_cpus=cpus)
+        if self.write == "workers":
+            ds = ds.map_batches(_resolve_ids, batch_size=bs, batch_format="numpy", num_cpus=cpus,
+                                fn_kwargs={"tally": tally, "ids_policy": self.col.store.id_policy})
+            if self.stage.skip_existing:
+                ds = ds.map_batches(_FilterExisting, batch_size=bs, batch_format="numpy", num_cpus=0.25,
+                                    concurrency=self.ray_opts.num_writers,
+                                    fn_constructor_kwargs={**self.store_kwargs, "tally": tally})
+        cfg = self.stage.pixels
+        if cfg is not None:
+            ds = ds.map_batches(_decode, batch_size=bs, batch_format="numpy", num_cpus=cpus,
+                                fn_kwargs={"cfg": cfg.to_dict(), "max_pixels": self.opts.max_pixels,
+                                           "allow_urls": self.opts.allow_urls, "tally": tally})
+        ds = ds.map_batches(_Encode, batch_size=bs, batch_format="numpy", concurrency=self.res["n_enc"],
+                            num_gpus=self.res["gpu_each"], num_cpus=self.res["enc_cpus"],
+                            fn_constructor_kwargs={"factory": _encoder_factory(self.col, self.ray_opts),
+                                                   "pixel_mode": cfg is not None, "max_pixels": self.opts.max_pixels,
+                                                   "allow_urls": self.opts.allow_urls, "tally": tally})
+        if self.write == "workers":
+            ds = ds.map_batches(_Write, batch_size=bs, batch_format="numpy", concurrency=self.ray_opts.num_writers,
+                                num_cpus=0.25, fn_constructor_kwargs={**self.store_kwargs, "tally": tally})
+        return ds
+
+    def consume(self, ds: Any) -> None:
+        """Count (and in driver mode, write) what comes back; a repeated id counts once as stored."""
+        report = self.stage.report
+        written: set[Any] = set()
+        order: list[Id | None] = []
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if self.write == "driver" and len(batch["id"]):
+                rows = _rows(batch)
+                self.stage.count(encoded=len(rows.batch.ids))
+                ids = [rid for _, rid in write_rows(self.col.store, rows, self.stage.skips, retry=self.stage.retry,
+                                                    on_retry=self.stage.on_retry)]
+            else:
+                ids = [str(i) for i in batch["id"]]
+                self.stage.count(encoded=len(ids))
+            for rid in ids:
+                if rid in written:
+                    report.duplicates += 1
+                else:
+                    written.add(rid)
+                    order.append(rid)
+        report.stored = len(written)
+        report.ids = order  # the rows come back in no input order: the ids written, as they arrived
+
+    def tally_into(self, skips: SkipLog) -> None:
+        """Skips and already-stored counts the stages tallied."""
+        skipped, already = self.ray.get(self.tally.snapshot.remote())
+        for name, reason, rid, kind in skipped:
+            skips.add(name, reason, rid, SkipKind(kind))
+        report = self.stage.report
         report.already_stored += already
         if report.seen < 0:
             report.seen = report.stored + report.duplicates + report.already_stored + len(report.skipped)
+
+
+def ingest_ray(
+    col: Any,
+    source: Any,
+    *,
+    batch_size: int = 64,
+    skip_existing: bool = True,
+    skip_report: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    retry_timeout: float = 300.0,
+    options: IngestOptions | None = None,
+    ray: RayOptions | None = None,
+) -> IngestReport:
+    """Ingest with Ray Data (see the module docstring): the record stage over a cluster, the same report as
+    :func:`~cir_milvus.ingest.ingest` and ``add()``.
+
+    Args:
+        col: the collection (its URI, name and encoder recipe are used; the driver needs no GPU).
+        source: as for :func:`~cir_milvus.ingest.ingest` (tar shards are read by Ray tasks, one per shard).
+        batch_size, skip_existing, skip_report, progress, retry_timeout, options: as for
+            :func:`~cir_milvus.ingest.ingest` (``options.prefetch`` is the local pipeline's and unused here).
+        ray: the cluster and its stages (:class:`RayOptions`: address, actors, GPUs, CPUs, the encoder factory,
+            who writes, the workers' credentials).
+
+    Raises:
+        BackendUnavailableError: Ray is not installed.
+        ConfigError: ``write="workers"`` with a Milvus Lite file, or a FakeEncoder collection without a factory.
+    """
+    ray_mod = require("ray", extra="ray", purpose="scale-out ingestion")
+    ray_opts, opts = ray or RayOptions(), options or IngestOptions()
+    write = _write_mode(col, ray_opts)
+    if not ray_mod.is_initialized():
+        ray_mod.init(address=None if ray_opts.address in (None, "local") else ray_opts.address,
+                     include_dashboard=False, log_to_driver=False)
+    ray_mod.data.DataContext.get_current().enable_progress_bars = progress
+    report = IngestReport()
+    skips = SkipLog(report, skip_report)
+    stage = RecordStage(col.store, col.encoder, skips, skip_existing=skip_existing,
+                        retry=RetryPolicy(timeout=retry_timeout), batch_size=batch_size, max_pixels=opts.max_pixels,
+                        allow_urls=opts.allow_urls)
+    run = _RayRun(ray_mod, col, stage, write, ray_opts, opts, retry_timeout)
+    start = time.perf_counter()
+    try:
+        ds = run.source_dataset(open_source(source, allow_urls=opts.allow_urls, root=opts.root))
+        if ds is not None:
+            run.consume(run.stages(ds))
+        run.tally_into(skips)
         if report.stored:
             seal(col.store, RetryPolicy(timeout=retry_timeout))
     finally:
@@ -397,53 +452,3 @@ def ingest_ray(
     log.info("%s", report.summary())
     return report
 
-
-def _driver_prefilter(col: Any, rows: list[dict[str, Any]], report: IngestReport, skips: _SkipLog,
-                      skip_existing: bool, retry_timeout: float) -> list[dict[str, Any]]:
-    """Ids, duplicates and "already stored?" in the driver (Lite mode)."""
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for row in rows:
-        if row["error"]:
-            out.append(row)  # tallied by _drop_errors
-            continue
-        rec = Record(row["id"] or None, row["data"] or row["path"], {}, row["origin"])
-        try:
-            rid = record_id(rec, col.store)
-        except ImageDecodeError as e:
-            skips.add(rec.name, strip_name(str(e), str(rec.source)), rec.id)
-            continue
-        if rid in seen:
-            report.duplicates += 1
-            continue
-        seen.add(rid)
-        out.append({**row, "id": rid})
-    if skip_existing:
-        todo = [r for r in out if not r["error"]]
-        present: set[str] = set()
-        for s in range(0, len(todo), 1000):
-            ids = [r["id"] for r in todo[s : s + 1000]]
-            present |= col.store.existing_ids(ids, retry=RetryPolicy(timeout=retry_timeout))
-        report.already_stored += len(present)
-        out = [r for r in out if r["error"] or r["id"] not in present]
-    return out
-
-
-def _consume(ds: Any, col: Any, write: str, report: IngestReport, retry_timeout: float, skips: _SkipLog) -> None:
-    written: set[str] = set()
-    policy = RetryPolicy(timeout=retry_timeout)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        ids = [str(i) for i in batch["id"]]
-        if write == "driver" and ids:
-            report.encoded += len(ids)
-            ids, refused = _write(col.store, batch, policy)
-            for i, sk in refused:
-                skips.add(str(batch["origin"][i]), sk.reason, str(batch["id"][i]))
-        else:
-            report.encoded += len(ids)
-        for rid in ids:
-            if rid in written:
-                report.duplicates += 1
-            else:
-                written.add(rid)
-    report.stored = len(written)

@@ -33,11 +33,13 @@ import stat
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from cir_milvus.collection.stage import Record
 from cir_milvus.errors import ConfigError, DatasetError
 from cir_milvus.images import IMAGE_SUFFIXES, format_support, is_url, path_text, refuse_url
 from cir_milvus.ingest.rows import list_format, read_rows
+from cir_milvus.types import SkipKind
 
 __all__ = [
     "FolderSource",
@@ -50,25 +52,6 @@ __all__ = [
 
 PATH_COLUMNS = ("path", "image", "image_path", "filepath", "file", "url")
 ID_COLUMNS = ("id", "key")
-
-
-class Record(NamedTuple):
-    """One image to ingest. See the module docstring."""
-
-    id: str | None
-    source: str | bytes | None
-    metadata: dict[str, Any]
-    origin: str = ""
-    error: str | None = None
-
-    @property
-    def name(self) -> str:
-        """A printable name: the origin, else the path, else the byte count."""
-        if self.origin:
-            return self.origin
-        if isinstance(self.source, str):
-            return self.source
-        return f"<{len(self.source)} bytes>" if isinstance(self.source, bytes) else "<no image>"
 
 
 # -- folders --------------------------------------------------------------------------------------------------------
@@ -122,7 +105,8 @@ class FolderSource:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: os.fsencode(e.name))
         except OSError as e:
-            out.append(self._report(folder, rel or ".", f"cannot list this folder ({e.strerror or e})"))
+            out.append(self._report(folder, rel or ".", SkipKind.MISSING,
+                                    f"cannot list this folder ({e.strerror or e})"))
             return
         for entry in entries:
             path, relpath = entry.path, f"{rel}{entry.name}"
@@ -130,37 +114,42 @@ class FolderSource:
             try:
                 st = os.stat(path)  # follows symlinks: the kind of what the name points at
             except OSError as e:
-                out.append(self._report(path, relpath, _stat_failure(path, e)))
+                out.append(self._report(path, relpath, *_stat_failure(path, e)))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if key in ancestors:
-                    out.append(self._report(path, relpath, "symlink loop (links to a folder above it; not followed)"))
+                    out.append(self._report(path, relpath, SkipKind.SYMLINK_LOOP,
+                                            "symlink loop (links to a folder above it; not followed)"))
                     continue
                 if suffix in self.suffixes:
-                    out.append(self._report(path, relpath, "not a regular file (a folder named like an image)"
+                    out.append(self._report(path, relpath, SkipKind.NOT_A_FILE,
+                                            "not a regular file (a folder named like an image)"
                                             + ("; its contents are walked" if self.recursive else "")))
                 if self.recursive:
                     self._walk(path, relpath + "/", ancestors | {key}, out)
                 continue
             if not stat.S_ISREG(st.st_mode):
-                out.append(self._report(path, relpath, f"not a regular file ({_file_kind(st.st_mode)}); never opened"))
+                out.append(self._report(path, relpath, SkipKind.NOT_A_FILE,
+                                        f"not a regular file ({_file_kind(st.st_mode)}); never opened"))
                 continue
             if suffix not in self.suffixes:
                 shown = f"suffix {suffix!r}" if suffix else "no suffix"
-                out.append(self._report(path, relpath, f"unsupported format: not an image file name ({shown}; "
-                                                       f"images end in {', '.join(self.suffixes)})"))
+                out.append(self._report(path, relpath, SkipKind.UNSUPPORTED_FORMAT,
+                                        f"unsupported format: not an image file name ({shown}; images end in "
+                                        f"{', '.join(self.suffixes)})"))
                 continue
             ok, fmt = format_support(suffix)
             if not ok:
-                out.append(self._report(path, relpath, f"unsupported format: this Pillow build has no {fmt} decoder "
-                                                       f"(PIL.features); install a Pillow with {fmt} support"))
+                out.append(self._report(path, relpath, SkipKind.UNSUPPORTED_FORMAT,
+                                        f"unsupported format: this Pillow build has no {fmt} decoder "
+                                        f"(PIL.features); install a Pillow with {fmt} support"))
                 continue
             out.append(Record(None, path, {"path": path_text(relpath)}, path_text(path)))
 
     @staticmethod
-    def _report(path: str, relpath: str, reason: str) -> Record:
-        return Record(None, None, {"path": path_text(relpath)}, path_text(path), reason)
+    def _report(path: str, relpath: str, kind: SkipKind, reason: str) -> Record:
+        return Record(None, None, {"path": path_text(relpath)}, path_text(path), reason, kind)
 
     def __len__(self) -> int:
         return len(self.records())
@@ -172,18 +161,18 @@ class FolderSource:
         return f"FolderSource({str(self.root)!r})"
 
 
-def _stat_failure(path: str, e: OSError) -> str:
+def _stat_failure(path: str, e: OSError) -> tuple[SkipKind, str]:
     if e.errno == errno.ELOOP:
-        return "symlink loop (the link resolves to itself)"
+        return SkipKind.SYMLINK_LOOP, "symlink loop (the link resolves to itself)"
     if isinstance(e, FileNotFoundError) and os.path.islink(path):
         try:
             target = path_text(os.readlink(path))
         except OSError:
             target = "?"
-        return f"broken symlink (its target {target} does not exist)"
+        return SkipKind.BROKEN_SYMLINK, f"broken symlink (its target {target} does not exist)"
     if e.errno == errno.ENAMETOOLONG:
-        return f"path too long for the operating system ({len(os.fsencode(path))} bytes)"
-    return f"cannot read ({e.strerror or e})"
+        return SkipKind.OTHER, f"path too long for the operating system ({len(os.fsencode(path))} bytes)"
+    return SkipKind.MISSING, f"cannot read ({e.strerror or e})"
 
 
 def _file_kind(mode: int) -> str:
@@ -453,7 +442,7 @@ class ShardSource:
                 yield self._record(name, key, parts)
                 key = None
             yield Record(None, None, {"shard": name}, f"{name}", f"corrupt or truncated shard ({e}); later samples "
-                                                                   "of this shard are lost")
+                                                                   "of this shard are lost", SkipKind.CORRUPT_SHARD)
         if key is not None:
             yield self._record(name, key, parts)
 
@@ -471,7 +460,7 @@ class ShardSource:
         md.setdefault("shard", shard)
         img = next((parts[s] for s in self.image_suffixes if s in parts), None)
         if img is None:
-            return Record(key, None, md, origin, f"sample has no image member (has {sorted(parts)})")
+            return Record(key, None, md, origin, f"sample has no image member (has {sorted(parts)})", SkipKind.NO_IMAGE)
         return Record(key, img, md, origin)
 
     def __repr__(self) -> str:

@@ -53,7 +53,7 @@ def test_add_is_idempotent_and_search_finds_the_exact_image(tmp_path, world_file
     assert len(col) == len(paths)
     again = col.add(paths)
     assert len(col) == len(paths), "re-adding the same files must not create duplicates"
-    assert again.encoded == 0 and sorted(again.already_stored) == sorted(first)
+    assert again.encoded == 0 and again.already_stored == len(paths) and list(again) == list(first)
     hits = col.search(paths[5], "anything", k=3, composer="image", exclude_reference=False)
     assert hits[0].id == first[5]
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
@@ -140,7 +140,7 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path, world_files):
     assert "empty" in reasons["empty.jpg"]
     assert [s.source for s in res.skipped] == [str(bad), str(empty)]  # the report names the file, not "<60 bytes>"
     missing = col.add([tmp_path / "gone.png"])
-    assert missing == [None] and missing.stored == 0 and "not found" in missing.skipped[0].reason
+    assert list(missing) == [None] and missing.stored == 0 and "not found" in missing.skipped[0].reason
 
 
 def test_add_reads_each_file_once(tmp_path, world_files, monkeypatch):

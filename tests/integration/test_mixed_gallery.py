@@ -186,7 +186,7 @@ def test_bad_input_is_refused_clearly(tmp_path: Path, images: list[Path]) -> Non
 def test_bm25_target_alone_and_fused(tmp_path: Path, images: list[Path]) -> None:
     pytest.importorskip("milvus_lite")
     col = CIRCollection.create(str(tmp_path / "f.db"), "f", encoder=FakeEncoder(dim=16, seed=1), index="FLAT",
-                               item_text=True, full_text=True)
+                               item_text="full_text")
     texts = ["red square shoe", "blue circle bag", None, "red circle hat", "green star"]
     ids = list(col.add(images[:5], texts=texts))
     assert col.recipe.item_text is not None and col.recipe.item_text["full_text"]["function"] == "BM25"
@@ -224,7 +224,7 @@ def test_ingest_reads_a_text_column(tmp_path: Path, images: list[Path]) -> None:
 
     from ingest_helpers import write_shard
 
-    from cir_milvus.ingest import ingest
+    from cir_milvus.ingest import IngestOptions, ingest
 
     enc = FakeEncoder(dim=16, seed=1)
     col = CIRCollection.create(str(tmp_path / "i.db"), "i", encoder=enc, item_text=True)
@@ -233,10 +233,10 @@ def test_ingest_reads_a_text_column(tmp_path: Path, images: list[Path]) -> None:
         w.writeheader()
         for i, p in enumerate(images[:6]):
             w.writerow({"path": str(p), "caption": "" if i == 2 else f"a {COLOURS[i % 4]} item{i}"})
-    ingest(col, tmp_path / "items.csv", text_column="caption", workers=0, progress=False)
+    ingest(col, tmp_path / "items.csv", options=IngestOptions(text_column="caption"), workers=0, progress=False)
     shard = write_shard(tmp_path / "s.tar", [(f"k{i}", {"n": i}, images[10 + i].read_bytes()) for i in range(3)],
                         caption=True)
-    ingest(col, str(shard), text_column="caption", workers=0, progress=False)
+    ingest(col, str(shard), options=IngestOptions(text_column="caption"), workers=0, progress=False)
     stored = col.store.stored_text_vectors(list(col.iter_ids()))
     assert len(stored) == 9 and sum(v is None for v in stored.values()) == 1  # the empty CSV cell
     hits = col.search(text="caption of k1", composer="text", k=1, targets=("text",))
@@ -244,7 +244,7 @@ def test_ingest_reads_a_text_column(tmp_path: Path, images: list[Path]) -> None:
     col.close()
     plain = CIRCollection.create(str(tmp_path / "j.db"), "j", encoder=enc)
     with pytest.raises(ConfigError, match="has no item-text field"):
-        ingest(plain, tmp_path / "items.csv", text_column="caption", workers=0, progress=False)
+        ingest(plain, tmp_path / "items.csv", options=IngestOptions(text_column="caption"), workers=0, progress=False)
     plain.close()
 
 
@@ -298,7 +298,7 @@ def test_http_add_texts_and_search_targets_match_the_library(tmp_path: Path, ima
     from cir_milvus.serve import create_app
 
     col = CIRCollection.create(str(tmp_path / "h.db"), "h", encoder=FakeEncoder(dim=16, seed=1), index="FLAT",
-                               item_text=True, full_text=True)
+                               item_text="full_text")
     token = "tok-123"
     head = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app({"h": col}, token=token, allow_add=True)) as client:

@@ -245,7 +245,7 @@ def test_ray_ingest_into_a_bundle_collection_matches_the_local_encoder(tmp_path,
     import numpy as np
 
     from cir_milvus.images import content_id
-    from cir_milvus.ingest.ray_pipeline import ingest_ray
+    from cir_milvus.ingest.ray_pipeline import RayOptions, ingest_ray
 
     bundle = tiny_bundles.copy(tmp_path / "A" / "bundle", fused=False)
     folder = tmp_path / "imgs"
@@ -255,7 +255,7 @@ def test_ray_ingest_into_a_bundle_collection_matches_the_local_encoder(tmp_path,
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with CIRCollection.create(str(tmp_path / "A" / "cir.db"), "c", model=f"bundle:{bundle}", encoder=EncoderSpec(device="cpu")) as col:
-            report = ingest_ray(col, folder, batch_size=4, write="driver", progress=False)
+            report = ingest_ray(col, folder, batch_size=4, ray=RayOptions(write="driver"), progress=False)
             assert report.stored == 6
             ids = [content_id(p) for p in images[:6]]
             got = col.get_vectors(ids)

@@ -25,7 +25,7 @@ from cir_milvus import (  # noqa: E402
     VectorStore,
     connect,  # noqa: E402
 )
-from cir_milvus.ingest import ingest, skip_kind  # noqa: E402
+from cir_milvus.ingest import RayOptions, ingest  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +154,7 @@ def test_add_and_ingest_agree_on_ids_counts_metadata_and_skips(tmp_path: Path, i
     b = CIRCollection.create(str(tmp_path / "b.db"), "c", encoder=FakeEncoder(dim=8))
     rep = ingest(b, [(None, str(p), m) for p, m in zip(inputs, mds)], workers=0, progress=False)
 
-    assert (res.stored, len(res.already_stored), res.duplicates, len(res.skipped)) == \
+    assert (res.stored, res.already_stored, res.duplicates, len(res.skipped)) == \
         (rep.stored, rep.already_stored, rep.duplicates, len(rep.skipped)) == (3, 0, 1, 5)
     assert sorted(a.iter_ids()) == sorted(b.iter_ids())
     ids = sorted(a.iter_ids())
@@ -162,7 +162,7 @@ def test_add_and_ingest_agree_on_ids_counts_metadata_and_skips(tmp_path: Path, i
     assert a.get([res[0]])[0]["metadata"] == {"p": 1} and a.get([res[1]])[0]["metadata"] == {"x": None}
 
     def kinds(skipped: list[Any]) -> list[tuple[str, str]]:
-        return sorted((Path(s.source.split(" (")[0]).name, skip_kind(s.reason)) for s in skipped)
+        return sorted((Path(s.source.split(" (")[0]).name, s.kind.value) for s in skipped)
 
     assert kinds(res.skipped) == kinds(rep.skipped)
     assert dict(kinds(res.skipped)) == {"broken.png": "corrupt", "missing.png": "missing", "fifo.png": "not_a_file",
@@ -332,7 +332,7 @@ def test_partition_key_and_ray_refuses_local_options(tmp_path: Path) -> None:
         _store(tmp_path / "x", fields={"n": "double"}, partition_key="n")
     col = CIRCollection.create(str(tmp_path / "c.db"), "c", encoder=FakeEncoder(dim=8))
     with pytest.raises(ConfigError, match="workers="):
-        ingest(col, [], ray_address="local", workers=4)
+        ingest(col, [], workers=4, ray=RayOptions(address="local"))
 
 
 def test_non_utf8_file_names_are_stored_and_reported_in_valid_utf8(tmp_path: Path, images: list[Path]) -> None:

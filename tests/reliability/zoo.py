@@ -2,7 +2,7 @@
 
 ``build_zoo(folder)`` writes the entries and returns them as :class:`ZooEntry` rows: the path, whether the entry is
 a good image (it must be stored) and, for the others, the skip kind a folder ingest reports
-(:func:`cir_milvus.ingest.pipeline.skip_kind` of the reason). ``METADATA_KINDS`` and ``ID_KINDS`` are the
+(the :class:`~cir_milvus.types.SkipKind` of the skip). ``METADATA_KINDS`` and ``ID_KINDS`` are the
 metadata values and ids the store must accept or refuse per record.
 
 The benchmark ``benchmarks/bench_faults.py`` builds the same zoo, so the README's table and the tests count the

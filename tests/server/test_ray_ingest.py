@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
 from cir_milvus import CIRCollection, FakeEncoder  # noqa: E402
 from cir_milvus.images import content_id  # noqa: E402
 from cir_milvus.ingest import ingest  # noqa: E402
-from cir_milvus.ingest.ray_pipeline import ingest_ray  # noqa: E402
+from cir_milvus.ingest.ray_pipeline import RayOptions, ingest_ray  # noqa: E402
 from cir_milvus.preprocess import PreprocessConfig  # noqa: E402
 
 
@@ -88,8 +88,8 @@ def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray,
     for make, name in ((functools.partial(FakeEncoder, dim=16), "fake"), (PixelFake, "pixels")):
         col = CIRCollection.create(server_uri, f"ray{name}{uuid.uuid4().hex[:8]}", encoder=make())
         col.add(paths[:10])  # resume: these are neither decoded nor encoded again
-        report = ingest_ray(col, root, encoder_factory=make, batch_size=8, write="workers", progress=False,
-                            skip_report=tmp_path / f"{name}.jsonl")
+        report = ingest_ray(col, root, batch_size=8, progress=False, skip_report=tmp_path / f"{name}.jsonl",
+                            ray=RayOptions(encoder_factory=make, write="workers"))
         _check(col, report, paths, already=10)
         ref = CIRCollection.create(str(tmp_path / f"{name}.db"), "ref", encoder=make())
         ingest(ref, root, batch_size=8, workers=0, progress=False)
@@ -106,8 +106,8 @@ def test_ray_driver_writes_to_lite(local_ray, folder, tmp_path: Path) -> None:  
     root, paths = folder
     col = CIRCollection.create(str(tmp_path / "r.db"), "r", encoder=PixelFake())
     col.add(paths[:5])
-    report = ingest(col, root, batch_size=8, progress=False, ray_address="local")  # Ray already up: reused
+    report = ingest(col, root, batch_size=8, progress=False, ray=RayOptions(address="local"))  # Ray already up: reused
     _check(col, report, paths, already=5)
     with pytest.raises(Exception, match="Milvus Lite file"):
-        ingest_ray(col, root, write="workers")
+        ingest_ray(col, root, ray=RayOptions(write="workers"))
     col.close()

@@ -8,7 +8,16 @@ import inspect
 import pytest
 
 import cir_milvus
-from cir_milvus import CIRCollection, ComposerSpec, Database, EncoderSpec, FakeEncoder, IndexSpec, VectorStore
+from cir_milvus import (
+    CIRCollection,
+    ComposerSpec,
+    Database,
+    EncoderSpec,
+    FakeEncoder,
+    FieldSpec,
+    IndexSpec,
+    VectorStore,
+)
 from cir_milvus.errors import ConfigError
 
 FORWARDS = {"get": "get", "query": "query", "delete": "delete", "update_metadata": "update_metadata",
@@ -31,6 +40,16 @@ def test_constructors_take_at_most_ten_named_parameters_and_no_kwargs(fn) -> Non
     assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
+def test_ingest_entry_points_take_at_most_ten_parameters() -> None:
+    from cir_milvus.ingest import ingest
+    from cir_milvus.ingest.ray_pipeline import ingest_ray
+
+    for fn in (ingest, ingest_ray):
+        params = list(inspect.signature(fn).parameters.values())
+        assert len(params) <= 10, (fn.__name__, [p.name for p in params])
+        assert not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
 def test_connect_keeps_options_and_hides_the_token() -> None:
     db = cir_milvus.connect("./never-created.db", token="user:s3cret", timeout=3, consistency="Strong")
     assert (db.options.token, db.options.timeout, db.options.consistency) == ("user:s3cret", 3, "Strong")
@@ -47,6 +66,7 @@ def test_specs_merge_and_refuse_ambiguity() -> None:
     assert EncoderSpec("fake", options={"dim": 4}).build().dim == 4
     assert ComposerSpec("pic2word", alpha=0.5, head="h.pt", params={"template": "x $"}).all_params() == \
         {"template": "x $", "alpha": 0.5, "head": "h.pt"}
+    assert FieldSpec.of({"price": "double"}) == FieldSpec({"price": "double"}) and FieldSpec.of(None).types == {}
     assert IndexSpec.of("hnsw").to_recipe() == {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}}
     assert IndexSpec("IVF_FLAT", {"nlist": 8}).to_recipe() == {"type": "IVF_FLAT", "params": {"nlist": 8}}
     with pytest.raises(ConfigError, match="not both"):

@@ -17,9 +17,10 @@ from PIL import Image
 from cir_milvus.encoders.fake import FakeEncoder
 from cir_milvus.errors import ConfigError, StorageError, TransientStorageError
 from cir_milvus.images import content_id
-from cir_milvus.ingest import MAX_ASPECT, IngestReport, ingest, prepare_batch, skip_kind
+from cir_milvus.ingest import MAX_ASPECT, IngestOptions, IngestReport, ingest, prepare_batch
 from cir_milvus.preprocess import PreprocessConfig, preprocess_batch
 from cir_milvus.storage.retry import RetryPolicy
+from cir_milvus.types import SkipKind
 
 
 class MemoryCollection:
@@ -156,10 +157,10 @@ def _images(root: Path, n: int, offset: int = 0) -> list[Path]:
 def test_counts_duplicates_resume_and_summary(tmp_path: Path) -> None:
     paths = _images(tmp_path, 20)
     col = MemoryCollection(FakeEncoder(dim=8))
-    first = ingest(col, [*paths[:12], paths[0]], batch_size=5, lookup_batches=1, progress=False)
+    first = ingest(col, [*paths[:12], paths[0]], batch_size=5, options=IngestOptions(lookup_batches=1), progress=False)
     assert (first.seen, first.stored, first.duplicates, first.already_stored) == (13, 12, 1, 0)
     assert first.encoded == 12 and len(col.rows) == 12
-    second = ingest(col, paths, batch_size=5, lookup_batches=1, progress=False)
+    second = ingest(col, paths, batch_size=5, options=IngestOptions(lookup_batches=1), progress=False)
     assert (second.stored, second.already_stored, second.encoded) == (8, 12, 8)
     assert col.lookups == 3 + 4, "one 'already stored?' lookup per batch with lookup_batches=1"
     col.lookups = 0
@@ -190,7 +191,7 @@ def test_user_ids_are_validated_and_reported(tmp_path: Path) -> None:
     paths = _images(tmp_path, 2)
     col = MemoryCollection(FakeEncoder(dim=8))
     rep = ingest(col, [("x" * 600, paths[0], {}), ("ok", paths[1], {})], progress=False)
-    assert rep.stored == 1 and len(rep.skipped) == 1 and skip_kind(rep.skipped[0].reason) == "invalid_id"
+    assert rep.stored == 1 and len(rep.skipped) == 1 and rep.skipped[0].kind is SkipKind.INVALID_ID
 
 
 # -- bad inputs -----------------------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_prepare_batch_matches_preprocess_batch_and_caps_aspect(tmp_path: Path) 
 def test_pixel_cap_is_configurable(tmp_path: Path) -> None:
     paths = _images(tmp_path, 1)  # 16 x 12 = 192 pixels
     col = MemoryCollection(FakeEncoder(dim=8))
-    rep = ingest(col, paths, max_pixels=100, progress=False)
+    rep = ingest(col, paths, options=IngestOptions(max_pixels=100), progress=False)
     assert rep.stored == 0 and rep.skipped_by_reason == {"too_large": 1}
 
 

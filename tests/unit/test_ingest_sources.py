@@ -158,8 +158,6 @@ def test_folder_reports_every_entry_it_does_not_store(tmp_path: Path) -> None:
     import os
     import socket
 
-    from cir_milvus.ingest.pipeline import skip_kind
-
     (tmp_path / "good.png").write_bytes(_png())
     (tmp_path / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
     (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
@@ -177,7 +175,7 @@ def test_folder_reports_every_entry_it_does_not_store(tmp_path: Path) -> None:
         sock.close()
     by_path = {r.metadata["path"]: r for r in recs}
     assert sorted(p for p, r in by_path.items() if r.error is None) == ["dir.jpg/inner.png", "good.png"]
-    kinds = {p: skip_kind(r.error) for p, r in by_path.items() if r.error is not None}
+    kinds = {p: r.kind.value for p, r in by_path.items() if r.error is not None}
     assert kinds == {"broken.jpg": "broken_symlink", "self.jpg": "symlink_loop", "sub/up": "symlink_loop",
                      "dir.jpg": "not_a_file", "pipe.jpg": "not_a_file", "sock.png": "not_a_file",
                      "readme.md": "unsupported_format"}
