@@ -3,6 +3,7 @@ result, never an error from inside the encoder; one input gives one result."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,23 @@ from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
 
 def _encoders() -> list[Any]:
-    return ["fake", pytest.param("torch", marks=pytest.mark.skipif(
-        __import__("importlib").util.find_spec("open_clip") is None, reason="the torch path needs open_clip"))]
+    def needs(module: str, why: str) -> Any:
+        return pytest.mark.skipif(importlib.util.find_spec(module) is None, reason=why)
+
+    return ["fake", pytest.param("torch", marks=needs("open_clip", "the torch path needs open_clip")),
+            pytest.param("bundle", marks=needs("onnxruntime", "the bundle path needs onnxruntime"))]
 
 
 @pytest.fixture(params=_encoders())
 def col(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "fake":
         c = CIRCollection.create(str(tmp_path / "e.db"), "e", encoder=FakeEncoder(dim=16))
-    else:
+    elif request.param == "torch":
         c = CIRCollection.create(str(tmp_path / "e.db"), "e", "cir-demo-tiny", "cir-demo",
                                  encoder=EncoderSpec(device="cpu"))
+    else:  # an ONNX bundle of the tiny model (the session's shared export)
+        bundle = request.getfixturevalue("tiny_bundle")
+        c = CIRCollection.create(str(tmp_path / "e.db"), "e", f"bundle:{bundle}", encoder=EncoderSpec(device="cpu"))
     yield c
     c.close()
 
