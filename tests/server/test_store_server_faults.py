@@ -65,8 +65,8 @@ def test_like_values_are_literals_on_the_server(brands: VectorStore, field: str)
 def test_a_filter_the_server_cannot_parse_is_a_filter_error_at_once(brands: VectorStore) -> None:
     t0 = time.monotonic()
     for expr in ('metadata["brand"] == "a" or 5', 'metadata["brand"] === "a"'):
-        for call in (lambda: brands.query(expr, limit=5), lambda: brands.count(expr),
-                     lambda: brands.search_vectors(np.eye(4, dtype=np.float32)[:1], k=3, filter=expr)):
+        for call in (lambda e=expr: brands.query(e, limit=5), lambda e=expr: brands.count(e),
+                     lambda e=expr: brands.search_vectors(np.eye(4, dtype=np.float32)[:1], k=3, filter=e)):
             with pytest.raises(FilterError, match="cannot parse expression"):
                 call()
     assert time.monotonic() - t0 < 15, "never retried (the policy's deadline is 300 s)"
