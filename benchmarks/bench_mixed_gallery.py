@@ -20,17 +20,16 @@ mixed collection hybrid RRF.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _demo_world import demo_world, parse_args, report_head, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mixed_gallery.json"
 K = 10
@@ -92,27 +91,19 @@ def _latency(variants: dict[str, tuple[Any, dict[str, Any]]], queries: list[Any]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--queries", type=int, default=400, help="test (and validation) queries")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--workdir", type=Path, default=None, help="gallery + Milvus Lite files (default: a temp dir)")
-    args = p.parse_args(argv)
+    args = parse_args(argv, __doc__, RESULTS, "test (and validation) queries",
+                      "gallery + Milvus Lite files (default: a temp dir)")
 
     from cir_milvus.collection import CIRCollection
-    from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.eval.families import tune_alpha
-    from cir_milvus.eval.synthetic import SyntheticDataset
-    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_head_path
+    from cir_milvus.models.demo import demo_head_path
     from cir_milvus.synthetic_mixed import item_captions
 
     t0 = time.perf_counter()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="mixed-"))
-    test = SyntheticDataset(work / "world", split="test", n_queries=args.queries)
-    val = SyntheticDataset(work / "world", split="val", n_queries=args.queries)
+    work, test, val, encoder = demo_world(args, "mixed-")
     corpus = test.corpus()
     captions = item_captions(test.world)
     texts = [captions[g.id][0] for g in corpus]
-    encoder = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device="cpu")
     encoder.encode_images([g.path for g in corpus[:64]])  # warm-up: the first timed ingest pays no start-up
     ingest: dict[str, list[float]] = {"plain": [], "mixed": []}
     cols: dict[str, Any] = {}
@@ -134,10 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setups = {"slerp": {"composer": "slerp", "alpha": tune_alpha(col, val, "slerp", {}), "params": {}},
               "lincir": {"composer": "lincir", "alpha": None, "params": {"head": head}}}
     report: dict[str, Any] = {
-        "command": "python benchmarks/bench_mixed_gallery.py" + (f" --queries {args.queries}"
-                                                                 if args.queries != 400 else ""),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "device": "cpu"},
-        "model": f"{DEMO_MODEL}/{DEMO_WEIGHTS}", "gallery": len(corpus), "queries": args.queries,
+        **report_head("bench_mixed_gallery.py", args), "gallery": len(corpus), "queries": args.queries,
         "captions": {k: sum(1 for _, kind in captions.values() if kind == k)
                      for k in ("full", "partial", "missing", "wrong")},
         "ingest_images_per_s": {"without_text_field": max(ingest["plain"]), "with_text_field": max(ingest["mixed"]),
@@ -187,11 +175,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"with it ({ingest})")
     for c in cols.values():
         c.close()
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out} ({report['seconds']:.0f} s)")
-    return report
+    return write_report(report, args.out, t0)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,14 @@ with each feature; "added" is the difference of the p50s (the 2-core machine is 
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _demo_world import demo_world, parse_args, report_head, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "query_families.json"
 LATENCY_QUERIES = 40
@@ -63,24 +62,16 @@ def latencies(col: Any, test: Any, kw: dict[str, Any], n: int = LATENCY_QUERIES)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--queries", type=int, default=400, help="test (and validation) queries per family")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--workdir", type=Path, default=None, help="gallery + Milvus Lite file (default: a temp dir)")
-    args = p.parse_args(argv)
+    args = parse_args(argv, __doc__, RESULTS, "test (and validation) queries per family",
+                      "gallery + Milvus Lite file (default: a temp dir)")
 
     from cir_milvus.collection import CIRCollection
-    from cir_milvus.encoders.torch import TorchEncoder
     from cir_milvus.eval.families import family_results, format_family_line, tune_alpha
     from cir_milvus.eval.runner import ingest_dataset
-    from cir_milvus.eval.synthetic import SyntheticDataset
-    from cir_milvus.models.demo import DEMO_MODEL, DEMO_WEIGHTS, demo_head_path
+    from cir_milvus.models.demo import demo_head_path
 
     t0 = time.perf_counter()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="qfam-"))
-    test = SyntheticDataset(work / "world", split="test", n_queries=args.queries)
-    val = SyntheticDataset(work / "world", split="val", n_queries=args.queries)
-    encoder = TorchEncoder(DEMO_MODEL, DEMO_WEIGHTS, device="cpu")
+    work, test, val, encoder = demo_world(args, "qfam-")
     col = CIRCollection.create(str(work / "families.db"), "families", encoder=encoder)
     ingest_dataset(test, col, progress=False)
     col.wait_for_index()
@@ -92,10 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "alpha_composer": ("combined", {"base": "lincir", "head": head})},
     }
     report: dict[str, Any] = {
-        "command": "python benchmarks/bench_query_families.py" + (f" --queries {args.queries}"
-                                                                  if args.queries != 400 else ""),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "device": "cpu"},
-        "model": f"{DEMO_MODEL}/{DEMO_WEIGHTS}", "gallery": len(col), "queries_per_family": args.queries,
+        **report_head("bench_query_families.py", args), "gallery": len(col), "queries_per_family": args.queries,
         "slerp_alpha": slerp_alpha, "composers": {}, "latency_ms": {},
     }
     for name, s in setups.items():
@@ -109,11 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"latency [{name}]: " + ", ".join(f"{k} {v['p50_ms']:.1f} ms" for k, v in
                                                 report["latency_ms"][name].items()), flush=True)
     col.close()
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out} ({report['seconds']:.0f} s)")
-    return report
+    return write_report(report, args.out, t0)
 
 
 if __name__ == "__main__":
