@@ -31,16 +31,28 @@ CAPTIONS = ["make it green", "the same jacket but in red", "this scene at night"
             "remove the people and add a sunset over the water"]
 
 
-def _median_ms(fn: Any, calls: int) -> float:
+def median_ms(fn: Any, calls: int) -> float:
+    """Median milliseconds of ``fn(i)`` for ``i`` in ``range(calls)``, after one warm-up call ``fn(0)``."""
     import numpy as np
 
-    fn()  # warm-up
+    fn(0)  # warm-up
     lat = []
-    for _ in range(calls):
+    for i in range(calls):
         t0 = time.perf_counter()
-        fn()
+        fn(i)
         lat.append(1000 * (time.perf_counter() - t0))
     return float(np.median(lat))
+
+
+def parse_args(argv: list[str] | None, doc: str, out: Path) -> argparse.Namespace:
+    """The text benchmarks' options: ``--models``, ``--rounds``, ``--calls``, ``--out`` (default ``out``)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--models", default="cir-demo-tiny:cir-demo,ViT-B-32",
+                   help="model[:pretrained] list; no pretrained = random weights (speed does not depend on them)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--calls", type=int, default=30, help="timed calls per latency figure and round")
+    p.add_argument("--out", type=Path, default=out)
+    return p.parse_args(argv)
 
 
 def bench_model(model: str, pretrained: str | None, a: argparse.Namespace) -> dict[str, Any]:
@@ -96,8 +108,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace) -> di
         for w in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
             f = ways[w]
             for key in ("query_ms", "pseudo_ms"):
-                it = iter(range(10**9))
-                got[w][key].append(_median_ms(lambda f=f, key=key, it=it: f[key](next(it)), a.calls))
+                got[w][key].append(median_ms(lambda i, f=f, key=key: f[key](i), a.calls))
             for key, texts in (("batch", batch), ("mixed", mixed)):
                 f[key]()  # warm-up
                 t0 = time.perf_counter()
@@ -117,13 +128,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace) -> di
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="cir-demo-tiny:cir-demo,ViT-B-32",
-                   help="model[:pretrained] list; no pretrained = random weights (speed does not depend on them)")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--calls", type=int, default=30, help="timed calls per latency figure and round")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "text.json")
-    a = p.parse_args(argv)
+    a = parse_args(argv, __doc__, Path(__file__).parent / "results" / "text.json")
     import torch
 
     import cir_milvus  # noqa: F401  (first, as a user's script: its OpenMP wait policy applies before torch)

@@ -24,22 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-CAPTIONS = ["make it green", "the same jacket but in red", "this scene at night", "with a dog instead of a cat",
-            "same dress, shorter sleeves and a floral pattern", "as a pencil drawing", "in winter with snow",
-            "remove the people and add a sunset over the water"]
-
-
-def _median_ms(fn: Any, calls: int) -> float:
-    import numpy as np
-
-    fn(0)  # warm-up
-    lat = []
-    for i in range(calls):
-        t0 = time.perf_counter()
-        fn(i)
-        lat.append(1000 * (time.perf_counter() - t0))
-    return float(np.median(lat))
+from bench_text import CAPTIONS, median_ms, parse_args  # noqa: E402
 
 
 def _encoders(model: str, pretrained: str | None, tmp: Path) -> dict[str, Any]:
@@ -69,7 +54,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
     for r in range(a.rounds):
         for w in (list(ways) if r % 2 == 0 else list(ways)[::-1]):
             enc = ways[w]
-            got[w]["query_ms"].append(_median_ms(
+            got[w]["query_ms"].append(median_ms(
                 lambda i, enc=enc: enc.encode_texts([CAPTIONS[i % len(CAPTIONS)]], normalize=False), a.calls))
             enc.encode_texts(batch)  # warm-up
             t0 = time.perf_counter()
@@ -91,13 +76,7 @@ def bench_model(model: str, pretrained: str | None, a: argparse.Namespace, tmp: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="cir-demo-tiny:cir-demo,ViT-B-32",
-                   help="model[:pretrained] list; no pretrained = random weights (speed does not depend on them)")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--calls", type=int, default=30, help="timed calls per latency figure and round")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "text_bundle.json")
-    a = p.parse_args(argv)
+    a = parse_args(argv, __doc__, Path(__file__).parent / "results" / "text_bundle.json")
     import cir_milvus  # noqa: F401  (first, as a user's script: its OpenMP wait policy applies before torch)
 
     res: dict[str, Any] = {"machine": {"platform": platform.platform()},
