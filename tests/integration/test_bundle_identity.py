@@ -7,7 +7,6 @@ the torch encoder the manifest names do not re-encode from it (:func:`cir_milvus
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +21,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 pytest.importorskip("milvus_lite")
 
+from bundle_helpers import swap_weights_and_rewrite_manifest  # noqa: E402
+
 from cir_milvus import CIRCollection  # noqa: E402
 from cir_milvus.bundle import bundle_sha256  # noqa: E402
 from cir_milvus.encoders.agreement import check_reencode, reencode_cosines  # noqa: E402
@@ -34,22 +35,6 @@ def bundle(tiny_bundles) -> Path:  # type: ignore[no-untyped-def]
     return tiny_bundles.get(fused=False)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _swap_weights_and_rewrite_manifest(folder: Path) -> None:
-    """Other weights (every float of weights.bin perturbed) behind a manifest rewritten to list their checksums."""
-    weights = folder / "weights.bin"
-    arr = np.frombuffer(weights.read_bytes(), dtype=np.float32).copy()
-    arr *= np.float32(1.5)
-    weights.write_bytes(arr.tobytes())
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["files"] = {name: _sha(folder / name) for name in manifest["files"]}
-    manifest_path.write_text(json.dumps(manifest))
-
-
 def test_edited_manifest_with_other_weights_is_refused_by_the_collection(bundle: Path, tmp_path: Path,
                                                                           make_image) -> None:  # type: ignore[no-untyped-def]
     original = OrtEncoder(bundle)
@@ -60,7 +45,7 @@ def test_edited_manifest_with_other_weights_is_refused_by_the_collection(bundle:
     col.close()
 
     edited = Path(shutil.copytree(bundle, tmp_path / "edited"))
-    _swap_weights_and_rewrite_manifest(edited)
+    swap_weights_and_rewrite_manifest(edited)
     other = OrtEncoder(edited)  # the bundle's own checks pass: its manifest matches its files
     img = make_image(16, 16, seed=1)
     assert not np.allclose(other.encode_images([img]), original.encode_images([img]), atol=1e-3)  # other weights
@@ -104,7 +89,7 @@ def test_tampered_bundle_does_not_reencode_torch_vectors(bundle: Path, tiny_torc
     assert check_reencode(genuine, images, stored) > 0.99999
 
     edited = Path(shutil.copytree(bundle, tmp_path / "edited"))
-    _swap_weights_and_rewrite_manifest(edited)
+    swap_weights_and_rewrite_manifest(edited)
     tampered = OrtEncoder(edited).with_decode(tiny_torch_encoder.preprocess_config.decode)  # its own checks pass
     assert tampered.recipe["weights_sha256"] == genuine.recipe["weights_sha256"]  # it claims the same weights
     assert reencode_cosines(tampered, images, stored).min() < 0.99

@@ -6,8 +6,6 @@ rewritten to match passes every checksum; only re-encoding stored sources tells 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -21,22 +19,12 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 pytest.importorskip("milvus_lite")
 
+from bundle_helpers import swap_weights_and_rewrite_manifest  # noqa: E402
+
 from cir_milvus import CIRCollection  # noqa: E402
 from cir_milvus.collection.verify import needs_reencode  # noqa: E402
 from cir_milvus.encoders.ort import OrtEncoder  # noqa: E402
 from cir_milvus.errors import RecipeMismatchError  # noqa: E402
-
-
-def _tamper(folder: Path) -> None:
-    """Other weights (every float of weights.bin scaled) behind a manifest rewritten to list their checksums."""
-    weights = folder / "weights.bin"
-    arr = np.frombuffer(weights.read_bytes(), dtype=np.float32).copy()
-    arr *= np.float32(1.5)
-    weights.write_bytes(arr.tobytes())
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["files"] = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in manifest["files"]}
-    manifest_path.write_text(json.dumps(manifest))
 
 
 @pytest.fixture
@@ -59,7 +47,7 @@ def test_tampered_bundle_is_refused_and_the_genuine_one_opens(torch_built, tiny_
     uri, paths = torch_built
     genuine = tiny_bundles.get(fused=False)
     tampered = tiny_bundles.copy(tmp_path / "tampered", fused=False)
-    _tamper(tampered)
+    swap_weights_and_rewrite_manifest(tampered)
     enc = OrtEncoder(tampered)  # the bundle's own checks pass: its manifest matches its files
     assert enc.recipe["weights_sha256"] == tiny_torch_encoder.recipe["weights_sha256"]  # and it claims the weights
 
@@ -82,7 +70,7 @@ def test_without_readable_sources_the_open_warns_that_nothing_was_checked(torch_
                                                                          caplog) -> None:  # type: ignore[no-untyped-def]
     uri, paths = torch_built
     tampered = tiny_bundles.copy(tmp_path / "tampered", fused=False)
-    _tamper(tampered)
+    swap_weights_and_rewrite_manifest(tampered)
     for p in paths:
         p.unlink()
     with caplog.at_level(logging.WARNING, logger="cir_milvus.collection.verify"):
