@@ -56,6 +56,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "reliability"))
+sys.path.insert(0, str(REPO / "tests"))  # serve_helpers: the service on a real uvicorn, shared with the serve tests
 RESULTS = REPO / "benchmarks" / "results" / "faults.json"
 
 
@@ -664,6 +665,189 @@ def bench_bundles(work: Path, folder: Path) -> dict[str, Any]:
     return out
 
 
+# -- 11. silent sockets: sockets that never send, heads and bodies trickled at 1 byte/s, beside a normal client -------
+
+
+def _serve_collection(work: Path, uri: str, n: int = 16) -> tuple[Any, list[str], Path]:
+    """A ``model="fake"`` collection of ``n`` gallery images (``tests/serve_helpers.py``): (collection, ids, folder)."""
+    from serve_helpers import write_gallery
+
+    from cir_milvus import CIRCollection
+
+    gallery = work / f"serve-gallery-{uuid.uuid4().hex[:6]}"
+    paths, metadata = write_gallery(gallery, n=n)
+    col = CIRCollection.create(uri, f"serve_{uuid.uuid4().hex[:6]}", model="fake")
+    ids = [str(i) for i in col.add(paths, metadata=metadata)]
+    col.store.flush()
+    return col, ids, gallery
+
+
+def _open_bad_sockets(host: str, port: int, silent: int, trickling: int, stop: threading.Event) -> dict[Any, Any]:
+    """``silent`` sockets that never send; ``trickling`` ones, half trickling a request head and half a body after a
+    complete head, 1 byte/s. Returns socket -> (kind, monotonic time it opened)."""
+    import socket
+
+    from serve_helpers import trickle
+
+    opened: dict[Any, Any] = {}
+    for i in range(silent + trickling):
+        s = socket.create_connection((host, port))
+        if i < silent:
+            opened[s] = ("silent", time.monotonic())
+            continue
+        if (i - silent) % 2 == 0:
+            kind, head, body = "head", b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+        else:
+            kind, body = "body", b'{"text": "' + b"x" * 190
+            head = (b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n")
+        opened[s] = (kind, time.monotonic())
+        threading.Thread(target=trickle, args=(s, head, body, stop, 1.0), daemon=True).start()
+    return opened
+
+
+def bench_sockets(work: Path, silent: int, trickling: int, limit_s: float = 60.0) -> dict[str, Any]:
+    """The service as ``cir-milvus serve`` configures it (its default timeouts) over a Lite collection: the bad
+    sockets open while one normal client searches until every bad socket is closed (or ``limit_s``)."""
+    import httpx
+    from serve_helpers import serving, wait_closed
+
+    from cir_milvus.serve import create_app
+
+    col, _, _ = _serve_collection(work, str(work / "sockets.db"))
+    stop, done = threading.Event(), threading.Event()
+    normal: list[tuple[int, float]] = []
+
+    def client(base: str) -> None:
+        with httpx.Client(base_url=base, timeout=30) as c:
+            while not done.is_set():
+                t0 = time.perf_counter()
+                try:
+                    code = c.post("/search", json={"text": "a red circle", "composer": "text", "k": 3}).status_code
+                except httpx.HTTPError:
+                    code = 0
+                normal.append((code, time.perf_counter() - t0))
+    try:
+        with serving(create_app({"c": col})) as (host, port):
+            opened = _open_bad_sockets(host, port, silent, trickling, stop)
+            th = threading.Thread(target=client, args=(f"http://{host}:{port}",), daemon=True)
+            th.start()
+            closed, got = wait_closed({s: t for s, (_, t) in opened.items()}, limit_s)
+            done.set()
+            th.join(35)
+            stop.set()
+            for s in opened:
+                s.close()
+    finally:
+        col.close()
+    out: dict[str, Any] = {"limit_s": limit_s}
+    for kind in ("silent", "head", "body"):
+        mine = [s for s, (k, _) in opened.items() if k == kind]
+        secs = sorted(closed[s] for s in mine if s in closed)
+        answers = sorted({got[s].split(b"\r\n", 1)[0].decode("latin-1")[:40] or "(none)" for s in mine})
+        out[kind] = {"sockets": len(mine), "closed": len(secs), "open_at_limit": len(mine) - len(secs),
+                     "closed_after_s_median": round(float(np.median(secs)), 1) if secs else None,
+                     "closed_after_s_max": round(secs[-1], 1) if secs else None, "answers": answers}
+    lat = sorted(t for code, t in normal if code == 200)
+    out["normal_client"] = {"requests": len(normal), "ok": len(lat), "failed": len(normal) - len(lat),
+                            "p50_ms": round(1000 * float(np.median(lat)), 1) if lat else None,
+                            "max_ms": round(1000 * lat[-1], 1) if lat else None}
+    return out
+
+
+# -- 12. outage answers: Milvus stopped and restarted under the service while clients search ------------------------
+
+
+def _outage_queries(ids: list[str]) -> list[dict[str, Any]]:
+    return [{"text": "a red circle", "composer": "text", "k": 5}, {"ref_id": ids[3], "text": "make it blue", "k": 5}]
+
+
+def _search_until(base: str, queries: list[dict[str, Any]], want: list[list[str]], done: threading.Event,
+                  log: list[tuple[float, float, int, bool, bool]]) -> None:
+    """One client: the queries in turn until ``done``; logs (ended at, seconds, status, Retry-After given, right
+    hits) per request."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=60) as c:
+        i = 0
+        while not done.is_set():
+            q, expected = queries[i % len(queries)], want[i % len(queries)]
+            i += 1
+            t0 = time.monotonic()
+            try:
+                r = c.post("/search", json=q)
+                code, retry = r.status_code, "retry-after" in r.headers
+                right = code == 200 and [h["id"] for h in r.json()["hits"]] == expected
+            except httpx.HTTPError:
+                code, retry, right = 0, False, False
+            log.append((time.monotonic(), time.monotonic() - t0, code, retry, right))
+
+
+def _outage_summary(log: list[tuple[float, float, int, bool, bool]], t_stop: float, t_back: float) -> dict[str, Any]:
+    def codes(rows: list[Any]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in rows:
+            out[str(r[2])] = out.get(str(r[2]), 0) + 1
+        return dict(sorted(out.items()))
+
+    before = [r for r in log if r[0] - r[1] < t_stop]
+    during = [r for r in log if r[0] - r[1] >= t_stop and r[0] < t_back]
+    after = [r for r in log if r[0] >= t_back]
+    first_503 = next((r[0] for r in sorted(log) if r[0] >= t_stop and r[2] == 503 and r[3]), None)
+    ok_after = [r for r in after if r[2] == 200]
+    first_right = next((r[0] for r in sorted(after) if r[4]), None)
+    return {"requests": len(log), "codes_before": codes(before), "codes_during_outage": codes(during),
+            "codes_after_restart": codes(after),
+            "first_503_retry_after_s": round(first_503 - t_stop, 2) if first_503 is not None else None,
+            "median_during_outage_s": round(float(np.median([r[1] for r in during])), 2) if during else None,
+            "slowest_during_outage_s": round(max((r[1] for r in during), default=0.0), 2),
+            "over_5s_during_outage": sum(r[1] > 5.0 for r in during),
+            "503_without_retry_after": sum(r[2] == 503 and not r[3] for r in log),
+            "ok_after_restart": len(ok_after), "wrong_ok_after_restart": sum(not r[4] for r in ok_after),
+            "wrong_ok_total": sum(r[2] == 200 and not r[4] for r in log),
+            "first_right_after_restart_s": round(first_right - t_back, 2) if first_right is not None else None}
+
+
+def bench_outage(work: Path, clients: int, down_s: float, after_s: float = 20.0) -> dict[str, Any]:
+    """The 2.3.5 server under a running service: ``clients`` threads search over HTTP; Milvus is stopped for
+    ``down_s`` seconds and started again; the clients go on ``after_s`` seconds after it listens."""
+    import httpx
+    from serve_helpers import serving
+
+    from cir_milvus.serve import create_app
+    from cir_milvus.storage.embedded import EmbeddedMilvus
+
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # a traceback per failed call while it is down
+    server = EmbeddedMilvus(work / "milvus-outage").start()
+    col = None
+    try:
+        col, ids, gallery = _serve_collection(work, server.uri)
+        with serving(create_app({"c": col}, image_roots=[gallery])) as (host, port):
+            base, queries = f"http://{host}:{port}", _outage_queries(ids)
+            want = [[h["id"] for h in httpx.post(f"{base}/search", json=q, timeout=60).json()["hits"]] for q in queries]
+            log: list[tuple[float, float, int, bool, bool]] = []
+            done = threading.Event()
+            threads = [threading.Thread(target=_search_until, args=(base, queries, want, done, log), daemon=True)
+                       for _ in range(clients)]
+            for th in threads:
+                th.start()
+            time.sleep(3.0)
+            t_stop = time.monotonic()
+            server.stop(graceful=2)
+            time.sleep(max(0.0, down_s - (time.monotonic() - t_stop)))
+            server.start()
+            t_back = time.monotonic()
+            time.sleep(after_s)
+            done.set()
+            for th in threads:
+                th.join(70)
+        return {"clients": clients, "down_s": round(t_back - t_stop, 1), "after_s": after_s,
+                **_outage_summary(log, t_stop, t_back)}
+    finally:
+        if col is not None:
+            col.close()
+        server.stop(graceful=2)
+
+
 # -- the table ----------------------------------------------------------------------------------------------------
 
 
@@ -723,6 +907,24 @@ def table(res: dict[str, Any]) -> str:
                           + f" in {v['seconds']} s" for k, v in b.items() if isinstance(v, dict))
         lines.append(f"| a torch-built collection ({b['images']} images, demo model) opened with its bundle and with "
                      f"bundles whose weights were changed behind a rewritten manifest, Lite | {len(b) - 1} | {cases} |")
+    if "sockets" in res:
+        k = res["sockets"]
+        bad = "; ".join(f"{k[x]['sockets']} {label}: {k[x]['closed']} closed (median {k[x]['closed_after_s_median']} s, "
+                        f"max {k[x]['closed_after_s_max']} s), {k[x]['open_at_limit']} open at {k['limit_s']:.0f} s"
+                        for x, label in (("silent", "silent"), ("head", "trickling a head"),
+                                         ("body", "trickling a body")))
+        n = k["normal_client"]
+        lines.append(f"| sockets that never send or trickle 1 byte/s, beside a searching client, `cir-milvus serve` "
+                     f"defaults, Lite | 1 | {bad}; the client: {n['ok']} of {n['requests']} answered 200, "
+                     f"p50 {n['p50_ms']} ms |")
+    if "outage" in res:
+        o = res["outage"]
+        lines.append(f"| Milvus (2.3.5) stopped for {o['down_s']:.0f} s under `cir-milvus serve`, {o['clients']} "
+                     f"searching clients | 1 | first 503 with Retry-After {o['first_503_retry_after_s']} s after the "
+                     f"stop; requests during the outage took {o.get('median_during_outage_s')} s (median), "
+                     f"{o['slowest_during_outage_s']} s at most, {o.get('over_5s_during_outage')} over 5 s; during: {o['codes_during_outage']}, "
+                     f"after: {o['codes_after_restart']}; {o['wrong_ok_total']} wrong 200s; first right 200 "
+                     f"{o['first_right_after_restart_s']} s after the restart |")
     return "\n".join(lines)
 
 
@@ -738,9 +940,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--down-seconds", type=float, default=20.0)
     p.add_argument("--only", default=None, help="comma-separated sections: zoo,ids,cli_kills,worker_kills,load,restarts,"
-                   "filters,creators,reopen,bundles")
+                   "filters,creators,reopen,bundles,sockets,outage")
     p.add_argument("--races", type=int, default=5, help="concurrent-creator races of each kind (server)")
     p.add_argument("--reopens", type=int, default=20, help="restart-then-open cycles (server)")
+    p.add_argument("--silent", type=int, default=300, help="sockets that never send (sockets)")
+    p.add_argument("--trickling", type=int, default=10, help="sockets trickling a head or a body, 1 byte/s (sockets)")
+    p.add_argument("--outage-clients", type=int, default=4, help="searching clients during the outage (server)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -800,13 +1005,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.server and want("reopen"):
             res["reopen"] = bench_reopen(work, args.reopens)
             print(json.dumps(res["reopen"], indent=1))
+        if want("sockets"):
+            res["sockets"] = bench_sockets(work, args.silent, args.trickling)
+            print(json.dumps(res["sockets"], indent=1))
+        if args.server and want("outage"):
+            res["outage"] = bench_outage(work, args.outage_clients, args.down_seconds)
+            print(json.dumps(res["outage"], indent=1))
     finally:
         if server is not None:
             server.stop(graceful=2)
         shutil.rmtree(work, ignore_errors=True)
     if only is not None and args.output.is_file():  # a partial run updates its sections of an earlier full run
         earlier = json.loads(args.output.read_text(encoding="utf-8"))
-        res = {**earlier, **{k: v for k, v in res.items() if k in only}, "sections_rerun": sorted(only),
+        res = {**earlier, **{k: v for k, v in res.items() if k in only}, "sections_rerun": sorted(only | set(earlier.get("sections_rerun", []))),
                "sections_rerun_machine": res["machine"]}
     print()
     print(table(res))
