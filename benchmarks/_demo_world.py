@@ -7,13 +7,14 @@ shipped demo model (``cir-demo-tiny``) on the CPU, and write their report as JSO
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _results import write_results
 
 
 def parse_args(argv: list[str] | None, doc: str, results: Path, queries_help: str,
@@ -50,7 +51,4 @@ def report_head(script: str, args: argparse.Namespace) -> dict[str, Any]:
 def write_report(report: dict[str, Any], out: Path, t0: float) -> dict[str, Any]:
     """Add the seconds since ``t0``, write ``report`` to ``out`` as JSON and say so."""
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out} ({report['seconds']:.0f} s)")
-    return report
+    return write_results(report, out, f" ({report['seconds']:.0f} s)")

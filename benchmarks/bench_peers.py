@@ -45,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _photos import make_photos  # noqa: E402
+from _results import write_results  # noqa: E402
 
 # cir stacks: name -> (backend, decode, precision); cir-torch is the library's default
 CIR_STACKS: dict[str, tuple[str, str | None, str]] = {  # backend, decode (None: the library default), precision
@@ -499,10 +500,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(table(res["models"][-1]), flush=True)
     finally:
         tmpdir.cleanup()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {a.out}")
-    return res
+    return write_results(res, a.out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ features; the difference is float rounding). JSON in ``benchmarks/results/text.j
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
 
 CAPTIONS = ["make it green", "the same jacket but in red", "this scene at night", "with a dog instead of a cat",
             "same dress, shorter sleeves and a floral pattern", "as a pencil drawing", "in winter with snow",
@@ -147,10 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"batch {d['batch_per_s']['median']:8.1f}  mixed {d['mixed_per_s']['median']:8.1f} captions/s")
         print("  speed-up " + ", ".join(f"{k} {v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
                                         for k, v in m["speedup"].items()), flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {a.out}")
-    return res
+    return write_results(res, a.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_results  # noqa: E402
 from bench_text import CAPTIONS, median_ms, parse_args  # noqa: E402
 
 
@@ -95,10 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name in ("bundle_speedup_vs_full", "bundle_vs_torch"):
                 print(f"  {name}: " + ", ".join(f"{k} {v['median']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
                                                  for k, v in m[name].items()), flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {a.out}")
-    return res
+    return write_results(res, a.out)
 
 
 if __name__ == "__main__":
