@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cir_milvus.encoders.capabilities import HasBundleHeads
+from cir_milvus.encoders.capabilities import HasBundleHeads, HasPrecision
 from cir_milvus.errors import BackendUnavailableError
 from cir_milvus.eval.families import family_results, format_family_line
 from cir_milvus.eval.runner import EvalResult, evaluate, format_table, ingest_dataset, sweep_alpha, write_json
@@ -98,7 +98,7 @@ def run_demo(
     val = SyntheticDataset(workdir / "world", split="val", n_queries=n_queries, progress=progress)
     backend = encoder.recipe.get("backend", "?")
     print_fn(f"model {label} ({backend}) on {encoder.device} "
-             f"({getattr(encoder, 'precision', 'fp32')}), dim {encoder.dim}")
+             f"({encoder.precision if isinstance(encoder, HasPrecision) else 'fp32'}), dim {encoder.dim}")
     col = CIRCollection.create(str(workdir / "demo.db"), "synthetic", encoder=encoder, if_exists="open")
     added = ingest_dataset(test, col, progress=progress, metadata=test.attributes())
     print_fn(f"gallery: {added.summary()}; collection holds {len(col)} images")

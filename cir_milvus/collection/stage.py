@@ -34,7 +34,7 @@ import numpy as np
 from cir_milvus.collection.decode import DecodedBatch, decode_here, prepare_batch, skip_kind_of
 from cir_milvus.collection.mixed import encode_item_texts
 from cir_milvus.collection.report import IngestReport, SkipLog
-from cir_milvus.encoders.capabilities import HasPreprocessConfig
+from cir_milvus.encoders.capabilities import HasPreprocessConfig, SupportsPixelInput, SupportsUint8
 from cir_milvus.errors import ImageDecodeError, StorageError
 from cir_milvus.images import (
     MAX_PIXELS,
@@ -138,8 +138,9 @@ def record_metadata(rec: Record, store: VectorStore) -> dict[str, Any]:
 
 def pixel_config(encoder: Any) -> PreprocessConfig | None:
     """The preprocessing of an encoder that takes pixels (``encode_pixels``), else ``None`` (it takes images)."""
-    cfg = getattr(encoder, "preprocess_config", None)
-    return cfg if hasattr(encoder, "encode_pixels") and isinstance(cfg, PreprocessConfig) else None
+    if not isinstance(encoder, SupportsPixelInput) or not isinstance(encoder.preprocess_config, PreprocessConfig):
+        return None
+    return encoder.preprocess_config
 
 
 def encode_decoded(encoder: Any, decoded: DecodedBatch, cfg: PreprocessConfig | None,
@@ -148,7 +149,7 @@ def encode_decoded(encoder: Any, decoded: DecodedBatch, cfg: PreprocessConfig | 
     (normalised on the encoder's device) or ``encode_pixels``; PIL images through ``encode_images``."""
     if cfg is None:
         raw = encoder.encode_images(decoded.pixels, batch_size=batch_size, normalize=False)
-    elif hasattr(encoder, "encode_uint8"):
+    elif isinstance(encoder, SupportsUint8):
         raw = encoder.encode_uint8(decoded.pixels, normalize=False)
     else:
         raw = encoder.encode_pixels(normalize_uint8(decoded.pixels, cfg), normalize=False)  # [N, 3, S, S]

@@ -23,6 +23,7 @@ import numpy as np
 
 from cir_milvus.encoders.agreement import check_reencode
 from cir_milvus.encoders.base import Encoder
+from cir_milvus.encoders.capabilities import HasPrecision
 from cir_milvus.errors import ImageDecodeError
 from cir_milvus.images import read_image_file
 from cir_milvus.storage.store import VectorStore
@@ -73,8 +74,9 @@ def readable_sample(store: VectorStore, n: int = SAMPLE, scan: int = SCAN) -> tu
 
 
 def _precision(encoder: Encoder, recipe: Mapping[str, Any]) -> str:
-    # not a capability: an encoder that records no precision runs fp32
-    return str(getattr(encoder, "precision", None) or recipe.get("precision") or "fp32")
+    # an encoder that says no precision (HasPrecision) and a recipe that records none mean fp32
+    own = encoder.precision if isinstance(encoder, HasPrecision) else None
+    return str(own or recipe.get("precision") or "fp32")
 
 
 def verify_serving_encoder(store: VectorStore, name: str, stored: Mapping[str, Any], encoder: Encoder) -> float | None:

@@ -36,9 +36,11 @@ __all__ = [
     "BundleHeadLike",
     "HasBundleHeads",
     "HasExecutionProviders",
+    "HasPrecision",
     "HasPreprocessConfig",
     "SupportsDecodeModes",
     "SupportsDeviceOutput",
+    "SupportsPixelInput",
     "SupportsPixels",
     "SupportsPseudoTokens",
     "SupportsThreads",
@@ -63,16 +65,28 @@ class SupportsDecodeModes(HasPreprocessConfig, Protocol):
 
 
 @runtime_checkable
-class SupportsPixels(HasPreprocessConfig, Protocol):
-    """An encoder whose image input can be preprocessed elsewhere (decode workers) and handed over as pixels."""
+class SupportsPixelInput(HasPreprocessConfig, Protocol):
+    """An encoder that takes images preprocessed elsewhere (decode workers, as its ``preprocess_config`` says)."""
+
+    def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> Any:
+        """Encode preprocessed pixels ``[N, 3, S, S]``."""
+        ...
+
+
+@runtime_checkable
+class SupportsPixels(SupportsPixelInput, Protocol):
+    """An encoder that also preprocesses images to pixels itself (:meth:`pixels`), for callers without workers."""
 
     def pixels(self, images: Sequence[ImageInput], preprocess: str | None = None) -> np.ndarray:
         """Decode and preprocess images to float32 ``[N, 3, S, S]``."""
         ...
 
-    def encode_pixels(self, pixels: np.ndarray, *, normalize: bool = True) -> Any:
-        """Encode preprocessed pixels ``[N, 3, S, S]``."""
-        ...
+
+@runtime_checkable
+class HasPrecision(Protocol):
+    """An encoder that runs at a named precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ``"int8"``)."""
+
+    precision: str
 
 
 @runtime_checkable

@@ -286,6 +286,25 @@ def test_capabilities_are_runtime_checkable_protocols() -> None:
     assert not isinstance(Pixels(dim=8), SupportsDecodeModes)
 
 
+def test_pixel_input_and_precision_capabilities_drive_the_record_stage() -> None:
+    from cir_milvus.collection.stage import pixel_config
+    from cir_milvus.encoders import FakeEncoder, HasPrecision, SupportsPixelInput, SupportsPixels
+    from cir_milvus.preprocess import PreprocessConfig
+
+    class PixelsOnly(FakeEncoder):  # takes worker-made pixels, but cannot make them itself
+        preprocess_config = PreprocessConfig(size=8)
+        precision = "fp16"
+
+        def encode_pixels(self, pixels: Any, *, normalize: bool = True) -> Any:
+            return np.zeros((len(pixels), self.dim), dtype=np.float32)
+
+    enc = PixelsOnly(dim=8)
+    assert isinstance(enc, SupportsPixelInput) and not isinstance(enc, SupportsPixels)
+    assert pixel_config(enc) == PreprocessConfig(size=8)  # decode workers hand it pixels
+    assert pixel_config(FakeEncoder(dim=8)) is None  # takes images
+    assert isinstance(enc, HasPrecision) and not isinstance(FakeEncoder(dim=8), HasPrecision)
+
+
 def test_composer_head_names_the_head_a_composer_runs() -> None:
     torch = pytest.importorskip("torch")
     from cir_milvus.composers import composer_head
