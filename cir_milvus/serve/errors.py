@@ -103,7 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def cir_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, CIRError)
         status, message = status_of(e)
-        if status >= 500:
+        if status >= 500 and not isinstance(e, RequestError):  # the service's own refusals are not failures
             log.error("%s %s failed: %s", request.method, request.url.path, e, exc_info=e)
         kind = e.kind if isinstance(e, RequestError) else type(e).__name__
         return error_response(status, kind, message, e.headers if isinstance(e, RequestError) else None)

@@ -222,13 +222,14 @@ async def answer(svc: ServiceState, queries: Sequence[tuple[SearchQuery, list[by
             if len(queries) == 1:
                 raise
             raise as_request_error(e, f"queries[{i}]: ") from e
+    svc.gate.check()  # Milvus did not answer a moment ago: 503 at once
     futures: list[Future[Any]] = [p.served.worker.submit(p.job) if p.library is None
                                   else p.served.worker.call(functools.partial(library_search, p)) for p in prepared]
     results = []
     for i, (p, fut) in enumerate(zip(prepared, futures)):
         try:
-            got = await asyncio.wrap_future(fut)
-            hits = (await asyncio.to_thread(run_search, p, got) if p.library is None
+            got = await svc.gate.wait(fut, bounded=False)  # 503 at once if the gate closes meanwhile
+            hits = (await svc.gate.run(run_search, p, got) if p.library is None
                     else hits_out(p.served, got))
         except CIRError as e:
             for f in futures[i + 1:]:

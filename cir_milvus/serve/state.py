@@ -8,6 +8,7 @@ service starts with the others.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -15,12 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from cir_milvus.encoders.capabilities import HasBundleHeads
 from cir_milvus.errors import CIRError, ConfigError
 from cir_milvus.heads import list_heads
 from cir_milvus.images import MAX_PIXELS
 from cir_milvus.serve.batcher import EncoderWorker
 from cir_milvus.serve.errors import RequestError
+from cir_milvus.serve.gate import StorageGate
 from cir_milvus.serve.paths import ImageRoots
 from cir_milvus.serve.policy import FilterPolicy
 from cir_milvus.storage.retry import RetryPolicy
@@ -120,6 +124,7 @@ class ServiceState:
     token: str | None
     allow_add: bool
     storage_retry: RetryPolicy
+    gate: StorageGate
     saved_retry: dict[str, RetryPolicy] = field(default_factory=dict)
 
     def pick(self, name: str | None) -> Served:
@@ -136,12 +141,16 @@ class ServiceState:
 
     def start(self) -> None:
         """Bound every storage call of a request to the service's retry policy (restored by :meth:`close`): the
-        store's default retries for minutes, far past a request's deadline, where the service must answer 503 fast."""
+        store's default retries for minutes, far past a request's deadline, where the service must answer 503 fast;
+        and open the storage gate (:mod:`cir_milvus.serve.gate`), which bounds a request's storage work by
+        wall-clock."""
         for s in self.served.values():
             self.saved_retry.setdefault(s.name, s.store.retry)
             s.store.retry = self.storage_retry
+        self.gate.start()
 
     def close(self) -> None:
+        self.gate.close()
         for s in self.served.values():
             s.worker.close()
             if s.name in self.saved_retry:
@@ -227,6 +236,13 @@ def composers(collection: Any, heads: Mapping[str, Any],
     return out, unavailable, default
 
 
+def probe(served: Mapping[str, Served]) -> None:
+    """Milvus answers a one-hit search on every served collection (the storage gate's probe; raises otherwise)."""
+    for s in served.values():
+        dim = int(s.store.dim)
+        s.store.search_vectors(np.full((1, dim), dim ** -0.5, dtype=np.float32), 1)
+
+
 def build_state(collections: Mapping[str, Any], *, limits: Limits, token: str | None, allow_add: bool,
                 policy: FilterPolicy, image_roots: Sequence[Any] | Mapping[str, Sequence[Any]],
                 heads: Mapping[str, Any] | None, max_batch: int, max_wait_s: float) -> ServiceState:
@@ -243,4 +259,5 @@ def build_state(collections: Mapping[str, Any], *, limits: Limits, token: str | 
             s.worker.close()
         raise
     retry = RetryPolicy(timeout=limits.storage_timeout_s, initial_delay=0.25, max_delay=1.0)
-    return ServiceState(served, limits, token, allow_add, retry)
+    gate = StorageGate(functools.partial(probe, served), budget_s=limits.storage_timeout_s)
+    return ServiceState(served, limits, token, allow_add, retry, gate)

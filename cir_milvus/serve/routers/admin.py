@@ -115,6 +115,7 @@ async def readyz(svc: Service) -> dict[str, Any]:
         except (StorageError, asyncio.TimeoutError) as e:
             raise RequestError(503, f"Milvus does not answer for collection {s.name!r}; retry later",
                                "Unavailable") from e
+    svc.gate.reopen()  # Milvus answers: requests need not wait for the gate's own probe
     return {"status": "ready", "collections": list(svc.served)}
 
 

@@ -77,7 +77,7 @@ async def image(request: Request, item_id: str, svc: Service, s: Annotated[Serve
         raise missing
     source = s.sources.get(item_id)
     if source is None:
-        source = await asyncio.to_thread(lookup_source, s, item_id)
+        source = await svc.gate.run(lookup_source, s, item_id)
         if source is None:
             raise missing
         s.sources.put(item_id, source)
