@@ -48,20 +48,21 @@ class StorageGate:
         self.workers = workers
         self._probe = probe
         self._pool: ThreadPoolExecutor | None = None
-        self._down: asyncio.Event | None = None  # set while the gate is closed (bound to the running loop)
+        self._closed = False
+        self._waiters: set[asyncio.Future[None]] = set()  # requests waiting on storage work, told when it closes
         self._probing: Future[object] | None = None
         self._last_probe = 0.0
-        self._probe_task: asyncio.Future[None] | None = None
 
     @property
     def closed(self) -> bool:
         """Whether requests are answered 503 without asking Milvus."""
-        return self._down is not None and self._down.is_set()
+        return self._closed
 
     def start(self) -> None:
-        """Open the gate with a fresh pool (the app's startup)."""
+        """Open the gate with a fresh pool (the app's startup; the first storage call when the app runs without
+        its lifespan)."""
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cir-storage")
-        self._down = asyncio.Event()
+        self._closed = False
         self._probing = None
 
     def close(self) -> None:
@@ -71,16 +72,19 @@ class StorageGate:
             self._pool = None
 
     def trip(self, why: BaseException | str) -> None:
-        """Close the gate (a transient failure or an expired budget was seen)."""
-        if self._down is not None and not self._down.is_set():
-            log.warning("storage gate closed: %s; answering 503 until Milvus answers a probe", why)
-            self._down.set()
+        """Close the gate (a transient failure or an expired budget was seen) and answer the waiting requests."""
+        if self._closed:
+            return
+        log.warning("storage gate closed: %s; answering 503 until Milvus answers a probe", why)
+        self._closed = True
+        for w in list(self._waiters):
+            w.get_loop().call_soon_threadsafe(_settle, w)
 
     def reopen(self) -> None:
         """Open the gate (Milvus answered)."""
-        if self._down is not None and self._down.is_set():
+        if self._closed:
             log.info("storage gate open again: Milvus answers")
-            self._down = asyncio.Event()
+            self._closed = False
 
     def check(self) -> None:
         """Raise at once while the gate is closed (and start a probe when one is due).
@@ -89,7 +93,7 @@ class StorageGate:
             RequestError: the gate is closed (503 with ``Retry-After``, the body of any storage outage; not logged
                 per request: the closing was).
         """
-        if not self.closed:
+        if not self._closed:
             return
         self._maybe_probe()
         raise RequestError(503, STORAGE_MESSAGE, StorageUnavailableError.__name__)
@@ -103,7 +107,8 @@ class StorageGate:
             TransientStorageError: the call failed transiently (which closes the gate).
         """
         self.check()
-        assert self._pool is not None, "StorageGate.start() was not called"
+        if self._pool is None:  # an app run without its lifespan (a server that skips startup)
+            self.start()
         fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         return await self.wait(fut)
 
@@ -118,14 +123,15 @@ class StorageGate:
             TransientStorageError: the work failed transiently (which closes the gate).
         """
         self.check()
-        assert self._down is not None, "StorageGate.start() was not called"
         work = asyncio.ensure_future(asyncio.wrap_future(fut) if isinstance(fut, Future) else fut)
-        down = asyncio.ensure_future(self._down.wait())
+        down: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(down)
         both: set[asyncio.Future[Any]] = {work, down}
         try:
             done, _ = await asyncio.wait(both, timeout=self.budget_s if bounded else None,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._waiters.discard(down)
             down.cancel()
         if work not in done:
             work.cancel()
@@ -148,14 +154,16 @@ class StorageGate:
         if self._probing is not None and not self._probing.done() and now - self._last_probe < 2 * self.budget_s:
             return  # one probe at a time, unless the last one hangs (its call ends on its own thread)
         self._last_probe = now
-        probing = self._pool.submit(self._probe)
-        self._probing = probing
-        self._probe_task = asyncio.ensure_future(self._await_probe(probing))
+        self._probing = self._pool.submit(self._probe)
+        self._probing.add_done_callback(self._probed)
 
-    async def _await_probe(self, probing: Future[object]) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(probing)), self.budget_s)
-        except Exception as e:  # noqa: BLE001 - any failure keeps the gate closed; the next probe tries again
-            log.debug("storage probe failed: %s", e)
+    def _probed(self, probing: Future[object]) -> None:  # on the pool's thread
+        if probing.cancelled() or probing.exception() is not None:
+            log.debug("storage probe failed: %s", None if probing.cancelled() else probing.exception())
             return
         self.reopen()
+
+
+def _settle(w: asyncio.Future[None]) -> None:
+    if not w.done():
+        w.set_result(None)

@@ -119,3 +119,16 @@ def test_readyz_reopens_the_gate(served: Any) -> None:
     assert client.get("/readyz").status_code == 200  # Milvus answers: requests need not wait for a probe
     r = client.post("/search", json=QUERY)
     assert r.status_code == 200, r.text
+
+
+def test_an_app_run_without_its_lifespan_still_searches(tmp_path: Path) -> None:
+    paths, metadata = write_gallery(tmp_path / "gallery", n=8)
+    col = CIRCollection.create(str(tmp_path / "c.db"), "nolife", model="fake")
+    col.add(paths, metadata=metadata)
+    try:
+        client = TestClient(create_app({"c": col}))  # no ``with``: startup never runs
+        for _ in range(2):  # each request on an event loop of its own
+            r = client.post("/search", json=QUERY)
+            assert r.status_code == 200 and len(r.json()["hits"]) == 5, r.text
+    finally:
+        col.close()
