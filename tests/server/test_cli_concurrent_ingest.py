@@ -15,7 +15,8 @@ pytest.importorskip("open_clip")
 
 from cir_milvus.synthetic import SyntheticWorld  # noqa: E402
 
-pytestmark = pytest.mark.server
+# two CLI processes loading models and ingesting (about a minute): `python -m pytest -m server` runs it
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 def test_two_cli_ingests_create_one_collection_and_store_every_row(server_uri: str, tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def _check(col: CIRCollection, report: Any, paths: list[Path], already: int) -> 
 
 
 @pytest.mark.server
+@pytest.mark.slow  # a local Ray cluster (about a minute): `python -m pytest -m server` runs it
 def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray, server_uri: str, folder,  # type: ignore[no-untyped-def]
                                                                       tmp_path: Path) -> None:
     root, paths = folder

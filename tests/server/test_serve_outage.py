@@ -21,7 +21,8 @@ from serve_helpers import write_gallery  # noqa: E402
 from cir_milvus import CIRCollection  # noqa: E402
 from cir_milvus.serve import create_app  # noqa: E402
 
-pytestmark = pytest.mark.server
+# both wait on a real outage of the server: `python -m pytest -m server` runs them (README, Run the tests)
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 FAIL_FAST_S = 5.0
 

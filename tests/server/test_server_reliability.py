@@ -50,6 +50,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow  # waits on a real outage/restart: `python -m pytest -m server` runs it (README, Run the tests)
 def test_server_restart_mid_ingest_completes_with_the_exact_count(milvus_server, server_uri: str,  # type: ignore[no-untyped-def]
                                                                   folder: list[Path]) -> None:
     if not milvus_server.restartable:

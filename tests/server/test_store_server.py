@@ -90,6 +90,7 @@ def test_typed_fields_and_emulated_group_by_on_2_3(server_uri: str) -> None:
         store.drop()
 
 
+@pytest.mark.slow  # waits on a real outage/restart: `python -m pytest -m server` runs it (README, Run the tests)
 def test_add_survives_a_20_second_server_outage(milvus_server, server_uri: str, images: list[Path]) -> None:  # type: ignore[no-untyped-def]
     if not milvus_server.restartable:
         pytest.skip("CIR_MILVUS_TEST_URI names an external server that the test cannot restart")

@@ -140,8 +140,8 @@ def test_two_processes_creating_one_collection_converge(server_uri: str) -> None
     assert len(refused) == 1 and "m1" in refused[0] and "m2" in refused[0], outs
 
 
-# 3 restarts in the default run (each costs a server start); issue 25's 20 with `-m "server and slow"`
-@pytest.mark.parametrize("restarts", [3, pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.slow  # waits on a real outage/restart: `python -m pytest -m server` runs it (README, Run the tests)
+@pytest.mark.parametrize("restarts", [3, 20])
 def test_open_right_after_a_restart(milvus_server, server_uri: str, restarts: int) -> None:  # type: ignore[no-untyped-def]
     if not milvus_server.restartable:
         pytest.skip("CIR_MILVUS_TEST_URI names an external server that the test cannot restart")
