@@ -158,7 +158,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         check_precision(args.precision, model)
     from cir_milvus.ingest import open_source
 
-    source = open_source(spec, allow_urls=args.allow_urls, root=root)
+    source = open_source(spec, allow_urls=args.allow_urls, root=root, text_column=args.text_column)  # checked here
     try:
         out(args, f"{len(source)} images in {args.dir or args.list_file or args.shards}")
     except TypeError:

@@ -206,7 +206,13 @@ class Rows:
     text_vectors: list[np.ndarray | None] | None = None
 
 
-def write_rows(store: VectorStore, rows: Rows, skips: SkipLog, *, retry: RetryPolicy | None = None,
+class SkipSink(Protocol):
+    """Where refused rows go: a :class:`~cir_milvus.collection.report.SkipLog`, or a Ray writer's collector."""
+
+    def add(self, name: str, reason: str, rid: Any = ..., kind: SkipKind = ...) -> None: ...
+
+
+def write_rows(store: VectorStore, rows: Rows, skips: SkipSink, *, retry: RetryPolicy | None = None,
                on_retry: Callable[[], None] | None = None) -> list[tuple[int, Id]]:
     """Upsert encoded rows through the store's one write path; refused rows are skipped (``REFUSED``).
 

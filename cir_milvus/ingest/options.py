@@ -27,7 +27,8 @@ class IngestOptions:
             ``batch_size × lookup_batches`` ids; each read waits for this client's previous writes to be visible).
         text_column: the metadata key holding each item's text (a CSV / Parquet / JSONL column; ``"caption"`` for a
             WebDataset ``key.txt``), embedded into the item-text field of a collection created with ``item_text=True``
-            (mixed galleries; a missing or empty value: an item without text). Local runs only.
+            (mixed galleries; null, a missing key or a blank string: an item without text; any other non-string value
+            raises, naming the row). Read by the local and the Ray pipeline alike.
     """
 
     prefetch: int | None = None

@@ -38,7 +38,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -81,13 +81,6 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
 
 def _default_workers() -> int:
     return default_workers()
-
-
-def _with_texts(records: Iterable[Record], column: str) -> Iterator[Record]:
-    """Records carrying their item text: ``column`` of their metadata (not a non-empty string: no text)."""
-    for rec in records:
-        value = rec.metadata.get(column) if isinstance(rec.metadata, dict) else None
-        yield rec._replace(text=value if isinstance(value, str) and value.strip() else None)
 
 
 class _Run:
@@ -195,9 +188,6 @@ def _check_args(batch_size: int, workers: int | None, options: IngestOptions, ra
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if workers is not None and workers < 0:
         raise ConfigError(f"workers must be >= 0, got {workers}")
-    if ray is not None and options.text_column is not None:
-        raise ConfigError("IngestOptions(text_column=...) is read by the local pipeline only; drop ray= to ingest "
-                          "item texts")
     if ray is not None and (workers is not None or options.prefetch is not None):
         raise ConfigError("workers= and prefetch= size the local pipeline; with ray= Ray schedules the decode tasks "
                           "itself: drop them, or size Ray's stages with RayOptions(num_encoders=..., "
@@ -258,7 +248,7 @@ def ingest(
         progress: show a tqdm bar (images/s, ETA, stored / existing / skipped counts).
         retry_timeout: how long storage calls are retried with backoff when Milvus is unavailable.
         options: the less common knobs (:class:`IngestOptions`: ``prefetch``, ``allow_urls``, ``max_pixels``,
-            ``root``, ``mp_context``, ``lookup_batches``).
+            ``root``, ``mp_context``, ``lookup_batches``, ``text_column``: item texts of a mixed gallery).
         ray: run on Ray Data instead (:class:`RayOptions`, e.g. ``RayOptions(address="auto")``); see
             :func:`cir_milvus.ingest.ray_pipeline.ingest_ray`.
 
@@ -267,18 +257,21 @@ def ingest(
         ``report.summary()`` is a human-readable summary.
 
     Raises:
-        ConfigError: bad arguments, or a list naming URLs without ``allow_urls``.
+        ConfigError: bad arguments, or a list naming URLs without ``allow_urls``; a ``text_column`` with a collection
+            that has no item-text field, a folder source, a list file without that column (all before anything is
+            stored), or a text value that is not a string (naming the row; rows before it are stored, a re-run
+            resumes).
         StorageError: Milvus stayed unavailable for longer than ``retry_timeout``.
     """
     from tqdm.auto import tqdm
 
     opts = options or IngestOptions()
     _check_args(batch_size, workers, opts, ray)
-    check_item_texts([] if opts.text_column else None, 0, col.store.fields.text_vector_field is not None, col.name)
     if ray is not None:
         return ingest_ray(col, source, batch_size=batch_size, skip_existing=skip_existing, skip_report=skip_report,
                           progress=progress, retry_timeout=retry_timeout, options=opts, ray=ray)
-    src = open_source(source, allow_urls=opts.allow_urls, root=opts.root)
+    check_item_texts([] if opts.text_column else None, 0, col.store.fields.text_vector_field is not None, col.name)
+    src = open_source(source, allow_urls=opts.allow_urls, root=opts.root, text_column=opts.text_column)
     policy = dataclasses.replace(col.store.retry, timeout=float(retry_timeout))
     report = IngestReport()
     skips = SkipLog(report, skip_report)
@@ -296,8 +289,7 @@ def ingest(
     threads_before = _encoder_threads(col.encoder, pool)
     start = time.perf_counter()
     try:
-        records = src if opts.text_column is None else _with_texts(src, opts.text_column)
-        _Run(stage, records, pool, depth, batch_size * max(1, opts.lookup_batches), bar).run()
+        _Run(stage, src, pool, depth, batch_size * max(1, opts.lookup_batches), bar).run()
         if report.stored:
             seal(col.store, policy)
     finally:

@@ -34,6 +34,7 @@ import numpy as np
 
 from cir_milvus._optional import require
 from cir_milvus.collection.decode import prepare_batch, skip_kind_of
+from cir_milvus.collection.mixed import check_item_texts, encode_item_texts
 from cir_milvus.collection.report import IngestReport, SkipLog
 from cir_milvus.collection.stage import Batch, Record, RecordStage, Rows, record_id, seal, write_rows
 from cir_milvus.errors import ConfigError, ImageDecodeError
@@ -59,15 +60,18 @@ class RecipeEncoderFactory:
     Args:
         recipe: the collection's ``recipe.encoder`` dict.
         device: ``"cuda"``/``"cpu"``/``None`` (CUDA when the actor got a GPU).
+        text_tower: the actors encode item texts too (mixed galleries), with the driver's text tower (a swapped
+            ``text_weights`` one included, as the local pipeline does).
     """
 
     def __init__(self, recipe: Mapping[str, Any], device: str | None = None, *, base_dir: str | None = None,
-                 search_path: Sequence[str] | None = None) -> None:
+                 search_path: Sequence[str] | None = None, text_tower: bool = False) -> None:
         if recipe.get("backend") == "fake":
             raise ConfigError("this collection uses a FakeEncoder; pass RayOptions(encoder_factory=functools."
                               "partial(FakeEncoder, dim=..., seed=...))")
-        # ingestion encodes images only: a swapped text tower is not needed (nor looked up) in the actors
-        self.recipe = {k: v for k, v in recipe.items() if k not in ("text_weights", "text_weights_sha256")}
+        # images only: a swapped text tower is not needed (nor looked up) in the actors
+        drop = () if text_tower else ("text_weights", "text_weights_sha256")
+        self.recipe = {k: v for k, v in recipe.items() if k not in drop}
         self.device = device
         self.base_dir = base_dir
         self.search_path = list(search_path or [])
@@ -145,9 +149,9 @@ def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy)
     return _select(batch, keep)
 
 
-def _shard_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+def _shard_rows(row: dict[str, Any], text_column: str | None = None) -> list[dict[str, Any]]:
     """One tar shard → rows (samples without an image become ``error`` rows)."""
-    return [_row(rec) for rec in ShardSource(row["shard"])]
+    return [_row(rec) for rec in ShardSource(row["shard"], text_column=text_column)]
 
 
 def _row(rec: Record) -> dict[str, Any]:
@@ -158,7 +162,7 @@ def _row(rec: Record) -> dict[str, Any]:
         md, err, kind = "{}", f"bad metadata: {e}", SkipKind.BAD_METADATA.value
     return {"id": rec.id or "", "path": rec.source if isinstance(rec.source, str) else "",
             "data": rec.source if isinstance(rec.source, bytes) else b"", "metadata": md, "origin": rec.name,
-            "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value}
+            "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value, "text": rec.text or ""}
 
 
 def _drop_errors(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarray]:
@@ -210,11 +214,13 @@ def _decode(batch: dict[str, np.ndarray], cfg: dict[str, Any], max_pixels: int, 
 
 
 class _Encode:
-    """The encoder in an actor (one per GPU): pixels (or raw images for encoders without a pixel API) → vectors."""
+    """The encoder in an actor (one per GPU): pixels (or raw images for encoders without a pixel API) → vectors;
+    with ``item_texts``, each row's text → ``text_vector`` (zeros for a row without text, whose ``text`` is ``""``)."""
 
     def __init__(self, factory: Callable[[], Any], pixel_mode: bool, max_pixels: int, allow_urls: bool,
-                 tally: Any) -> None:
+                 tally: Any, item_texts: bool = False) -> None:
         self.encoder = factory()
+        self.item_texts = item_texts
         self.pixel_mode = pixel_mode
         self.max_pixels = max_pixels
         self.allow_urls = allow_urls
@@ -234,6 +240,13 @@ class _Encode:
         norms = np.linalg.norm(raw, axis=1)
         batch["vector"] = (raw / np.maximum(norms[:, None], 1e-12)).astype(np.float32)
         batch["norm"] = norms.astype(np.float32)
+        if self.item_texts:
+            texts = [str(t) or None for t in batch["text"]]
+            out = np.zeros_like(raw)  # [N, D]
+            for i, v in enumerate(encode_item_texts(self.encoder, texts)):
+                if v is not None:
+                    out[i] = v
+            batch["text_vector"] = out
         return batch
 
 
@@ -243,10 +256,25 @@ def _rows(batch: dict[str, np.ndarray]) -> Rows:
     norms = np.asarray(batch["norm"], dtype=np.float32)  # [N]
     ids: list[Id] = [str(i) for i in batch["id"]]
     n = len(ids)
+    texts: list[str | None] = [str(t) or None for t in batch["text"]] if "text" in batch else [None] * n
     b = Batch(n, ids, [str(p) or str(o) for p, o in zip(batch["path"], batch["origin"])],
               [json.loads(m) for m in batch["metadata"]], [str(o) for o in batch["origin"]], [None] * n,
-              [-1] * n)
-    return Rows(b, vecs * norms[:, None])
+              [-1] * n, texts)
+    text_vectors = None
+    if "text_vector" in batch:  # item texts (mixed galleries): a row without text has none
+        tv = np.asarray(batch["text_vector"], dtype=np.float32)  # [N, D]
+        text_vectors = [tv[i] if t is not None else None for i, t in enumerate(texts)]
+    return Rows(b, vecs * norms[:, None], text_vectors)
+
+
+class _TallySkips:
+    """The skip log of a writer actor: refusals collected for the tally actor."""
+
+    def __init__(self) -> None:
+        self.items: list[Skip] = []
+
+    def add(self, name: str, reason: str, rid: Any = None, kind: SkipKind = SkipKind.OTHER) -> None:
+        self.items.append((name, reason, rid, kind.value))
 
 
 class _Write:
@@ -262,12 +290,11 @@ class _Write:
         self.tally = tally
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = _rows(batch)
-        wr = self.store.upsert(rows.batch.ids, rows.raw, sources=rows.batch.sources, metadata=rows.batch.metadata)
-        if wr.skipped and self.tally is not None:
-            _report_skips(self.tally, [(rows.batch.names[i], sk.reason, rows.batch.ids[i], SkipKind.REFUSED.value)
-                                       for i, sk in wr.skipped])
-        return {"id": np.asarray([str(i) for i in wr.written], dtype=object)}
+        skips = _TallySkips()
+        written = write_rows(self.store, _rows(batch), skips)
+        if self.tally is not None:
+            _report_skips(self.tally, skips.items)
+        return {"id": np.asarray([str(rid) for _, rid in written], dtype=object)}
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------
@@ -283,7 +310,7 @@ def _write_mode(col: Any, ray_opts: RayOptions) -> str:
     return ("driver" if is_lite else "workers") if ray_opts.write == "auto" else ray_opts.write
 
 
-def _encoder_factory(col: Any, ray_opts: RayOptions) -> Callable[[], Any]:
+def _encoder_factory(col: Any, ray_opts: RayOptions, text_tower: bool) -> Callable[[], Any]:
     if ray_opts.encoder_factory is not None:
         return ray_opts.encoder_factory
     if col.encoder.recipe.get("backend") in ("torch", "onnx"):
@@ -293,7 +320,8 @@ def _encoder_factory(col: Any, ray_opts: RayOptions) -> Callable[[], Any]:
 
         base = lite_base_dir(col.uri)
         dirs = [str(d) for d in search_dirs(col.search_path)] + [os.getcwd()]
-        return RecipeEncoderFactory(col.encoder.recipe, base_dir=str(base) if base else None, search_path=dirs)
+        return RecipeEncoderFactory(col.encoder.recipe, base_dir=str(base) if base else None, search_path=dirs,
+                                    text_tower=text_tower)
     return _Shipped(col.encoder)  # small test / plugin encoders travel pickled
 
 
@@ -325,7 +353,7 @@ class _RayRun:
         if isinstance(src, ShardSource):
             report.seen = -1  # counted at the end from the tally and the outputs
             return ray.data.from_items([{"shard": s} for s in src.shards]).flat_map(
-                _shard_rows, num_cpus=self.res["task_cpus"])
+                _shard_rows, fn_kwargs={"text_column": src.text_column}, num_cpus=self.res["task_cpus"])
         records = list(src)
         if self.write != "driver":
             report.seen = len(records)
@@ -333,8 +361,8 @@ class _RayRun:
         rows: list[dict[str, Any]] = []
         for s in range(0, len(records), 1000):
             batch = self.stage.admit(records[s: s + 1000], s)
-            rows += [_row(Record(rid, data, md, name)) for rid, data, md, name in
-                     zip(batch.ids, batch.data, batch.metadata, batch.names)]
+            rows += [_row(Record(rid, data, md, name, text=text)) for rid, data, md, name, text in
+                     zip(batch.ids, batch.data, batch.metadata, batch.names, batch.texts)]
         return ray.data.from_items(rows) if rows else None
 
     def stages(self, ds: Any) -> Any:
@@ -356,9 +384,11 @@ class _RayRun:
                                            "allow_urls": self.opts.allow_urls, "tally": tally})
         ds = ds.map_batches(_Encode, batch_size=bs, batch_format="numpy", concurrency=self.res["n_enc"],
                             num_gpus=self.res["gpu_each"], num_cpus=self.res["enc_cpus"],
-                            fn_constructor_kwargs={"factory": _encoder_factory(self.col, self.ray_opts),
+                            fn_constructor_kwargs={"factory": _encoder_factory(self.col, self.ray_opts,
+                                                                               self.stage.item_texts),
                                                    "pixel_mode": cfg is not None, "max_pixels": self.opts.max_pixels,
-                                                   "allow_urls": self.opts.allow_urls, "tally": tally})
+                                                   "allow_urls": self.opts.allow_urls, "tally": tally,
+                                                   "item_texts": self.stage.item_texts})
         if self.write == "workers":
             ds = ds.map_batches(_Write, batch_size=bs, batch_format="numpy", concurrency=self.ray_opts.num_writers,
                                 num_cpus=0.25, fn_constructor_kwargs={**self.store_kwargs, "tally": tally})
@@ -423,11 +453,15 @@ def ingest_ray(
 
     Raises:
         BackendUnavailableError: Ray is not installed.
-        ConfigError: ``write="workers"`` with a Milvus Lite file, or a FakeEncoder collection without a factory.
+        ConfigError: ``write="workers"`` with a Milvus Lite file, or a FakeEncoder collection without a factory;
+            ``options.text_column`` errors as for :func:`~cir_milvus.ingest.ingest` (the driver reads a list file
+            whole before the stages run, so a bad text value there stops the run before anything is stored).
     """
     ray_mod = require("ray", extra="ray", purpose="scale-out ingestion")
     ray_opts, opts = ray or RayOptions(), options or IngestOptions()
     write = _write_mode(col, ray_opts)
+    check_item_texts([] if opts.text_column else None, 0, col.store.fields.text_vector_field is not None, col.name)
+    src = open_source(source, allow_urls=opts.allow_urls, root=opts.root, text_column=opts.text_column)
     if not ray_mod.is_initialized():
         ray_mod.init(address=None if ray_opts.address in (None, "local") else ray_opts.address,
                      include_dashboard=False, log_to_driver=False)
@@ -436,11 +470,11 @@ def ingest_ray(
     skips = SkipLog(report, skip_report)
     stage = RecordStage(col.store, col.encoder, skips, skip_existing=skip_existing,
                         retry=RetryPolicy(timeout=retry_timeout), batch_size=batch_size, max_pixels=opts.max_pixels,
-                        allow_urls=opts.allow_urls)
+                        allow_urls=opts.allow_urls, item_texts=opts.text_column is not None)
     run = _RayRun(ray_mod, col, stage, write, ray_opts, opts, retry_timeout)
     start = time.perf_counter()
     try:
-        ds = run.source_dataset(open_source(source, allow_urls=opts.allow_urls, root=opts.root))
+        ds = run.source_dataset(src)
         if ds is not None:
             run.consume(run.stages(ds))
         run.tally_into(skips)

@@ -21,9 +21,10 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+from cir_milvus.collection.mixed import check_item_texts
 from cir_milvus.errors import ConfigError, DatasetError
 
-__all__ = ["LIST_FORMATS", "list_format", "read_rows"]
+__all__ = ["LIST_FORMATS", "item_text", "list_format", "read_rows"]
 
 LIST_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 """List file suffixes and the format each is read as."""
@@ -121,3 +122,19 @@ def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
     pq = require("pyarrow.parquet", extra="ingest", purpose="reading Parquet lists")
     for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
         yield from batch.to_pylist()
+
+
+def item_text(value: Any, where: str, column: str) -> str | None:
+    """An item's text from its ``column`` value: a string; ``None`` (null, a missing key) or a blank string is an item
+    without text, as in ``col.add(texts=...)``.
+
+    Raises:
+        ConfigError: any other value (a number, a list...), naming ``where`` (the row).
+    """
+    if value is not None and not isinstance(value, str):
+        shown = repr(value)
+        raise ConfigError(f"{where}: the text column {column!r} holds a {type(value).__name__} "
+                          f"({shown[:40] + '...' if len(shown) > 40 else shown}), not a string; give each item's text "
+                          "as a string (null, a missing key or \"\" for an item without text)")
+    (text,) = check_item_texts([value], 1, True, "") or [None]  # add()'s rule: blank is no text
+    return text

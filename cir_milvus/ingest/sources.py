@@ -10,6 +10,13 @@ A source is an iterable of :class:`Record` ``(id, source, metadata, origin, erro
 - ``error``: set when the source itself could not produce the image (a tar sample without an image, a corrupt
   shard); the pipeline reports it as skipped.
 
+Item texts (mixed galleries, ``IngestOptions(text_column=...)``): each source reads a record's ``text`` from one
+column (:func:`with_text_column`): a list file's column, a WebDataset sample's ``key.json`` key (``"caption"`` also
+reads ``key.txt``), the metadata of an iterable's tuples. A string is the item's text; a null, a missing key or a
+blank string is an item without text (the rule of ``col.add(texts=...)``); any other value raises
+:class:`~cir_milvus.errors.ConfigError` naming the row. A list file is checked before anything is read for storing:
+a column no row has, or a Parquet column that is not text, raises at once.
+
 Remote URLs are refused unless ``allow_urls=True``: a list that names ``http(s)://`` images raises
 :class:`~cir_milvus.errors.ConfigError` by default, so an ingestion job never fetches from the network by surprise.
 
@@ -24,13 +31,10 @@ Example:
 from __future__ import annotations
 
 import errno
-import glob
 import itertools
 import json
 import os
-import re
 import stat
-import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,8 @@ from typing import Any
 from cir_milvus.collection.stage import Record
 from cir_milvus.errors import ConfigError, DatasetError
 from cir_milvus.images import IMAGE_SUFFIXES, format_support, is_url, path_text, refuse_url
-from cir_milvus.ingest.rows import list_format, read_rows
+from cir_milvus.ingest.rows import item_text, list_format, read_rows
+from cir_milvus.ingest.shards import ShardSource, expand_shards
 from cir_milvus.types import SkipKind
 
 __all__ = [
@@ -47,7 +52,9 @@ __all__ = [
     "Record",
     "ShardSource",
     "expand_shards",
+    "item_text",
     "open_source",
+    "with_text_column",
 ]
 
 PATH_COLUMNS = ("path", "image", "image_path", "filepath", "file", "url")
@@ -199,14 +206,18 @@ class ListSource:
         root: folder that relative paths are relative to.
         allow_urls: accept ``http(s)://`` paths (they are fetched by the workers); refused by default.
         path_column, id_column: override the column names.
+        text_column: the column of each item's text (:func:`item_text`), checked here: no row has it, or a Parquet
+            column whose values are not strings, raises at once.
 
     Raises:
         DatasetError: the file is missing, has no path column, or a row is malformed.
-        ConfigError: a row names a URL and ``allow_urls`` is False.
+        ConfigError: a row names a URL and ``allow_urls`` is False; a ``text_column`` the list lacks, or a text
+            value that is not a string (naming the row).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
-                 allow_urls: bool = False, path_column: str | None = None, id_column: str | None = None) -> None:
+                 allow_urls: bool = False, path_column: str | None = None, id_column: str | None = None,
+                 text_column: str | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise DatasetError(f"image list {self.path} does not exist")
@@ -215,7 +226,38 @@ class ListSource:
         self.allow_urls = allow_urls
         self.path_column = path_column
         self.id_column = id_column
+        self.text_column = text_column
         self._len: int | None = None
+        if text_column is not None:
+            self._check_text_column(text_column)
+
+    def _check_text_column(self, column: str) -> None:
+        """Refuse a text column that no row has (CSV: the header; JSON Lines: read until a row has it) or, in
+        Parquet, whose type is not text: before anything is stored."""
+        if self.format == "parquet":
+            schema = _pyarrow_parquet().ParquetFile(self.path).schema_arrow
+            names = list(schema.names)
+            if column in names:
+                pa = require_pyarrow()
+                t = schema.field(column).type
+                if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+                    raise ConfigError(f"{self.path.name}: the text column {column!r} holds {t} values, not strings; "
+                                      "store each item's text as a string (null for an item without text)")
+                return
+        else:
+            seen: dict[str, None] = {}
+            for row in read_rows(self.path):
+                if column in row:
+                    return
+                seen.update(dict.fromkeys(str(k) for k in row))
+                if self.format == "csv":
+                    break  # every CSV row has the header's columns
+            else:
+                if not seen:
+                    return  # no rows: nothing to store
+            names = list(seen)
+        raise ConfigError(f"{self.path.name} has no column {column!r} (its columns: {', '.join(names)}); pass the "
+                          "column that holds the item texts as text_column (--text-column)")
 
     def __len__(self) -> int:
         if self._len is None:
@@ -230,7 +272,8 @@ class ListSource:
 
     def _rows(self) -> Iterator[dict[str, Any]]:
         """The list's rows (:func:`~cir_milvus.ingest.rows.read_rows`); CSV columns typed, path/id/metadata text."""
-        keep_str = {*PATH_COLUMNS, *ID_COLUMNS, "metadata"} | {c for c in (self.path_column, self.id_column) if c}
+        keep_str = {*PATH_COLUMNS, *ID_COLUMNS, "metadata"} | {c for c in (self.path_column, self.id_column,
+                                                                            self.text_column) if c}
         return read_rows(self.path, typed_except=keep_str)
 
     def field_types(self) -> dict[str, str]:
@@ -295,7 +338,8 @@ class ListSource:
                 src = str(Path(p) if Path(p).is_absolute() else self.root / p)
             rid = row.get(id_col) if id_col else None
             rid = str(rid).strip() if rid is not None and str(rid).strip() != "" else None
-            yield Record(rid, src, _row_metadata(row, path_col, id_col, where), f"{where} ({p})")
+            text = item_text(row.get(self.text_column), where, self.text_column) if self.text_column else None
+            yield Record(rid, src, _row_metadata(row, path_col, id_col, where), f"{where} ({p})", text=text)
 
     def __repr__(self) -> str:
         return f"ListSource({str(self.path)!r})"
@@ -333,149 +377,17 @@ def _pyarrow_parquet() -> Any:
     return require("pyarrow.parquet", extra="ingest", purpose="reading Parquet image lists")
 
 
-# -- WebDataset shards ----------------------------------------------------------------------------------------------
-
-_BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
-_BRACE_LIST = re.compile(r"\{([^{}]*,[^{}]*)\}")
-_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset: key = path up to the first dot of the basename
-
-
-def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """Shard paths from brace ranges (``data/{00000..00009}.tar``), brace lists (``{a,b}.tar``) and globs.
-
-    Raises:
-        ConfigError: nothing matches.
-
-    Example:
-        >>> expand_shards("s/{00..02}.tar")
-        ['s/00.tar', 's/01.tar', 's/02.tar']
-    """
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    out: list[str] = []
-    for s in specs:
-        for item in _expand_braces(s):
-            if any(ch in item for ch in "*?["):
-                out.extend(sorted(glob.glob(item)))
-            else:
-                out.append(item)
-    if not out:
-        raise ConfigError(f"no shards match {spec!r}")
-    return out
-
-
-def _expand_braces(s: str) -> list[str]:
-    r, c = _BRACE_RANGE.search(s), _BRACE_LIST.search(s)
-    m = r if r is not None and (c is None or r.start() < c.start()) else None
-    if m:
-        a, b = m.group(1), m.group(2)
-        width = len(a) if a.startswith("0") or len(a) == len(b) else 0
-        lo, hi = int(a), int(b)
-        step = 1 if hi >= lo else -1
-        return [x for i in range(lo, hi + step, step)
-                for x in _expand_braces(s[: m.start()] + str(i).zfill(width) + s[m.end():])]
-    m = _BRACE_LIST.search(s)
-    if m:
-        return [x for part in m.group(1).split(",") for x in _expand_braces(s[: m.start()] + part + s[m.end():])]
-    return [s]
-
-
-def _check_end_marker(shard: str, offset: int) -> None:
-    """An uncompressed tar cut at a block boundary reads as a shorter, valid archive: require the zero block that
-    ends a complete one (compressed shards detect truncation in the decompressor)."""
-    with open(shard, "rb") as f:
-        head = f.read(6)
-        if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00":
-            return
-        f.seek(offset)
-        block = f.read(512)
-    if len(block) < 512 or block.strip(b"\0"):
-        raise tarfile.ReadError(f"no end-of-archive marker after byte {offset} (the file was cut short)")
-
-
-class ShardSource:
-    """Samples of WebDataset tar shards as img2dataset writes them (``key.jpg`` + ``key.json`` [+ ``key.txt``]).
-
-    The id is the sample key; the metadata is the parsed ``key.json`` (plus ``{"caption": ...}`` from ``key.txt``
-    when the JSON has none, and ``{"shard": name}``). Samples without an image are reported, not dropped
-    silently; a corrupt shard stops at the corruption and reports it. Shards are read with the stdlib ``tarfile``
-    in streaming mode (no ``webdataset`` dependency).
-
-    Args:
-        shards: a spec for :func:`expand_shards` or a list of paths.
-        image_suffixes: member suffixes that hold the image (the first present is used).
-    """
-
-    def __init__(self, shards: str | Sequence[str], *, image_suffixes: Sequence[str] = ("jpg", "jpeg", "png", "webp",
-                                                                                          "bmp", "gif", "tif", "tiff")):
-        self.shards = expand_shards(shards)
-        missing = [s for s in self.shards if not Path(s).is_file()]
-        if missing:
-            raise DatasetError(f"shard {missing[0]} does not exist ({len(missing)} of {len(self.shards)} missing)")
-        self.image_suffixes = tuple(image_suffixes)
-
-    def __iter__(self) -> Iterator[Record]:
-        for shard in self.shards:
-            yield from self._read(shard)
-
-    def _read(self, shard: str) -> Iterator[Record]:
-        name = Path(shard).name
-        key: str | None = None
-        parts: dict[str, bytes] = {}
-        try:
-            with tarfile.open(shard, "r|*") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    m = _KEY.match(member.name)
-                    if m is None:
-                        continue
-                    k, ext = m.group(1), m.group(2).lower()
-                    if k != key:
-                        if key is not None:
-                            yield self._record(name, key, parts)
-                        key, parts = k, {}
-                    f = tar.extractfile(member)
-                    parts[ext] = f.read() if f is not None else b""
-                _check_end_marker(shard, tar.offset)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            if key is not None:
-                yield self._record(name, key, parts)
-                key = None
-            yield Record(None, None, {"shard": name}, f"{name}", f"corrupt or truncated shard ({e}); later samples "
-                                                                   "of this shard are lost", SkipKind.CORRUPT_SHARD)
-        if key is not None:
-            yield self._record(name, key, parts)
-
-    def _record(self, shard: str, key: str, parts: dict[str, bytes]) -> Record:
-        origin = f"{shard}#{key}"
-        md: dict[str, Any] = {}
-        if "json" in parts:
-            try:
-                loaded = json.loads(parts["json"].decode("utf-8"))
-                md = loaded if isinstance(loaded, dict) else {"json": loaded}
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                md = {"json_error": str(e)[:200]}
-        if "txt" in parts and "caption" not in md:
-            md["caption"] = parts["txt"].decode("utf-8", errors="replace")
-        md.setdefault("shard", shard)
-        img = next((parts[s] for s in self.image_suffixes if s in parts), None)
-        if img is None:
-            return Record(key, None, md, origin, f"sample has no image member (has {sorted(parts)})", SkipKind.NO_IMAGE)
-        return Record(key, img, md, origin)
-
-    def __repr__(self) -> str:
-        return f"ShardSource({len(self.shards)} shards)"
-
-
 # -- in-memory ------------------------------------------------------------------------------------------------------
 
 
 class IterableSource:
-    """Wrap paths, bytes, ``(id, source, metadata)`` tuples or :class:`Record` objects."""
+    """Wrap paths, bytes, ``(id, source, metadata)`` tuples or :class:`Record` objects (``text_column``: the
+    metadata key of each item's text; a :class:`Record` without that key keeps its own ``text``)."""
 
-    def __init__(self, items: Iterable[Any], *, allow_urls: bool = False) -> None:
+    def __init__(self, items: Iterable[Any], *, allow_urls: bool = False, text_column: str | None = None) -> None:
         self.items = items
         self.allow_urls = allow_urls
+        self.text_column = text_column
 
     def __len__(self) -> int:
         if hasattr(self.items, "__len__"):
@@ -487,6 +399,10 @@ class IterableSource:
             rec = _as_record(item)
             if isinstance(rec.source, str) and is_url(rec.source) and not self.allow_urls:
                 refuse_url(rec.source, "the input")
+            if self.text_column is not None:
+                md = rec.metadata if isinstance(rec.metadata, dict) else {}
+                rec = rec._replace(text=item_text(md.get(self.text_column, rec.text), rec.name or "an input",
+                                                  self.text_column))
             yield rec
 
 
@@ -505,13 +421,41 @@ def _as_record(item: Any) -> Record:
     raise ConfigError(f"cannot ingest {type(item).__name__}: give paths, bytes, (id, source, metadata) or Records")
 
 
-def open_source(spec: Any, *, allow_urls: bool = False, root: str | os.PathLike[str] | None = None) -> Any:
+def with_text_column(source: Any, column: str | None) -> Any:
+    """``source`` with each record's ``text`` read from ``column`` (``None``: ``source`` as it is).
+
+    Raises:
+        ConfigError: a folder (it has no text column: list the images in a CSV / JSON Lines / Parquet file, or use
+            WebDataset shards with ``key.txt``); a list file without that column (checked at once).
+    """
+    if column is None or getattr(source, "text_column", None) == column:
+        return source
+    if isinstance(source, FolderSource):
+        raise ConfigError(f"a folder of images has no text column ({column!r}): list the images and their texts in a "
+                          "CSV / JSON Lines / Parquet file, or use WebDataset shards with key.txt captions")
+    if isinstance(source, ListSource):
+        return ListSource(source.path, root=source.root, allow_urls=source.allow_urls, path_column=source.path_column,
+                          id_column=source.id_column, text_column=column)
+    if isinstance(source, ShardSource):
+        return ShardSource(source.shards, image_suffixes=source.image_suffixes, text_column=column)
+    if isinstance(source, IterableSource):
+        return IterableSource(source.items, allow_urls=source.allow_urls, text_column=column)
+    return IterableSource(source, text_column=column)
+
+
+def open_source(spec: Any, *, allow_urls: bool = False, root: str | os.PathLike[str] | None = None,
+                text_column: str | None = None) -> Any:
     """Turn a user argument into a source.
 
     Folder → :class:`FolderSource`; ``.csv``/``.tsv``/``.jsonl``/``.parquet`` → :class:`ListSource`; ``.tar``
     (or a brace/glob shard spec) → :class:`ShardSource`; an existing source (anything with ``__iter__`` yielding
-    records) or a list of paths/bytes/tuples → :class:`IterableSource`.
+    records) or a list of paths/bytes/tuples → :class:`IterableSource`. ``text_column``: see
+    :func:`with_text_column`.
     """
+    return with_text_column(_open(spec, allow_urls, root), text_column)
+
+
+def _open(spec: Any, allow_urls: bool, root: str | os.PathLike[str] | None) -> Any:
     if isinstance(spec, (FolderSource, ListSource, ShardSource, IterableSource)):
         return spec
     if isinstance(spec, (str, os.PathLike)):

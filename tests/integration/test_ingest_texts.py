@@ -1,0 +1,207 @@
+"""Item texts (mixed galleries, issue 27) read by ``ingest()`` from Parquet and JSON Lines lists, by the Ray
+pipeline and by ``cir-milvus ingest --text-column``, on Milvus Lite.
+
+The reference for what ingest must store is ``col.add(images, texts=...)`` with the texts the list means (null, a
+missing key and a blank string are all "no text"), plus the FakeEncoder's own text vector of each caption.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("milvus_lite")
+
+from ingest_helpers import write_shard, write_synthetic_pngs  # noqa: E402
+
+from cir_milvus import CIRCollection, CollectionNotFoundError, ConfigError, FakeEncoder  # noqa: E402
+from cir_milvus.cli import main  # noqa: E402
+from cir_milvus.ingest import IngestOptions, ingest  # noqa: E402
+
+pytestmark = pytest.mark.integration
+N = 8
+# one caption per image: the list spells "no text" as null, a missing key, "" or blanks (column -> JSON Lines value)
+CAPTIONS: list[Any] = ["a red kite", None, "", "a green boat", "   ", "a blue lamp", "missing", "a yellow drum"]
+MEANT = [c if isinstance(c, str) and c.strip() and c != "missing" else None for c in CAPTIONS]
+
+
+def _enc() -> FakeEncoder:
+    return FakeEncoder(dim=16, seed=1)
+
+
+def _unit(v: Any) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def _write_lists(root: Path, paths: list[Path]) -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [f"it{i}" for i in range(N)]
+    parquet = root / "items.parquet"
+    pq.write_table(pa.table({"id": ids, "path": [str(p) for p in paths],
+                             "caption": [None if c == "missing" else c for c in CAPTIONS]}), parquet)
+    jsonl = root / "items.jsonl"
+    rows = []
+    for i, (p, c) in enumerate(zip(paths, CAPTIONS)):
+        row: dict[str, Any] = {"id": ids[i], "path": str(p)}
+        if c != "missing":
+            row["caption"] = c
+        rows.append(row)
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"parquet": parquet, "jsonl": jsonl}
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, Path]]:
+    pytest.importorskip("pyarrow")
+    root = tmp_path_factory.mktemp("texts")
+    paths = write_synthetic_pngs(root / "imgs", N)
+    return paths, _write_lists(root, paths)
+
+
+@pytest.fixture(scope="module")
+def stored(lists: tuple[list[Path], dict[str, Path]],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CIRCollection]]:
+    """The same items stored three ways: ``add(texts=...)`` and ingest from each list."""
+    paths, files = lists
+    uri = str(tmp_path_factory.mktemp("texts-db") / "t.db")
+    cols = {name: CIRCollection.create(uri, name, encoder=_enc(), index="FLAT", item_text=True)
+            for name in ("add", *files)}
+    cols["add"].add(paths, ids=[f"it{i}" for i in range(N)], texts=MEANT)
+    for name, f in files.items():
+        report = ingest(cols[name], f, workers=0, progress=False, options=IngestOptions(text_column="caption"))
+        assert report.stored == N
+    yield cols
+    for c in cols.values():
+        c.close()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_list_text_columns_store_what_add_stores(stored: dict[str, CIRCollection], fmt: str) -> None:
+    ids = [f"it{i}" for i in range(N)]
+    got = stored[fmt].store.stored_text_vectors(ids)
+    want = stored["add"].store.stored_text_vectors(ids)
+    assert set(got) == set(ids)
+    assert [i for i in ids if got[i] is None] == [i for i, t in zip(ids, MEANT) if t is None] == ["it1", "it2",
+                                                                                                 "it4", "it6"]
+    enc = _enc()
+    for i, t in zip(ids, MEANT):
+        if t is not None:
+            np.testing.assert_allclose(_unit(got[i]), _unit(want[i]), atol=1e-5)
+            np.testing.assert_allclose(_unit(got[i]), _unit(enc.encode_texts([t], normalize=False)[0]), atol=1e-5)
+    assert stored[fmt].get_vectors(ids).keys() == set(ids)  # the images are stored too
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_text_search_finds_the_captioned_item_and_never_a_textless_one(stored: dict[str, CIRCollection],
+                                                                       fmt: str) -> None:
+    col = stored[fmt]
+    for i, t in enumerate(MEANT):
+        if t is not None:
+            assert col.search(text=t, composer="text", k=1, targets=("text",))[0].id == f"it{i}"
+    hits = {h.id for h in col.search(text="a red kite", composer="text", k=N, targets=("text",))}
+    assert hits == {f"it{i}" for i, t in enumerate(MEANT) if t is not None}
+
+
+@pytest.fixture
+def empty(tmp_path: Path) -> Iterator[CIRCollection]:
+    col = CIRCollection.create(str(tmp_path / "e.db"), "e", encoder=_enc(), index="FLAT", item_text=True)
+    yield col
+    col.close()
+
+
+def test_a_text_column_no_row_has_is_refused_before_anything_is_stored(
+        lists: tuple[list[Path], dict[str, Path]], empty: CIRCollection, tmp_path: Path) -> None:
+    paths, files = lists
+    csv = tmp_path / "items.csv"
+    csv.write_text("path,title\n" + "".join(f"{p},x\n" for p in paths))
+    for f in (files["parquet"], files["jsonl"], csv):
+        with pytest.raises(ConfigError, match=rf"{f.name} has no column 'captions' \(its columns: .*path"):
+            ingest(empty, f, workers=0, progress=False, options=IngestOptions(text_column="captions"))
+    with pytest.raises(ConfigError, match="a folder of images has no text column"):
+        ingest(empty, paths[0].parent, workers=0, progress=False, options=IngestOptions(text_column="caption"))
+    assert len(empty) == 0
+
+
+def test_a_text_that_is_not_a_string_is_refused_naming_the_row(
+        lists: tuple[list[Path], dict[str, Path]], empty: CIRCollection, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths, _ = lists
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_text("".join(json.dumps({"path": str(p), "caption": 7 if i == 2 else f"thing {i}"}) + "\n"
+                             for i, p in enumerate(paths[:4])))
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:3: the text column 'caption' holds a int \(7\), not a string"):
+        ingest(empty, jsonl, workers=0, progress=False, options=IngestOptions(text_column="caption"))
+    parquet = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"path": [str(p) for p in paths[:3]], "caption": [1, 2, 3]}), parquet)
+    with pytest.raises(ConfigError, match=r"bad\.parquet: the text column 'caption' holds int64 values"):
+        ingest(empty, parquet, workers=0, progress=False, options=IngestOptions(text_column="caption"))
+    assert len(empty) == 0
+    with pytest.raises(ConfigError, match=r"texts\[0\] must be a string or None"):  # add() draws the same line
+        empty.add(paths[:1], texts=[7])
+
+
+def test_cli_text_column_reads_parquet_and_jsonl_lists(lists: tuple[list[Path], dict[str, Path]], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    _, files = lists
+    db = str(tmp_path / "cli.db")
+    common = ["--uri", db, "--model", "fake", "--workers", "0", "--no-progress", "--text-column"]
+    assert main(["ingest", "--list", str(files["jsonl"]), "--collection", "bad", *common, "captions"]) == 2
+    assert "has no column 'captions'" in capsys.readouterr().err
+    for fmt in ("parquet", "jsonl"):
+        assert main(["ingest", "--list", str(files[fmt]), "--collection", fmt, *common, "caption"]) == 0
+    capsys.readouterr()
+    for fmt in ("parquet", "jsonl"):
+        with CIRCollection.open(db, fmt, model="fake") as col:
+            got = col.store.stored_text_vectors([f"it{i}" for i in range(N)])
+            assert [i for i in sorted(got) if got[i] is None] == ["it1", "it2", "it4", "it6"]
+    with CIRCollection.open(db, "parquet", model="fake") as col:
+        assert col.search(text="a blue lamp", composer="text", k=1, targets=("text",))[0].id == "it5"
+    with pytest.raises(CollectionNotFoundError):  # refused before the collection was created
+        CIRCollection.open(db, "bad", model="fake")
+
+
+@pytest.mark.slow  # a local Ray instance (about a minute)
+def test_ray_ingest_stores_the_same_texts_as_the_local_pipeline(lists: tuple[list[Path], dict[str, Path]],
+                                                                tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
+    from cir_milvus.ingest import RayOptions
+
+    paths, files = lists
+    shard = write_shard(tmp_path / "s.tar", [(f"k{i}", {"n": i}, paths[i].read_bytes()) for i in range(3)],
+                        caption=True)
+    cols = {mode: CIRCollection.create(str(tmp_path / f"{mode}.db"), "c", encoder=_enc(), index="FLAT",
+                                       item_text=True) for mode in ("local", "ray")}
+    opts = IngestOptions(text_column="caption")
+    for src in (files["jsonl"], str(shard)):
+        ingest(cols["local"], src, workers=0, progress=False, options=opts)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray_opts = RayOptions(encoder_factory=functools.partial(FakeEncoder, dim=16, seed=1), write="driver")
+        reports = [ingest(cols["ray"], src, batch_size=4, progress=False, options=opts, ray=ray_opts)
+                   for src in (files["jsonl"], str(shard))]
+    finally:
+        ray.shutdown()
+    assert [r.stored for r in reports] == [N, 3]
+    ids = sorted(cols["local"].iter_ids())
+    assert sorted(cols["ray"].iter_ids()) == ids and len(ids) == N + 3
+    local, dist = (cols[m].store.stored_text_vectors(ids) for m in ("local", "ray"))
+    assert [i for i in ids if dist[i] is None] == [i for i in ids if local[i] is None] == ["it1", "it2", "it4", "it6"]
+    limg, dimg = (cols[m].get_vectors(ids) for m in ("local", "ray"))
+    for i in ids:
+        np.testing.assert_allclose(dimg[i], limg[i], rtol=1e-5, atol=1e-5)
+        if local[i] is not None:
+            np.testing.assert_allclose(dist[i], local[i], rtol=1e-5, atol=1e-5)
+    assert cols["ray"].search(text="caption of k1", composer="text", k=1, targets=("text",))[0].id == "k1"
+    for c in cols.values():
+        c.close()
