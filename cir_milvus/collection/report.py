@@ -52,6 +52,7 @@ class IngestReport:
         seconds: wall time.
         skip_report: where the JSON Lines skip report was written (or ``None``).
         ids: the id of each input (``None``: skipped), in input order.
+        with_text: stored rows that have an item text (mixed galleries); ``None`` when the call stored no texts.
     """
 
     seen: int = 0
@@ -64,6 +65,7 @@ class IngestReport:
     seconds: float = 0.0
     skip_report: str | None = None
     ids: list[Id | None] = field(default_factory=list)
+    with_text: int | None = None
 
     def __iter__(self) -> Iterator[Id | None]:
         return iter(self.ids)
@@ -101,7 +103,7 @@ class IngestReport:
                 "duplicates": self.duplicates, "skipped": len(self.skipped),
                 "skipped_by_reason": self.skipped_by_reason, "encoded": self.encoded, "retries": self.retries,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-                "skip_report": self.skip_report}
+                "skip_report": self.skip_report, "with_text": self.with_text}
 
     def summary(self) -> str:
         """A human-readable summary (one line, plus retries and the skip report when there are any)."""
@@ -111,6 +113,9 @@ class IngestReport:
             f"({self.images_per_second:.1f} images/s), already stored {self.already_stored}, "
             f"duplicates in the input {self.duplicates}, skipped {len(self.skipped)}" + (f" ({by})" if by else ""),
         ]
+        if self.with_text is not None:
+            lines.append(f"{self.with_text} of the {self.stored} stored rows have an item text"
+                         + ("; none does: check the text column's name" if self.stored and not self.with_text else ""))
         if self.retries:
             lines.append(f"{self.retries} storage calls were retried after transient failures")
         if self.skipped and self.skip_report:

@@ -263,6 +263,8 @@ class RecordStage:
         self.allow_urls = allow_urls
         self.pixels = pixel_config(encoder) if pixels else None
         self.item_texts = item_texts
+        if item_texts and self.report.with_text is None:
+            self.report.with_text = 0
         self.loading = str(encoder.preprocess_config.loading) if isinstance(encoder, HasPreprocessConfig) else "product"
         self._seen: set[Any] = set()
         self._lock = threading.Lock()
@@ -375,6 +377,8 @@ class RecordStage:
         for i, rid in written:
             self._settle(rows.batch.inputs[i], rid)
         self.count(stored=len(written))
+        if self.item_texts:
+            self.count(with_text=sum(rows.batch.texts[i] is not None for i, _ in written))
         return len(written)
 
     # -- in-process ------------------------------------------------------------------------------------------------

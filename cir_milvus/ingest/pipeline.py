@@ -51,7 +51,7 @@ from cir_milvus.errors import ConfigError
 from cir_milvus.ingest.decode import DecodePool, default_workers, encoder_threads
 from cir_milvus.ingest.options import IngestOptions, RayOptions
 from cir_milvus.ingest.ray_pipeline import ingest_ray
-from cir_milvus.ingest.sources import batched, open_source
+from cir_milvus.ingest.sources import batched, open_source, warn_textless
 
 __all__ = ["MAX_ASPECT", "IngestOptions", "IngestReport", "RayOptions", "ingest", "prepare_batch"]
 
@@ -301,6 +301,7 @@ def ingest(
         skips.close()
         stage.finish(start)
     log.info("%s", report.summary())
+    warn_textless(report, opts.text_column)
     return report
 
 

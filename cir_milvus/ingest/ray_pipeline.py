@@ -40,7 +40,7 @@ from cir_milvus.collection.stage import Batch, Record, RecordStage, Rows, record
 from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import strip_name
 from cir_milvus.ingest.options import IngestOptions, RayOptions
-from cir_milvus.ingest.sources import ShardSource, open_source
+from cir_milvus.ingest.sources import ShardSource, open_source, warn_textless
 from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.store import Id
@@ -290,11 +290,12 @@ class _Write:
         self.tally = tally
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        skips = _TallySkips()
-        written = write_rows(self.store, _rows(batch), skips)
+        skips, rows = _TallySkips(), _rows(batch)
+        written = write_rows(self.store, rows, skips)
         if self.tally is not None:
             _report_skips(self.tally, skips.items)
-        return {"id": np.asarray([str(rid) for _, rid in written], dtype=object)}
+        return {"id": np.asarray([str(rid) for _, rid in written], dtype=object),
+                "with_text": np.asarray([rows.batch.texts[i] is not None for i, _ in written], dtype=bool)}
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------
@@ -398,15 +399,19 @@ class _RayRun:
         """Count (and in driver mode, write) what comes back; a repeated id counts once as stored."""
         report = self.stage.report
         written: set[Any] = set()
+        texts: set[Any] = set()  # ids stored with an item text
         order: list[Id | None] = []
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             if self.write == "driver" and len(batch["id"]):
                 rows = _rows(batch)
                 self.stage.count(encoded=len(rows.batch.ids))
-                ids = [rid for _, rid in write_rows(self.col.store, rows, self.stage.skips, retry=self.stage.retry,
-                                                    on_retry=self.stage.on_retry)]
+                done = write_rows(self.col.store, rows, self.stage.skips, retry=self.stage.retry,
+                                  on_retry=self.stage.on_retry)
+                ids = [rid for _, rid in done]
+                texts.update(rid for i, rid in done if rows.batch.texts[i] is not None)
             else:
                 ids = [str(i) for i in batch["id"]]
+                texts.update(rid for rid, t in zip(ids, batch.get("with_text", ())) if t)
                 self.stage.count(encoded=len(ids))
             for rid in ids:
                 if rid in written:
@@ -415,6 +420,8 @@ class _RayRun:
                     written.add(rid)
                     order.append(rid)
         report.stored = len(written)
+        if self.stage.item_texts:
+            report.with_text = len(texts)
         report.ids = order  # the rows come back in no input order: the ids written, as they arrived
 
     def tally_into(self, skips: SkipLog) -> None:
@@ -484,5 +491,6 @@ def ingest_ray(
         skips.close()
         report.seconds = time.perf_counter() - start
     log.info("%s", report.summary())
+    warn_textless(report, opts.text_column)
     return report
 

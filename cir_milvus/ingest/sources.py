@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import itertools
 import json
+import logging
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,6 +57,8 @@ __all__ = [
     "open_source",
     "with_text_column",
 ]
+
+log = logging.getLogger(__name__)
 
 PATH_COLUMNS = ("path", "image", "image_path", "filepath", "file", "url")
 ID_COLUMNS = ("id", "key")
@@ -441,6 +444,14 @@ def with_text_column(source: Any, column: str | None) -> Any:
     if isinstance(source, IterableSource):
         return IterableSource(source.items, allow_urls=source.allow_urls, text_column=column)
     return IterableSource(source, text_column=column)
+
+
+def warn_textless(report: Any, column: str | None) -> None:
+    """Log a warning when a run with a text column stored rows but none with a text (shards and iterables are not
+    read ahead, so a key that no sample has shows here)."""
+    if column is not None and report.stored and not report.with_text:
+        log.warning("stored %d rows but none has an item text: no record had a text in %r; check the text column's "
+                    "name (a WebDataset key.txt is read as 'caption')", report.stored, column)
 
 
 def open_source(spec: Any, *, allow_urls: bool = False, root: str | os.PathLike[str] | None = None,

@@ -75,10 +75,10 @@ def stored(lists: tuple[list[Path], dict[str, Path]],
     uri = str(tmp_path_factory.mktemp("texts-db") / "t.db")
     cols = {name: CIRCollection.create(uri, name, encoder=_enc(), index="FLAT", item_text=True)
             for name in ("add", *files)}
-    cols["add"].add(paths, ids=[f"it{i}" for i in range(N)], texts=MEANT)
+    added = cols["add"].add(paths, ids=[f"it{i}" for i in range(N)], texts=MEANT)
     for name, f in files.items():
         report = ingest(cols[name], f, workers=0, progress=False, options=IngestOptions(text_column="caption"))
-        assert report.stored == N
+        assert (report.stored, report.with_text) == (added.stored, added.with_text) == (N, 4)
     yield cols
     for c in cols.values():
         c.close()
@@ -131,6 +131,24 @@ def test_a_text_column_no_row_has_is_refused_before_anything_is_stored(
     assert len(empty) == 0
 
 
+def test_a_shard_key_no_sample_has_stores_items_without_text_and_says_so(
+        lists: tuple[list[Path], dict[str, Path]], empty: CIRCollection, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    paths, _ = lists
+    shard = write_shard(tmp_path / "s.tar", [(f"k{i}", {"title": f"thing {i}"} if i == 1 else {"n": i},
+                                              paths[i].read_bytes()) for i in range(3)], caption=True)
+    report = ingest(empty, str(shard), workers=0, progress=False, options=IngestOptions(text_column="titel"))
+    assert (report.stored, report.with_text) == (3, 0)
+    assert "none has an item text: no record had a text in 'titel'" in caplog.text
+    assert "0 of the 3 stored rows have an item text; none does" in report.summary()
+    assert set(empty.store.stored_text_vectors(["k0", "k1", "k2"]).values()) == {None}
+    report = ingest(empty, str(shard), workers=0, progress=False, skip_existing=False,
+                    options=IngestOptions(text_column="title"))
+    assert (report.stored, report.with_text) == (3, 1)
+    got = empty.store.stored_text_vectors(["k0", "k1", "k2"])
+    assert [k for k, v in sorted(got.items()) if v is not None] == ["k1"]
+
+
 def test_a_text_that_is_not_a_string_is_refused_naming_the_row(
         lists: tuple[list[Path], dict[str, Path]], empty: CIRCollection, tmp_path: Path) -> None:
     import pyarrow as pa
@@ -171,37 +189,53 @@ def test_cli_text_column_reads_parquet_and_jsonl_lists(lists: tuple[list[Path], 
         CIRCollection.open(db, "bad", model="fake")
 
 
+def _same_rows(cols: dict[str, CIRCollection], n: int, textless: list[str], atol: float) -> None:
+    """The Ray-ingested collection holds the local pipeline's rows: ids, image vectors, text vectors, has_text."""
+    ids = sorted(cols["local"].iter_ids())
+    assert sorted(cols["ray"].iter_ids()) == ids and len(ids) == n
+    local, dist = (cols[m].store.stored_text_vectors(ids) for m in ("local", "ray"))
+    assert [i for i in ids if dist[i] is None] == [i for i in ids if local[i] is None] == textless
+    limg, dimg = (cols[m].get_vectors(ids) for m in ("local", "ray"))
+    for i in ids:
+        np.testing.assert_allclose(dimg[i], limg[i], rtol=atol, atol=atol)
+        if local[i] is not None:
+            np.testing.assert_allclose(dist[i], local[i], rtol=atol, atol=atol)
+
+
 @pytest.mark.slow  # a local Ray instance (about a minute)
 def test_ray_ingest_stores_the_same_texts_as_the_local_pipeline(lists: tuple[list[Path], dict[str, Path]],
                                                                 tmp_path: Path) -> None:
+    """FakeEncoder shipped to the actors (lists and shards with key.txt), and the demo model rebuilt from its recipe
+    inside the actors (pixel decode tasks, the torch text tower)."""
     ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
+    from cir_milvus import EncoderSpec
     from cir_milvus.ingest import RayOptions
 
     paths, files = lists
     shard = write_shard(tmp_path / "s.tar", [(f"k{i}", {"n": i}, paths[i].read_bytes()) for i in range(3)],
                         caption=True)
-    cols = {mode: CIRCollection.create(str(tmp_path / f"{mode}.db"), "c", encoder=_enc(), index="FLAT",
-                                       item_text=True) for mode in ("local", "ray")}
     opts = IngestOptions(text_column="caption")
+    fake = {m: CIRCollection.create(str(tmp_path / f"{m}.db"), "c", encoder=_enc(), index="FLAT", item_text=True)
+            for m in ("local", "ray")}
+    tiny = {m: CIRCollection.create(str(tmp_path / f"{m}.db"), "tiny", model="cir-demo-tiny", pretrained="cir-demo",
+                                    encoder=EncoderSpec(device="cpu"), index="FLAT", item_text=True)
+            for m in ("local", "ray")}
     for src in (files["jsonl"], str(shard)):
-        ingest(cols["local"], src, workers=0, progress=False, options=opts)
+        ingest(fake["local"], src, workers=0, progress=False, options=opts)
+    ingest(tiny["local"], files["parquet"], workers=0, progress=False, options=opts)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         ray_opts = RayOptions(encoder_factory=functools.partial(FakeEncoder, dim=16, seed=1), write="driver")
-        reports = [ingest(cols["ray"], src, batch_size=4, progress=False, options=opts, ray=ray_opts)
+        reports = [ingest(fake["ray"], src, batch_size=4, progress=False, options=opts, ray=ray_opts)
                    for src in (files["jsonl"], str(shard))]
+        reports.append(ingest(tiny["ray"], files["parquet"], batch_size=4, progress=False, options=opts,
+                              ray=RayOptions(write="driver")))
     finally:
         ray.shutdown()
-    assert [r.stored for r in reports] == [N, 3]
-    ids = sorted(cols["local"].iter_ids())
-    assert sorted(cols["ray"].iter_ids()) == ids and len(ids) == N + 3
-    local, dist = (cols[m].store.stored_text_vectors(ids) for m in ("local", "ray"))
-    assert [i for i in ids if dist[i] is None] == [i for i in ids if local[i] is None] == ["it1", "it2", "it4", "it6"]
-    limg, dimg = (cols[m].get_vectors(ids) for m in ("local", "ray"))
-    for i in ids:
-        np.testing.assert_allclose(dimg[i], limg[i], rtol=1e-5, atol=1e-5)
-        if local[i] is not None:
-            np.testing.assert_allclose(dist[i], local[i], rtol=1e-5, atol=1e-5)
-    assert cols["ray"].search(text="caption of k1", composer="text", k=1, targets=("text",))[0].id == "k1"
-    for c in cols.values():
+    assert [(r.stored, r.with_text) for r in reports] == [(N, 4), (3, 3), (N, 4)]
+    textless = ["it1", "it2", "it4", "it6"]
+    _same_rows(fake, N + 3, textless, 1e-5)
+    _same_rows(tiny, N, textless, 1e-4)
+    assert fake["ray"].search(text="caption of k1", composer="text", k=1, targets=("text",))[0].id == "k1"
+    for c in (*fake.values(), *tiny.values()):
         c.close()
