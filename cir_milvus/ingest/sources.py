@@ -243,7 +243,9 @@ class ListSource:
             if column in names:
                 pa = require_pyarrow()
                 t = schema.field(column).type
-                if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
+                t = t.value_type if pa.types.is_dictionary(t) else t  # pandas categoricals
+                if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
+                        or getattr(pa.types, "is_string_view", lambda _: False)(t)):
                     raise ConfigError(f"{self.path.name}: the text column {column!r} holds {t} values, not strings; "
                                       "store each item's text as a string (null for an item without text)")
                 return

@@ -165,6 +165,11 @@ def test_a_text_that_is_not_a_string_is_refused_naming_the_row(
     with pytest.raises(ConfigError, match=r"bad\.parquet: the text column 'caption' holds int64 values"):
         ingest(empty, parquet, workers=0, progress=False, options=IngestOptions(text_column="caption"))
     assert len(empty) == 0
+    categorical = tmp_path / "cat.parquet"  # pandas writes a categorical column dictionary-encoded: still text
+    pq.write_table(pa.table({"path": [str(p) for p in paths[:3]],
+                             "caption": pa.array(["a red kite", None, "a red kite"]).dictionary_encode()}), categorical)
+    report = ingest(empty, categorical, workers=0, progress=False, options=IngestOptions(text_column="caption"))
+    assert (report.stored, report.with_text) == (3, 2)
     with pytest.raises(ConfigError, match=r"texts\[0\] must be a string or None"):  # add() draws the same line
         empty.add(paths[:1], texts=[7])
 
