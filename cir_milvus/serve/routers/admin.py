@@ -58,7 +58,11 @@ async def add(request: Request, svc: Service) -> dict[str, Any]:
     # decode here (byte and pixel caps) so that the encoder thread gets only valid images
     images = [await decode_upload(d, limits) for d in data]
     col = s.collection
-    res = await asyncio.wrap_future(s.worker.call(lambda: col.add(images, ids=ids, metadata=metadata, texts=texts)))
+    svc.gate.check()  # Milvus did not answer a moment ago: 503 at once
+    # the add encodes as well as stores, so its wait is not bounded by the storage budget (as a search's encoding);
+    # it answers 503 at once if the gate closes meanwhile, and a transient failure of its own closes the gate
+    res = await svc.gate.wait(s.worker.call(lambda: col.add(images, ids=ids, metadata=metadata, texts=texts)),
+                              bounded=False)
     return {"collection": s.name, "ids": list(res), "skipped": [sk.reason for sk in res.skipped]}
 
 
@@ -82,7 +86,7 @@ async def info(svc: Service) -> dict[str, Any]:
     for s in svc.served.values():
         enc = s.collection.recipe.encoder
         out.append({
-            "name": s.name, "count": await asyncio.to_thread(s.store.count), "dim": int(s.store.dim),
+            "name": s.name, "count": await svc.gate.run(s.store.count), "dim": int(s.store.dim),
             "model": enc.get("model"), "pretrained": enc.get("pretrained"),
             "backend": s.collection.encoder.recipe.get("backend"), "runtime": runtime(s),
             "default_composer": s.default_composer,
