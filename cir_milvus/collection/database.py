@@ -18,11 +18,10 @@ from cir_milvus.artifacts import SearchPath
 from cir_milvus.collection.build import Connection, EncoderChoice
 from cir_milvus.collection.facade import CIRCollection
 from cir_milvus.collection.specs import ComposerSpec, ConnectOptions, FieldSpec, IfExists, IndexSpec, ItemText
-from cir_milvus.errors import CollectionNotFoundError, ConfigError
-from cir_milvus.storage.client import connect as connect_client
-from cir_milvus.storage.client import disconnect, milvus_errors, redact_uri
+from cir_milvus.errors import ConfigError
+from cir_milvus.storage.client import redact_uri
 from cir_milvus.storage.retry import RetryPolicy
-from cir_milvus.storage.store import Consistency
+from cir_milvus.storage.store import Consistency, VectorStore
 
 __all__ = ["Database", "connect"]
 
@@ -66,38 +65,26 @@ class Database(Connection):
         return CIRCollection.open(self, name, model, pretrained, encoder=encoder, composer=composer, schema=schema,
                                   search_path=search_path)
 
-    def _client_call(self, what: str, call: str, *args: Any) -> Any:
-        if not isinstance(self.uri, str):  # an injected MilvusClient: the caller owns it
-            with milvus_errors(what):
-                return getattr(self.uri, call)(*args)
+    def _kw(self) -> dict[str, Any]:
         o = self.options
-        client = connect_client(self.uri, token=o.token, timeout=o.timeout, **dict(o.client_options))
-        try:
-            with milvus_errors(what):
-                return getattr(client, call)(*args)
-        finally:
-            disconnect(client, self.uri)
+        return {"token": o.token, "timeout": o.timeout, "connect_kwargs": dict(o.client_options)}
 
     def list_collections(self) -> list[str]:
-        """The names of the collections in this database, sorted (including ones cir_milvus did not create)."""
-        return sorted(str(n) for n in self._client_call("list collections", "list_collections"))
+        """The names of the collections in this database, sorted (including ones cir_milvus did not create; the text
+        mirrors of mixed galleries on servers before Milvus 2.4 are part of their collection, and not listed)."""
+        return VectorStore.list_collections(self.uri, **self._kw())
 
     def has_collection(self, name: str) -> bool:
         """Whether a collection of this name exists."""
-        return bool(self._client_call(f"check collection {name!r}", "has_collection", name))
+        return VectorStore.exists(self.uri, name, **self._kw())
 
     def drop_collection(self, name: str, *, missing_ok: bool = False) -> None:
-        """Drop a collection and its data.
+        """Drop a collection and its data (a mixed gallery's text mirror with it).
 
         Raises:
-            CollectionNotFoundError: no such collection (unless ``missing_ok``).
+            CollectionNotFoundError: no such collection (unless ``missing_ok``; the message lists the existing ones).
         """
-        if not self.has_collection(name):
-            if missing_ok:
-                return
-            raise CollectionNotFoundError(f"no collection {name!r} in {redact_uri(str(self.uri))}; it has: "
-                                          f"{', '.join(self.list_collections()) or 'none'}")
-        self._client_call(f"drop collection {name!r}", "drop_collection", name)
+        VectorStore.drop_collection(self.uri, name, missing_ok=missing_ok, **self._kw())
 
     def __repr__(self) -> str:
         where = redact_uri(self.uri) if isinstance(self.uri, str) else "(injected MilvusClient)"

@@ -70,8 +70,9 @@ class StoreCore:
                 raise
 
         def reload() -> None:
-            with milvus_errors(f"load collection {self.name!r}"):
-                self._client.load_collection(self.name)
+            for name in dict.fromkeys((self.name, self.fields.text_collection or self.name)):  # and a text mirror
+                with milvus_errors(f"load collection {name!r}"):
+                    self._client.load_collection(name)
 
         return (retry or self.retry).call(attempt, what, on_retry=on_retry, reload=reload)
 
@@ -101,18 +102,20 @@ class StoreCore:
         raise FilterError(f"Milvus cannot run the filter {expr!r} on {self.name!r}: {words}. Check the template "
                           "(field names, operators, quotes: values go in filter_params)") from error
 
-    def _check_loaded(self) -> None:
-        """Raise :class:`CollectionNotLoadedError` when the collection is not loaded: an empty answer from a released
-        or loading collection is not "nothing stored" (called inside a retried attempt, so it loads and retries)."""
+    def _check_loaded(self, collection: str | None = None) -> None:
+        """Raise :class:`CollectionNotLoadedError` when the collection (or ``collection``: its text mirror) is not
+        loaded: an empty answer from a released or loading collection is not "nothing stored" (called inside a
+        retried attempt, so it loads and retries)."""
         get_state = getattr(self._client, "get_load_state", None)
         if get_state is None:  # a client double without load states
             return
-        state = get_state(self.name).get("state")
+        which = collection or self.name
+        state = get_state(which).get("state")
         name = str(getattr(state, "name", state))
         if name == "NotExist":
-            raise CollectionNotFoundError(f"collection {self.name!r} at {redact_uri(self.uri)} no longer exists")
+            raise CollectionNotFoundError(f"collection {which!r} at {redact_uri(self.uri)} no longer exists")
         if name != "Loaded":
-            raise CollectionNotLoadedError(f"collection {self.name!r} is not loaded (state {name}); loading it",
+            raise CollectionNotLoadedError(f"collection {which!r} is not loaded (state {name}); loading it",
                                            code=101)
 
     # -- the id / record policy ---------------------------------------------------------------------------------

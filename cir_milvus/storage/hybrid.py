@@ -14,8 +14,17 @@ text gets a zero ``text_vector`` and ``has_text = false``: every request against
   (Milvus Lite, Milvus ≥ 2.4: :attr:`Capabilities.hybrid_search`); elsewhere one search per field fused here with
   the same rules (:func:`cir_milvus.query.rrf`, :func:`cir_milvus.query.weighted_scores`): each list holds the
   field's top ``limit`` under the same filters, a list missing an item adds 0. Scores agree with Milvus's; ties may
-  be ordered differently (Milvus Lite orders tied items by id). Servers before 2.4 hold one vector field per
-  collection, so ``item_text=True`` is refused there at creation (:attr:`Capabilities.multi_vector`).
+  be ordered differently (Milvus Lite orders tied items by id).
+
+Servers before 2.4 hold one vector field per collection (:attr:`Capabilities.multi_vector`). There a mixed gallery
+keeps ``text_vector`` and ``has_text`` in a **text mirror**, a second collection owned by the store
+(``NAME__cir_text``, :mod:`~cir_milvus.storage.mirror`): the same row as the main collection (id, norm, source,
+metadata, typed and dynamic fields) with the text vector in place of the image vector. The text side of a search is
+an ordinary search of the mirror under the same user filter (plus ``has_text == true``), so filters and ``group_by``
+work as on the main collection, and the lists are always fused client-side with the rules above. A text hit counts
+only when the main collection holds its id (the main collection is the commit record of the two writes).
+``FieldMap.text_collection`` names the mirror (``None``: the text fields are in the collection itself); the store's
+one upsert writes both (mirror first), ``delete`` and ``drop`` remove from both (main first).
 
 The user's filter applies to every request; ``group_by`` and reference exclusion are applied to the fused list
 (over-fetching ``k × 8`` candidates for ``group_by``, as on servers without native grouping).
@@ -30,8 +39,8 @@ import numpy as np
 
 from cir_milvus.errors import ConfigError
 from cir_milvus.query.fusion import rrf, weighted_scores
-from cir_milvus.storage.core import StoreCore
 from cir_milvus.storage.filters import in_filter
+from cir_milvus.storage.reads import LOOKUP_CHUNK, StoreReads
 from cir_milvus.storage.results import Hits, Id
 from cir_milvus.storage.schema import DEFAULT_SEARCH_PARAMS, MAX_ITEM_TEXT_BYTES, FieldMap
 from cir_milvus.storage.search import collect_hits, hit_id, plan_search, query_matrix
@@ -141,8 +150,26 @@ def _and(a: str, b: str) -> str:
     return f"({a}) and ({b})" if a and b else a or b
 
 
-class StoreHybrid(StoreCore):
+class StoreHybrid(StoreReads):
     """Search against several vector fields (see the module docstring), and the stored item-text vectors."""
+
+    @property
+    def text_collection(self) -> str:
+        """The collection holding the item-text fields: this one, or its text mirror."""
+        return self.fields.text_collection or self.name
+
+    def delete_text_rows(self, *, ids: Sequence[Id] | None = None, expr: str = "") -> None:
+        """Remove rows from the text mirror (no-op without one), by valid ids or by a rendered filter: the second
+        half of :meth:`~cir_milvus.storage.store.VectorStore.delete`, after the main collection's rows."""
+        mirror = self.fields.text_collection
+        if mirror is None:
+            return
+        exprs = [expr] if ids is None else [in_filter(self.fields.id_field, list(ids[s : s + LOOKUP_CHUNK]))
+                                            for s in range(0, len(ids), LOOKUP_CHUNK)]
+        for e in exprs:
+            if e.strip():
+                self._call(f"delete from {mirror!r}",
+                           lambda e=e: self._client.delete(mirror, filter=e))  # type: ignore[misc]
 
     def stored_text_vectors(self, ids: Sequence[Id]) -> dict[Id, np.ndarray | None]:
         """The stored (normalised) item-text vector of each stored id, ``None`` for an item without text."""
@@ -156,7 +183,7 @@ class StoreHybrid(StoreCore):
             expr = in_filter(f.id_field, valid[s : s + 1000])
 
             def read(expr: str = expr) -> Any:
-                return self._client.query(self.name, filter=expr, output_fields=wanted,
+                return self._client.query(self.text_collection, filter=expr, output_fields=wanted,
                                           consistency_level=self.consistency)
 
             rows = self._call(f"read item texts of {self.name!r}", read)
@@ -233,7 +260,8 @@ class StoreHybrid(StoreCore):
         f = self.fields
         flag = f"{f.text_flag_field} == true" if f.text_flag_field else ""
         exprs = [expr if t == "image" else _and(expr, flag) for t in tp.targets]
-        native = len(tp.fields) > 1 and self.capabilities.hybrid_search
+        native = len(tp.fields) > 1 and self.capabilities.hybrid_search and f.text_collection is None
+        colls = [self.text_collection if t == "text" else self.name for t in tp.targets]
         out: list[Hits] = []
         for s in range(0, len(q), 1024):
             dense = q[s : s + 1024].tolist()
@@ -243,22 +271,33 @@ class StoreHybrid(StoreCore):
                                  lambda data=data: self._hybrid(data, tp, exprs, params, plan.limit,  # type: ignore[misc]
                                                                 plan.output_fields), user_filter=expr)
             else:
-                lists = [self._call(f"search {self.name!r} ({t})",
-                                    lambda d=d, t=t, fld=fld, e=e: self._one(  # type: ignore[misc]
-                                        d, t, fld, e, params, plan.limit, plan.output_fields), user_filter=expr)
-                         for d, t, fld, e in zip(data, tp.targets, tp.fields, exprs)]
+                lists = [self._call(f"search {c!r} ({t})",
+                                    lambda d=d, t=t, fld=fld, e=e, c=c: self._one(  # type: ignore[misc]
+                                        c, d, t, fld, e, params, plan.limit, plan.output_fields), user_filter=expr)
+                         for d, t, fld, e, c in zip(data, tp.targets, tp.fields, exprs, colls)]
+                if f.text_collection is not None and "text" in tp.targets:
+                    i = tp.targets.index("text")
+                    lists[i] = self._committed(lists[i])
                 res = [fuse([lst[j] for lst in lists], tp, f, self.name, plan.limit) for j in range(len(dense))]
             out.extend(collect_hits(f, self.name, plan, s + j, hits) for j, hits in enumerate(res))
         return out
 
-    def _one(self, data: list[Any], target: str, field: str, expr: str, params: Mapping[str, Any], limit: int,
-             output_fields: list[str]) -> Any:
+    def _committed(self, lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[list[Mapping[str, Any]]]:
+        """Text-mirror hit lists without the ids the main collection does not hold (rows whose main write has not
+        happened, or never will: see :mod:`~cir_milvus.storage.mirror`)."""
+        f = self.fields
+        found = [hit_id(f, self.name, h) for hits in lists for h in hits]
+        held = self.existing_ids(found) if found else set()
+        return [[h for h in hits if hit_id(f, self.name, h) in held] for hits in lists]
+
+    def _one(self, collection: str, data: list[Any], target: str, field: str, expr: str, params: Mapping[str, Any],
+             limit: int, output_fields: list[str]) -> Any:
         bm25 = target == "bm25"
-        res = self._client.search(self.name, data=data, limit=limit, filter=expr, output_fields=output_fields,
+        res = self._client.search(collection, data=data, limit=limit, filter=expr, output_fields=output_fields,
                                   search_params=_request_params(self.fields.metric, params, bm25),
                                   anns_field=field, consistency_level=self.consistency)
         if not any(len(h) for h in res):
-            self._check_loaded()
+            self._check_loaded(collection)
         if bm25 and self.capabilities.is_lite:  # Milvus Lite reports BM25 scores negated; give them as servers do
             res = [[{**h, "distance": abs(float(h["distance"]))} for h in hits] for hits in res]
         return res

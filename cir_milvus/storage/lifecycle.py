@@ -4,6 +4,7 @@ command that leaves nothing behind (no Lite folder for a missing path, no half-m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import numbers
 import os
@@ -31,6 +32,15 @@ from cir_milvus.storage.client import (
     milvus_errors,
     redact_uri,
 )
+from cir_milvus.storage.mirror import (
+    MIRROR_OF_KEY,
+    TEXT_COLLECTION_KEY,
+    check_user_name,
+    hide_mirrors,
+    mirror_layout,
+    mirror_name,
+    mirror_of,
+)
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, creation_conflicts
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.schema import (
@@ -46,8 +56,8 @@ from cir_milvus.storage.schema import (
     check_fields,
 )
 
-__all__ = ["Connection", "CreatePlan", "check_consistency", "database_call", "drop_collection", "lite_path",
-           "plan_create"]
+__all__ = ["Connection", "CreatePlan", "check_consistency", "check_mirror_slot", "database_call", "drop_collection",
+           "drop_with_mirror", "lite_path", "plan_create"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -155,6 +165,18 @@ class CreatePlan:
     dynamic: bool
     item_text: bool = False
     full_text: bool = False
+    text_collection: str | None = None
+
+    def on(self, caps: Capabilities, name: str) -> CreatePlan:
+        """The plan for this deployment: item texts go to a text mirror where a collection holds one vector field
+        (:mod:`~cir_milvus.storage.mirror`).
+
+        Raises:
+            ConfigError: ``name`` is reserved, or too long to take a mirror.
+        """
+        mirrored = self.item_text and not caps.multi_vector
+        check_user_name(name, mirrored=mirrored)
+        return dataclasses.replace(self, text_collection=mirror_name(name) if mirrored else None)
 
     def field_map(self, caps: Capabilities) -> FieldMap:
         nullable = frozenset(self.scalars) - {self.partition_key} if caps.nullable else frozenset()
@@ -164,7 +186,8 @@ class CreatePlan:
                         text_vector_field=TEXT_VECTOR if self.item_text else None,
                         text_flag_field=HAS_TEXT if self.item_text else None,
                         text_raw_field=ITEM_TEXT if self.full_text else None,
-                        text_sparse_field=TEXT_SPARSE if self.full_text else None)
+                        text_sparse_field=TEXT_SPARSE if self.full_text else None,
+                        text_collection=self.text_collection)
 
 
 def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str | None,
@@ -194,10 +217,11 @@ def plan_create(dim: Any, recipe: Recipe | None, metric: str | None, index: str 
 
 
 def check_index(plan: CreatePlan, caps: Capabilities) -> None:
-    if plan.item_text and not caps.multi_vector:
-        raise ConfigError(f"item_text=True needs a second vector field, which Milvus {caps.version} lacks: "
-                          "collections with several vector fields (and hybrid search) need Milvus >= 2.4 or Milvus "
-                          "Lite; upgrade the server, or keep item texts as metadata")
+    if plan.item_text and not caps.multi_vector and not caps.collection_properties:
+        raise ConfigError(f"item_text=True needs a second vector field, or collection properties to keep the item "
+                          f"texts in a text mirror collection; Milvus {caps.version} has neither: upgrade the server "
+                          "to Milvus >= 2.3 (a text mirror) or >= 2.4 (a second vector field), or keep item texts as "
+                          "metadata")
     if plan.full_text and not caps.full_text:
         raise ConfigError(f"full_text=True needs BM25 full-text search, which Milvus {caps.version} lacks: it needs "
                           "Milvus >= 2.5 or Milvus Lite >= 3.0; create the collection without full_text (dense item "
@@ -209,20 +233,61 @@ def check_index(plan: CreatePlan, caps: Capabilities) -> None:
 
 
 def create_collection(conn: Connection, caps: Capabilities, name: str, plan: CreatePlan, recipe: Recipe | None) -> bool:
-    """Create and load the collection; ``False`` when another creator made it first (then nothing of ours is left).
+    """Create and load the collection (and first its text mirror, where it has one); ``False`` when another creator
+    made it first (then nothing of ours is left).
 
     A collection this call created but could not finish (index or load failed) is dropped again before the error
-    propagates: a failed create leaves no partial collection.
+    propagates: a failed create leaves no partial collection (nor a mirror it made).
     """
-    schema, ip = build_schema(conn.client, plan.field_map(caps), recipe, caps, plan.index_type, plan.index_params)
+    f = plan.field_map(caps)
     props = {STORE_KEY: "1", **({PROPERTY_KEY: recipe.to_json()} if recipe is not None else {})}
-    extra = {"properties": props} if caps.collection_properties else {}
+    made_mirror = False
+    if f.text_collection is not None:  # the mirror first: the main collection is the commit record
+        made_mirror = _create_mirror(conn, caps, name, plan, f)
+        props[TEXT_COLLECTION_KEY] = f.text_collection
+    try:
+        schema, ip = build_schema(conn.client, f, recipe, caps, plan.index_type, plan.index_params)
+        made = _create_one(conn, name, schema, ip, props if caps.collection_properties else None)
+        if f.text_collection is not None:  # its load started before main's: wait for it now
+            mirror = f.text_collection
+            conn.call(f"load collection {mirror!r}", lambda: conn.client.load_collection(mirror))
+        return made
+    except BaseException:
+        if made_mirror and f.text_collection is not None:
+            _drop_quietly(conn, f.text_collection)
+        raise
+
+
+def _create_mirror(conn: Connection, caps: Capabilities, name: str, plan: CreatePlan, f: FieldMap) -> bool:
+    """Create the text mirror of ``name`` (``True``), or reuse the one a create that died before making ``name`` left
+    (``False``; one of another dimension is replaced)."""
+    mirror = str(f.text_collection)
+    if conn.call(f"check collection {mirror!r}", lambda: bool(conn.client.has_collection(mirror))):
+        desc = conn.call(f"describe collection {mirror!r}", lambda: conn.client.describe_collection(mirror))
+        dims = [int((x.get("params") or {}).get("dim", 0)) for x in desc.get("fields", []) if x["name"] == TEXT_VECTOR]
+        if mirror_of(desc) != name:
+            raise ConfigError(f"collection {mirror!r} exists but is not the text mirror of {name!r}; drop or rename it "
+                              "(names ending in '__cir_text' are reserved for cir_milvus)")
+        if dims == [plan.dim]:
+            return False
+        conn.call(f"drop the stale text mirror {mirror!r}", lambda: conn.client.drop_collection(mirror))
+    schema, ip = build_schema(conn.client, mirror_layout(f), None, caps, plan.index_type, plan.index_params)
+    _create_one(conn, mirror, schema, ip, {MIRROR_OF_KEY: name}, wait=False)
+    return True
+
+
+def _create_one(conn: Connection, name: str, schema: Any, ip: Any, props: Mapping[str, str] | None, *,
+                wait: bool = True) -> bool:
+    """Create, index and load one collection (``wait=False``: the load is started, not waited for, so the main
+    collection is created while its mirror loads: a load takes seconds on the 2.3.5 server)."""
+    extra = {"properties": dict(props)} if props is not None else {}
+    if wait:
+        extra["index_params"] = ip
 
     def attempt() -> bool:
         try:
             with milvus_errors(f"create collection {name!r}"):
-                conn.client.create_collection(name, schema=schema, index_params=ip, consistency_level="Strong",
-                                              **extra)
+                conn.client.create_collection(name, schema=schema, consistency_level="Strong", **extra)
             return True
         except StorageError:
             # "already exists" has no code of its own (Lite: 1, the 2.3.5 server: 65535): ask whether it exists
@@ -234,15 +299,47 @@ def create_collection(conn: Connection, caps: Capabilities, name: str, plan: Cre
     if not conn.first.call(attempt, f"create collection {name!r}"):
         return False
     try:
-        conn.call(f"load collection {name!r}", lambda: conn.client.load_collection(name))
+        if not wait:
+            conn.call(f"index collection {name!r}", lambda: conn.client.create_index(name, ip))
+        conn.call(f"load collection {name!r}", lambda: conn.client.load_collection(name, **({} if wait else
+                                                                                           {"_async": True})))
     except BaseException:
-        try:
-            with milvus_errors(f"drop the half-created collection {name!r}"):
-                conn.client.drop_collection(name)
-        except Exception:  # noqa: BLE001 - the original error matters more
-            log.warning("could not drop the half-created collection %r", name, exc_info=True)
+        _drop_quietly(conn, name)
         raise
     return True
+
+
+def _drop_quietly(conn: Connection, name: str) -> None:
+    try:
+        with milvus_errors(f"drop the half-created collection {name!r}"):
+            conn.client.drop_collection(name)
+    except Exception:  # noqa: BLE001 - the original error matters more
+        log.warning("could not drop the half-created collection %r", name, exc_info=True)
+
+
+def check_mirror_slot(conn: Connection, name: str, plan: CreatePlan) -> None:
+    """Before anything is dropped or created: the mirror name of a mirrored plan is free or already ``name``'s.
+
+    Raises:
+        ConfigError: another collection (not ``name``'s mirror) has the mirror's name.
+    """
+    mirror = plan.text_collection
+    if mirror is None or not conn.call(f"check collection {mirror!r}", lambda: bool(conn.client.has_collection(mirror))):
+        return
+    desc = conn.call(f"describe collection {mirror!r}", lambda: conn.client.describe_collection(mirror))
+    if mirror_of(desc) != name:
+        raise ConfigError(f"collection {mirror!r} at {redact_uri(conn.where)} exists but is not the text mirror of "
+                          f"{name!r}, and a mixed gallery {name!r} keeps its item texts under that name on this "
+                          "server; drop or rename it (names ending in '__cir_text' are reserved for cir_milvus)")
+
+
+def drop_with_mirror(client: Any, name: str) -> None:
+    """Drop ``name``, then its text mirror if it has one (main first: the main collection is the commit record, so
+    an interrupted drop leaves at most an orphan mirror, which the listing shows and the next create replaces)."""
+    mirror = mirror_name(name)
+    client.drop_collection(name)
+    if client.has_collection(mirror) and mirror_of(client.describe_collection(mirror)) == name:
+        client.drop_collection(mirror)
 
 
 def wait_for_index(conn: Connection, name: str, vector_field: str) -> None:
@@ -304,13 +401,13 @@ def drop_collection(uri: Any, name: str, *, missing_ok: bool, token: str | None,
     def drop(client: Any) -> bool:
         if not client.has_collection(name):
             return False
-        client.drop_collection(name)
+        drop_with_mirror(client, name)
         return True
 
     if not database_call(uri, f"drop collection {name!r}", drop, False, token=token, timeout=timeout,
                          connect_kwargs=connect_kwargs) and not missing_ok:
         nothing: list[str] = []
-        existing = database_call(uri, "list collections", lambda c: sorted(map(str, c.list_collections())), nothing,
-                                 token=token, timeout=timeout, connect_kwargs=connect_kwargs)
+        existing = database_call(uri, "list collections", lambda c: hide_mirrors(list(map(str, c.list_collections()))),
+                                 nothing, token=token, timeout=timeout, connect_kwargs=connect_kwargs)
         where = redact_uri(uri) if isinstance(uri, str) else "(injected MilvusClient)"
         raise CollectionNotFoundError(f"no collection {name!r} at {where}; existing: {', '.join(existing) or 'none'}")

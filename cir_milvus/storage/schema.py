@@ -55,6 +55,8 @@ class FieldMap:
         text_flag_field: the BOOL field saying an item has a text (``None``: every item has one).
         text_raw_field: the item text itself (VARCHAR with an analyzer; ``full_text=True``), or ``None``.
         text_sparse_field: the BM25 sparse vector made from it by a Milvus BM25 Function, or ``None``.
+        text_collection: the collection holding the text vector and flag fields: ``None`` for this collection, or
+            its text mirror on deployments with one vector field per collection (:mod:`~cir_milvus.storage.mirror`).
         default_norm: the raw-embedding norm assumed when there is no norm field and stored vectors are
             normalised (the attach default: the mean image-embedding norm of the encoder, see
             :meth:`CIRCollection.open`); ``None`` keeps stored vectors as they are.
@@ -80,6 +82,7 @@ class FieldMap:
     text_flag_field: str | None = None
     text_raw_field: str | None = None
     text_sparse_field: str | None = None
+    text_collection: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id_field": self.id_field, "id_type": self.id_type, "vector_field": self.vector_field,
@@ -88,7 +91,7 @@ class FieldMap:
                 "scalars": dict(self.scalars), "partition_key": self.partition_key, "dynamic": self.dynamic,
                 "default_norm": self.default_norm, "text_vector_field": self.text_vector_field,
                 "text_flag_field": self.text_flag_field, "text_raw_field": self.text_raw_field,
-                "text_sparse_field": self.text_sparse_field}
+                "text_sparse_field": self.text_sparse_field, "text_collection": self.text_collection}
 
 
 _TYPE_NAMES = {"BOOL": "bool", "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64",
@@ -140,11 +143,11 @@ def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabili
     description = "" if caps.collection_properties else (
         DESCRIPTION_PREFIX + recipe.to_json() if recipe is not None else STORE_DESCRIPTION)
     cols = [FieldSchema("id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID_BYTES),
-            FieldSchema("vector", DataType.FLOAT_VECTOR, dim=f.dim),
+            FieldSchema(f.vector_field, DataType.FLOAT_VECTOR, dim=f.dim),
             FieldSchema("norm", DataType.FLOAT),
             FieldSchema("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES),
             FieldSchema("metadata", DataType.JSON)]
-    if f.text_vector_field:
+    if f.text_vector_field and f.text_collection is None:  # else in the text mirror (storage.mirror)
         cols += [FieldSchema(f.text_vector_field, DataType.FLOAT_VECTOR, dim=f.dim),
                  FieldSchema(str(f.text_flag_field), DataType.BOOL)]
     if f.text_sparse_field:
@@ -171,8 +174,8 @@ def build_schema(client: Any, f: FieldMap, recipe: Recipe | None, caps: Capabili
                                      input_field_names=[str(f.text_raw_field)],
                                      output_field_names=[f.text_sparse_field]))
     ip = client.prepare_index_params()
-    ip.add_index("vector", index_type=index_type, metric_type=f.metric, params=dict(idx_params))
-    if f.text_vector_field:
+    ip.add_index(f.vector_field, index_type=index_type, metric_type=f.metric, params=dict(idx_params))
+    if f.text_vector_field and f.text_collection is None:
         ip.add_index(f.text_vector_field, index_type=index_type, metric_type=f.metric, params=dict(idx_params))
     if f.text_sparse_field:
         ip.add_index(f.text_sparse_field, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")

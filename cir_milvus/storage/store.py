@@ -56,20 +56,23 @@ from cir_milvus.storage.lifecycle import (
     check_consistency,
     check_converged,
     check_index,
+    check_mirror_slot,
     create_collection,
     database_call,
     drop_collection,
+    drop_with_mirror,
     plan_create,
     wait_for_index,
 )
+from cir_milvus.storage.mirror import TEXT_COLLECTION_KEY, hide_mirrors, open_mirror, write_mirrored
 from cir_milvus.storage.policy import source_text
-from cir_milvus.storage.reads import LOOKUP_CHUNK, StoreReads
+from cir_milvus.storage.reads import LOOKUP_CHUNK
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe
 from cir_milvus.storage.results import Hit, Hits, Id, Skipped, WriteResult
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.schema import ATTACH_KEYS, DEFAULT_SEARCH_PARAMS, FieldMap, field_map, is_own, read_recipe
 from cir_milvus.storage.search import collect_hits, plan_search, query_matrix
-from cir_milvus.storage.write import MAX_UPSERT_BYTES, check_shapes, chunk_rows_by_bytes, prepare_rows, write_rows
+from cir_milvus.storage.write import MAX_UPSERT_BYTES, check_shapes, chunk_rows_by_bytes, prepare_rows
 
 __all__ = ["MAX_UPSERT_BYTES", "Consistency", "FieldMap", "Hit", "Hits", "Id", "Skipped", "VectorStore", "WriteResult",
            "chunk_rows_by_bytes"]
@@ -80,7 +83,7 @@ SEARCH_CHUNK = 1024
 """Query vectors per search call."""
 
 
-class VectorStore(StoreReads, StoreHybrid):
+class VectorStore(StoreHybrid):
     """A Milvus collection of image vectors: schema, recipe, ids, writes, reads and deletes; no encoder.
 
     Build with :meth:`create` or :meth:`open`.
@@ -113,15 +116,17 @@ class VectorStore(StoreReads, StoreHybrid):
     def list_collections(cls, uri: Any, *, token: str | None = None, timeout: float | None = 10.0,
                          connect_kwargs: Mapping[str, Any] | None = None) -> list[str]:
         """The collections at ``uri``, sorted, including ones cir_milvus did not create (``[]`` for a Lite path that
-        does not exist: nothing is created there). Retried within ``timeout``, like :meth:`exists`."""
+        does not exist: nothing is created there), without the text mirrors of mixed galleries
+        (:mod:`~cir_milvus.storage.mirror`). Retried within ``timeout``, like :meth:`exists`."""
         nothing: list[str] = []
-        return database_call(uri, "list collections", lambda c: sorted(map(str, c.list_collections())), nothing,
-                             token=token, timeout=timeout, connect_kwargs=connect_kwargs)
+        return database_call(uri, "list collections", lambda c: hide_mirrors(list(map(str, c.list_collections()))),
+                             nothing, token=token, timeout=timeout, connect_kwargs=connect_kwargs)
 
     @classmethod
     def drop_collection(cls, uri: Any, name: str, *, missing_ok: bool = False, token: str | None = None,
                         timeout: float | None = 10.0, connect_kwargs: Mapping[str, Any] | None = None) -> None:
-        """Drop a collection and its rows without opening it (:meth:`drop` drops an open store's).
+        """Drop a collection and its rows (and its text mirror) without opening it (:meth:`drop` drops an open
+        store's).
 
         Raises:
             CollectionNotFoundError: no such collection (the message lists the existing ones), unless
@@ -200,15 +205,19 @@ class VectorStore(StoreReads, StoreHybrid):
         try:
             caps = conn.capabilities()
             check_index(plan, caps)
+            plan = plan.on(caps, name)
             exists = conn.call(f"check collection {name!r}", lambda: bool(conn.client.has_collection(name)))
+            check_mirror_slot(conn, name, plan)
             if exists and overwrite:  # everything above is validated; only now drop
-                conn.call(f"drop collection {name!r}", lambda: conn.client.drop_collection(name))
+                conn.call(f"drop collection {name!r}", lambda: drop_with_mirror(conn.client, name))
             elif exists and not exist_ok:
                 raise ConfigError(f"collection {name!r} already exists at {redact_uri(conn.where)}; open it, pass "
                                   "exist_ok=True, or overwrite=True to drop it")
             if recipe is not None and (not exists or overwrite):
                 recipe.metric = plan.metric
                 recipe.index = {"type": plan.index_type, "params": plan.index_params}
+                if recipe.item_text is not None and plan.text_collection is not None:
+                    recipe.item_text = {**recipe.item_text, "collection": plan.text_collection}
             if (not exists or overwrite) and create_collection(conn, caps, name, plan, recipe):
                 return cls(conn.client, name, uri=conn.where, caps=caps, fields=plan.field_map(caps), recipe=recipe,
                            owns_client=conn.owns, retry=retry, consistency=consistency)
@@ -301,6 +310,9 @@ class VectorStore(StoreReads, StoreHybrid):
                 "recipe= with VectorStore.open)."
             )
         fmap = field_map(client, name, desc, schema, stored)
+        mirror = (desc.get("properties") or {}).get(TEXT_COLLECTION_KEY)
+        if mirror is not None and schema is None:
+            fmap = open_mirror(conn.call, client, name, conn.where, str(mirror), fmap)
         conn.call(f"load collection {name!r}", lambda: client.load_collection(name))
         return cls(client, name, uri=conn.where, caps=caps, fields=fmap, recipe=recipe or stored,
                    owns_client=conn.owns, retry=retry, consistency=consistency)
@@ -344,7 +356,10 @@ class VectorStore(StoreReads, StoreHybrid):
 
         Each row is checked by the id and metadata policy first (bad rows are skipped with a reason). Rows go to
         Milvus in chunks of at most 16 MB; transient failures are retried by :attr:`retry`; a chunk refused for a
-        permanent reason is split in halves until the bad rows are found, so one bad row never costs another.
+        permanent reason is split in halves until the bad rows are found, so one bad row never costs another. A
+        mixed gallery with a text mirror gets the mirror's rows first, then the main rows
+        (:mod:`~cir_milvus.storage.mirror`): an upsert cut short between the two is repaired by upserting the same
+        ids again.
 
         Args:
             ids: primary keys (validated by :meth:`check_id`).
@@ -378,11 +393,13 @@ class VectorStore(StoreReads, StoreHybrid):
             if on_retry is not None:
                 on_retry()
 
-        def send(part: list[dict[str, Any]]) -> None:
-            self._call(f"upsert {len(part)} rows into {self.name!r}", lambda: self._client.upsert(self.name, part),
-                       retried, retry)
+        def into(collection: str) -> Callable[[list[dict[str, Any]]], None]:
+            def send(part: list[dict[str, Any]]) -> None:
+                self._call(f"upsert {len(part)} rows into {collection!r}",
+                           lambda: self._client.upsert(collection, part), retried, retry)
+            return send
 
-        refused = write_rows(send, rows)
+        refused = write_mirrored(self.fields, rows, into(self.name), into(self.fields.text_collection or self.name))
         for j, i in enumerate(index):
             reason = refused.get(j)
             if reason is not None:
@@ -408,6 +425,7 @@ class VectorStore(StoreReads, StoreHybrid):
                 expr = in_filter(self.fields.id_field, present[s : s + LOOKUP_CHUNK])
                 self._call(f"delete from {self.name!r}",
                            lambda expr=expr: self._client.delete(self.name, filter=expr))  # type: ignore[misc]
+            self.delete_text_rows(ids=self._valid_ids(ids))  # after main (the mirror's commit record), all given ids
             return len(present)
         expr = self.render_filter(filter or "", filter_params)
         if not expr.strip():
@@ -416,6 +434,7 @@ class VectorStore(StoreReads, StoreHybrid):
         if n:
             self._call(f"delete from {self.name!r}", lambda: self._client.delete(self.name, filter=expr),
                        user_filter=expr)
+        self.delete_text_rows(expr=expr)
         return n
 
     def update_metadata(self, ids: Sequence[Id], metadata: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
@@ -516,13 +535,14 @@ class VectorStore(StoreReads, StoreHybrid):
 
     # -- housekeeping -----------------------------------------------------------------------------------------------
     def drop(self) -> None:
-        """Drop the collection (all its rows) and close the store."""
-        self._call(f"drop collection {self.name!r}", lambda: self._client.drop_collection(self.name))
+        """Drop the collection (all its rows, and its text mirror) and close the store."""
+        self._call(f"drop collection {self.name!r}", lambda: drop_with_mirror(self._client, self.name))
         self.close()
 
     def flush(self, *, retry: RetryPolicy | None = None) -> None:
         """Seal growing segments so they get indexed (``retry`` overrides the store's retry policy for this call)."""
-        self._call(f"flush {self.name!r}", lambda: self._client.flush(self.name), retry=retry)
+        for name in dict.fromkeys((self.fields.text_collection or self.name, self.name)):
+            self._call(f"flush {name!r}", lambda name=name: self._client.flush(name), retry=retry)  # type: ignore[misc]
 
     def index_info(self) -> dict[str, Any]:
         """The vector index's description (type, metric, indexed / total rows where the backend says)."""

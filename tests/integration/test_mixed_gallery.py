@@ -2,8 +2,8 @@
 
 The fused lists are checked three ways: Milvus Lite's ``hybrid_search``, the store's client-side fusion (the path of
 servers without hybrid search, forced here by switching the capability off) and a brute-force numpy ranking fused by
-the rules written out again below (not cir_milvus.query's code). Runs on Lite; the 2.3.5 server (marked ``server``)
-has no collections with two vector fields, and refuses ``item_text=True`` with a clear error.
+the rules written out again below (not cir_milvus.query's code). Runs on Lite; the 2.3.5 server, which keeps the item
+texts in a text mirror collection, is checked against Lite in tests/server/test_mixed_mirror.py.
 """
 
 from __future__ import annotations
@@ -323,14 +323,23 @@ def test_http_add_texts_and_search_targets_match_the_library(tmp_path: Path, ima
     col.close()
 
 
-@pytest.mark.server
-def test_server_without_multi_vector_refuses_clearly(server_uri: str) -> None:
-    from cir_milvus import VectorStore
+def test_servers_with_one_vector_field_get_a_text_mirror_and_older_ones_a_clear_error() -> None:
+    from cir_milvus.storage.client import SERVER_INDEXES, Capabilities
+    from cir_milvus.storage.lifecycle import check_index, plan_create
 
-    name = f"m{uuid.uuid4().hex[:10]}"
-    with pytest.raises(ConfigError, match=r"needs a second vector field, which Milvus v2\.3\.5\S* lacks.*Milvus >= 2\.4"):
-        CIRCollection.create(server_uri, name, encoder=FakeEncoder(dim=16, seed=1), item_text=True)
-    assert not VectorStore.exists(server_uri, name)  # refused before anything was created
+    plan = plan_create(16, None, None, "FLAT", None, None, None, True, item_text=True)
+    v235 = Capabilities(is_lite=False, version="v2.3.5", index_types=SERVER_INDEXES, filter_templates=False,
+                        group_by=False, nullable=False, hybrid_search=False, multi_vector=False, full_text=False)
+    check_index(plan, v235)  # accepted: the item texts go to a mirror (tests/server/test_mixed_mirror.py)
+    assert plan.on(v235, "shop").field_map(v235).text_collection == "shop__cir_text"
+    assert plan.on(dataclasses.replace(v235, multi_vector=True), "shop").text_collection is None
+    with pytest.raises(ConfigError, match="reserved for the item-text mirrors"):
+        plan.on(v235, "shop__cir_text")
+    with pytest.raises(ConfigError, match="too long for a mixed gallery"):
+        plan.on(v235, "x" * 250)
+    v22 = dataclasses.replace(v235, version="v2.2.16", collection_properties=False)
+    with pytest.raises(ConfigError, match=r"Milvus v2\.2\.16 has neither: upgrade the server to Milvus >= 2\.3"):
+        check_index(plan, v22)
 
 
 def test_torch_and_bundle_give_the_same_mixed_gallery(tiny_torch_encoder, tiny_bundle: Path,  # type: ignore[no-untyped-def]
