@@ -114,6 +114,9 @@ def test_layout_recipe_listing_and_reopen(pair: Any, milvus_server: Any) -> None
         assert again.store.fields.text_collection == mirror
         hits = again.search(text="a yellow thing number7", composer="text", k=3, targets=("text",))
         assert hits[0].id == ids[7]
+    with CIRCollection.create(uri, server.name, encoder=_enc(), index="FLAT", fields={"group": ("varchar", 16)},
+                              item_text=True, if_exists="open") as same:  # create-or-open finds the mirror too
+        assert same.store.fields.text_collection == mirror and len(same) == N
     with pytest.raises(ConfigError, match="reserved for the item-text mirrors"):
         CIRCollection.create(uri, mirror, encoder=_enc())
 
