@@ -37,8 +37,8 @@ class IngestReport:
     :func:`~cir_milvus.ingest.ray_pipeline.ingest_ray` did: the same fields, types and counting rules for all three.
 
     ``seen == stored + already_stored + duplicates + len(skipped)``. Iterating the report (or indexing it) gives
-    ``ids``: one entry per input in input order, its id or ``None`` when it was skipped (``ingest_ray``, whose rows
-    come back in no input order, lists the ids it wrote, as they arrived).
+    ``ids``: one entry per input in input order, its id or ``None`` when it was skipped (``ingest_ray`` too, whose
+    rows come back in any order: each carries its input position).
 
     Attributes:
         seen: inputs (records) read.

@@ -16,7 +16,9 @@
 Counts match the local pipeline: ``stored`` is the number of distinct ids written, ``duplicates`` the repeats
 (an id seen twice in the input is encoded twice in the distributed mode, but written idempotently), ``already
 stored`` ids are never decoded or encoded. Skips and already-stored counts reach the driver through a small tally
-actor.
+actor. Every row carries its input position (``input``: the record's index, or shard index × 2³² + sample index for
+tar shards, whose sizes the shard tasks tally), so the report's ``ids`` are in input order, as the local pipeline's,
+although rows come back in any order.
 
 Needs ``pip install 'cir_milvus[ray]'``. See ``docs/ingestion.md`` for a cluster run and throughput estimates.
 """
@@ -27,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 
 Skip = tuple[str, str, Any, str]
 """``(name, reason, id, kind value)`` of a row a Ray stage dropped."""
+SHARD_BITS = 32
+"""A tar shard's rows have input positions ``shard index << SHARD_BITS | sample index``."""
 
 
 class RecipeEncoderFactory:
@@ -97,20 +101,24 @@ class _Shipped:
 
 
 class _Tally:
-    """Skips and already-stored counts from the stages that drop rows."""
+    """Skips, already-stored ids (by input position) and tar shard sizes from the stages."""
 
     def __init__(self) -> None:
         self.skipped: list[Skip] = []
-        self.already = 0
+        self.already: dict[int, Id] = {}
+        self.shard_sizes: dict[int, int] = {}
 
     def skip(self, items: list[Skip]) -> None:
         self.skipped.extend(items)
 
-    def add_already(self, n: int) -> None:
-        self.already += n
+    def add_already(self, found: dict[int, Id]) -> None:
+        self.already.update(found)
 
-    def snapshot(self) -> tuple[list[Skip], int]:
-        return self.skipped, self.already
+    def shard_size(self, shard: int, n: int) -> None:
+        self.shard_sizes[shard] = n  # a retried shard task reports the same size again
+
+    def snapshot(self) -> tuple[list[Skip], dict[int, Id], dict[int, int]]:
+        return self.skipped, self.already, self.shard_sizes
 
 
 def _select(batch: dict[str, np.ndarray], keep: list[int]) -> dict[str, np.ndarray]:
@@ -149,12 +157,17 @@ def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy)
     return _select(batch, keep)
 
 
-def _shard_rows(row: dict[str, Any], text_column: str | None = None) -> list[dict[str, Any]]:
-    """One tar shard → rows (samples without an image become ``error`` rows)."""
-    return [_row(rec) for rec in ShardSource(row["shard"], text_column=text_column)]
+def _shard_rows(row: dict[str, Any], tally: Any, text_column: str | None = None) -> list[dict[str, Any]]:
+    """One tar shard → rows (samples without an image become ``error`` rows); its size goes to the tally."""
+    import ray
+
+    first = int(row["index"]) << SHARD_BITS
+    rows = [_row(rec, first + k) for k, rec in enumerate(ShardSource(row["shard"], text_column=text_column))]
+    ray.get(tally.shard_size.remote(int(row["index"]), len(rows)))
+    return rows
 
 
-def _row(rec: Record) -> dict[str, Any]:
+def _row(rec: Record, position: int) -> dict[str, Any]:
     kind = rec.kind.value if rec.error else ""
     try:
         md, err = json.dumps(jsonable(dict(rec.metadata))), ""
@@ -162,7 +175,8 @@ def _row(rec: Record) -> dict[str, Any]:
         md, err, kind = "{}", f"bad metadata: {e}", SkipKind.BAD_METADATA.value
     return {"id": rec.id or "", "path": rec.source if isinstance(rec.source, str) else "",
             "data": rec.source if isinstance(rec.source, bytes) else b"", "metadata": md, "origin": rec.name,
-            "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value, "text": rec.text or ""}
+            "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value, "text": rec.text or "",
+            "input": position}
 
 
 def _drop_errors(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarray]:
@@ -193,7 +207,8 @@ class _FilterExisting:
         ids = [str(i) for i in batch["id"]]
         present = self.store.existing_ids(ids) if ids else set()
         if present:
-            ray.get(self.tally.add_already.remote(len(present)))
+            ray.get(self.tally.add_already.remote({int(p): rid for p, rid in zip(batch["input"], ids)
+                                                   if rid in present}))
         return _select(batch, [i for i, rid in enumerate(ids) if rid not in present])
 
 
@@ -259,7 +274,7 @@ def _rows(batch: dict[str, np.ndarray]) -> Rows:
     texts: list[str | None] = [str(t) or None for t in batch["text"]] if "text" in batch else [None] * n
     b = Batch(n, ids, [str(p) or str(o) for p, o in zip(batch["path"], batch["origin"])],
               [json.loads(m) for m in batch["metadata"]], [str(o) for o in batch["origin"]], [None] * n,
-              [-1] * n, texts)
+              [int(p) for p in batch["input"]], texts)
     text_vectors = None
     if "text_vector" in batch:  # item texts (mixed galleries): a row without text has none
         tv = np.asarray(batch["text_vector"], dtype=np.float32)  # [N, D]
@@ -295,6 +310,7 @@ class _Write:
         if self.tally is not None:
             _report_skips(self.tally, skips.items)
         return {"id": np.asarray([str(rid) for _, rid in written], dtype=object),
+                "input": np.asarray([rows.batch.inputs[i] for i, _ in written], dtype=np.int64),
                 "with_text": np.asarray([rows.batch.texts[i] is not None for i, _ in written], dtype=bool)}
 
 
@@ -346,24 +362,28 @@ class _RayRun:
         self.tally = ray.remote(num_cpus=0)(_Tally).remote()
         self.store_kwargs = {"uri": col.uri, "name": col.name, "token": ray_opts.token,
                              "connect_kwargs": dict(ray_opts.client_options), "retry_timeout": retry_timeout}
+        self.placed: dict[int, Id] = {}  # input position -> id stored for it (written or already stored)
+        self.shards = False
 
     def source_dataset(self, src: Any) -> Any:
         """Records as a Ray dataset (tar shards read by Ray tasks, one per shard); the driver admits them first in
         ``write="driver"`` mode (the workers cannot reach a Lite file)."""
         ray, report = self.ray, self.stage.report
         if isinstance(src, ShardSource):
+            self.shards = True
             report.seen = -1  # counted at the end from the tally and the outputs
-            return ray.data.from_items([{"shard": s} for s in src.shards]).flat_map(
-                _shard_rows, fn_kwargs={"text_column": src.text_column}, num_cpus=self.res["task_cpus"])
+            return ray.data.from_items([{"shard": s, "index": i} for i, s in enumerate(src.shards)]).flat_map(
+                _shard_rows, fn_kwargs={"text_column": src.text_column, "tally": self.tally},
+                num_cpus=self.res["task_cpus"])
         records = list(src)
         if self.write != "driver":
             report.seen = len(records)
-            return ray.data.from_items([_row(r) for r in records]) if records else None
+            return ray.data.from_items([_row(r, n) for n, r in enumerate(records)]) if records else None
         rows: list[dict[str, Any]] = []
         for s in range(0, len(records), 1000):
-            batch = self.stage.admit(records[s: s + 1000], s)
-            rows += [_row(Record(rid, data, md, name, text=text)) for rid, data, md, name, text in
-                     zip(batch.ids, batch.data, batch.metadata, batch.names, batch.texts)]
+            batch = self.stage.admit(records[s: s + 1000], s)  # settles the positions of duplicates, already stored
+            rows += [_row(Record(rid, data, md, name, text=text), n) for rid, data, md, name, text, n in
+                     zip(batch.ids, batch.data, batch.metadata, batch.names, batch.texts, batch.inputs)]
         return ray.data.from_items(rows) if rows else None
 
     def stages(self, ds: Any) -> Any:
@@ -400,39 +420,46 @@ class _RayRun:
         report = self.stage.report
         written: set[Any] = set()
         texts: set[Any] = set()  # ids stored with an item text
-        order: list[Id | None] = []
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             if self.write == "driver" and len(batch["id"]):
                 rows = _rows(batch)
                 self.stage.count(encoded=len(rows.batch.ids))
                 done = write_rows(self.col.store, rows, self.stage.skips, retry=self.stage.retry,
                                   on_retry=self.stage.on_retry)
-                ids = [rid for _, rid in done]
+                placed = [(rows.batch.inputs[i], rid) for i, rid in done]
                 texts.update(rid for i, rid in done if rows.batch.texts[i] is not None)
             else:
-                ids = [str(i) for i in batch["id"]]
-                texts.update(rid for rid, t in zip(ids, batch.get("with_text", ())) if t)
-                self.stage.count(encoded=len(ids))
-            for rid in ids:
+                placed = [(int(p), str(i)) for p, i in zip(batch["input"], batch["id"])]
+                texts.update(rid for (_, rid), t in zip(placed, batch.get("with_text", ())) if t)
+                self.stage.count(encoded=len(placed))
+            for position, rid in placed:
+                self.placed[position] = rid
                 if rid in written:
                     report.duplicates += 1
                 else:
                     written.add(rid)
-                    order.append(rid)
         report.stored = len(written)
         if self.stage.item_texts:
             report.with_text = len(texts)
-        report.ids = order  # the rows come back in no input order: the ids written, as they arrived
 
     def tally_into(self, skips: SkipLog) -> None:
-        """Skips and already-stored counts the stages tallied."""
-        skipped, already = self.ray.get(self.tally.snapshot.remote())
+        """Skips and already-stored counts the stages tallied; ``ids`` in input order."""
+        skipped, already, sizes = self.ray.get(self.tally.snapshot.remote())
         for name, reason, rid, kind in skipped:
             skips.add(name, reason, rid, SkipKind(kind))
         report = self.stage.report
-        report.already_stored += already
+        report.already_stored += len(already)
         if report.seen < 0:
             report.seen = report.stored + report.duplicates + report.already_stored + len(report.skipped)
+        self.placed.update(already)
+        positions: Iterable[int] = ((s << SHARD_BITS) + k for s in sorted(sizes) for k in range(sizes[s])) \
+            if self.shards else range(max(report.seen, len(report.ids)))
+        # admission (driver mode) settled duplicates and already-stored inputs; the rows coming back, the rest.
+        # As in the local pipeline, a repeat of an input that was skipped is not stored either.
+        lost = {sk.id for sk in report.skipped if sk.id is not None} - set(self.placed.values())
+        settled = report.ids
+        report.ids = [None if rid in lost else rid for rid in
+                      (self.placed.get(p, settled[p] if p < len(settled) else None) for p in positions)]
 
 
 def ingest_ray(

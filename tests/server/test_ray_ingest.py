@@ -19,6 +19,8 @@ from PIL import Image
 
 ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
 
+from ingest_helpers import write_shard  # noqa: E402
+
 from cir_milvus import CIRCollection, FakeEncoder  # noqa: E402
 from cir_milvus.images import content_id  # noqa: E402
 from cir_milvus.ingest import ingest  # noqa: E402
@@ -72,7 +74,9 @@ def _vectors(col: CIRCollection, ids: list[str]) -> dict[str, np.ndarray]:
     return col.get_vectors(ids)
 
 
-def _check(col: CIRCollection, report: Any, paths: list[Path], already: int) -> None:
+def _check(col: CIRCollection, report: Any, paths: list[Path], already: int, local: Any) -> None:
+    """``local``: the local pipeline's report over the same folder (its ``ids``: one per input, in input order)."""
+    assert report.ids == local.ids and len(local.ids) == len(paths) + 2
     assert report.skipped_by_reason == {"not_an_image": 1}
     assert report.duplicates == 1
     assert report.already_stored == already and report.stored == len(paths) - already
@@ -91,9 +95,8 @@ def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray,
         col.add(paths[:10])  # resume: these are neither decoded nor encoded again
         report = ingest_ray(col, root, batch_size=8, progress=False, skip_report=tmp_path / f"{name}.jsonl",
                             ray=RayOptions(encoder_factory=make, write="workers"))
-        _check(col, report, paths, already=10)
         ref = CIRCollection.create(str(tmp_path / f"{name}.db"), "ref", encoder=make())
-        ingest(ref, root, batch_size=8, workers=0, progress=False)
+        _check(col, report, paths, already=10, local=ingest(ref, root, batch_size=8, workers=0, progress=False))
         ids = [content_id(p) for p in paths]
         got, want = _vectors(col, ids), _vectors(ref, ids)
         for i in ids:
@@ -105,10 +108,34 @@ def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray,
 @pytest.mark.slow
 def test_ray_driver_writes_to_lite(local_ray, folder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root, paths = folder
-    col = CIRCollection.create(str(tmp_path / "r.db"), "r", encoder=PixelFake())
-    col.add(paths[:5])
+    col, ref = (CIRCollection.create(str(tmp_path / f"{n}.db"), n, encoder=PixelFake()) for n in ("r", "ref"))
+    for c in (col, ref):
+        c.add(paths[:5])
     report = ingest(col, root, batch_size=8, progress=False, ray=RayOptions(address="local"))  # Ray already up: reused
-    _check(col, report, paths, already=5)
+    _check(col, report, paths, already=5, local=ingest(ref, root, batch_size=8, workers=0, progress=False))
+    ref.close()
     with pytest.raises(Exception, match="Milvus Lite file"):
         ingest_ray(col, root, ray=RayOptions(write="workers"))
     col.close()
+
+
+@pytest.mark.slow
+def test_ray_report_ids_of_tar_shards_are_in_input_order(local_ray, folder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Shards are read by Ray tasks, rows come back in any order: ``ids`` are still one per sample, in shard and
+    sample order, as the local pipeline's (``None`` for a sample without an image and one that does not decode)."""
+    _, paths = folder
+    data = [p.read_bytes() for p in paths]
+    shards = [write_shard(tmp_path / f"s{s}.tar", [(f"s{s}k{k:02d}", {"k": k}, data[(5 * s + k) % len(data)])
+                                                  for k in range(12)]) for s in range(3)]
+    write_shard(shards[1], [(f"s1k{k:02d}", {"k": k}, data[k]) for k in range(6)]
+                + [("s1k06", {"k": 6}, None), ("s1k07", {"k": 7}, b"not an image")]
+                + [(f"s1k{k:02d}", {"k": k}, data[k]) for k in range(8, 12)])
+    spec = str(tmp_path / "s*.tar")
+    col, ref = (CIRCollection.create(str(tmp_path / f"{n}.db"), n, encoder=PixelFake()) for n in ("r", "ref"))
+    report = ingest_ray(col, spec, batch_size=5, progress=False, ray=RayOptions(write="driver"))
+    local = ingest(ref, spec, batch_size=5, workers=0, progress=False)
+    assert len(local.ids) == 36 and local.ids[18:20] == [None, None]
+    assert report.ids == local.ids
+    assert report.stored == local.stored == 34
+    col.close()
+    ref.close()
