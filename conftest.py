@@ -98,3 +98,22 @@ pytest_collect_file = Sybil(
     setup=_setup,
     teardown=_teardown,
 ).pytest()
+
+
+def pytest_xdist_auto_num_workers(config: Any) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per CPU this process may use, where a container's CPU quota
+    counts (``os.cpu_count()`` there is the host's), and at most one per 3 GiB of memory (a worker holds torch, a
+    tiny model and sometimes a Milvus 2.3.5 server), 8 at most."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        cpus = min(cpus, max(1, memory // (3 << 30)))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(cpus, 8))
