@@ -165,7 +165,7 @@ def open_parts(conn: Connection, name: str, encoder: Encoder | EncoderSpec, comp
             enc = _attach(store, name, _built(encoder), composer or ComposerSpec(), conn.uri)
         else:
             enc = _rebuild(store.recipe, name, encoder, conn.uri, search_path)
-            verify_serving_encoder(store, name, store.recipe.encoder, enc)
+            verify_serving_encoder(store, name, store.recipe.encoder, enc, search_path=search_path)
         if store.fields.norm_field is None and store.fields.default_norm is None:
             norm = (store.recipe.encoder if store.recipe else {}).get("mean_image_norm")
             if norm:

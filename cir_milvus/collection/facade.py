@@ -164,6 +164,8 @@ class CIRCollection:
         Files the recipe names (checkpoint, text tower, ONNX bundle, heads) are found by their recorded sha256
         through hints: the collection's folder (Lite), ``search_path`` and ``$CIR_MILVUS_PATH`` (see
         :mod:`cir_milvus.artifacts`). ``model=``/``pretrained=`` naming the same bytes at another path is accepted.
+        Relative stored sources re-encoded to verify another kind of encoder are looked for there too (after the
+        working folder; :func:`~cir_milvus.collection.verify.source_bases`).
 
         ``encoder=EncoderSpec(device=..., precision=..., text_weights=...)`` without a model runs the rebuilt
         encoder so. ``text_weights`` swaps a tuned text tower (an RTD checkpoint) into the rebuilt (or ``model=``)

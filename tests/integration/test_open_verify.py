@@ -7,6 +7,7 @@ rewritten to match passes every checksum; only re-encoding stored sources tells 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,58 @@ def test_without_readable_sources_the_open_warns_that_nothing_was_checked(torch_
         CIRCollection.open(uri, "items", encoder=OrtEncoder(tampered)).close()
     assert "no stored item's source is a readable file here" in caplog.text
     assert "could not be checked" in caplog.text
+
+
+def _relative_build(tiny_torch_encoder, make_image, writer_dir: Path, db: Path) -> None:  # type: ignore[no-untyped-def]
+    """A collection whose stored sources are relative paths (``images/i.png``), added from ``writer_dir``."""
+    (writer_dir / "images").mkdir(parents=True)
+    for i in range(4):
+        make_image(40 + 8 * i, 32, seed=i).save(writer_dir / "images" / f"{i}.png")
+    cwd = os.getcwd()
+    os.chdir(writer_dir)
+    try:
+        with CIRCollection.create(str(db), "items", encoder=tiny_torch_encoder) as col:
+            assert col.add([f"images/{i}.png" for i in range(4)]).stored == 4
+            assert {r["source"] for r in col.store.query("", output_fields=["source"], limit=10)} == {
+                f"images/{i}.png" for i in range(4)}
+    finally:
+        os.chdir(cwd)
+
+
+def test_relative_sources_are_found_from_another_working_folder(tiny_torch_encoder, tiny_bundles, make_image,
+                                                                tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Added next to the Lite file, opened from elsewhere: the sources are found in the Lite file's folder, so a
+    tampered bundle is still refused and the genuine one verified."""
+    _relative_build(tiny_torch_encoder, make_image, tmp_path / "project", tmp_path / "project" / "cir.db")
+    tampered = tiny_bundles.copy(tmp_path / "tampered", fused=False)
+    swap_weights_and_rewrite_manifest(tampered)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = str(tmp_path / "project" / "cir.db")
+    with pytest.raises(RecipeMismatchError, match="not encoded by this encoder's weights"):
+        CIRCollection.open(uri, "items", encoder=OrtEncoder(tampered))
+    with caplog.at_level(logging.INFO, logger="cir_milvus.collection.verify"):
+        CIRCollection.open(uri, "items", encoder=OrtEncoder(tiny_bundles.get(fused=False))).close()
+    assert "4 stored item(s) re-encode with the onnx encoder" in caplog.text
+
+
+def test_relative_sources_elsewhere_are_found_through_search_path(tiny_torch_encoder, tiny_bundles, make_image,
+                                                                  tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Added from a folder that is neither the Lite file's nor the working one: the warning names the folders it
+    tried and says what to do; ``search_path=`` naming the writer's folder verifies (and refuses the tampered)."""
+    writer, db = tmp_path / "photos", tmp_path / "dbs" / "cir.db"
+    db.parent.mkdir()
+    _relative_build(tiny_torch_encoder, make_image, writer, db)
+    tampered = tiny_bundles.copy(tmp_path / "tampered", fused=False)
+    swap_weights_and_rewrite_manifest(tampered)
+    monkeypatch.chdir(db.parent)
+    with caplog.at_level(logging.WARNING, logger="cir_milvus.collection.verify"):
+        CIRCollection.open(str(db), "items", encoder=OrtEncoder(tampered)).close()
+    assert "could not be checked" in caplog.text and str(db.parent) in caplog.text
+    assert "search_path=" in caplog.text
+    with pytest.raises(RecipeMismatchError, match="not encoded by this encoder's weights"):
+        CIRCollection.open(str(db), "items", encoder=OrtEncoder(tampered), search_path=[str(writer)])
 
 
 def test_the_encoder_that_built_it_is_not_re_encoded(torch_built, tiny_torch_encoder, caplog) -> None:  # type: ignore[no-untyped-def]
