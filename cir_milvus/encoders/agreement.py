@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,10 +84,27 @@ def check_reencode(encoder: Encoder, sources: Sequence[ImageInput], stored: np.n
     cos = reencode_cosines(encoder, sources, stored)
     worst, threshold = float(cos.min()), reencode_threshold(*precisions)
     if not worst >= threshold:  # NaN (a broken encoder) is refused too: it compares False
+        checked, why, fix = _checked(encoder.recipe)
         raise RecipeMismatchError(
-            f"{what} was not encoded by this encoder's weights: re-encoding {len(cos)} stored item(s) gives cosine "
-            f"{worst:.4f} with the stored vectors, below {threshold} ({'/'.join(precisions)}); the bundle's manifest "
-            "claims weights it was not exported from. Re-export the bundle from the collection's weights, or "
-            "re-ingest the collection with this encoder"
+            f"{what} was not encoded by this encoder's weights: re-encoding {len(cos)} stored item(s) with {checked} "
+            f"gives cosine {worst:.4f} with the stored vectors, below {threshold} ({'/'.join(precisions)}); {why}. "
+            f"{fix}, or re-ingest the collection with this encoder"
         )
     return worst
+
+
+def _checked(recipe: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What was re-encoded with (for the message), why it can disagree, and what to do instead of re-ingesting."""
+    backend = str(recipe.get("backend") or "unknown")
+    if backend == "onnx" or recipe.get("bundle_sha256"):
+        where = str(recipe.get("location") or recipe.get("model") or "").removeprefix("bundle:")
+        return (f"the ONNX bundle {where!r}" if where else "the ONNX bundle",
+                "its manifest claims weights it was not exported from, or it was exported from other weights",
+                "Re-export the bundle from the collection's weights")
+    name = f"model {recipe.get('model')!r}" + (f" (pretrained {recipe['pretrained']!r})"
+                                                if recipe.get("pretrained") else "")
+    if backend == "torch":
+        return (f"the torch {name}", "its weights are not the ones the collection's vectors were computed with",
+                "Open the collection with the encoder its recipe records (no model= or encoder=)")
+    return (f"the {backend} encoder ({name})", "it does not compute the collection's vectors",
+            "Open the collection with the encoder its recipe records (no model= or encoder=)")

@@ -96,8 +96,17 @@ def test_tampered_bundle_does_not_reencode_torch_vectors(bundle: Path, tiny_torc
     with pytest.raises(RecipeMismatchError, match="not encoded by this encoder's weights") as info:
         check_reencode(tampered, images, stored, what="collection 'items'")
     assert "collection 'items'" in str(info.value) and "0.9999" in str(info.value)
+    assert f"with the ONNX bundle {str(edited.resolve())!r}" in str(info.value)  # what was checked: the bundle
+    assert "manifest claims" in str(info.value) and "Re-export the bundle" in str(info.value)
     with pytest.raises(ConfigError, match="no stored item"):
         check_reencode(tampered, [], stored[:0])
+
+    # the other way round: a collection the tampered bundle built, checked with the torch model: no bundle in sight
+    with pytest.raises(RecipeMismatchError, match="not encoded by this encoder's weights") as info:
+        check_reencode(tiny_torch_encoder, images, tampered.encode_images(images), what="collection 'items'")
+    model = tiny_torch_encoder.recipe["model"]
+    assert f"with the torch model {model!r}" in str(info.value)
+    assert "bundle" not in str(info.value) and "manifest" not in str(info.value)
 
 
 def test_checksums_are_of_the_bytes_not_of_file_metadata(bundle: Path, tmp_path: Path) -> None:

@@ -156,6 +156,8 @@ def test_an_encoder_that_makes_nan_is_refused(tiny_torch_encoder, make_image) ->
     from cir_milvus.encoders.agreement import check_reencode
 
     class Broken:
+        recipe = {"backend": "torch", "model": "broken"}
+
         def encode_images(self, images, normalize=True):  # type: ignore[no-untyped-def]
             return np.full((len(images), 128), np.nan, dtype=np.float32)
 
