@@ -277,17 +277,21 @@ class StoreHybrid(StoreReads):
                          for d, t, fld, e, c in zip(data, tp.targets, tp.fields, exprs, colls)]
                 if f.text_collection is not None and "text" in tp.targets:
                     i = tp.targets.index("text")
-                    lists[i] = self._committed(lists[i])
+                    known = {hit_id(f, self.name, h) for j, lst in enumerate(lists) if j != i for hits in lst
+                             for h in hits}  # found in the main collection itself
+                    lists[i] = self._committed(lists[i], known)
                 res = [fuse([lst[j] for lst in lists], tp, f, self.name, plan.limit) for j in range(len(dense))]
             out.extend(collect_hits(f, self.name, plan, s + j, hits) for j, hits in enumerate(res))
         return out
 
-    def _committed(self, lists: Sequence[Sequence[Mapping[str, Any]]]) -> list[list[Mapping[str, Any]]]:
+    def _committed(self, lists: Sequence[Sequence[Mapping[str, Any]]], known: set[Any]
+                   ) -> list[list[Mapping[str, Any]]]:
         """Text-mirror hit lists without the ids the main collection does not hold (rows whose main write has not
-        happened, or never will: see :mod:`~cir_milvus.storage.mirror`)."""
+        happened, or never will: see :mod:`~cir_milvus.storage.mirror`); ``known`` are held (found in main), the
+        others are looked up (one ``id in [...]`` query, none when every id is known)."""
         f = self.fields
-        found = [hit_id(f, self.name, h) for hits in lists for h in hits]
-        held = self.existing_ids(found) if found else set()
+        unknown = [i for hits in lists for h in hits if (i := hit_id(f, self.name, h)) not in known]
+        held = known | (self.existing_ids(unknown) if unknown else set())
         return [[h for h in hits if hit_id(f, self.name, h) in held] for hits in lists]
 
     def _one(self, collection: str, data: list[Any], target: str, field: str, expr: str, params: Mapping[str, Any],

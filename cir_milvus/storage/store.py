@@ -14,7 +14,9 @@ Two kinds of collections:
 - **created by the store** (:meth:`VectorStore.create`): ``id`` VARCHAR(512 bytes) primary key, ``vector``
   FLOAT_VECTOR (L2-normalised), ``norm`` FLOAT (the raw embedding's norm: pseudo-token heads need raw embeddings),
   ``source`` VARCHAR(65,535 bytes: whole paths), ``metadata`` JSON, optional typed scalar fields (``fields={"price": "double"}``),
-  an optional partition key, dynamic fields on. The recipe is a collection property.
+  an optional partition key, dynamic fields on. The recipe is a collection property. Mixed galleries
+  (``item_text=True``) add the item-text fields, or on servers before Milvus 2.4 a text mirror collection that this
+  store writes, deletes and drops with the main one (:mod:`~cir_milvus.storage.mirror`).
 - **attached** (:meth:`VectorStore.open` with ``schema={"vector_field": ..., "id_field": ..., "metric": ...}``):
   someone else's collection (INT64 or VARCHAR ids, any metric). Without a norm field, raw embeddings are rebuilt
   with ``default_norm`` (see :class:`FieldMap`).
