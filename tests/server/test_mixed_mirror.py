@@ -266,11 +266,11 @@ def test_http_update_and_delete_keep_both_collections_in_step(scratch: CIRCollec
             assert client.get("/info", headers=head).json()["collections"][0]["targets"] == ["image", "text"]
             for kw in ({"targets": ["image", "text"]}, {"targets": ["text"]},
                        {"targets": ["image", "text"], "ranker": "weighted", "ranker_weights": [0.3, 0.7]}):
-                r = client.post("/search", json={"ref_id": ids[1], "text": "a red thing", "k": 5, **kw}, headers=head)
+                r = client.post("/search", json={"ref_id": ids[1], "text": "a red thing", "k": 4, **kw}, headers=head)
                 assert r.status_code == 200, r.text
-                want = col.search(ref_id=ids[1], text="a red thing", k=5,
+                want = col.search(ref_id=ids[1], text="a red thing", k=4,
                                   **{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
-                assert [h["id"] for h in r.json()["hits"]] == [h.id for h in want] and len(want) == 5
+                assert [h["id"] for h in r.json()["hits"]] == [h.id for h in want] and len(want) == 4
         before = col.store.stored_text_vectors([ids[2], ids[3]])
         col.update_metadata([ids[2], ids[3]], {"extra": 1})
         after = col.store.stored_text_vectors([ids[2], ids[3]])
@@ -282,6 +282,9 @@ def test_http_update_and_delete_keep_both_collections_in_step(scratch: CIRCollec
         assert raw.query(name + SUFFIX, filter=f'id in ["{ids[2]}"]', output_fields=["id"],
                          consistency_level="Strong") == []
         assert ids[2] not in {h.id for h in col.search(text="a blue thing", composer="text", k=20, targets=("text",))}
+        assert col.delete(filter='metadata["n"] == {n}', filter_params={"n": 104}) == 1  # item 4, which has a text
+        assert raw.query(name + SUFFIX, filter=f'id in ["{ids[4]}"]', output_fields=["id"],
+                         consistency_level="Strong") == []
     finally:
         raw.close()
 
