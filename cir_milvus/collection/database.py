@@ -75,7 +75,9 @@ class Database(Connection):
         return VectorStore.list_collections(self.uri, **self._kw())
 
     def has_collection(self, name: str) -> bool:
-        """Whether a collection of this name exists."""
+        """Whether a collection of this name exists, as :meth:`list_collections` sees it: a mixed gallery's text mirror
+        is part of its collection (``False``; opening or dropping it by its name is refused with a message naming its
+        collection)."""
         return VectorStore.exists(self.uri, name, **self._kw())
 
     def drop_collection(self, name: str, *, missing_ok: bool = False) -> None:

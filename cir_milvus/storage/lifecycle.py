@@ -34,12 +34,15 @@ from cir_milvus.storage.client import (
 )
 from cir_milvus.storage.mirror import (
     MIRROR_OF_KEY,
+    MIRROR_SUFFIX,
     TEXT_COLLECTION_KEY,
     check_user_name,
     hide_mirrors,
     mirror_layout,
     mirror_name,
     mirror_of,
+    mirror_owner,
+    not_a_collection,
 )
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe, creation_conflicts
 from cir_milvus.storage.retry import RetryPolicy
@@ -396,7 +399,15 @@ def database_call(uri: Any, what: str, call: Callable[[Any], T], missing: T, *, 
 
 def drop_collection(uri: Any, name: str, *, missing_ok: bool, token: str | None, timeout: float | None,
                     connect_kwargs: Mapping[str, Any] | None) -> None:
-    """Drop ``name`` at ``uri`` (see :meth:`VectorStore.drop_collection`)."""
+    """Drop ``name`` at ``uri`` (see :meth:`VectorStore.drop_collection`; a hidden text mirror counts as missing, and
+    without ``missing_ok`` the error names its collection)."""
+    if name.endswith(MIRROR_SUFFIX):
+        owner = database_call(uri, f"check collection {name!r}", lambda c: mirror_owner(c, name), None, token=token,
+                              timeout=timeout, connect_kwargs=connect_kwargs)
+        if owner is not None:
+            if missing_ok:
+                return
+            raise not_a_collection(name, owner, uri if isinstance(uri, str) else "(injected MilvusClient)")
 
     def drop(client: Any) -> bool:
         if not client.has_collection(name):

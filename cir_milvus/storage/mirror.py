@@ -13,8 +13,10 @@ Layout. A collection ``NAME`` created with ``item_text=True`` there is two colle
   search runs the user's filter on the mirror itself.
 
 The suffix ``__cir_text`` is reserved: :meth:`VectorStore.create` refuses user names ending in it, so a mirror name
-can never be a user's collection; ``list_collections`` hides a mirror while its main collection exists (an orphan
-left by an interrupted drop stays visible, so it can be dropped).
+can never be a user's collection. A mirror whose main collection exists is part of that collection, not a collection of
+its own: ``list_collections`` hides it, ``exists`` / ``has_collection`` say ``False``, and opening or dropping it by its
+name is refused with a message naming its collection (:func:`mirror_owner`, :func:`not_a_collection`). An orphan left
+by an interrupted drop is an ordinary collection again: listed, so it can be dropped.
 
 Consistency. The main collection is the commit record: a row exists when ``NAME`` holds it (``count``, ``exists``,
 "already stored?", ``get`` read it alone). Hence the order of the two writes:
@@ -42,8 +44,8 @@ from cir_milvus.storage.schema import HAS_TEXT, TEXT_VECTOR, FieldMap, type_name
 from cir_milvus.storage.write import Send, write_rows
 
 __all__ = ["MIRROR_OF_KEY", "MIRROR_SUFFIX", "TEXT_COLLECTION_KEY", "check_user_name", "hide_mirrors",
-           "main_layout_rows", "mirror_layout", "mirror_name", "mirror_of", "mirror_rows", "open_mirror",
-           "write_mirrored"]
+           "main_layout_rows", "mirror_layout", "mirror_name", "mirror_of", "mirror_owner", "mirror_rows",
+           "not_a_collection", "open_mirror", "user_collection_exists", "write_mirrored"]
 
 MIRROR_SUFFIX = "__cir_text"
 """Reserved name suffix of text mirrors: ``NAME`` → ``NAME__cir_text``."""
@@ -81,6 +83,26 @@ def hide_mirrors(names: Sequence[str]) -> list[str]:
     """``names`` sorted, without the mirrors whose main collection is among them."""
     present = set(names)
     return sorted(n for n in present if not (n.endswith(MIRROR_SUFFIX) and n[: -len(MIRROR_SUFFIX)] in present))
+
+
+def mirror_owner(client: Any, name: str) -> str | None:
+    """The main collection of ``name`` when ``name`` is a text mirror that :func:`hide_mirrors` hides (its main
+    collection exists); ``None`` for any other name (asks the server only for names ending in the suffix)."""
+    main = name[: -len(MIRROR_SUFFIX)] if name.endswith(MIRROR_SUFFIX) else ""
+    return main if main and client.has_collection(main) else None
+
+
+def user_collection_exists(client: Any, name: str) -> bool:
+    """Whether ``name`` is a collection of the listing: it exists and is not a hidden text mirror."""
+    return bool(client.has_collection(name)) and mirror_owner(client, name) is None
+
+
+def not_a_collection(name: str, main: str, where: str) -> CollectionNotFoundError:
+    """The error for a hidden text mirror named where a collection is expected."""
+    return CollectionNotFoundError(
+        f"{name!r} at {redact_uri(where)} is the text mirror of the mixed gallery {main!r} (where {main!r} keeps its "
+        f"item texts on servers before Milvus 2.4), not a collection of its own; open, search or drop {main!r} "
+        "instead")
 
 
 def mirror_of(desc: Mapping[str, Any]) -> str | None:

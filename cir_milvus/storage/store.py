@@ -66,7 +66,15 @@ from cir_milvus.storage.lifecycle import (
     plan_create,
     wait_for_index,
 )
-from cir_milvus.storage.mirror import TEXT_COLLECTION_KEY, hide_mirrors, open_mirror, write_mirrored
+from cir_milvus.storage.mirror import (
+    TEXT_COLLECTION_KEY,
+    hide_mirrors,
+    mirror_owner,
+    not_a_collection,
+    open_mirror,
+    user_collection_exists,
+    write_mirrored,
+)
 from cir_milvus.storage.policy import source_text
 from cir_milvus.storage.reads import LOOKUP_CHUNK
 from cir_milvus.storage.recipe import PROPERTY_KEY, Recipe
@@ -106,12 +114,13 @@ class VectorStore(StoreHybrid):
     def exists(cls, uri: Any, name: str, *, token: str | None = None, timeout: float | None = 10.0,
                connect_kwargs: Mapping[str, Any] | None = None) -> bool:
         """Whether the collection exists: THE existence check (the connection is released afterwards, so a Lite
-        file stays free; a Lite path that does not exist is ``False`` and nothing is created there).
+        file stays free; a Lite path that does not exist is ``False`` and nothing is created there). Agrees with
+        :meth:`list_collections`: a mixed gallery's text mirror is part of its collection, not one of its own.
 
         Raises:
             StorageUnavailableError: the server did not answer within ``timeout``.
         """
-        return database_call(uri, f"check collection {name!r}", lambda c: bool(c.has_collection(name)), False,
+        return database_call(uri, f"check collection {name!r}", lambda c: user_collection_exists(c, name), False,
                              token=token, timeout=timeout, connect_kwargs=connect_kwargs)
 
     @classmethod
@@ -296,8 +305,11 @@ class VectorStore(StoreHybrid):
     def _open_client(cls, conn: Connection, caps: Capabilities, name: str, *, schema: Mapping[str, Any] | None,
                      recipe: Recipe | None, consistency: Consistency, retry: RetryPolicy | None) -> VectorStore:
         client = conn.client
+        owner = conn.call(f"check collection {name!r}", lambda: mirror_owner(client, name))
+        if owner is not None:
+            raise not_a_collection(name, owner, conn.where)
         if not conn.call(f"check collection {name!r}", lambda: bool(client.has_collection(name))):
-            existing = conn.call("list collections", lambda: list(client.list_collections()))
+            existing = conn.call("list collections", lambda: hide_mirrors(list(map(str, client.list_collections()))))
             raise CollectionNotFoundError(
                 f"no collection {name!r} at {redact_uri(conn.where)}; existing: {', '.join(existing) or 'none'}. "
                 "Create it first (VectorStore.create / CIRCollection.create)."

@@ -109,6 +109,15 @@ def test_layout_recipe_listing_and_reopen(pair: Any, milvus_server: Any) -> None
         raw.close()
     assert server.name in connect(uri).list_collections()  # ...but the mirror is part of its gallery
     assert mirror not in connect(uri).list_collections() and mirror not in VectorStore.list_collections(uri)
+    # ...and the existence checks agree with the listing; by its name the mirror is refused, naming its gallery
+    assert connect(uri).has_collection(server.name) and not connect(uri).has_collection(mirror)
+    assert not VectorStore.exists(uri, mirror)
+    with pytest.raises(CollectionNotFoundError, match=f"'{mirror}' at .* is the text mirror of the mixed gallery "
+                                                      f"'{server.name}'.*open, search or drop '{server.name}'"):
+        CIRCollection.open(uri, mirror, encoder=_enc())
+    with pytest.raises(CollectionNotFoundError, match=f"text mirror of the mixed gallery '{server.name}'"):
+        connect(uri).drop_collection(mirror)
+    connect(uri).drop_collection(mirror, missing_ok=True)  # a hidden mirror counts as missing: nothing is dropped
     assert len(server) == N and server.store.existing_ids(ids[:3]) == set(ids[:3])
     with CIRCollection.open(uri, server.name, encoder=_enc()) as again:
         assert again.store.fields.text_collection == mirror
@@ -322,6 +331,10 @@ def test_broken_mirrors_get_errors_that_say_what_to_do(milvus_server: Any) -> No
             assert again.store.fields.text_collection == mirror
         connect(uri).drop_collection(name)
         assert not raw.has_collection(name) and not raw.has_collection(mirror)
+        raw.create_collection(mirror, schema=schema)  # an orphan (main gone): an ordinary collection, so it can go
+        assert mirror in connect(uri).list_collections() and connect(uri).has_collection(mirror)
+        connect(uri).drop_collection(mirror)
+        assert not raw.has_collection(mirror)
     finally:
         raw.close()
         for n in (name, mirror):
