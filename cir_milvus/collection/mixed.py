@@ -2,6 +2,13 @@
 entry that records them (the store's side, the second vector field and fused search, is
 :mod:`cir_milvus.storage.hybrid`).
 
+The collection's text tower is the text tower of the encoder it runs with, the one that also embeds the queries: a
+tuned tower swapped in with ``text_weights`` (an RTD checkpoint) included. ``add()``, the local ingest pipeline and
+Ray's encoder actors all embed item texts with it, so stored texts and queries come from one tower. Opening an
+existing mixed gallery with another ``text_weights`` changes the tower for the queries and for the texts added from
+then on; the texts stored before keep their vectors (re-add those items with ``skip_existing=False`` to re-embed
+them).
+
 An item text is a caption, a title, a description: one string per image, or ``None`` / ``""`` for an item without
 text. Such an item is stored with ``has_text = false`` and is **absent from the text target's list**: it is found
 through its image only (with ``ranker="rrf"`` its image rank still counts; with ``"weighted"`` its text term is 0,
@@ -24,8 +31,9 @@ __all__ = ["check_item_texts", "encode_item_texts", "item_text_recipe", "target_
 
 
 def item_text_recipe(encoder: Encoder, full_text: bool = False) -> dict[str, Any]:
-    """The recipe entry of a collection created with ``item_text=True``: its fields and the text tower (the
-    collection's encoder; a text tower swapped in later with ``text_weights`` changes queries, not stored texts)."""
+    """The recipe entry of a collection created with ``item_text=True``: its fields and the text tower the item texts
+    are embedded with (the collection's encoder at creation, its ``text_weights`` included; see the module
+    docstring for a tower swapped in later)."""
     out: dict[str, Any] = {"field": TEXT_VECTOR, "flag_field": HAS_TEXT, "encoder": dict(encoder.recipe)}
     if full_text:
         out["full_text"] = {"field": ITEM_TEXT, "sparse_field": TEXT_SPARSE, "function": "BM25"}
