@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import sys
 import uuid
@@ -23,7 +24,7 @@ from ingest_helpers import write_shard  # noqa: E402
 
 from cir_milvus import CIRCollection, FakeEncoder  # noqa: E402
 from cir_milvus.images import content_id  # noqa: E402
-from cir_milvus.ingest import ingest  # noqa: E402
+from cir_milvus.ingest import IngestOptions, ingest  # noqa: E402
 from cir_milvus.ingest.ray_pipeline import RayOptions, ingest_ray  # noqa: E402
 from cir_milvus.preprocess import PreprocessConfig  # noqa: E402
 
@@ -85,22 +86,52 @@ def _check(col: CIRCollection, report: Any, paths: list[Path], already: int, loc
     assert len(ids) == len(set(ids)) == len(paths) and set(ids) == {content_id(p) for p in paths}
 
 
+def _caption(i: int) -> str:
+    return "" if i % 3 == 0 else f"a {['red', 'green', 'blue'][i % 3]} thing number{i}"  # "": no item text
+
+
 @pytest.mark.server
 @pytest.mark.slow  # a local Ray cluster (about a minute): `python -m pytest -m server` runs it
 def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray, server_uri: str, folder,  # type: ignore[no-untyped-def]
                                                                       tmp_path: Path) -> None:
+    """The ``pixels`` case is a mixed gallery fed from a CSV list with a caption column: on 2.3.5 the writer actors
+    fill its text mirror, which must hold what the local pipeline stores (and the captions' own embeddings)."""
     root, paths = folder
+    listing = tmp_path / "items.csv"
+    files = sorted(root.iterdir())  # the folder's inputs, in the folder source's order
+    with listing.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "caption"])
+        # zz_copy.png repeats 039.png's content and caption (a duplicate with another caption is stored by the
+        # local pipeline with the first one's, by Ray with whichever write lands last: not checked here)
+        w.writerows([str(p), _caption(39 if p.name == "zz_copy.png" else i)] for i, p in enumerate(files))
+    captions = [_caption(i) or None for i in range(len(paths))]
     for make, name in ((functools.partial(FakeEncoder, dim=16), "fake"), (PixelFake, "pixels")):
-        col = CIRCollection.create(server_uri, f"ray{name}{uuid.uuid4().hex[:8]}", encoder=make())
-        col.add(paths[:10])  # resume: these are neither decoded nor encoded again
-        report = ingest_ray(col, root, batch_size=8, progress=False, skip_report=tmp_path / f"{name}.jsonl",
-                            ray=RayOptions(encoder_factory=make, write="workers"))
-        ref = CIRCollection.create(str(tmp_path / f"{name}.db"), "ref", encoder=make())
-        _check(col, report, paths, already=10, local=ingest(ref, root, batch_size=8, workers=0, progress=False))
+        mixed = name == "pixels"
+        texts = {"texts": captions[:10]} if mixed else {}
+        source, options = (listing, IngestOptions(text_column="caption")) if mixed else (root, None)
+        col = CIRCollection.create(server_uri, f"ray{name}{uuid.uuid4().hex[:8]}", encoder=make(), item_text=mixed)
+        col.add(paths[:10], **texts)  # resume: these are neither decoded nor encoded again
+        report = ingest_ray(col, source, batch_size=8, progress=False, skip_report=tmp_path / f"{name}.jsonl",
+                            options=options, ray=RayOptions(encoder_factory=make, write="workers"))
+        ref = CIRCollection.create(str(tmp_path / f"{name}.db"), "ref", encoder=make(), item_text=mixed)
+        ref.add(paths[:10], **texts)
+        local = ingest(ref, source, batch_size=8, workers=0, progress=False, options=options)
+        _check(col, report, paths, already=10, local=local)
         ids = [content_id(p) for p in paths]
         got, want = _vectors(col, ids), _vectors(ref, ids)
         for i in ids:
             np.testing.assert_allclose(got[i], want[i], rtol=1e-5, atol=1e-5)
+        if mixed:
+            assert col.store.fields.text_collection is not None  # the 2.3.5 server: the text mirror
+            assert report.with_text == local.with_text == sum(c is not None for c in captions[10:])
+            got_t, want_t = col.store.stored_text_vectors(ids), ref.store.stored_text_vectors(ids)
+            assert [got_t[i] is None for i in ids] == [want_t[i] is None for i in ids] == [c is None for c in captions]
+            direct = make().encode_texts([c for c in captions if c is not None])
+            np.testing.assert_allclose(np.stack([got_t[i] for i in ids if got_t[i] is not None]), direct, atol=1e-5)
+            for i in ids:
+                if want_t[i] is not None:
+                    np.testing.assert_allclose(got_t[i], want_t[i], rtol=1e-5, atol=1e-5)
         ref.close()
         col.close()
 
