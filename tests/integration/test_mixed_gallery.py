@@ -410,3 +410,38 @@ def test_create_or_open_refuses_a_plain_collection_for_a_mixed_one(tmp_path: Pat
     CIRCollection.create(str(tmp_path / "o.db"), "o", encoder=enc).close()
     with pytest.raises(RecipeMismatchError, match="exists without an item-text field, but item_text=True"):
         CIRCollection.create(str(tmp_path / "o.db"), "o", encoder=enc, item_text=True, if_exists="open")
+
+
+def test_a_text_mirror_is_not_a_collection_of_its_own(tmp_path: Path) -> None:
+    """The existence check agrees with the listing (the rule is by name, so Lite shows it with collections named as
+    mirrors; the 2.3.5 server's real mirrors: tests/server/test_mixed_mirror.py)."""
+    pytest.importorskip("milvus_lite")
+    from pymilvus import DataType, MilvusClient
+
+    from cir_milvus import CollectionNotFoundError, VectorStore
+
+    uri = str(tmp_path / "n.db")
+    CIRCollection.create(uri, "shop", encoder=FakeEncoder(dim=8)).close()
+    raw = MilvusClient(uri)
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("v", DataType.FLOAT_VECTOR, dim=8)
+    for name in ("shop__cir_text", "gone__cir_text"):  # the mirror of "shop"; an orphan (no "gone")
+        raw.create_collection(name, schema=schema)
+    raw.close()
+    db = connect(uri)
+    assert db.list_collections() == ["gone__cir_text", "shop"]
+    assert not db.has_collection("shop__cir_text") and not VectorStore.exists(uri, "shop__cir_text")
+    assert db.has_collection("gone__cir_text") and db.has_collection("shop")
+    said = "'shop__cir_text' at .* is the text mirror of the mixed gallery 'shop'.*open, search or drop 'shop'"
+    with pytest.raises(CollectionNotFoundError, match=said):
+        db.open_collection("shop__cir_text", encoder=FakeEncoder(dim=8))
+    with pytest.raises(CollectionNotFoundError, match=said):
+        db.drop_collection("shop__cir_text")
+    db.drop_collection("shop__cir_text", missing_ok=True)  # counts as missing: left alone
+    db.drop_collection("gone__cir_text")  # an orphan is an ordinary collection
+    db.drop_collection("shop")
+    raw = MilvusClient(uri)
+    assert raw.list_collections() == ["shop__cir_text"]  # what is left once its gallery is gone: listed again
+    raw.close()
+    assert db.list_collections() == ["shop__cir_text"] and db.has_collection("shop__cir_text")
