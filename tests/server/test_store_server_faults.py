@@ -1,6 +1,6 @@
 """The store's fault handling on the real Milvus 2.3.5 server: filter values that stay values, filters the server
 cannot parse raised at once with its words, the classification of its real errors, creators in two processes that
-converge, and opening right after a restart."""
+converge, and opening right after a restart (another server starting meanwhile included)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,3 +162,29 @@ def test_open_right_after_a_restart(milvus_server, server_uri: str, restarts: in
             assert len(old.search_vectors(np.eye(4, dtype=np.float32)[:1], k=6)[0]) == len(ids)
     finally:
         old.close()
+
+
+@pytest.mark.slow  # two real server starts: `python -m pytest -m server` runs it
+def test_a_restart_while_another_server_starts_comes_back(milvus_server, server_uri: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Another server (another test session, a test worker) making its first start while this one is down must not
+    take its ports (the package scanned up from fixed defaults: "set root_coord_port=53100, but bind failed")."""
+    if not milvus_server.restartable:
+        pytest.skip("CIR_MILVUS_TEST_URI names an external server that the test cannot restart")
+    from cir_milvus.storage.embedded import EmbeddedMilvus
+
+    name = _name()
+    with VectorStore.create(server_uri, name, dim=4, index="FLAT") as store:
+        store.upsert([f"r{i}" for i in range(6)], np.eye(4, dtype=np.float32)[np.arange(6) % 4])
+        store.flush()
+    milvus_server.stop(graceful=2)
+    neighbour = EmbeddedMilvus(tmp_path / "neighbour")
+    try:
+        neighbour.start()
+        milvus_server.start()  # the same ports: clients find it at the same uri
+        assert milvus_server.uri == server_uri != neighbour.uri
+        with VectorStore.open(server_uri, name, timeout=30) as store:
+            assert store.count() == 6
+    finally:
+        neighbour.stop()
+        if not milvus_server.running:
+            milvus_server.start()
