@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cir_milvus.artifacts import SearchPath
-from cir_milvus.collection.mixed import item_text_recipe
+from cir_milvus.collection.mixed import item_text_recipe, text_tower_change
 from cir_milvus.collection.specs import (
     ComposerSpec,
     ConnectOptions,
@@ -166,6 +166,9 @@ def open_parts(conn: Connection, name: str, encoder: Encoder | EncoderSpec, comp
         else:
             enc = _rebuild(store.recipe, name, encoder, conn.uri, search_path)
             verify_serving_encoder(store, name, store.recipe.encoder, enc, search_path=search_path)
+            change = text_tower_change(name, store.recipe.item_text, enc.recipe)
+            if change is not None:
+                log.warning(change)
         if store.fields.norm_field is None and store.fields.default_norm is None:
             norm = (store.recipe.encoder if store.recipe else {}).get("mean_image_norm")
             if norm:

@@ -7,7 +7,7 @@ tuned tower swapped in with ``text_weights`` (an RTD checkpoint) included. ``add
 Ray's encoder actors all embed item texts with it, so stored texts and queries come from one tower. Opening an
 existing mixed gallery with another ``text_weights`` changes the tower for the queries and for the texts added from
 then on; the texts stored before keep their vectors (re-add those items with ``skip_existing=False`` to re-embed
-them).
+them). Opening one so logs a warning (:func:`text_tower_change`).
 
 An item text is a caption, a title, a description: one string per image, or ``None`` / ``""`` for an item without
 text. Such an item is stored with ``has_text = false`` and is **absent from the text target's list**: it is found
@@ -18,7 +18,7 @@ cut to their first tokens (with a warning), as catalogue descriptions often are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from cir_milvus.encoders.base import Encoder
 from cir_milvus.errors import ConfigError
 from cir_milvus.storage.schema import HAS_TEXT, ITEM_TEXT, TEXT_SPARSE, TEXT_VECTOR
 
-__all__ = ["check_item_texts", "encode_item_texts", "item_text_recipe", "target_kw"]
+__all__ = ["check_item_texts", "encode_item_texts", "item_text_recipe", "target_kw", "text_tower_change"]
 
 
 def item_text_recipe(encoder: Encoder, full_text: bool = False) -> dict[str, Any]:
@@ -38,6 +38,24 @@ def item_text_recipe(encoder: Encoder, full_text: bool = False) -> dict[str, Any
     if full_text:
         out["full_text"] = {"field": ITEM_TEXT, "sparse_field": TEXT_SPARSE, "function": "BM25"}
     return out
+
+
+def text_tower_change(name: str, item_text: Mapping[str, Any] | None, encoder: Mapping[str, Any]) -> str | None:
+    """The warning for a mixed gallery opened with another text tower than the one recorded for its item texts
+    (``item_text``: the recipe's entry; ``encoder``: the serving encoder's recipe); ``None`` when they agree."""
+    if item_text is None:
+        return None
+    rec = item_text.get("encoder") or {}
+    was, now = rec.get("text_weights_sha256"), encoder.get("text_weights_sha256")
+    if was == now:
+        return None
+    def tower(r: Mapping[str, Any], sha: Any) -> str:
+        return f"the text tower {r.get('text_weights') or 'sha256 ' + str(sha)[:12]}" if sha else "the model's own text tower"
+
+    before, after = tower(rec, was), tower(encoder, now)
+    return (f"mixed gallery {name!r} was created with its item texts embedded with {before}, but is open with "
+            f"{after}: queries and the item texts added from now on use it, the texts stored before keep their "
+            "vectors (re-add those items with skip_existing=False to re-embed them)")
 
 
 def check_item_texts(texts: Sequence[Any] | None, n: int, has_field: bool, collection: str) -> list[str | None] | None:

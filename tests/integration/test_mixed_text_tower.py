@@ -6,6 +6,7 @@ the local ingest pipeline and the encoder Ray's actors rebuild. The swapped towe
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,8 @@ def towers(tmp_path_factory: pytest.TempPathFactory) -> tuple[TorchEncoder, Torc
     return TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu"), donor, path
 
 
-def test_item_texts_use_the_swapped_text_tower(towers, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_item_texts_use_the_swapped_text_tower(towers, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                               caplog: pytest.LogCaptureFixture) -> None:
     base, donor, path = towers
     tuned = TorchEncoder("cir-demo-tiny", "cir-demo", device="cpu", text_weights=str(path))
     images = []
@@ -79,9 +81,19 @@ def test_item_texts_use_the_swapped_text_tower(towers, tmp_path: Path) -> None: 
         hits = col.search(text=TEXTS[3], composer="text", k=1, targets=("text",))  # queries use the same tower
         assert hits[0].id == ids[3] and hits[0].score == pytest.approx(1.0, abs=1e-4)
 
-    # a gallery made with the base tower, opened with text_weights=: texts added now use the swapped tower
+    # a gallery made with the base tower, opened with text_weights=: texts added now use the swapped tower, and
+    # the open says that the texts stored before keep the old one's vectors
     with CIRCollection.create(uri, "h", encoder=base, index="FLAT", item_text=True) as col:
         col.add(images[:1], texts=["a red star"])
-    with CIRCollection.open(uri, "h", encoder=EncoderSpec(device="cpu", text_weights=str(path))) as col:
-        ids = list(col.add(images[6:12], texts=TEXTS))
-        np.testing.assert_allclose(stored(col, ids), want, atol=1e-5)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cir_milvus"):
+        with CIRCollection.open(uri, "h", encoder=EncoderSpec(device="cpu", text_weights=str(path))) as col:
+            ids = list(col.add(images[6:12], texts=TEXTS))
+            np.testing.assert_allclose(stored(col, ids), want, atol=1e-5)
+    said = [r.getMessage() for r in caplog.records if "mixed gallery 'h'" in r.getMessage()]
+    assert len(said) == 1 and "model's own text tower" in said[0] and str(path) in said[0]
+    assert "skip_existing=False" in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cir_milvus"):
+        CIRCollection.open(uri, "g", encoder=EncoderSpec(device="cpu")).close()  # its own tower: nothing to say
+    assert not [r for r in caplog.records if "mixed gallery" in r.getMessage()]
