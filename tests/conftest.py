@@ -178,6 +178,26 @@ def image_file(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.fixture(scope="session")
+def synthetic_pngs(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., list[Path]]:
+    """Factory: ``synthetic_pngs(n, seed=5)`` → the first ``n`` items of the synthetic world's gallery as PNG files,
+    rendered once per session (read-only: copy before changing one)."""
+    made: dict[tuple[int, int], list[Path]] = {}
+
+    def make(n: int, seed: int = 5) -> list[Path]:
+        if (n, seed) not in made:
+            from cir_milvus.synthetic import SyntheticWorld
+
+            root = tmp_path_factory.mktemp(f"synthetic-{seed}-{n}")
+            made[(n, seed)] = []
+            for it in SyntheticWorld(seed=seed, instances=1).gallery()[:n]:
+                it.render().save(root / f"{it.id}.png")
+                made[(n, seed)].append(root / f"{it.id}.png")
+        return list(made[(n, seed)])
+
+    return make
+
+
 # -- the real Milvus server of the ``server``-marked tests (tests/server, tests/reliability), ONE per session -----
 # The PyPI ``milvus`` 2.3.5 standalone. ``CIR_MILVUS_TEST_URI=http://host:19530`` uses an existing server instead
 # (restart tests are then skipped). Without the ``milvus`` package the server tests are skipped (``pip install

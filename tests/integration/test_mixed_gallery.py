@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cir_milvus import CIRCollection, ConfigError, FakeEncoder, connect
-from cir_milvus.synthetic import SyntheticWorld
 
 pytestmark = pytest.mark.integration
 N = 24
@@ -25,14 +25,8 @@ COLOURS = ["red", "green", "blue", "yellow"]
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("mixed")
-    out = []
-    for it in SyntheticWorld(seed=5, instances=1).gallery()[:N]:
-        p = root / f"{it.id}.png"
-        it.render().save(p)
-        out.append(p)
-    return out
+def images(synthetic_pngs: Callable[..., list[Path]]) -> list[Path]:
+    return synthetic_pngs(N)
 
 
 def _texts() -> list[str | None]:

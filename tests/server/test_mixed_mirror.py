@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from cir_milvus import (
     VectorStore,
     connect,
 )
-from cir_milvus.synthetic import SyntheticWorld
 
 pytestmark = pytest.mark.server
 N = 24
@@ -54,14 +53,8 @@ def _raw(uri: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("mirror")
-    out = []
-    for it in SyntheticWorld(seed=5, instances=1).gallery()[:N]:
-        p = root / f"{it.id}.png"
-        it.render().save(p)
-        out.append(p)
-    return out
+def images(synthetic_pngs: Callable[..., list[Path]]) -> list[Path]:
+    return synthetic_pngs(N)
 
 
 @pytest.fixture(scope="module")
