@@ -2,23 +2,27 @@
 
 ::
 
-    records ─► resolve ids ─► "already stored?" ─► decode + preprocess ─► encoder actors ─► writer actors ─► Milvus
-    (driver,   (tasks: hash    (actors, one         (tasks, CPU)          (GPU: num_gpus=1   (upsert by URI,
-     or shard   file bytes)     client each)                               each)              retries/backoff)
-     tasks)
+    records ─► ids (pass 1) ─► admit ─────────────► decode + preprocess ─► encoder actors ─► writer actors ─► Milvus
+    (driver,   (tasks: hash     (driver: metadata,   (tasks, CPU; tar        (GPU: num_gpus=1   (upsert by URI,
+     or shard   file bytes;      dedupe, "already    shards read again       each)              retries/backoff)
+     tasks)     tar keys)        stored?")           for admitted samples)
 
+- **Admission happens in the driver, in input order, for every source and both write modes**: Ray tasks compute the
+  ids (content hashes of files named by path; a tar shard's sample keys, read by one task per shard), only
+  ``(position, id, name, error)`` come back, and the driver runs :meth:`RecordStage.admit` over them as the local
+  pipeline does: metadata, dedupe (the first occurrence in input order is stored, later ones count as
+  ``duplicates``), "already stored?" (one lookup per :data:`ADMIT_CHUNK` inputs). Only admitted rows are decoded
+  and encoded. The driver's memory grows with the input count: one record (path, id, name) per input for lists,
+  folders and iterables, one ``(position, id, name)`` per sample for tar shards, plus the set of ids seen, the same
+  set the local pipeline holds. Tar shards are read twice (keys, then the admitted samples' bytes).
 - ``RayOptions(write="workers")`` (the default for server URIs): writer actors connect to the Milvus server by URI
   and upsert; only ids come back to the driver, which counts them.
 - ``RayOptions(write="driver")`` (the default for Milvus Lite, whose file cannot be opened from other processes):
-  the driver admits the records itself (:meth:`RecordStage.admit`: ids, metadata, dedupe, "already stored?"), Ray
-  decodes and encodes, and the vectors come back to the driver, which upserts them.
+  the vectors come back to the driver, which upserts them.
 
-Counts match the local pipeline: ``stored`` is the number of distinct ids written, ``duplicates`` the repeats
-(an id seen twice in the input is encoded twice in the distributed mode, but written idempotently), ``already
-stored`` ids are never decoded or encoded. Skips and already-stored counts reach the driver through a small tally
-actor. Every row carries its input position (``input``: the record's index, or shard index × 2³² + sample index for
-tar shards, whose sizes the shard tasks tally), so the report's ``ids`` are in input order, as the local pipeline's,
-although rows come back in any order.
+Counts, kinds and ``ids`` match the local pipeline's: every row carries its admission position, so the report's
+``ids`` are in input order although rows come back in any order. Skips of the decode, encode and write stages reach
+the driver through a small tally actor.
 
 Needs ``pip install 'cir_milvus[ray]'``. See ``docs/ingestion.md`` for a cluster run and throughput estimates.
 """
@@ -40,7 +44,7 @@ from cir_milvus.collection.mixed import check_item_texts, encode_item_texts
 from cir_milvus.collection.report import IngestReport, SkipLog
 from cir_milvus.collection.stage import Batch, Record, RecordStage, Rows, record_id, seal, write_rows
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import strip_name
+from cir_milvus.images import is_url, strip_name
 from cir_milvus.ingest.options import IngestOptions, RayOptions
 from cir_milvus.ingest.sources import ShardSource, open_source, warn_textless
 from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
@@ -55,7 +59,9 @@ log = logging.getLogger(__name__)
 Skip = tuple[str, str, Any, str]
 """``(name, reason, id, kind value)`` of a row a Ray stage dropped."""
 SHARD_BITS = 32
-"""A tar shard's rows have input positions ``shard index << SHARD_BITS | sample index``."""
+"""In the id pass, a tar sample's input position is ``shard index << SHARD_BITS | sample index``."""
+ADMIT_CHUNK = 1000
+"""Inputs the driver admits at once (one "already stored?" lookup each)."""
 
 
 class RecipeEncoderFactory:
@@ -101,24 +107,16 @@ class _Shipped:
 
 
 class _Tally:
-    """Skips, already-stored ids (by input position) and tar shard sizes from the stages."""
+    """Skips from the decode, encode and write stages."""
 
     def __init__(self) -> None:
         self.skipped: list[Skip] = []
-        self.already: dict[int, Id] = {}
-        self.shard_sizes: dict[int, int] = {}
 
     def skip(self, items: list[Skip]) -> None:
         self.skipped.extend(items)
 
-    def add_already(self, found: dict[int, Id]) -> None:
-        self.already.update(found)
-
-    def shard_size(self, shard: int, n: int) -> None:
-        self.shard_sizes[shard] = n  # a retried shard task reports the same size again
-
-    def snapshot(self) -> tuple[list[Skip], dict[int, Id], dict[int, int]]:
-        return self.skipped, self.already, self.shard_sizes
+    def snapshot(self) -> list[Skip]:
+        return self.skipped
 
 
 def _select(batch: dict[str, np.ndarray], keep: list[int]) -> dict[str, np.ndarray]:
@@ -136,80 +134,57 @@ def _decode_skips(batch: dict[str, np.ndarray], bad: list[tuple[int, SkipKind, s
     return [(str(batch["origin"][i]), reason, str(batch["id"][i]), kind.value) for i, kind, reason in bad]
 
 
-def _record(batch: dict[str, np.ndarray], i: int) -> Record:
-    data = batch["data"][i]
-    return Record(batch["id"][i] or None, bytes(data) if data else str(batch["path"][i]), {}, str(batch["origin"][i]))
-
-
-def _resolve_ids(batch: dict[str, np.ndarray], tally: Any, ids_policy: IdPolicy) -> dict[str, np.ndarray]:
-    """The record stage's id step: content-hash ids for rows without one; bad ids and unreadable files skipped."""
-    keep, bad = [], []
-    ids = batch["id"].astype(object)
-    for i in range(len(ids)):
-        rec = _record(batch, i)
+def _content_ids(batch: dict[str, np.ndarray], ids_policy: IdPolicy) -> dict[str, np.ndarray]:
+    """The record stage's id step for files named by path (pass 1, Ray tasks): the content hash, or why the file
+    cannot be read (the skip reason and kind the local pipeline gives)."""
+    ids, errors, kinds = [], [], []
+    for path, origin in zip(batch["path"], batch["origin"]):
+        rec = Record(None, str(path), {}, str(origin))
         try:
-            ids[i] = record_id(rec, ids_policy)
-            keep.append(i)
+            ids.append(record_id(rec, ids_policy))
+            errors.append("")
+            kinds.append("")
         except ImageDecodeError as e:
-            bad.append((rec.name, strip_name(str(e), str(rec.source)), rec.id, skip_kind_of(e).value))
-    _report_skips(tally, bad)
-    batch["id"] = ids
-    return _select(batch, keep)
+            ids.append("")
+            errors.append(strip_name(str(e), rec.name))
+            kinds.append(skip_kind_of(e).value)
+    return {"input": batch["input"], "id": np.asarray(ids, dtype=object),
+            "error": np.asarray(errors, dtype=object), "kind": np.asarray(kinds, dtype=object)}
 
 
-def _shard_rows(row: dict[str, Any], tally: Any, text_column: str | None = None) -> list[dict[str, Any]]:
-    """One tar shard → rows (samples without an image become ``error`` rows); its size goes to the tally."""
-    import ray
-
+def _shard_ids(row: dict[str, Any], text_column: str | None = None) -> list[dict[str, Any]]:
+    """Pass 1 over one tar shard: each sample's input position, id (its key), name and error, no image bytes."""
     first = int(row["index"]) << SHARD_BITS
-    rows = [_row(rec, first + k) for k, rec in enumerate(ShardSource(row["shard"], text_column=text_column))]
-    ray.get(tally.shard_size.remote(int(row["index"]), len(rows)))
-    return rows
+    return [{k: r[k] for k in ("input", "id", "origin", "error", "kind")}
+            for r in (_row(rec, first + k) for k, rec in
+                      enumerate(ShardSource(row["shard"], text_column=text_column)))]
+
+
+def _shard_rows(row: dict[str, Any], text_column: str | None = None) -> list[dict[str, Any]]:
+    """Pass 2 over one tar shard: the admitted samples (``samples``: indexes in the shard) as rows at their
+    admission positions (``inputs``)."""
+    keep = dict(zip((int(k) for k in row["samples"]), (int(j) for j in row["inputs"])))
+    return [_row(rec, keep[k]) for k, rec in enumerate(ShardSource(row["shard"], text_column=text_column))
+            if k in keep]
 
 
 def _row(rec: Record, position: int) -> dict[str, Any]:
     kind = rec.kind.value if rec.error else ""
     try:
-        md, err = json.dumps(jsonable(dict(rec.metadata))), ""
+        md, err = json.dumps(jsonable(dict(rec.metadata or {}))), ""
     except MetadataError as e:  # the store's metadata policy: the same reason as the local pipeline
         md, err, kind = "{}", f"bad metadata: {e}", SkipKind.BAD_METADATA.value
-    return {"id": rec.id or "", "path": rec.source if isinstance(rec.source, str) else "",
-            "data": rec.source if isinstance(rec.source, bytes) else b"", "metadata": md, "origin": rec.name,
+    src = os.fspath(rec.source) if isinstance(rec.source, os.PathLike) else rec.source
+    return {"id": rec.id or "", "path": src if isinstance(src, str) else "",
+            "data": src if isinstance(src, bytes) else b"", "metadata": md, "origin": rec.name,
             "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value, "text": rec.text or "",
             "input": position}
 
 
-def _drop_errors(batch: dict[str, np.ndarray], tally: Any) -> dict[str, np.ndarray]:
-    keep, bad = [], []
-    for i, err in enumerate(batch["error"]):
-        if err:
-            bad.append((str(batch["origin"][i]), str(err), str(batch["id"][i]) or None, str(batch["kind"][i])))
-        else:
-            keep.append(i)
-    _report_skips(tally, bad)
-    return _select(batch, keep)
-
-
-class _FilterExisting:
-    """Drops ids already stored (one store, i.e. one Milvus client, per actor; the store's lookup and retries)."""
-
-    def __init__(self, uri: str, name: str, token: str | None, connect_kwargs: dict[str, Any], tally: Any,
-                 retry_timeout: float) -> None:
-        from cir_milvus.storage.store import VectorStore
-
-        self.store = VectorStore.open(uri, name, token=token, connect_kwargs=connect_kwargs,
-                                      retry=RetryPolicy(timeout=retry_timeout))
-        self.tally = tally
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import ray
-
-        ids = [str(i) for i in batch["id"]]
-        present = self.store.existing_ids(ids) if ids else set()
-        if present:
-            ray.get(self.tally.add_already.remote({int(p): rid for p, rid in zip(batch["input"], ids)
-                                                   if rid in present}))
-        return _select(batch, [i for i, rid in enumerate(ids) if rid not in present])
+def _needs_hash(rec: Record) -> bool:
+    """A record whose id is the content hash of a file (read on Ray); the driver ids the others itself."""
+    return rec.id is None and rec.error is None and isinstance(rec.source, (str, os.PathLike)) and not (
+        isinstance(rec.source, str) and is_url(rec.source))
 
 
 def _items(batch: dict[str, np.ndarray]) -> list[tuple[int, Any]]:
@@ -353,7 +328,8 @@ def _resources(ray: Any, o: RayOptions) -> dict[str, Any]:
 
 
 class _RayRun:
-    """One :func:`ingest_ray` run: the dataset of stages, and its consumption into the report."""
+    """One :func:`ingest_ray` run: the id pass, the driver's admission, the dataset of stages, and its consumption
+    into the report."""
 
     def __init__(self, ray: Any, col: Any, stage: RecordStage, write: str, ray_opts: RayOptions,
                  opts: IngestOptions, retry_timeout: float) -> None:
@@ -362,42 +338,65 @@ class _RayRun:
         self.tally = ray.remote(num_cpus=0)(_Tally).remote()
         self.store_kwargs = {"uri": col.uri, "name": col.name, "token": ray_opts.token,
                              "connect_kwargs": dict(ray_opts.client_options), "retry_timeout": retry_timeout}
-        self.placed: dict[int, Id] = {}  # input position -> id stored for it (written or already stored)
-        self.shards = False
 
-    def source_dataset(self, src: Any) -> Any:
-        """Records as a Ray dataset (tar shards read by Ray tasks, one per shard); the driver admits them first in
-        ``write="driver"`` mode (the workers cannot reach a Lite file)."""
-        ray, report = self.ray, self.stage.report
+    def _batches(self, ds: Any) -> Iterable[dict[str, np.ndarray]]:
+        return ds.iter_batches(batch_size=None, batch_format="numpy")  # type: ignore[no-any-return]
+
+    def admitted_dataset(self, src: Any) -> Any:
+        """The admitted rows as a Ray dataset: ids are computed on Ray (pass 1: content hashes of files, the keys of
+        tar samples; only ids and names come back), the driver admits every input in input order
+        (:meth:`RecordStage.admit`: metadata, dedupe keeping the first occurrence, "already stored?"), and only the
+        admitted rows go on to decode and encode."""
         if isinstance(src, ShardSource):
-            self.shards = True
-            report.seen = -1  # counted at the end from the tally and the outputs
-            return ray.data.from_items([{"shard": s, "index": i} for i, s in enumerate(src.shards)]).flat_map(
-                _shard_rows, fn_kwargs={"text_column": src.text_column, "tally": self.tally},
-                num_cpus=self.res["task_cpus"])
-        records = list(src)
-        if self.write != "driver":
-            report.seen = len(records)
-            return ray.data.from_items([_row(r, n) for n, r in enumerate(records)]) if records else None
+            return self._shard_dataset(src)
+        records = self._hash_ids(list(src))
         rows: list[dict[str, Any]] = []
-        for s in range(0, len(records), 1000):
-            batch = self.stage.admit(records[s: s + 1000], s)  # settles the positions of duplicates, already stored
+        for s in range(0, len(records), ADMIT_CHUNK):
+            b = self.stage.admit(records[s: s + ADMIT_CHUNK], s)
             rows += [_row(Record(rid, data, md, name, text=text), n) for rid, data, md, name, text, n in
-                     zip(batch.ids, batch.data, batch.metadata, batch.names, batch.texts, batch.inputs)]
-        return ray.data.from_items(rows) if rows else None
+                     zip(b.ids, b.data, b.metadata, b.names, b.texts, b.inputs)]
+        return self.ray.data.from_items(rows) if rows else None
+
+    def _hash_ids(self, records: list[Record]) -> list[Record]:
+        """Records with their content-hash ids filled in by Ray tasks (or the reason a file cannot be read)."""
+        todo = [{"input": n, "path": os.fspath(r.source), "origin": r.name} for n, r in enumerate(records)
+                if _needs_hash(r)]
+        if not todo:
+            return records
+        ds = self.ray.data.from_items(todo).map_batches(
+            _content_ids, batch_size=self.stage.batch_size, batch_format="numpy", num_cpus=self.res["task_cpus"],
+            fn_kwargs={"ids_policy": self.col.store.id_policy})
+        for batch in self._batches(ds):
+            for n, rid, err, kind in zip(batch["input"], batch["id"], batch["error"], batch["kind"]):
+                r = records[int(n)]
+                records[int(n)] = r._replace(error=str(err), kind=SkipKind(str(kind))) if err else r._replace(
+                    id=str(rid))
+        return records
+
+    def _shard_dataset(self, src: ShardSource) -> Any:
+        """Tar shards: pass 1 reads every shard for its samples' keys, the driver admits them in input order, pass 2
+        reads each shard again for the admitted samples' bytes."""
+        tasks = {"fn_kwargs": {"text_column": src.text_column}, "num_cpus": self.res["task_cpus"]}
+        ids = self.ray.data.from_items([{"shard": s, "index": i} for i, s in enumerate(src.shards)]).flat_map(
+            _shard_ids, **tasks)
+        found: list[tuple[int, str, str, str, str]] = []  # (input position, id, name, error, kind) of every sample
+        for b in self._batches(ids):
+            found += zip((int(p) for p in b["input"]), b["id"], b["origin"], b["error"], b["kind"])
+        found.sort(key=lambda f: f[0])
+        keep: dict[int, tuple[list[int], list[int]]] = {}  # shard -> (sample indexes, admission positions)
+        for s in range(0, len(found), ADMIT_CHUNK):
+            records = [Record(str(rid) or None, None if err else b"", {}, str(name), str(err) or None,
+                              SkipKind(str(kind))) for _, rid, name, err, kind in found[s: s + ADMIT_CHUNK]]
+            for n in self.stage.admit(records, s).inputs:
+                samples, inputs = keep.setdefault(found[n][0] >> SHARD_BITS, ([], []))
+                samples.append(found[n][0] & ((1 << SHARD_BITS) - 1))
+                inputs.append(n)
+        items = [{"shard": src.shards[i], "samples": k, "inputs": n} for i, (k, n) in sorted(keep.items())]
+        return self.ray.data.from_items(items).flat_map(_shard_rows, **tasks) if items else None
 
     def stages(self, ds: Any) -> Any:
-        """drop errors → (workers: ids, "already stored?") → decode → encode → (workers: write)."""
+        """decode → encode → (workers: write)."""
         bs, cpus, tally = self.stage.batch_size, self.res["task_cpus"], self.tally
-        ds = ds.map_batches(_drop_errors, batch_size=bs, batch_format="numpy", fn_kwargs={"tally": tally},
-                            num_cpus=cpus)
-        if self.write == "workers":
-            ds = ds.map_batches(_resolve_ids, batch_size=bs, batch_format="numpy", num_cpus=cpus,
-                                fn_kwargs={"tally": tally, "ids_policy": self.col.store.id_policy})
-            if self.stage.skip_existing:
-                ds = ds.map_batches(_FilterExisting, batch_size=bs, batch_format="numpy", num_cpus=0.25,
-                                    concurrency=self.ray_opts.num_writers,
-                                    fn_constructor_kwargs={**self.store_kwargs, "tally": tally})
         cfg = self.stage.pixels
         if cfg is not None:
             ds = ds.map_batches(_decode, batch_size=bs, batch_format="numpy", num_cpus=cpus,
@@ -416,50 +415,33 @@ class _RayRun:
         return ds
 
     def consume(self, ds: Any) -> None:
-        """Count (and in driver mode, write) what comes back; a repeated id counts once as stored."""
+        """Count (and in driver mode, write) what comes back: admission made every id distinct."""
         report = self.stage.report
-        written: set[Any] = set()
-        texts: set[Any] = set()  # ids stored with an item text
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        with_text = 0
+        for batch in self._batches(ds):
             if self.write == "driver" and len(batch["id"]):
                 rows = _rows(batch)
                 self.stage.count(encoded=len(rows.batch.ids))
                 done = write_rows(self.col.store, rows, self.stage.skips, retry=self.stage.retry,
                                   on_retry=self.stage.on_retry)
                 placed = [(rows.batch.inputs[i], rid) for i, rid in done]
-                texts.update(rid for i, rid in done if rows.batch.texts[i] is not None)
+                with_text += sum(rows.batch.texts[i] is not None for i, _ in done)
             else:
                 placed = [(int(p), str(i)) for p, i in zip(batch["input"], batch["id"])]
-                texts.update(rid for (_, rid), t in zip(placed, batch.get("with_text", ())) if t)
+                with_text += int(np.count_nonzero(batch.get("with_text", ())))
                 self.stage.count(encoded=len(placed))
             for position, rid in placed:
-                self.placed[position] = rid
-                if rid in written:
-                    report.duplicates += 1
-                else:
-                    written.add(rid)
-        report.stored = len(written)
+                report.ids[position] = rid
+            self.stage.count(stored=len(placed))
         if self.stage.item_texts:
-            report.with_text = len(texts)
+            report.with_text = with_text
 
-    def tally_into(self, skips: SkipLog) -> None:
-        """Skips and already-stored counts the stages tallied; ``ids`` in input order."""
-        skipped, already, sizes = self.ray.get(self.tally.snapshot.remote())
-        for name, reason, rid, kind in skipped:
+    def tally_into(self, skips: SkipLog, start: float) -> None:
+        """The skips the stages tallied; then the local pipeline's closing rule (a repeat of a skipped input is not
+        stored either)."""
+        for name, reason, rid, kind in self.ray.get(self.tally.snapshot.remote()):
             skips.add(name, reason, rid, SkipKind(kind))
-        report = self.stage.report
-        report.already_stored += len(already)
-        if report.seen < 0:
-            report.seen = report.stored + report.duplicates + report.already_stored + len(report.skipped)
-        self.placed.update(already)
-        positions: Iterable[int] = ((s << SHARD_BITS) + k for s in sorted(sizes) for k in range(sizes[s])) \
-            if self.shards else range(max(report.seen, len(report.ids)))
-        # admission (driver mode) settled duplicates and already-stored inputs; the rows coming back, the rest.
-        # As in the local pipeline, a repeat of an input that was skipped is not stored either.
-        lost = {sk.id for sk in report.skipped if sk.id is not None} - set(self.placed.values())
-        settled = report.ids
-        report.ids = [None if rid in lost else rid for rid in
-                      (self.placed.get(p, settled[p] if p < len(settled) else None) for p in positions)]
+        self.stage.finish(start)
 
 
 def ingest_ray(
@@ -508,10 +490,10 @@ def ingest_ray(
     run = _RayRun(ray_mod, col, stage, write, ray_opts, opts, retry_timeout)
     start = time.perf_counter()
     try:
-        ds = run.source_dataset(src)
+        ds = run.admitted_dataset(src)
         if ds is not None:
             run.consume(run.stages(ds))
-        run.tally_into(skips)
+        run.tally_into(skips, start)
         if report.stored:
             seal(col.store, RetryPolicy(timeout=retry_timeout))
     finally:

@@ -244,3 +244,51 @@ def test_ray_ingest_stores_the_same_texts_as_the_local_pipeline(lists: tuple[lis
     assert fake["ray"].search(text="caption of k1", composer="text", k=1, targets=("text",))[0].id == "k1"
     for c in (*fake.values(), *tiny.values()):
         c.close()
+
+
+def _report(r: Any) -> tuple[Any, ...]:
+    """Everything an ingest report says, but the time."""
+    return (r.seen, r.stored, r.already_stored, r.duplicates, r.encoded, r.with_text, r.skipped_by_reason,
+            list(r.ids), sorted((s.source, s.reason, str(s.id)) for s in r.skipped))
+
+
+@pytest.mark.slow  # a local Ray instance (about a minute)
+def test_ray_ingest_dedupes_and_resumes_like_the_local_pipeline(lists: tuple[list[Path], dict[str, Path]],
+                                                                tmp_path: Path) -> None:
+    """Inputs repeating an id with another caption (a list of files hashed on Ray; tar shards repeating a key, the
+    first without a caption) store the first occurrence, as the local pipeline does; a re-run of each finds every
+    id already stored before encoding. The same reports (counts, kinds, ids, skips) and rows from both."""
+    ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
+    from cir_milvus.ingest import RayOptions
+
+    paths, _ = lists
+    copy = tmp_path / "copy_of_0.png"
+    copy.write_bytes(paths[0].read_bytes())
+    listing = tmp_path / "dups.jsonl"  # no id column: content ids; 0 and its copy carry different captions
+    rows = [(paths[0], "first caption"), (paths[1], None), (copy, "another caption"), (tmp_path / "gone.png", "x"),
+            (paths[2], "third")]
+    listing.write_text("".join(json.dumps({"path": str(p), **({"caption": c} if c else {})}) + "\n"
+                               for p, c in rows))
+    write_shard(tmp_path / "a.tar", [(f"k{i}", {"n": i}, paths[i].read_bytes()) for i in range(2)])
+    write_shard(tmp_path / "b.tar", [("k1", {"n": 9}, paths[5].read_bytes()), ("k2", {"n": 2}, paths[2].read_bytes())],
+                caption=True)  # k1 again: another image, with a caption
+    spec = str(tmp_path / "{a,b}.tar")
+    opts = IngestOptions(text_column="caption")
+    cols = {m: {s: CIRCollection.create(str(tmp_path / f"{m}.db"), s, encoder=_enc(), index="FLAT", item_text=True)
+                for s in ("list", "shards")} for m in ("local", "ray")}
+    local = [ingest(cols["local"][s], src, workers=0, batch_size=2, progress=False, options=opts)
+             for _ in range(2) for s, src in (("list", listing), ("shards", spec))]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray_opts = RayOptions(encoder_factory=functools.partial(FakeEncoder, dim=16, seed=1), write="driver")
+        dist = [ingest(cols["ray"][s], src, batch_size=2, progress=False, options=opts, ray=ray_opts)
+                for _ in range(2) for s, src in (("list", listing), ("shards", spec))]
+    finally:
+        ray.shutdown()
+    assert [(r.stored, r.duplicates, r.already_stored, r.with_text) for r in local] == [
+        (3, 1, 0, 2), (3, 1, 0, 1), (0, 1, 3, 0), (0, 1, 3, 0)]  # the first k1 has no caption
+    assert [_report(r) for r in dist] == [_report(r) for r in local]
+    for s, n, textless in (("list", 3, [local[0].ids[1]]), ("shards", 3, ["k0", "k1"])):
+        _same_rows({m: cols[m][s] for m in cols}, n, sorted(textless), 1e-5)
+    for c in (c for m in cols.values() for c in m.values()):
+        c.close()

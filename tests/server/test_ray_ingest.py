@@ -102,9 +102,10 @@ def test_ray_workers_write_to_the_server_and_match_the_local_pipeline(local_ray,
     with listing.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "caption"])
-        # zz_copy.png repeats 039.png's content and caption (a duplicate with another caption is stored by the
-        # local pipeline with the first one's, by Ray with whichever write lands last: not checked here)
-        w.writerows([str(p), _caption(39 if p.name == "zz_copy.png" else i)] for i, p in enumerate(files))
+        # zz_copy.png repeats 039.png's content (no caption) with a caption of its own: both pipelines store the
+        # first occurrence (no item text) and count the copy as a duplicate
+        w.writerows([str(p), "a copy with a caption" if p.name == "zz_copy.png" else _caption(i)]
+                    for i, p in enumerate(files))
     captions = [_caption(i) or None for i in range(len(paths))]
     for make, name in ((functools.partial(FakeEncoder, dim=16), "fake"), (PixelFake, "pixels")):
         mixed = name == "pixels"
