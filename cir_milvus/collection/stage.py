@@ -2,8 +2,9 @@
 
 One owner for the rules every write of images follows. :meth:`~cir_milvus.CIRCollection.add` runs the stage in this
 process (:meth:`RecordStage.run`); :func:`~cir_milvus.ingest.ingest` runs the same steps with the decode step in
-worker processes and the steps overlapped in threads; :func:`~cir_milvus.ingest.ray_pipeline.ingest_ray` runs the
-step functions (:func:`record_id`, :func:`record_metadata`, :func:`encode_decoded`, :func:`write_rows`) in Ray tasks.
+worker processes and the steps overlapped in threads; :func:`~cir_milvus.ingest.ray_pipeline.ingest_ray` runs
+:func:`record_id` in Ray tasks, :meth:`RecordStage.admit` (dedupe, "already stored?") in its driver, and decode,
+encode and :func:`write_rows` in Ray tasks and actors.
 
 - **id**: the record's own id (checked by the store's id policy) or the sha256 of its content
   (:func:`cir_milvus.images.content_id`); an ``http(s)://`` source is keyed by its URL.
