@@ -68,6 +68,7 @@ from cir_milvus.storage.lifecycle import (
 )
 from cir_milvus.storage.mirror import (
     TEXT_COLLECTION_KEY,
+    flush_with_mirror,
     hide_mirrors,
     mirror_owner,
     not_a_collection,
@@ -554,9 +555,10 @@ class VectorStore(StoreHybrid):
         self.close()
 
     def flush(self, *, retry: RetryPolicy | None = None) -> None:
-        """Seal growing segments so they get indexed (``retry`` overrides the store's retry policy for this call)."""
-        for name in dict.fromkeys((self.fields.text_collection or self.name, self.name)):
-            self._call(f"flush {name!r}", lambda name=name: self._client.flush(name), retry=retry)  # type: ignore[misc]
+        """Seal growing segments so they get indexed (``retry`` overrides the store's retry policy for this call); a
+        text mirror is flushed at the same time (:func:`~cir_milvus.storage.mirror.flush_with_mirror`)."""
+        flush_with_mirror(lambda n: self._call(f"flush {n!r}", lambda: self._client.flush(n), retry=retry), self.name,
+                          self.fields.text_collection)
 
     def index_info(self) -> dict[str, Any]:
         """The vector index's description (type, metric, indexed / total rows where the backend says)."""
