@@ -171,3 +171,35 @@ def test_ray_report_ids_of_tar_shards_are_in_input_order(local_ray, folder, tmp_
     assert report.stored == local.stored == 34
     col.close()
     ref.close()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_ray_workers_dedupe_and_resume_tar_shards_like_the_local_pipeline(local_ray, server_uri: str, folder,  # type: ignore[no-untyped-def]
+                                                                          tmp_path: Path) -> None:
+    """Two shards repeat a key (the first without a caption, the second with one and another image) on a mixed
+    gallery: the writer actors store the first occurrence, and a re-run finds every key already stored, before
+    encoding; the reports and rows are the local pipeline's."""
+    _, paths = folder
+    write_shard(tmp_path / "a.tar", [(f"k{i}", {"n": i}, paths[i].read_bytes()) for i in range(3)])
+    write_shard(tmp_path / "b.tar", [("k1", {"n": 9}, paths[7].read_bytes()), ("k3", {"n": 3}, paths[3].read_bytes()),
+                                     ("k4", {"n": 4}, b"not an image")], caption=True)
+    spec, opts = str(tmp_path / "{a,b}.tar"), IngestOptions(text_column="caption")
+    col = CIRCollection.create(server_uri, f"rayshards{uuid.uuid4().hex[:8]}", encoder=PixelFake(), item_text=True)
+    ref = CIRCollection.create(str(tmp_path / "ref.db"), "ref", encoder=PixelFake(), item_text=True)
+    runs = [(ingest_ray(col, spec, batch_size=2, progress=False, options=opts,
+                        ray=RayOptions(encoder_factory=PixelFake, write="workers")),
+             ingest(ref, spec, batch_size=2, workers=0, progress=False, options=opts)) for _ in range(2)]
+    for got, want in runs:
+        assert [(r.seen, r.stored, r.already_stored, r.duplicates, r.encoded, r.with_text, r.skipped_by_reason,
+                 r.ids) for r in (got, want)] == [(want.seen, want.stored, want.already_stored, want.duplicates,
+                                                   want.encoded, want.with_text, want.skipped_by_reason, want.ids)] * 2
+    assert [(r.stored, r.duplicates, r.already_stored, r.with_text) for _, r in runs] == [(4, 1, 0, 1), (0, 1, 4, 0)]
+    ids = ["k0", "k1", "k2", "k3"]
+    got_v, want_v = col.get_vectors(ids), ref.get_vectors(ids)
+    for i in ids:  # k1 is the first shard's image
+        np.testing.assert_allclose(got_v[i], want_v[i], rtol=1e-5, atol=1e-5)
+    got_t = col.store.stored_text_vectors(ids)
+    assert [i for i in ids if got_t[i] is None] == ["k0", "k1", "k2"]
+    col.close()
+    ref.close()
