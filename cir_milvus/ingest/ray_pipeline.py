@@ -14,7 +14,8 @@
   ``duplicates``), "already stored?" (one lookup per :data:`ADMIT_CHUNK` inputs). Only admitted rows are decoded
   and encoded. The driver's memory grows with the input count: one record (path, id, name) per input for lists,
   folders and iterables, one ``(position, id, name)`` per sample for tar shards, plus the set of ids seen, the same
-  set the local pipeline holds. Tar shards are read twice (keys, then the admitted samples' bytes).
+  set the local pipeline holds. Tar shards are read twice (keys, then the admitted samples' bytes), and decoding
+  starts once every input is admitted: the id pass (hashing files, reading shards) is not overlapped with it.
 - ``RayOptions(write="workers")`` (the default for server URIs): writer actors connect to the Milvus server by URI
   and upsert; only ids come back to the driver, which counts them.
 - ``RayOptions(write="driver")`` (the default for Milvus Lite, whose file cannot be opened from other processes):
