@@ -12,7 +12,7 @@
   ``(position, id, name, error)`` come back, and the driver runs :meth:`RecordStage.admit` over them as the local
   pipeline does: metadata, dedupe (the first occurrence in input order is stored, later ones count as
   ``duplicates``), "already stored?" (one lookup per :data:`ADMIT_CHUNK` inputs). Only admitted rows are decoded
-  and encoded. The driver's memory grows with the input count: one record (path, id, name) per input for lists,
+  and encoded. The driver's memory grows with the input count: each input's record for lists,
   folders and iterables, one ``(position, id, name)`` per sample for tar shards, plus the set of ids seen, the same
   set the local pipeline holds. Tar shards are read twice (keys, then the admitted samples' bytes), and decoding
   starts once every input is admitted: the id pass (hashing files, reading shards) is not overlapped with it.
