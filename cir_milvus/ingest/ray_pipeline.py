@@ -8,13 +8,17 @@
      tasks)     tar keys)        stored?")           for admitted samples)
 
 - **Admission happens in the driver, in input order, for every source and both write modes**: Ray tasks compute the
-  ids (content hashes of files named by path; a tar shard's sample keys, read by one task per shard), only
-  ``(position, id, name, error)`` come back, and the driver runs :meth:`RecordStage.admit` over them as the local
-  pipeline does: metadata, dedupe (the first occurrence in input order is stored, later ones count as
-  ``duplicates``), "already stored?" (one lookup per :data:`ADMIT_CHUNK` inputs). Only admitted rows are decoded
-  and encoded. The driver's memory grows with the input count: each input's record for lists,
-  folders and iterables, one ``(position, id, name)`` per sample for tar shards, plus the set of ids seen, the same
-  set the local pipeline holds. Tar shards are read twice (keys, then the admitted samples' bytes), and decoding
+  ids (content hashes of files named by path; a tar shard's sample keys and metadata, read by one task per shard),
+  only ``(position, id, name, error)`` (and a tar sample's metadata) come back, and the driver runs
+  :meth:`RecordStage.admit` over them as the local pipeline does: metadata (the store's policy: a sample whose
+  ``key.json`` is over the JSON limit or does not fit a typed field is skipped as ``bad_metadata``, never encoded),
+  dedupe (the first occurrence in input order is stored, later ones count as ``duplicates``), "already stored?"
+  (one lookup per :data:`ADMIT_CHUNK` inputs). Only admitted rows are decoded and encoded. The driver's memory
+  grows with the input count: each input's record for lists, folders and iterables; for tar shards one
+  ``(position, id, name)`` per sample, each sample's metadata (its ``key.json`` parsed, plus the caption and shard
+  name, as JSON text: usually well under a kilobyte, at most the store's 64 KB limit for the ones admitted) until its
+  chunk is admitted, and the admitted samples' metadata until pass 2 starts; plus the set of ids seen, the same set
+  the local pipeline holds. Tar shards are read twice (keys, then the admitted samples' bytes), and decoding
   starts once every input is admitted: the id pass (hashing files, reading shards) is not overlapped with it.
 - ``RayOptions(write="workers")`` (the default for server URIs): writer actors connect to the Milvus server by URI
   and upsert; only ids come back to the driver, which counts them.
@@ -48,7 +52,7 @@ from cir_milvus.errors import ConfigError, ImageDecodeError
 from cir_milvus.images import is_url, strip_name
 from cir_milvus.ingest.options import IngestOptions, RayOptions
 from cir_milvus.ingest.sources import ShardSource, open_source, warn_textless
-from cir_milvus.storage.policy import IdPolicy, MetadataError, jsonable
+from cir_milvus.storage.policy import IdPolicy
 from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.store import Id
 from cir_milvus.types import SkipKind
@@ -154,31 +158,29 @@ def _content_ids(batch: dict[str, np.ndarray], ids_policy: IdPolicy) -> dict[str
 
 
 def _shard_ids(row: dict[str, Any], text_column: str | None = None) -> list[dict[str, Any]]:
-    """Pass 1 over one tar shard: each sample's input position, id (its key), name and error, no image bytes."""
+    """Pass 1 over one tar shard: each sample's input position, id (its key), name, error and metadata (its
+    ``key.json`` as the shard source reads it, as JSON text: admission checks it), no image bytes."""
     first = int(row["index"]) << SHARD_BITS
-    return [{k: r[k] for k in ("input", "id", "origin", "error", "kind")}
+    return [{k: r[k] for k in ("input", "id", "origin", "error", "kind", "metadata")}
             for r in (_row(rec, first + k) for k, rec in
                       enumerate(ShardSource(row["shard"], text_column=text_column)))]
 
 
 def _shard_rows(row: dict[str, Any], text_column: str | None = None) -> list[dict[str, Any]]:
     """Pass 2 over one tar shard: the admitted samples (``samples``: indexes in the shard) as rows at their
-    admission positions (``inputs``)."""
-    keep = dict(zip((int(k) for k in row["samples"]), (int(j) for j in row["inputs"])))
-    return [_row(rec, keep[k]) for k, rec in enumerate(ShardSource(row["shard"], text_column=text_column))
-            if k in keep]
+    admission positions (``inputs``), with the metadata admission prepared (``metadata``: JSON text)."""
+    keep = {int(k): (int(j), str(m)) for k, j, m in zip(row["samples"], row["inputs"], row["metadata"])}
+    return [_row(rec._replace(metadata=json.loads(keep[k][1])), keep[k][0])
+            for k, rec in enumerate(ShardSource(row["shard"], text_column=text_column)) if k in keep]
 
 
 def _row(rec: Record, position: int) -> dict[str, Any]:
-    kind = rec.kind.value if rec.error else ""
-    try:
-        md, err = json.dumps(jsonable(dict(rec.metadata or {}))), ""
-    except MetadataError as e:  # the store's metadata policy: the same reason as the local pipeline
-        md, err, kind = "{}", f"bad metadata: {e}", SkipKind.BAD_METADATA.value
+    """A record as a dataset row (its metadata as JSON text: admission applies the store's metadata policy)."""
     src = os.fspath(rec.source) if isinstance(rec.source, os.PathLike) else rec.source
     return {"id": rec.id or "", "path": src if isinstance(src, str) else "",
-            "data": src if isinstance(src, bytes) else b"", "metadata": md, "origin": rec.name,
-            "error": rec.error or err, "kind": kind or SkipKind.NO_IMAGE.value, "text": rec.text or "",
+            "data": src if isinstance(src, bytes) else b"", "metadata": json.dumps(dict(rec.metadata or {})),
+            "origin": rec.name, "error": rec.error or "",
+            "kind": rec.kind.value if rec.error else SkipKind.NO_IMAGE.value, "text": rec.text or "",
             "input": position}
 
 
@@ -375,24 +377,29 @@ class _RayRun:
         return records
 
     def _shard_dataset(self, src: ShardSource) -> Any:
-        """Tar shards: pass 1 reads every shard for its samples' keys, the driver admits them in input order, pass 2
-        reads each shard again for the admitted samples' bytes."""
+        """Tar shards: pass 1 reads every shard for its samples' keys and metadata, the driver admits them in input
+        order (the metadata checks included), pass 2 reads each shard again for the admitted samples' bytes."""
         tasks = {"fn_kwargs": {"text_column": src.text_column}, "num_cpus": self.res["task_cpus"]}
         ids = self.ray.data.from_items([{"shard": s, "index": i} for i, s in enumerate(src.shards)]).flat_map(
             _shard_ids, **tasks)
-        found: list[tuple[int, str, str, str, str]] = []  # (input position, id, name, error, kind) of every sample
+        # (input position, id, name, error, kind, metadata JSON text) of every sample
+        found: list[tuple[int, str, str, str, str, str]] = []
         for b in self._batches(ids):
-            found += zip((int(p) for p in b["input"]), b["id"], b["origin"], b["error"], b["kind"])
+            found += zip((int(p) for p in b["input"]), b["id"], b["origin"], b["error"], b["kind"], b["metadata"])
         found.sort(key=lambda f: f[0])
-        keep: dict[int, tuple[list[int], list[int]]] = {}  # shard -> (sample indexes, admission positions)
+        keep: dict[int, tuple[list[int], list[int], list[str]]] = {}  # shard -> (samples, positions, metadata)
         for s in range(0, len(found), ADMIT_CHUNK):
-            records = [Record(str(rid) or None, None if err else b"", {}, str(name), str(err) or None,
-                              SkipKind(str(kind))) for _, rid, name, err, kind in found[s: s + ADMIT_CHUNK]]
-            for n in self.stage.admit(records, s).inputs:
-                samples, inputs = keep.setdefault(found[n][0] >> SHARD_BITS, ([], []))
+            records = [Record(str(rid) or None, None if err else b"", json.loads(md), str(name), str(err) or None,
+                              SkipKind(str(kind))) for _, rid, name, err, kind, md in found[s: s + ADMIT_CHUNK]]
+            admitted = self.stage.admit(records, s)
+            for n, md in zip(admitted.inputs, admitted.metadata):
+                samples, inputs, metadata = keep.setdefault(found[n][0] >> SHARD_BITS, ([], [], []))
                 samples.append(found[n][0] & ((1 << SHARD_BITS) - 1))
                 inputs.append(n)
-        items = [{"shard": src.shards[i], "samples": k, "inputs": n} for i, (k, n) in sorted(keep.items())]
+                metadata.append(json.dumps(md))
+            found[s: s + ADMIT_CHUNK] = [f[:5] + ("",) for f in found[s: s + ADMIT_CHUNK]]  # admitted: drop its text
+        items = [{"shard": src.shards[i], "samples": k, "inputs": n, "metadata": m}
+                 for i, (k, n, m) in sorted(keep.items())]
         return self.ray.data.from_items(items).flat_map(_shard_rows, **tasks) if items else None
 
     def stages(self, ds: Any) -> Any:

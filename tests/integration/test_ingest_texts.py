@@ -20,9 +20,10 @@ pytest.importorskip("milvus_lite")
 
 from ingest_helpers import write_shard, write_synthetic_pngs  # noqa: E402
 
-from cir_milvus import CIRCollection, CollectionNotFoundError, ConfigError, FakeEncoder  # noqa: E402
+from cir_milvus import CIRCollection, CollectionNotFoundError, ConfigError, FakeEncoder, SkipKind  # noqa: E402
 from cir_milvus.cli import main  # noqa: E402
 from cir_milvus.ingest import IngestOptions, ingest  # noqa: E402
+from cir_milvus.storage.policy import MAX_METADATA_BYTES  # noqa: E402
 
 pytestmark = pytest.mark.integration
 N = 8
@@ -256,8 +257,9 @@ def _report(r: Any) -> tuple[Any, ...]:
 def test_ray_ingest_dedupes_and_resumes_like_the_local_pipeline(lists: tuple[list[Path], dict[str, Path]],
                                                                 tmp_path: Path) -> None:
     """Inputs repeating an id with another caption (a list of files hashed on Ray; tar shards repeating a key, the
-    first without a caption) store the first occurrence, as the local pipeline does; a re-run of each finds every
-    id already stored before encoding. The same reports (counts, kinds, ids, skips) and rows from both."""
+    first without a caption) store the first occurrence, as the local pipeline does; a tar sample whose key.json is
+    over the store's metadata limit is skipped as bad metadata at admission, never encoded; a re-run of each finds
+    every id already stored before encoding. The same reports (counts, kinds, ids, skips) and rows from both."""
     ray = pytest.importorskip("ray", reason="pip install 'cir_milvus[ray]'")
     from cir_milvus.ingest import RayOptions
 
@@ -272,9 +274,14 @@ def test_ray_ingest_dedupes_and_resumes_like_the_local_pipeline(lists: tuple[lis
     write_shard(tmp_path / "a.tar", [(f"k{i}", {"n": i}, paths[i].read_bytes()) for i in range(2)])
     write_shard(tmp_path / "b.tar", [("k1", {"n": 9}, paths[5].read_bytes()), ("k2", {"n": 2}, paths[2].read_bytes())],
                 caption=True)  # k1 again: another image, with a caption
-    spec = str(tmp_path / "{a,b}.tar")
+    # key.json that the store refuses (bad metadata): over its JSON limit; a typed int64 field that is not a number
+    big = {"n": 3, "blob": "x" * (MAX_METADATA_BYTES + 1)}
+    write_shard(tmp_path / "c.tar", [("k3", big, paths[3].read_bytes()), ("k4", {"n": 4}, paths[4].read_bytes()),
+                                     ("k5", {"n": "five"}, paths[6].read_bytes())])
+    spec = str(tmp_path / "{a,b,c}.tar")
     opts = IngestOptions(text_column="caption")
-    cols = {m: {s: CIRCollection.create(str(tmp_path / f"{m}.db"), s, encoder=_enc(), index="FLAT", item_text=True)
+    cols = {m: {s: CIRCollection.create(str(tmp_path / f"{m}.db"), s, encoder=_enc(), index="FLAT", item_text=True,
+                                        fields={"n": "int64"} if s == "shards" else None)
                 for s in ("list", "shards")} for m in ("local", "ray")}
     local = [ingest(cols["local"][s], src, workers=0, batch_size=2, progress=False, options=opts)
              for _ in range(2) for s, src in (("list", listing), ("shards", spec))]
@@ -286,9 +293,15 @@ def test_ray_ingest_dedupes_and_resumes_like_the_local_pipeline(lists: tuple[lis
     finally:
         ray.shutdown()
     assert [(r.stored, r.duplicates, r.already_stored, r.with_text) for r in local] == [
-        (3, 1, 0, 2), (3, 1, 0, 1), (0, 1, 3, 0), (0, 1, 3, 0)]  # the first k1 has no caption
+        (3, 1, 0, 2), (4, 1, 0, 1), (0, 1, 3, 0), (0, 1, 4, 0)]  # the first k1 has no caption
+    for r in local[1::2]:  # k3 and k5 are refused at admission, never decoded or encoded, on every run
+        assert r.encoded == r.stored and r.skipped_by_reason == {SkipKind.BAD_METADATA.value: 2}
+        assert [(s.source, s.id, s.kind) for s in r.skipped] == [(f"c.tar#{k}", k, SkipKind.BAD_METADATA)
+                                                                 for k in ("k3", "k5")]
+        assert all(s.reason.startswith("bad metadata: ") for s in r.skipped) and r.ids[4] is r.ids[6] is None
     assert [_report(r) for r in dist] == [_report(r) for r in local]
-    for s, n, textless in (("list", 3, [local[0].ids[1]]), ("shards", 3, ["k0", "k1"])):
+    assert [[s.kind for s in r.skipped] for r in dist] == [[s.kind for s in r.skipped] for r in local]
+    for s, n, textless in (("list", 3, [local[0].ids[1]]), ("shards", 4, ["k0", "k1", "k4"])):
         _same_rows({m: cols[m][s] for m in cols}, n, sorted(textless), 1e-5)
     for c in (c for m in cols.values() for c in m.values()):
         c.close()
