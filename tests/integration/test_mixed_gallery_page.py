@@ -5,19 +5,16 @@ library's, in order). Real headless Chromium, as tests/integration/test_serve_br
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("milvus_lite")
 pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python driver)")
 
-from serve_helpers import free_port, write_gallery  # noqa: E402
+from serve_helpers import serving, write_gallery  # noqa: E402
 
 from cir_milvus import CIRCollection, FakeEncoder  # noqa: E402
 from cir_milvus.serve import create_app  # noqa: E402
@@ -25,19 +22,6 @@ from cir_milvus.serve import create_app  # noqa: E402
 pytestmark = pytest.mark.integration
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage",
         "--no-first-run"]
-
-
-def _serve(app: Any) -> tuple[Any, threading.Thread, str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def test_page_offers_the_match_toggle_and_sends_targets(tmp_path: Path) -> None:
@@ -53,9 +37,10 @@ def test_page_offers_the_match_toggle_and_sends_targets(tmp_path: Path) -> None:
     plain.add(paths[:4])
     want = [h.id for h in mixed.search(paths[1], "make it blue", k=12, targets=("image", "text"))]
     assert want != [h.id for h in mixed.search(paths[1], "make it blue", k=12)]  # the toggle matters
-    server, thread, base = _serve(create_app({"mixed": mixed, "plain": plain}))
     try:
-        with playwright_api.sync_playwright() as p:
+        with serving(create_app({"mixed": mixed, "plain": plain})) as (host, port), \
+                playwright_api.sync_playwright() as p:
+            base = f"http://{host}:{port}"
             browser = p.chromium.launch(executable_path=exe, args=ARGS)
             page = browser.new_page()
             page.goto(base + "/")
@@ -76,7 +61,5 @@ def test_page_offers_the_match_toggle_and_sends_targets(tmp_path: Path) -> None:
             assert [t.get_attribute("data-id") for t in page.locator(".tile").all()] == want
             browser.close()
     finally:
-        server.should_exit = True
-        thread.join(10)
         mixed.close()
         plain.close()
