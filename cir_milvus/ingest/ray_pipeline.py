@@ -423,26 +423,22 @@ class _RayRun:
         return ds
 
     def consume(self, ds: Any) -> None:
-        """Count (and in driver mode, write) what comes back: admission made every id distinct."""
+        """Count (and in driver mode, write through :meth:`RecordStage.write`) what comes back: admission made every
+        id distinct."""
         report = self.stage.report
-        with_text = 0
         for batch in self._batches(ds):
-            if self.write == "driver" and len(batch["id"]):
-                rows = _rows(batch)
-                self.stage.count(encoded=len(rows.batch.ids))
-                done = write_rows(self.col.store, rows, self.stage.skips, retry=self.stage.retry,
-                                  on_retry=self.stage.on_retry)
-                placed = [(rows.batch.inputs[i], rid) for i, rid in done]
-                with_text += sum(rows.batch.texts[i] is not None for i, _ in done)
-            else:
-                placed = [(int(p), str(i)) for p, i in zip(batch["input"], batch["id"])]
-                with_text += int(np.count_nonzero(batch.get("with_text", ())))
-                self.stage.count(encoded=len(placed))
+            if self.write == "driver":
+                if len(batch["id"]):
+                    rows = _rows(batch)
+                    self.stage.count(encoded=len(rows.batch.ids))
+                    self.stage.write(rows)
+                continue
+            placed = [(int(p), str(i)) for p, i in zip(batch["input"], batch["id"])]
             for position, rid in placed:
                 report.ids[position] = rid
-            self.stage.count(stored=len(placed))
-        if self.stage.item_texts:
-            report.with_text = with_text
+            self.stage.count(encoded=len(placed), stored=len(placed))
+            if self.stage.item_texts:
+                self.stage.count(with_text=int(np.count_nonzero(batch.get("with_text", ()))))
 
     def tally_into(self, skips: SkipLog, start: float) -> None:
         """The skips the stages tallied; then the local pipeline's closing rule (a repeat of a skipped input is not
