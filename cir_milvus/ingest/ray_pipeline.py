@@ -170,7 +170,7 @@ def _shard_rows(row: dict[str, Any], text_column: str | None = None) -> list[dic
     """Pass 2 over one tar shard: the admitted samples (``samples``: indexes in the shard) as rows at their
     admission positions (``inputs``), with the metadata admission prepared (``metadata``: JSON text)."""
     keep = {int(k): (int(j), str(m)) for k, j, m in zip(row["samples"], row["inputs"], row["metadata"])}
-    return [_row(rec._replace(metadata=json.loads(keep[k][1])), keep[k][0])
+    return [{**_row(rec._replace(metadata=None), keep[k][0]), "metadata": keep[k][1]}  # admission's JSON, as is
             for k, rec in enumerate(ShardSource(row["shard"], text_column=text_column)) if k in keep]
 
 
