@@ -53,8 +53,8 @@ from cir_milvus.storage.retry import RetryPolicy
 from cir_milvus.storage.store import Id, VectorStore
 from cir_milvus.types import SkipKind
 
-__all__ = ["Batch", "Record", "RecordStage", "Rows", "encode_decoded", "pixel_config", "record_id",
-           "record_metadata", "seal", "write_rows"]
+__all__ = ["Batch", "Record", "RecordStage", "Rows", "encode_decoded", "hashes_file", "pixel_config",
+           "record_id", "record_metadata", "seal", "write_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,13 @@ def record_id(rec: Record, ids: IdPolicy) -> Id:
     if reason is not None:
         raise ImageDecodeError(f"{reason}; give every record an id", SkipKind.INVALID_ID)
     return rid
+
+
+def hashes_file(rec: Record) -> bool:
+    """Whether the record's id is the content hash of a file it names (no id, a path that is not a URL): reading
+    the file gives both its id and its image."""
+    src = rec.source
+    return rec.id is None and isinstance(src, (str, os.PathLike)) and not (isinstance(src, str) and is_url(src))
 
 
 def record_metadata(rec: Record, store: VectorStore) -> dict[str, Any]:
@@ -291,8 +298,7 @@ class RecordStage:
     def _resolve(self, rec: Record) -> tuple[Id, Any]:
         """The id and the data to decode (raises ImageDecodeError with the skip reason and kind)."""
         data = rec.source
-        if self.read_once and rec.id is None and isinstance(data, (str, os.PathLike)) and not (
-                isinstance(data, str) and is_url(data)):
+        if self.read_once and hashes_file(rec):
             data = read_image_file(data)  # opened non-blocking, fstat-checked: a FIFO never blocks
             return record_id(rec._replace(source=data), self.store), data
         return record_id(rec, self.store), data

@@ -47,9 +47,9 @@ from cir_milvus._optional import require
 from cir_milvus.collection.decode import prepare_batch, skip_kind_of
 from cir_milvus.collection.mixed import check_item_texts, encode_item_texts
 from cir_milvus.collection.report import IngestReport, SkipLog
-from cir_milvus.collection.stage import Batch, Record, RecordStage, Rows, record_id, seal, write_rows
+from cir_milvus.collection.stage import Batch, Record, RecordStage, Rows, hashes_file, record_id, seal, write_rows
 from cir_milvus.errors import ConfigError, ImageDecodeError
-from cir_milvus.images import is_url, strip_name
+from cir_milvus.images import strip_name
 from cir_milvus.ingest.options import IngestOptions, RayOptions
 from cir_milvus.ingest.sources import ShardSource, open_source, warn_textless
 from cir_milvus.storage.policy import IdPolicy
@@ -182,12 +182,6 @@ def _row(rec: Record, position: int) -> dict[str, Any]:
             "origin": rec.name, "error": rec.error or "",
             "kind": rec.kind.value if rec.error else SkipKind.NO_IMAGE.value, "text": rec.text or "",
             "input": position}
-
-
-def _needs_hash(rec: Record) -> bool:
-    """A record whose id is the content hash of a file (read on Ray); the driver ids the others itself."""
-    return rec.id is None and rec.error is None and isinstance(rec.source, (str, os.PathLike)) and not (
-        isinstance(rec.source, str) and is_url(rec.source))
 
 
 def _items(batch: dict[str, np.ndarray]) -> list[tuple[int, Any]]:
@@ -363,7 +357,7 @@ class _RayRun:
     def _hash_ids(self, records: list[Record]) -> list[Record]:
         """Records with their content-hash ids filled in by Ray tasks (or the reason a file cannot be read)."""
         todo = [{"input": n, "path": os.fspath(r.source), "origin": r.name} for n, r in enumerate(records)
-                if _needs_hash(r)]
+                if r.error is None and hashes_file(r)]
         if not todo:
             return records
         ds = self.ray.data.from_items(todo).map_batches(
