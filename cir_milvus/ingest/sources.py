@@ -465,10 +465,11 @@ def open_source(spec: Any, *, allow_urls: bool = False, root: str | os.PathLike[
     records) or a list of paths/bytes/tuples → :class:`IterableSource`. ``text_column``: see
     :func:`with_text_column`.
     """
-    return with_text_column(_open(spec, allow_urls, root), text_column)
+    return with_text_column(_open(spec, allow_urls, root, text_column), text_column)
 
 
-def _open(spec: Any, allow_urls: bool, root: str | os.PathLike[str] | None) -> Any:
+def _open(spec: Any, allow_urls: bool, root: str | os.PathLike[str] | None, text_column: str | None) -> Any:
+    """A source for ``spec``, one that it builds already reading ``text_column`` (a source given is returned as is)."""
     if isinstance(spec, (FolderSource, ListSource, ShardSource, IterableSource)):
         return spec
     if isinstance(spec, (str, os.PathLike)):
@@ -480,12 +481,12 @@ def _open(spec: Any, allow_urls: bool, root: str | os.PathLike[str] | None) -> A
             return FolderSource(p)
         low = s.lower()
         if low.endswith((".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")):
-            return ListSource(p, root=root, allow_urls=allow_urls)
+            return ListSource(p, root=root, allow_urls=allow_urls, text_column=text_column)
         if low.endswith((".tar", ".tar.gz", ".tgz")) or "{" in s or any(ch in s for ch in "*?["):
-            return ShardSource(s)
+            return ShardSource(s, text_column=text_column)
         raise ConfigError(f"{s!r} is not a folder, an image list (.csv/.jsonl/.parquet) or tar shards")
     if hasattr(spec, "__iter__"):
-        return IterableSource(spec, allow_urls=allow_urls)
+        return IterableSource(spec, allow_urls=allow_urls, text_column=text_column)
     raise ConfigError(f"cannot ingest from {type(spec).__name__}")
 
 
