@@ -381,12 +381,19 @@ class RecordStage:
         if rows is None:
             return 0
         written = write_rows(self.store, rows, self.skips, retry=self.retry, on_retry=self.on_retry)
-        for i, rid in written:
-            self._settle(rows.batch.inputs[i], rid)
-        self.count(stored=len(written))
-        if self.item_texts:
-            self.count(with_text=sum(rows.batch.texts[i] is not None for i, _ in written))
+        b = rows.batch
+        self.written([(b.inputs[i], rid) for i, rid in written],
+                     sum(b.texts[i] is not None for i, _ in written) if self.item_texts else 0)
         return len(written)
+
+    def written(self, placed: Sequence[tuple[int, Id]], with_text: int = 0) -> None:
+        """Book rows written (here, or by a Ray writer actor): each ``(input position, id)`` into ``report.ids``,
+        the ``stored`` count and, with item texts, ``with_text`` (how many of them have a text)."""
+        for position, rid in placed:
+            self._settle(position, rid)
+        self.count(stored=len(placed))
+        if self.item_texts:
+            self.count(with_text=with_text)
 
     # -- in-process ------------------------------------------------------------------------------------------------
     def run(self, records: Iterable[Record], progress: Callable[[int], None] | None = None) -> IngestReport:

@@ -419,7 +419,6 @@ class _RayRun:
     def consume(self, ds: Any) -> None:
         """Count (and in driver mode, write through :meth:`RecordStage.write`) what comes back: admission made every
         id distinct."""
-        report = self.stage.report
         for batch in self._batches(ds):
             if self.write == "driver":
                 if len(batch["id"]):
@@ -428,11 +427,8 @@ class _RayRun:
                     self.stage.write(rows)
                 continue
             placed = [(int(p), str(i)) for p, i in zip(batch["input"], batch["id"])]
-            for position, rid in placed:
-                report.ids[position] = rid
-            self.stage.count(encoded=len(placed), stored=len(placed))
-            if self.stage.item_texts:
-                self.stage.count(with_text=int(np.count_nonzero(batch.get("with_text", ()))))
+            self.stage.count(encoded=len(placed))
+            self.stage.written(placed, int(np.count_nonzero(batch.get("with_text", ()))))
 
     def tally_into(self, skips: SkipLog, start: float) -> None:
         """The skips the stages tallied; then the local pipeline's closing rule (a repeat of a skipped input is not
