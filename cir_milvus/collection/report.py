@@ -52,7 +52,8 @@ class IngestReport:
         seconds: wall time.
         skip_report: where the JSON Lines skip report was written (or ``None``).
         ids: the id of each input (``None``: skipped), in input order.
-        with_text: stored rows that have an item text (mixed galleries); ``None`` when the call stored no texts.
+        with_text: stored rows that have an item text (mixed galleries); ``None`` when the call read no item texts
+            (no ``text_column`` / ``texts=``; with one, a run that stored none has 0).
     """
 
     seen: int = 0
